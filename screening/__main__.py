@@ -1,0 +1,5 @@
+"""`python -m screening` is the `screen` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""Domain errors raised by the screening library; the CLI turns each into one line and an exit code."""
+
+
+class ScreeningError(Exception):
+    """Base class of every error the CLI reports as a one-line message."""
+
+    exit_code = 1
+
+
+class InputError(ScreeningError):
+    """The images folder or an option is unusable before any work starts."""
+
+    exit_code = 2
+
+
+class MetadataError(InputError):
+    """The patient metadata CSV cannot be used at all (unreadable, no key column)."""
+
+    exit_code = 2
+
+
+class BundleError(ScreeningError):
+    """The model bundle is missing, malformed, or does not match its manifest."""
+
+    exit_code = 3
+
+
+class BackendUnavailable(ScreeningError):
+    """The requested inference backend cannot run on this machine."""
+
+    exit_code = 4
+
+
+class OutputLocked(ScreeningError):
+    """Another run is writing the same output file."""
+
+    exit_code = 5

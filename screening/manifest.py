@@ -1,0 +1,186 @@
+"""The model bundle manifest: the one contract between training and screening.
+
+A bundle is a folder ``engines/<name>/`` holding ``segmenter.onnx``, ``classifier.onnx`` and
+``manifest.json``. The manifest is the only source, at run time, of the classes, the
+preprocessing, the mask handling, the metadata vocabulary and the ONNX input/output names.
+Training writes it (``training.export``); screening reads and verifies it here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+from .metadata import MetadataVocabulary
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+NOT_FOR_DIAGNOSIS = (
+    "Research and triage support only. Not a medical device and not for diagnosis: every "
+    "result must be reviewed by a qualified clinician."
+)
+MASK_INPUT_MODES = ("binary", "masked_image")
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One output class of the classifier."""
+
+    name: str  # short code used in column names, e.g. "mel" -> p_mel
+    label: str  # human-readable name, e.g. "melanoma"
+    malignant: bool  # counts towards the risk score
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ONNX model of the bundle and how to feed it."""
+
+    file: str  # file name inside the bundle folder
+    sha256: str  # of the file; checked before use
+    inputs: dict[str, list[Any]]  # input name -> shape, batch axis as "N"
+    outputs: dict[str, list[Any]]  # output name -> shape, batch axis as "N"
+    mean: list[float]  # per-channel RGB normalisation of the image input, on 0..1 pixels
+    std: list[float]
+    architecture: str = ""  # free text for humans, e.g. "smp Unet tu-tf_efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about a bundle."""
+
+    name: str
+    version: str
+    created: str  # ISO 8601 UTC
+    classes: list[ClassSpec]
+    input_size: tuple[int, int]  # (height, width) of every model input
+    segmenter: ModelSpec  # input "image" -> output "mask" (lesion probability, N x 1 x H x W)
+    classifier: ModelSpec  # inputs "image", "mask", "meta" -> output "logits" (N x classes)
+    metadata: MetadataVocabulary
+    mask_threshold: float = 0.5  # probability above which a pixel is lesion
+    mask_input_mode: str = "binary"  # what the classifier's mask branch sees (applied in-graph)
+    temperature: float = 1.0  # calibration: probabilities = softmax(logits / temperature)
+    training: dict[str, Any] = field(default_factory=dict)  # provenance: data, config, metrics, commit
+    statement: str = NOT_FOR_DIAGNOSIS
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def malignant_indices(self) -> list[int]:
+        return [i for i, c in enumerate(self.classes) if c.malignant]
+
+    @property
+    def tag(self) -> str:
+        """``name@version``, written on every output row."""
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metadata"] = self.metadata.to_dict()
+        data["input_size"] = list(self.input_size)
+        # Keys in reading order for humans opening the file.
+        order = ["schema_version", "name", "version", "created", "statement", "classes",
+                 "input_size", "mask_threshold", "mask_input_mode", "temperature", "metadata",
+                 "segmenter", "classifier", "training"]
+        return {k: data[k] for k in order}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(f"manifest schema version {version!r} is not supported "
+                              f"(this screening version reads {SCHEMA_VERSION})")
+        try:
+            manifest = cls(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                created=str(data["created"]),
+                classes=[ClassSpec(**c) for c in data["classes"]],
+                input_size=(int(data["input_size"][0]), int(data["input_size"][1])),
+                segmenter=ModelSpec(**data["segmenter"]),
+                classifier=ModelSpec(**data["classifier"]),
+                metadata=MetadataVocabulary.from_dict(data["metadata"]),
+                mask_threshold=float(data["mask_threshold"]),
+                mask_input_mode=str(data["mask_input_mode"]),
+                temperature=float(data["temperature"]),
+                training=dict(data.get("training", {})),
+                statement=str(data.get("statement", NOT_FOR_DIAGNOSIS)),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BundleError(f"manifest is malformed: {exc.__class__.__name__}: {exc}") from exc
+        manifest.check()
+        return manifest
+
+    def check(self) -> None:
+        """Internal consistency; raises BundleError with the first problem found."""
+        if not self.classes:
+            raise BundleError("manifest lists no classes")
+        if not self.malignant_indices:
+            raise BundleError("manifest marks no class as malignant, so no risk can be computed")
+        if self.mask_input_mode not in MASK_INPUT_MODES:
+            raise BundleError(f"mask_input_mode {self.mask_input_mode!r} is not one of {MASK_INPUT_MODES}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise BundleError(f"mask_threshold {self.mask_threshold} must lie strictly between 0 and 1")
+        if self.temperature <= 0:
+            raise BundleError(f"temperature {self.temperature} must be positive")
+        for role, spec, inputs, outputs in (
+            ("segmenter", self.segmenter, {"image"}, {"mask"}),
+            ("classifier", self.classifier, {"image", "mask", "meta"}, {"logits"}),
+        ):
+            if set(spec.inputs) != inputs or set(spec.outputs) != outputs:
+                raise BundleError(f"{role} must have inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
+                                  f"manifest says {sorted(spec.inputs)} -> {sorted(spec.outputs)}")
+        if self.classifier.inputs["meta"][1] != self.metadata.dim:
+            raise BundleError(f"classifier meta input has width {self.classifier.inputs['meta'][1]} "
+                              f"but the metadata vocabulary encodes {self.metadata.dim} values")
+        if self.classifier.outputs["logits"][1] != len(self.classes):
+            raise BundleError(f"classifier gives {self.classifier.outputs['logits'][1]} logits "
+                              f"for {len(self.classes)} classes")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_manifest(manifest: Manifest, bundle_dir: Path) -> Path:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_manifest(bundle_dir: Path, verify_files: bool = True) -> Manifest:
+    """Read and check a bundle's manifest; with ``verify_files`` also the ONNX files' sha256."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not bundle_dir.is_dir():
+        raise BundleError(f"bundle folder {bundle_dir} does not exist")
+    if not path.is_file():
+        raise BundleError(f"{path} not found: not a model bundle")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is not a JSON object")
+    manifest = Manifest.from_dict(data)
+    if verify_files:
+        for spec in (manifest.segmenter, manifest.classifier):
+            model_path = bundle_dir / spec.file
+            if not model_path.is_file():
+                raise BundleError(f"{model_path} listed in the manifest is missing")
+            actual = sha256_file(model_path)
+            if actual != spec.sha256:
+                raise BundleError(f"{model_path} does not match its manifest sha256 "
+                                  f"(expected {spec.sha256[:12]}…, found {actual[:12]}…): "
+                                  f"the bundle was modified or is incomplete")
+    return manifest
