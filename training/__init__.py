@@ -1,0 +1,1 @@
+"""Training side: datasets, models, training loops, evaluation and ONNX bundle export."""
