@@ -1,0 +1,87 @@
+"""The bundle manifest: round trip, consistency checks and file verification with exact messages."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from screening.errors import BundleError
+from screening.manifest import ClassSpec, Manifest, ModelSpec, load_manifest, save_manifest, sha256_file
+from screening.metadata import DEFAULT_VOCABULARY
+
+
+def make_manifest(bundle, **changes) -> Manifest:
+    (bundle / "segmenter.onnx").write_bytes(b"segmenter bytes")
+    (bundle / "classifier.onnx").write_bytes(b"classifier bytes")
+    manifest = Manifest(
+        name="tiny", version="1.2.3", created="2026-11-25T00:00:00+00:00",
+        classes=[ClassSpec("nv", "nevus", False), ClassSpec("mel", "melanoma", True)],
+        input_size=(32, 32),
+        segmenter=ModelSpec("segmenter.onnx", sha256_file(bundle / "segmenter.onnx"),
+                            {"image": ["N", 3, 32, 32]}, {"mask": ["N", 1, 32, 32]}, [0.5] * 3, [0.5] * 3),
+        classifier=ModelSpec("classifier.onnx", sha256_file(bundle / "classifier.onnx"),
+                             {"image": ["N", 3, 32, 32], "mask": ["N", 1, 32, 32], "meta": ["N", 20]},
+                             {"logits": ["N", 2]}, [0.5] * 3, [0.5] * 3),
+        metadata=DEFAULT_VOCABULARY,
+    )
+    return replace(manifest, **changes)
+
+
+def test_round_trip_through_disk(tmp_path):
+    manifest = make_manifest(tmp_path)
+    save_manifest(manifest, tmp_path)
+    loaded = load_manifest(tmp_path)
+    assert loaded == manifest
+    assert loaded.tag == "tiny@1.2.3" and loaded.malignant_indices == [1]
+    assert "not for diagnosis" in json.loads((tmp_path / "manifest.json").read_text())["statement"].lower()
+
+
+def test_modified_model_file_is_refused(tmp_path):
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    (tmp_path / "classifier.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match=r"classifier.onnx does not match its manifest sha256"):
+        load_manifest(tmp_path)
+
+
+def test_missing_model_file_is_refused(tmp_path):
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    (tmp_path / "segmenter.onnx").unlink()
+    with pytest.raises(BundleError, match=r"segmenter.onnx listed in the manifest is missing"):
+        load_manifest(tmp_path)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match=r"manifest.json not found: not a model bundle"):
+        load_manifest(tmp_path)
+    with pytest.raises(BundleError, match=r"does not exist"):
+        load_manifest(tmp_path / "nope")
+
+
+def test_future_schema_version_is_refused(tmp_path):
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"schema version 99 is not supported"):
+        load_manifest(tmp_path)
+
+
+def test_malformed_manifest_names_the_problem(tmp_path):
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    del data["classes"]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"manifest is malformed: KeyError: 'classes'"):
+        load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"classes": [ClassSpec("nv", "nevus", False), ClassSpec("bkl", "keratosis", False)]}, "marks no class as malignant"),
+    ({"mask_input_mode": "both"}, "mask_input_mode 'both' is not one of"),
+    ({"mask_threshold": 1.0}, "mask_threshold 1.0 must lie strictly between 0 and 1"),
+    ({"temperature": 0.0}, "temperature 0.0 must be positive"),
+    ({"classes": [ClassSpec("mel", "melanoma", True)]}, "classifier gives 2 logits for 1 classes"),
+])
+def test_inconsistent_manifests_are_refused(tmp_path, changes, message):
+    with pytest.raises(BundleError, match=message):
+        make_manifest(tmp_path, **changes).check()

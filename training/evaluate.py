@@ -1,0 +1,111 @@
+"""`python -m training evaluate`: validation metrics, temperature calibration and plots.
+
+Writes ``<out_dir>/eval/evaluation.json`` (classification metrics before and after temperature
+scaling, expected calibration error, segmentation Dice/IoU/thresholded Jaccard),
+``predictions.csv`` (calibrated per-image probabilities) and PNG plots. The temperature found
+here is what `export` writes into the bundle manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from screening.preprocess import resize_mask, softmax
+
+from .calibration import expected_calibration_error, fit_temperature
+from .common import config_argument_parser, config_from_args, read_index, split
+from .config import Config
+from .inference import load_classifier
+from .masks import mask_cache_dir
+from .metrics import classification_report, segmentation_report
+from .plots import plot_confusion_matrix, plot_reliability, plot_roc_curves
+from .train_classifier import build_datasets, mask_source, predict_logits
+
+
+def eval_dir(config: Config) -> Path:
+    return config.out / "eval"
+
+
+def evaluate(config: Config) -> dict[str, Any]:
+    """Evaluate the trained models of ``config`` on the validation split; returns the report."""
+    index = read_index(config)
+    out = eval_dir(config)
+    out.mkdir(parents=True, exist_ok=True)
+    mask_dir = mask_source(config, index)
+    _, val_set, classes = build_datasets(config, index, mask_dir)
+    model, _ = load_classifier(config.out / "classifier" / "best.pt")
+    loader = DataLoader(val_set, batch_size=config.classifier.optim.batch_size, num_workers=config.data.workers)
+    logits, labels = predict_logits(model, loader, torch.device("cpu"))
+
+    temperature = fit_temperature(logits, labels)
+    raw, calibrated = softmax(logits), softmax(logits, temperature)
+    report: dict[str, Any] = {
+        "split": "val",
+        "images": int(len(labels)),
+        "classes": classes.names,
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(raw, labels),
+        "ece_after": expected_calibration_error(calibrated, labels),
+        "uncalibrated": classification_report(labels, raw, classes.names, classes.malignant_indices),
+        "calibrated": classification_report(labels, calibrated, classes.names, classes.malignant_indices),
+    }
+    val = split(index, "val")
+    if mask_dir is not None:
+        report["segmentation"] = _segmentation(config, val)
+
+    _write_predictions(out / "predictions.csv", val, labels, calibrated, classes.names)
+    plot_roc_curves(labels, calibrated, classes.names, classes.malignant_indices, out / "roc.png")
+    plot_confusion_matrix(np.asarray(report["calibrated"]["confusion_matrix"]), classes.names,
+                          out / "confusion_matrix.png")
+    plot_reliability(raw, calibrated, labels, out / "reliability.png", temperature=temperature)
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _segmentation(config: Config, val: pd.DataFrame) -> dict[str, Any]:
+    """Predicted (cached) masks against the ground truth, both at the model input size."""
+    threshold = config.classifier.model.mask_threshold
+    size = (config.data.input_size, config.data.input_size)
+    preds, truths = [], []
+    for row in val[val["mask_path"] != ""].itertuples():
+        prob = cv2.imread(str(mask_cache_dir(config) / f"{row.image_id}.png"), cv2.IMREAD_GRAYSCALE)
+        truth = cv2.imread(row.mask_path, cv2.IMREAD_GRAYSCALE)
+        if prob is None or truth is None:
+            continue
+        preds.append(prob.astype(np.float32) / 255.0 > threshold)
+        truths.append(resize_mask(truth, size) > 127)
+    if not preds:
+        return {"n_images": 0}
+    return segmentation_report(np.stack(preds), np.stack(truths))
+
+
+def _write_predictions(path: Path, val: pd.DataFrame, labels, probs, names) -> None:
+    frame = pd.DataFrame({"image_id": val["image_id"], "label": [names[i] for i in labels]})
+    for i, name in enumerate(names):
+        frame[f"p_{name}"] = probs[:, i]
+    frame.to_csv(path, index=False, float_format="%.6f")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_argument_parser("evaluate", "Metrics, calibration and plots on the validation split.")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    report = evaluate(config)
+    cal = report["calibrated"]
+    print(f"validation images: {report['images']}, temperature {report['temperature']:.3f}, "
+          f"ECE {report['ece_before']:.4f} -> {report['ece_after']:.4f}")
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "malignant_auc", "melanoma_auc"):
+        if cal.get(key) is not None:
+            print(f"  {key}: {cal[key]:.4f}")
+    if "segmentation" in report:
+        print(f"  segmentation: {json.dumps(report['segmentation'])}")
+    print(f"report written to {eval_dir(config) / 'evaluation.json'}")
+    return 0
