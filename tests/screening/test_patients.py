@@ -1,0 +1,324 @@
+"""Tests for screening.patients: reading the metadata CSV and matching rows to images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from screening.errors import MetadataError
+from screening.metadata import DEFAULT_VOCABULARY
+from screening.patients import read_patients
+
+DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
+
+
+def write(tmp_path: Path, text: str, encoding: str = "utf-8", name: str = "patients.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(MetadataError) as caught:
+        read_patients(path)
+    return str(caught.value)
+
+
+# -- reading the file -------------------------------------------------------------------------
+
+def test_plain_csv_fields_and_extra_columns(tmp_path):
+    path = write(tmp_path, "image,patient_id,age,sex,site,clinic,note\n"
+                           "ISIC_001,P1,45,female,back,North,first visit\n"
+                           "ISIC_002,P2,,male,face,South,\n")
+    table = read_patients(path)
+
+    row = table.match("ISIC_001.jpg").row
+    assert (row.key, row.patient_id, row.age, row.sex, row.site) == \
+        ("ISIC_001", "P1", "45", "female", "back")
+    assert row.extra == {"clinic": "North", "note": "first visit"}
+    assert list(row.extra) == ["clinic", "note"]
+    assert table.match("ISIC_002.jpg").row.age is None  # empty cell -> None
+    assert table.columns_found == {"key": "image", "patient_id": "patient_id", "age": "age",
+                                   "sex": "sex", "site": "site"}
+    assert table.extra_columns == ["clinic", "note"]
+    assert len(table) == 2 and table.warnings == []
+
+
+def test_raw_values_feed_the_metadata_encoder(tmp_path):
+    table = read_patients(write(tmp_path, "image,age,sex,site\nA,47,F,Lower Extremity\n"))
+    row = table.match("A.png").row
+    vector, warnings = DEFAULT_VOCABULARY.encode(row.age, row.sex, row.site)
+    assert warnings == [] and vector.sum() == 3
+
+
+def test_utf8_bom_and_upper_case_headers_with_spaces(tmp_path):
+    path = write(tmp_path, "\ufeff Image ID ;  AGE_APPROX; Sex ;Anatom_Site_General\n"
+                           "ISIC_001;50;male;head/neck\n")
+    table = read_patients(path)
+    row = table.match("ISIC_001.jpg").row
+    assert (row.age, row.sex, row.site) == ("50", "male", "head/neck")
+    assert table.columns_found == {"key": "Image ID", "age": "AGE_APPROX", "sex": "Sex",
+                                   "site": "Anatom_Site_General"}
+
+
+def test_semicolon_delimiter_with_decimal_commas(tmp_path):
+    table = read_patients(write(tmp_path, "image;age;weight\nA;45;70,5\n"))
+    row = table.match("A.jpg").row
+    assert (row.age, row.extra) == ("45", {"weight": "70,5"})
+
+
+def test_tab_delimiter(tmp_path):
+    table = read_patients(write(tmp_path, "isic_id\tsex\nA\tmale\n"))
+    assert table.match("A.jpg").row.sex == "male"
+
+
+def test_ids_keep_leading_zeros_and_stay_text(tmp_path):
+    table = read_patients(write(tmp_path, "image,patient_id,age\n0012,007,45.0\n1e5,00,NA\n"))
+    row = table.match("0012.jpg").row
+    assert (row.key, row.patient_id, row.age) == ("0012", "007", "45.0")
+    other = table.match("1e5.png").row
+    assert (other.key, other.patient_id, other.age) == ("1e5", "00", "NA")
+    assert table.match("12.jpg").row is None
+
+
+@pytest.mark.parametrize("header,field", [
+    ("image_name", "key"), ("isic_id", "key"), ("age_approx", "age"),
+    ("anatom_site_general_challenge", "site"), ("localization", "site"),
+])
+def test_alias_columns(tmp_path, header, field):
+    text = f"{header}\nA\n" if field == "key" else f"image,{header}\nA,x\n"
+    table = read_patients(write(tmp_path, text))
+    assert table.columns_found[field] == header
+    assert table.extra_columns == []
+
+
+def test_first_alias_in_priority_order_wins_and_others_are_extra(tmp_path):
+    path = write(tmp_path, "isic_id,image_id,age_approx,age,localization,site\n"
+                           "I1,IMG1,40,45,face,back\n")
+    table = read_patients(path)
+    assert table.columns_found == {"key": "image_id", "age": "age", "site": "site"}
+    row = table.match("IMG1.jpg").row
+    assert (row.age, row.site) == ("45", "back")
+    assert row.extra == {"isic_id": "I1", "age_approx": "40", "localization": "face"}
+
+
+def test_excel_separator_hint_line(tmp_path):
+    table = read_patients(write(tmp_path, "sep=;\r\nimage;age\r\nA;45\r\n"))
+    assert table.columns_found == {"key": "image", "age": "age"}
+    assert table.match("A.jpg").row.age == "45"
+
+
+def test_quoted_cells_with_delimiters(tmp_path):
+    table = read_patients(write(tmp_path, 'image,note\nA,"back, left side"\n'))
+    assert table.match("A.jpg").row.extra == {"note": "back, left side"}
+
+
+def test_latin1_file_is_read_with_a_warning(tmp_path):
+    path = write(tmp_path, "image,site,médecin\nA,épaule,Dr Müller\n", encoding="cp1252")
+    table = read_patients(path)
+    assert table.match("A.jpg").row.extra == {"médecin": "Dr Müller"}
+    assert table.warnings == [f"metadata CSV {path} is not UTF-8; read it as Windows-1252"]
+
+
+def test_utf16_file_from_excel(tmp_path):
+    table = read_patients(write(tmp_path, "image\tage\nA\t33\n", encoding="utf-16"))
+    assert table.match("A.jpg").row.age == "33"
+
+
+def test_blank_lines_short_rows_and_trailing_empty_cells(tmp_path):
+    path = write(tmp_path, "\n\nimage,age,sex\nA,40\n\n,,\nB,50,male,,\n")
+    table = read_patients(path)
+    assert table.match("A.jpg").row.sex is None
+    assert table.match("B.jpg").row.sex == "male"
+    assert [row.line for row in table.rows] == [4, 7]
+
+
+def test_rows_without_key_are_skipped_with_a_warning(tmp_path):
+    table = read_patients(write(tmp_path, "image,age\n,40\n  ,50\nA,60\n"))
+    assert len(table) == 1
+    assert table.warnings == ["2 metadata rows with an empty image cell skipped"]
+
+
+def test_column_without_header_is_ignored_with_a_warning(tmp_path):
+    path = write(tmp_path, ",image,age\n0,A,40\n")
+    table = read_patients(path)
+    assert table.extra_columns == [] and table.match("A.jpg").row.age == "40"
+    assert table.warnings == [f"column 1 of metadata CSV {path} has no header and was ignored"]
+
+
+# -- errors that stop the run -----------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.csv"
+    assert error_of(path) == f"metadata file not found: {path}"
+
+
+def test_empty_file(tmp_path):
+    path = write(tmp_path, "")
+    assert error_of(path) == f"cannot read metadata CSV {path}: the file is empty"
+    for blank in (" \n\n", ",,\n,,,\n"):
+        assert error_of(write(tmp_path, blank)) == \
+            f"cannot read metadata CSV {path}: the file is empty"
+
+
+def test_folder_instead_of_file(tmp_path):
+    assert error_of(tmp_path) == f"cannot read metadata CSV {tmp_path}: it is a folder"
+
+
+def test_binary_file(tmp_path):
+    path = tmp_path / "patients.xlsx"
+    path.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00")
+    assert error_of(path) == (f"cannot read metadata CSV {path}: it contains binary data, not "
+                              "text (save the sheet as CSV)")
+
+
+def test_no_key_column(tmp_path):
+    path = write(tmp_path, "Patient,Age ,sex\nP1,40,male\n")
+    assert error_of(path) == (f"metadata CSV {path} has no image column: expected one of image, "
+                              "image_id, image_name, isic_id; found: Patient, Age, sex")
+
+
+def test_row_with_too_many_cells(tmp_path):
+    path = write(tmp_path, "image,age\nA,40\nB,4,5\n")
+    assert error_of(path) == (f"cannot read metadata CSV {path}: line 3 has 3 cells but the "
+                              "header has 2")
+
+
+def test_duplicate_column(tmp_path):
+    path = write(tmp_path, "image,Age,age\nA,1,2\n")
+    assert error_of(path) == f"cannot read metadata CSV {path}: column 'age' appears twice"
+
+
+def test_unterminated_quote(tmp_path):
+    path = write(tmp_path, 'image,note\nA,"open\n')
+    assert error_of(path) == f"cannot read metadata CSV {path}: line 2: unexpected end of data"
+
+
+# -- matching keys to images ------------------------------------------------------------------
+
+KEYS = ("image\nISIC_001\nISIC_002.jpg\nsub/ISIC_003\nsub\\ISIC_004.PNG\n./top/deep/ISIC_005.jpg\n"
+        "isic_006\n")
+
+
+@pytest.mark.parametrize("image,key", [
+    ("ISIC_001.jpg", "ISIC_001"),  # key is the stem
+    ("ISIC_002.jpg", "ISIC_002.jpg"),  # key is the file name
+    ("sub/ISIC_003.jpeg", "sub/ISIC_003"),  # key is the path without extension
+    ("sub/ISIC_004.png", "sub\\ISIC_004.PNG"),  # Windows slashes, other case
+    ("top/deep/ISIC_005.jpg", "./top/deep/ISIC_005.jpg"),
+    ("other/ISIC_001.tif", "ISIC_001"),  # a stem key reaches into sub-folders
+    ("ISIC_006.JPG", "isic_006"),  # case-insensitive
+])
+def test_key_spellings_match(tmp_path, image, key):
+    match = read_patients(write(tmp_path, KEYS)).match(image)
+    assert match.row.key == key and match.warnings == []
+
+
+@pytest.mark.parametrize("image", ["ISIC_002.png", "other/ISIC_003.jpg", "ISIC_0011.jpg"])
+def test_keys_do_not_match_other_files(tmp_path, image):
+    match = read_patients(write(tmp_path, KEYS)).match(image)
+    assert match.row is None and match.warnings == ["no metadata row"]
+
+
+def test_most_specific_key_wins(tmp_path):
+    path = write(tmp_path, "image,age\nA,1\nsub/A,2\nsub/A.jpg,3\nA.jpg,4\n")
+    images = ["A.jpg", "sub/A.jpg", "x/A.jpg"]
+    table = read_patients(path, images=images)
+    assert [table.match(image).row.age for image in images[:2]] == ["4", "3"]
+    # 'A' is the stem of A.jpg (taken by 'A.jpg') but at top level it is A.jpg's path
+    # without extension, so it never reaches down into x/.
+    assert table.match("x/A.jpg").row is None
+
+
+def test_stem_matching_two_subfolders_is_ambiguous(tmp_path):
+    path = write(tmp_path, "image,age\nISIC_7,50\nb/ISIC_8,60\nISIC_8,70\n")
+    images = ["a/ISIC_7.jpg", "b/ISIC_7.jpg", "a/ISIC_8.jpg", "b/ISIC_8.jpg"]
+    table = read_patients(path, images=images)
+
+    for image in images[:2]:
+        match = table.match(image)
+        assert match.row is None
+        assert match.warnings == ["no metadata row: key 'ISIC_7' is ambiguous, it matches 2 "
+                                  "images (a/ISIC_7.jpg, b/ISIC_7.jpg)"]
+    assert table.match("b/ISIC_8.jpg").row.age == "60"  # its own, more specific key
+    assert table.match("a/ISIC_8.jpg").row is None  # 'ISIC_8' still fits both: no guess
+    assert table.unmatched_keys(["b/ISIC_8"]) == ["ISIC_7", "ISIC_8"]
+
+
+def test_ambiguous_listing_is_shortened(tmp_path):
+    images = [f"{folder}/X.jpg" for folder in "abcde"]
+    table = read_patients(write(tmp_path, "image\nX\n"), images=images)
+    assert table.match("c/X.jpg").warnings == [
+        "no metadata row: key 'X' is ambiguous, it matches 5 images "
+        "(a/X.jpg, b/X.jpg, c/X.jpg and 2 more)"]
+
+
+def test_same_stem_different_extension_is_ambiguous(tmp_path):
+    table = read_patients(write(tmp_path, "image\nL1\n"), images=["L1.jpg", "L1.png"])
+    assert table.match("L1.png").row is None
+
+
+def test_duplicate_keys_first_row_wins(tmp_path):
+    path = write(tmp_path, "image,age\nISIC_001,40\nISIC_002,41\nISIC_001,99\n isic_001 ,98\n")
+    table = read_patients(path)
+    match = table.match("ISIC_001.jpg")
+    assert match.row.age == "40"
+    assert match.warnings == ["3 metadata rows for key 'ISIC_001', used the first"]
+    assert table.duplicate_keys == {"ISIC_001": 3}
+    assert table.match("ISIC_002.jpg").warnings == []
+    assert [row.key for row in table.rows] == ["ISIC_001", "ISIC_002"]
+
+
+def test_two_spellings_of_one_image_use_the_more_specific(tmp_path):
+    table = read_patients(write(tmp_path, "image,age\nISIC_001,40\nISIC_001.jpg,41\n"))
+    match = table.match("ISIC_001.jpg")
+    assert match.row.age == "41"
+    assert match.warnings == ["metadata key 'ISIC_001' also fits this image, used the more "
+                              "specific 'ISIC_001.jpg'"]
+    assert table.unmatched_keys([match.row.key]) == ["ISIC_001"]
+
+
+def test_unmatched_keys_in_file_order(tmp_path):
+    table = read_patients(write(tmp_path, "image\nC\nA\nB\nsub/D.jpg\n"))
+    used = [table.match(image).row.key for image in ["A.jpg", "sub/D.jpg"]]
+    assert table.unmatched_keys(used) == ["C", "B"]
+    assert table.unmatched_keys(["sub\\d.JPG"]) == ["C", "A", "B"]
+
+
+def test_match_of_an_image_not_in_the_list(tmp_path):
+    table = read_patients(write(tmp_path, "image,age\nX,5\nX.png,6\n"), images=["a/X.jpg"])
+    match = table.match("zz/X.png")
+    assert match.row.age == "6"
+    assert match.warnings == ["metadata key 'X' also fits this image, used the more specific "
+                              "'X.png'"]
+
+
+def test_without_image_list_each_image_matches_on_its_own(tmp_path):
+    table = read_patients(write(tmp_path, "image,age\nX,5\n"))
+    assert [table.match(image).row.age for image in ("a/X.jpg", "b/X.jpg")] == ["5", "5"]
+
+
+# -- real metadata tables ---------------------------------------------------------------------
+
+@pytest.mark.data
+@pytest.mark.skipif(not (DATA / "ham10000_dev").is_dir(), reason="../shared/data is absent")
+def test_ham10000_labels_match_their_image_files():
+    folder = DATA / "ham10000_dev"
+    images = sorted(p.relative_to(folder).as_posix() for p in (folder / "images").glob("*.jpg"))
+    table = read_patients(folder / "labels.csv", images=images)
+    assert table.columns_found["key"] == "image_id"
+    assert table.columns_found["site"] == "site"
+    assert "diagnosis" in table.extra_columns
+    matched = [table.match(image) for image in images]
+    assert all(m.row is not None and m.warnings == [] for m in matched)
+    assert table.unmatched_keys(m.row.key for m in matched) == []
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (DATA / "isic_metadata").is_dir(), reason="../shared/data is absent")
+def test_isic_2020_ground_truth_uses_its_own_column_names():
+    table = read_patients(DATA / "isic_metadata" / "ISIC_2020_Training_GroundTruth.csv")
+    assert table.columns_found["age"] == "age_approx"
+    assert table.columns_found["site"] == "anatom_site_general_challenge"
+    assert len(table) > 30000 and table.duplicate_keys == {}
