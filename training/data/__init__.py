@@ -1,0 +1,1 @@
+"""Training data: diagnosis vocabulary, class configurations, source readers, the index builder, datasets."""
