@@ -1,0 +1,198 @@
+"""The multimodal fusion classifier: image tokens attended by metadata and lesion-mask queries.
+
+Wiring (see docs/ARCHITECTURE.md): a timm image backbone gives a feature map whose h*w
+positions, projected to d and given a fixed 2-D sine-cosine position, are the keys and values;
+the metadata MLP vector and the mask-branch vector are one query token each, in their own
+attention module. Their outputs F_meta_img, F_mask_img and the pooled image vector F_img are
+concatenated into a ReLU FFN that gives the class logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .backbones import create_backbone
+from .positional import sincos_2d
+from .weights import normalisation_for
+
+FUSIONS = ("cross_attention", "concat")
+MASK_INPUT_MODES = ("binary", "masked_image")
+
+
+@dataclass
+class FusionConfig:
+    """How to build the fusion classifier; the defaults are the source paper's."""
+
+    image_backbone: str = "efficientnet_b3"  # timm name of the image branch
+    mask_backbone: str | None = None  # timm name of the mask branch; None: same as image_backbone
+    image_weights: str | None = None  # weights spec (weights.py): None/"none", "hub", "package:<name>", path
+    mask_weights: str | None = None  # weights spec of the mask branch; its stem is adapted to 1 channel
+    d_model: int = 256  # width of every token and branch vector; a multiple of heads and of 4
+    heads: int = 8  # attention heads per cross-attention module
+    meta_hidden: int | None = None  # metadata MLP width; None: d_model
+    dropout: float = 0.3  # in the metadata MLP and the classifier FFN
+    use_meta: bool = True  # ablation switch: metadata branch on/off
+    use_mask: bool = True  # ablation switch: mask branch on/off
+    fusion: str = "cross_attention"  # "cross_attention" (the paper) or "concat" (baseline)
+    mask_input_mode: str = "binary"  # mask branch sees the binary mask, or "masked_image": image * mask
+    mask_threshold: float = 0.5  # lesion probability above which a pixel is lesion (in-graph)
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion {self.fusion!r} is not one of {FUSIONS}")
+        if self.mask_input_mode not in MASK_INPUT_MODES:
+            raise ValueError(f"mask_input_mode {self.mask_input_mode!r} is not one of {MASK_INPUT_MODES}")
+        if self.d_model % self.heads or self.d_model % 4:
+            raise ValueError(f"d_model {self.d_model} must be a multiple of heads ({self.heads}) and of 4")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold {self.mask_threshold} must lie strictly between 0 and 1")
+
+
+def projection(channels: int, d_model: int) -> nn.Sequential:
+    """LayerNorm then Linear: backbone features -> d_model.
+
+    Backbone feature scales differ by orders of magnitude (a randomly initialised backbone in
+    eval mode gives ~1e-3, a pretrained one ~1); normalising first keeps the projected tokens,
+    queries and the attention logits in a useful range from the first step, so the attention
+    weights (and the logits) respond to the metadata and the mask from initialisation on.
+    """
+    return nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, d_model))
+
+
+def metadata_mlp(meta_dim: int, hidden: int, d_model: int, dropout: float) -> nn.Sequential:
+    """Linear, BatchNorm, ReLU, Dropout; then a projection to d_model when hidden differs."""
+    layers: list[nn.Module] = [nn.Linear(meta_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                               nn.Dropout(dropout)]
+    # The next layer (attention in-projection or the FFN) is linear already, so a second
+    # Linear of the same width would add parameters but no expressiveness.
+    if hidden != d_model:
+        layers.append(nn.Linear(hidden, d_model))
+    return nn.Sequential(*layers)
+
+
+class FusionClassifier(nn.Module):
+    """forward(image, mask, meta) -> logits; the signature is the same in every ablation."""
+
+    def __init__(self, cfg: FusionConfig, meta_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.image_backbone = create_backbone(cfg.image_backbone, cfg.image_weights,
+                                              num_classes=0, global_pool="")
+        channels = self.image_backbone.num_features
+        self.image_proj = projection(channels, d)
+        self.normalisation = normalisation_for(cfg.image_backbone, cfg.image_weights)
+        if cfg.use_meta:
+            self.meta_mlp = metadata_mlp(meta_dim, cfg.meta_hidden or d, d, cfg.dropout)
+        if cfg.use_mask:
+            in_chans = 1 if cfg.mask_input_mode == "binary" else 3
+            self.mask_backbone = create_backbone(cfg.mask_backbone or cfg.image_backbone,
+                                                 cfg.mask_weights, num_classes=0, in_chans=in_chans)
+            self.mask_proj = projection(self.mask_backbone.num_features, d)
+        queries = [name for name, on in (("meta", cfg.use_meta), ("mask", cfg.use_mask)) if on]
+        if cfg.fusion == "cross_attention" and queries:
+            self.token_proj = projection(channels, d)
+            # One module per query modality: metadata and mask look for different things in
+            # the image, so each learns its own query/key/value projections.
+            self.attention = nn.ModuleDict(
+                {name: nn.MultiheadAttention(d, cfg.heads, batch_first=True) for name in queries})
+        parts = len(queries) + 1
+        self.head = nn.Sequential(nn.Linear(parts * d, d), nn.ReLU(), nn.Dropout(cfg.dropout),
+                                  nn.Linear(d, num_classes))
+        self.frozen_backbones = False
+
+    def image_tokens(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) feature map -> (N, h*w, d) keys/values with positions added."""
+        h, w = feature_map.shape[-2:]
+        tokens = self.token_proj(feature_map.flatten(2).transpose(1, 2))
+        return tokens + sincos_2d(h, w, self.cfg.d_model, tokens.device, tokens.dtype)
+
+    def attend(self, name: str, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, d) query vector attends over (N, L, d) image tokens -> (N, d), e.g. F_meta_img."""
+        attended, _ = self.attention[name](query.unsqueeze(1), tokens, tokens, need_weights=False)
+        return attended[:, 0]
+
+    def mask_input(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What the mask branch sees, thresholded in-graph so ONNX consumers feed probabilities."""
+        binary = (mask > self.cfg.mask_threshold).to(image.dtype)
+        # A normalised image is 0 at the mean colour, so the masked-out background becomes
+        # a neutral grey rather than a black that the backbone never saw in pretraining.
+        return binary if self.cfg.mask_input_mode == "binary" else image * binary
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        """Class logits.
+
+        Args:
+            image: (N, 3, H, W) normalised with ``self.normalisation``.
+            mask: (N, 1, H, W) lesion probability in [0, 1] from the segmenter.
+            meta: (N, D) one-hot metadata from the manifest's vocabulary.
+
+        Returns:
+            (N, num_classes) logits.
+        """
+        feature_map = self.image_backbone.forward_features(image)
+        vectors = {}
+        if self.cfg.use_meta:
+            vectors["meta"] = self.meta_mlp(meta)
+        if self.cfg.use_mask:
+            vectors["mask"] = self.mask_proj(self.mask_backbone(self.mask_input(image, mask)))
+        if self.cfg.fusion == "cross_attention" and vectors:
+            tokens = self.image_tokens(feature_map)
+            parts = [self.attend(name, vector, tokens) for name, vector in vectors.items()]
+        else:
+            parts = list(vectors.values())
+        parts.append(self.image_proj(feature_map.mean(dim=(2, 3))))
+        logits = self.head(torch.cat(parts, dim=1))
+        return self._keep_unused_inputs(logits, mask, meta)
+
+    def _keep_unused_inputs(self, logits: torch.Tensor, mask: torch.Tensor,
+                            meta: torch.Tensor) -> torch.Tensor:
+        """Add an exact zero per ablated input, so an exported ONNX graph still takes it.
+
+        The TorchScript ONNX exporter drops graph inputs nothing reads, and the bundle contract
+        requires image, mask and meta in every variant. One element per row times zero stays
+        finite in FP16 (a sum over the mask could overflow), and no optimiser folds x * 0.
+        """
+        for tensor, used in ((mask, self.cfg.use_mask), (meta, self.cfg.use_meta)):
+            if not used:
+                logits = logits + tensor.flatten(1)[:, :1] * 0.0
+        return logits
+
+    def backbones(self) -> list[nn.Module]:
+        """The pretrained-style backbones (image, and mask when on)."""
+        return [self.image_backbone] + ([self.mask_backbone] if self.cfg.use_mask else [])
+
+    def train(self, mode: bool = True) -> "FusionClassifier":
+        super().train(mode)
+        # A frozen backbone keeps its BatchNorm statistics too, not only its weights.
+        if self.frozen_backbones:
+            for backbone in self.backbones():
+                backbone.eval()
+        return self
+
+
+def backbone_parameters(model: FusionClassifier) -> list[nn.Parameter]:
+    """Parameters of the image and mask backbones, e.g. for a lower backbone learning rate."""
+    return [p for backbone in model.backbones() for p in backbone.parameters()]
+
+
+def freeze_backbones(model: FusionClassifier, freeze: bool = True) -> int:
+    """Freeze (or unfreeze) the image and mask backbones for a warm-up / fine-tune schedule.
+
+    Frozen backbones get ``requires_grad=False`` and stay in eval mode (BatchNorm statistics
+    fixed) even when ``model.train()`` is called; projections, attention, metadata MLP and head
+    stay trainable. Build the optimiser over ``p for p in model.parameters() if p.requires_grad``
+    or keep all parameters in it: frozen ones simply get no gradient.
+
+    Returns:
+        The number of parameter elements whose ``requires_grad`` is now ``not freeze``.
+    """
+    parameters = backbone_parameters(model)
+    for parameter in parameters:
+        parameter.requires_grad_(not freeze)
+    model.frozen_backbones = freeze
+    model.train(model.training)
+    return sum(p.numel() for p in parameters)
