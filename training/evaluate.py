@@ -50,20 +50,20 @@ def evaluate(config: Config) -> dict[str, Any]:
     report: dict[str, Any] = {
         "split": "val",
         "images": int(len(labels)),
-        "classes": classes.names,
+        "classes": classes.class_names,
         "temperature": temperature,
         "ece_before": expected_calibration_error(raw, labels),
         "ece_after": expected_calibration_error(calibrated, labels),
-        "uncalibrated": classification_report(labels, raw, classes.names, classes.malignant_indices),
-        "calibrated": classification_report(labels, calibrated, classes.names, classes.malignant_indices),
+        "uncalibrated": classification_report(labels, raw, classes.class_names, classes.malignant_indices),
+        "calibrated": classification_report(labels, calibrated, classes.class_names, classes.malignant_indices),
     }
     val = split(index, "val")
     if mask_dir is not None:
         report["segmentation"] = _segmentation(config, val)
 
-    _write_predictions(out / "predictions.csv", val, labels, calibrated, classes.names)
-    plot_roc_curves(labels, calibrated, classes.names, classes.malignant_indices, out / "roc.png")
-    plot_confusion_matrix(np.asarray(report["calibrated"]["confusion_matrix"]), classes.names,
+    _write_predictions(out / "predictions.csv", val, labels, calibrated, classes.class_names)
+    plot_roc_curves(labels, calibrated, classes.class_names, classes.malignant_indices, out / "roc.png")
+    plot_confusion_matrix(np.asarray(report["calibrated"]["confusion_matrix"]), classes.class_names,
                           out / "confusion_matrix.png")
     plot_reliability(raw, calibrated, labels, out / "reliability.png", temperature=temperature)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,153 @@
+"""Plumbing shared by the training commands: devices, seeds, torchrun, checkpoints, provenance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from screening.manifest import sha256_file
+
+from .config import Config, ConfigError, git_commit, load_config, save_config, to_dict
+
+
+def config_argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every training command shares: --config, --set, --resume."""
+    parser = argparse.ArgumentParser(prog=f"python -m training {prog}", description=description)
+    parser.add_argument("--config", type=Path, help="YAML configuration (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set classifier.optim.epochs=3 (repeatable)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Distributed:
+    """torchrun's process group when launched with WORLD_SIZE > 1, else a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        return cls(rank=dist.get_rank(), world_size=world,
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+    def device(self, preference: str) -> torch.device:
+        if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise SystemExit("error: device 'cuda' requested but no CUDA GPU is visible")
+        torch.cuda.set_device(self.local_rank)
+        return torch.device("cuda", self.local_rank)
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        if not self.enabled:
+            return model
+        ids = [device.index] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def mean(self, value: float, device: torch.device) -> float:
+        """Average a scalar over ranks (the validation loss the scheduler sees)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return float(tensor.item() / self.world_size)
+
+    def close(self) -> None:
+        if self.enabled:
+            dist.destroy_process_group()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def read_index(config: Config) -> pd.DataFrame:
+    """The prepared index, all cells as strings; raises SystemExit with a hint when missing."""
+    path = Path(config.data.index)
+    if not path.is_file():
+        raise SystemExit(f"error: data index {path} not found; create it with `python -m training prepare`")
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"image_id", "image_path", "label", "split"} - set(index.columns)
+    if missing:
+        raise SystemExit(f"error: {path} is not a prepared index (missing columns {sorted(missing)})")
+    return index
+
+
+def split(index: pd.DataFrame, name: str) -> pd.DataFrame:
+    part = index[index["split"] == name].reset_index(drop=True)
+    if part.empty:
+        raise SystemExit(f"error: the index has no {name!r} rows")
+    return part
+
+
+def provenance(config: Config) -> dict[str, Any]:
+    """What produced a checkpoint: config, data index and its sha256, git commit, time."""
+    index = Path(config.data.index)
+    return {
+        "config": to_dict(config),
+        "data_index": str(index),
+        "data_index_sha256": sha256_file(index) if index.is_file() else None,
+        "git_commit": git_commit(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+    }
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically, so a killed run never leaves a half-written checkpoint behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise SystemExit(f"error: checkpoint {path} not found; train it first")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_run_files(config: Config, stage_dir: Path) -> None:
+    """Save the resolved config and provenance next to a stage's checkpoints."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, stage_dir / "config.yaml")
+    (stage_dir / "provenance.json").write_text(json.dumps(provenance(config), indent=2) + "\n")

@@ -1,0 +1,203 @@
+"""Training configuration: dataclasses with defaults, filled from YAML, overridden from the CLI.
+
+One YAML file describes a whole bundle (data, segmenter, classifier, export), so the commands
+`python -m training segmenter|classifier|evaluate|export --config X.yaml` all agree on paths
+and sizes. `--set classifier.optim.epochs=3` overrides any field; the resolved configuration
+is saved next to every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .models.fusion import FusionConfig
+from .models.segmenter import SegmenterConfig
+
+
+@dataclass
+class DataConfig:
+    index: str = "runs/index.csv"  # index CSV written by `python -m training prepare`
+    classes: Any = "ham7"  # built-in class configuration name, or an inline list of classes
+    input_size: int = 224  # square model input, pixels (the paper's 224)
+    workers: int = 2  # DataLoader worker processes
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 50  # paper default
+    batch_size: int = 64  # paper default
+    lr: float = 1e-3  # AdamW learning rate (paper default)
+    backbone_lr: float | None = None  # learning rate for pretrained backbones; None = lr
+    weight_decay: float = 1e-2
+    plateau_patience: int = 3  # ReduceLROnPlateau patience (epochs) on the validation loss
+    plateau_factor: float = 0.5
+    freeze_epochs: int = 0  # epochs with frozen backbones before fine-tuning everything
+    max_steps_per_epoch: int | None = None  # cap for quick runs; None = one pass over the data
+
+
+@dataclass
+class SegmenterTrainConfig:
+    model: SegmenterConfig = field(default_factory=SegmenterConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: bool = True  # rotation, flips, colour jitter; masks move with their images
+
+
+@dataclass
+class ClassifierTrainConfig:
+    model: FusionConfig = field(default_factory=FusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: bool = True
+    balanced_sampling: bool = True  # class-balanced sampler (paper), else plain shuffling
+    meta_dropout: float = 0.1  # probability each metadata field is replaced by `unknown`
+    label_smoothing: float = 0.0
+    # Masks the classifier trains on: "predicted" (from the trained segmenter, as at
+    # screening time, cached once per image) or "ground_truth" (the index's mask_path).
+    masks: str = "predicted"
+
+
+@dataclass
+class ExportConfig:
+    name: str = "bundle"  # bundle name, written on every output row
+    version: str = "0.1.0"
+    out_dir: str | None = None  # default: engines/<name>
+    opset: int = 17
+    parity_images: int = 16  # validation images used for the PyTorch vs ONNX Runtime check
+    parity_atol: float = 1e-4  # max |delta| allowed on probabilities and mask probabilities
+
+
+@dataclass
+class Config:
+    out_dir: str = "runs/default"  # every checkpoint, cache and report of this config goes here
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    segmenter: SegmenterTrainConfig = field(default_factory=SegmenterTrainConfig)
+    classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.out_dir)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override does not fit the schema."""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn a YAML value into the annotated type (dataclasses recursively)."""
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        errors = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except (ConfigError, TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} does not fit {hint}")
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if value is None:
+            raise ConfigError(f"{where}: expected a string, got nothing")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys are an error that lists the valid ones."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override (value parsed as YAML) to a nested mapping."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form key=value")
+    key, raw = assignment.split("=", 1)
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated against the dataclasses."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        data = loaded or {}
+    merged = to_dict(Config())
+    _deep_update(merged, data)
+    for assignment in overrides:
+        apply_override(merged, assignment)
+    return from_dict(Config, merged)
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def git_commit() -> str:
+    """The repository's commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")

@@ -1,0 +1,201 @@
+"""`python -m training export`: write a model bundle and prove ONNX Runtime reproduces PyTorch.
+
+The bundle (``engines/<name>/``) holds ``segmenter.onnx`` (image -> lesion probability map),
+``classifier.onnx`` (image, mask, meta -> logits; the mask threshold is inside the graph) and
+``manifest.json``. Both graphs are FP32 with a dynamic batch axis. Export fails when ONNX
+Runtime's outputs differ from PyTorch's by more than ``export.parity_atol`` on real
+validation images.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from screening.manifest import Manifest, ModelSpec, save_manifest, sha256_file
+from screening.metadata import DEFAULT_VOCABULARY
+from screening.preprocess import normalise, softmax
+
+from .common import config_argument_parser, config_from_args, provenance, read_index, split
+from .config import Config
+from .data.classes import get_class_config
+from .evaluate import eval_dir
+from .inference import SegmenterWithSigmoid, load_classifier, load_resized, load_segmenter
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime does not reproduce PyTorch within the stated tolerance."""
+
+
+def bundle_dir(config: Config) -> Path:
+    return Path(config.export.out_dir) if config.export.out_dir else REPO_ROOT / "engines" / config.export.name
+
+
+def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], output: str, path: Path, opset: int) -> None:
+    """TorchScript-based exporter: fast here, one opset for every op, dynamic batch axis."""
+    names = list(inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+        torch.onnx.export(
+            model, tuple(inputs.values()), str(path), input_names=names, output_names=[output],
+            dynamic_axes={name: {0: "N"} for name in [*names, output]}, opset_version=opset,
+            do_constant_folding=True, dynamo=False,
+        )
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    found = [i.name for i in graph.graph.input]
+    if found != names:
+        raise RuntimeError(f"{path.name}: exporter produced inputs {found}, expected {names}")
+
+
+def _shape(tensor: torch.Tensor) -> list[Any]:
+    return ["N", *tensor.shape[1:]]
+
+
+def parity_inputs(config: Config, seg_state: dict, cls_state: dict, count: int) -> dict[str, np.ndarray]:
+    """Real validation images (and their metadata) preprocessed exactly as the runtime does."""
+    index = split(read_index(config), "val").head(count)
+    size = config.data.input_size
+    images = np.stack([load_resized(p, size) for p in index["image_path"]])
+    meta = np.stack([DEFAULT_VOCABULARY.encode(r.age, r.sex, r.site)[0] for r in index.itertuples()])
+    return {
+        "seg_image": normalise(images, seg_state["mean"], seg_state["std"]),
+        "cls_image": normalise(images, cls_state["mean"], cls_state["std"]),
+        "meta": meta.astype(np.float32),
+    }
+
+
+def check_parity(seg: torch.nn.Module, cls: torch.nn.Module, seg_path: Path, cls_path: Path,
+                 feed: dict[str, np.ndarray], atol: float) -> dict[str, float]:
+    """Max |delta| of mask probabilities and class probabilities, PyTorch vs ONNX Runtime."""
+    with torch.no_grad():
+        torch_mask = seg(torch.from_numpy(feed["seg_image"])).numpy()
+        torch_logits = cls(torch.from_numpy(feed["cls_image"]), torch.from_numpy(torch_mask),
+                           torch.from_numpy(feed["meta"])).numpy()
+    options = ort.SessionOptions()
+    seg_sess = ort.InferenceSession(str(seg_path), options, providers=["CPUExecutionProvider"])
+    cls_sess = ort.InferenceSession(str(cls_path), options, providers=["CPUExecutionProvider"])
+    ort_mask = seg_sess.run(["mask"], {"image": feed["seg_image"]})[0]
+    # Feed the classifier the same mask on both sides, so the comparison isolates each model.
+    ort_logits = cls_sess.run(["logits"], {"image": feed["cls_image"], "mask": torch_mask, "meta": feed["meta"]})[0]
+    result = {
+        "images": int(len(feed["meta"])),
+        "max_abs_mask_delta": float(np.abs(ort_mask - torch_mask).max()),
+        "max_abs_prob_delta": float(np.abs(softmax(ort_logits) - softmax(torch_logits)).max()),
+        "max_abs_logit_delta": float(np.abs(ort_logits - torch_logits).max()),
+        "tolerance": atol,
+    }
+    if result["max_abs_mask_delta"] > atol or result["max_abs_prob_delta"] > atol:
+        raise ParityError(f"ONNX Runtime differs from PyTorch beyond {atol}: {json.dumps(result)}")
+    return result
+
+
+def export_bundle(config: Config) -> Path:
+    """Export the trained models of ``config`` into a verified bundle; returns its folder."""
+    seg, seg_state = load_segmenter(config.out / "segmenter" / "best.pt")
+    cls, cls_state = load_classifier(config.out / "classifier" / "best.pt")
+    seg = SegmenterWithSigmoid(seg).eval()
+    classes = get_class_config(config.data.classes)
+    if cls_state["class_names"] != classes.class_names:
+        raise SystemExit(f"error: classifier was trained on classes {cls_state['class_names']}, "
+                         f"config says {classes.class_names}")
+    evaluation = _evaluation(config)
+    temperature = float(evaluation.get("temperature", 1.0))
+
+    out = bundle_dir(config)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    size = config.data.input_size
+    image = torch.zeros(2, 3, size, size)
+    mask = torch.zeros(2, 1, size, size)
+    meta = torch.zeros(2, DEFAULT_VOCABULARY.dim)
+    export_onnx(seg, {"image": image}, "mask", staging / "segmenter.onnx", config.export.opset)
+    export_onnx(cls, {"image": image, "mask": mask, "meta": meta}, "logits",
+                staging / "classifier.onnx", config.export.opset)
+
+    feed = parity_inputs(config, seg_state, cls_state, config.export.parity_images)
+    parity = check_parity(seg, cls, staging / "segmenter.onnx", staging / "classifier.onnx", feed,
+                          config.export.parity_atol)
+    manifest = Manifest(
+        name=config.export.name,
+        version=config.export.version,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        classes=classes.to_manifest_classes(),
+        input_size=(size, size),
+        segmenter=ModelSpec(
+            file="segmenter.onnx", sha256=sha256_file(staging / "segmenter.onnx"),
+            inputs={"image": _shape(image)}, outputs={"mask": _shape(mask)},
+            mean=seg_state["mean"], std=seg_state["std"],
+            architecture=f"smp Unet encoder={seg_state['model_config']['encoder']}, sigmoid output"),
+        classifier=ModelSpec(
+            file="classifier.onnx", sha256=sha256_file(staging / "classifier.onnx"),
+            inputs={"image": _shape(image), "mask": _shape(mask), "meta": _shape(meta)},
+            outputs={"logits": ["N", len(classes.class_names)]},
+            mean=cls_state["mean"], std=cls_state["std"],
+            architecture=_classifier_description(cls_state["model_config"])),
+        metadata=DEFAULT_VOCABULARY,
+        mask_threshold=float(cls_state["model_config"]["mask_threshold"]),
+        mask_input_mode=str(cls_state["model_config"]["mask_input_mode"]),
+        temperature=temperature,
+        training={**provenance(config), "evaluation": _headline(evaluation), "onnx_parity": parity},
+    )
+    manifest.check()
+    save_manifest(manifest, staging)
+    # Replace the old bundle only once the new one is complete and verified.
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
+
+
+def _evaluation(config: Config) -> dict[str, Any]:
+    path = eval_dir(config) / "evaluation.json"
+    if not path.is_file():
+        print(f"warning: {path} not found: exporting with temperature 1.0 (run `evaluate` first to calibrate)")
+        return {}
+    return json.loads(path.read_text())
+
+
+def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The numbers worth carrying in the manifest (the full report stays in the run folder)."""
+    if not evaluation:
+        return {}
+    cal = evaluation["calibrated"]
+    keys = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
+            "macro_auc", "malignant_auc", "melanoma_auc")
+    return {"split": evaluation["split"], "images": evaluation["images"],
+            **{k: cal.get(k) for k in keys}, "ece_before": evaluation["ece_before"],
+            "ece_after": evaluation["ece_after"], "segmentation": evaluation.get("segmentation")}
+
+
+def _classifier_description(model_config: dict[str, Any]) -> str:
+    parts = [f"image={model_config['image_backbone']}", f"fusion={model_config['fusion']}",
+             f"use_meta={model_config['use_meta']}", f"use_mask={model_config['use_mask']}",
+             f"heads={model_config['heads']}", f"d={model_config['d_model']}"]
+    return "FusionClassifier " + ", ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_argument_parser("export", "Write the ONNX bundle and check ONNX Runtime parity.")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    try:
+        out = export_bundle(config)
+    except ParityError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(f"bundle written to {out} ({manifest['name']}@{manifest['version']}); "
+          f"ONNX Runtime parity: {json.dumps(manifest['training']['onnx_parity'])}")
+    return 0
+

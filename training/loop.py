@@ -1,0 +1,136 @@
+"""The epoch loop both models train with: progress bar, plateau scheduler, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from tqdm import tqdm
+
+from .common import Distributed, load_checkpoint, save_checkpoint, unwrap
+from .config import OptimConfig
+
+
+@dataclass
+class Validation:
+    """What one validation pass reports."""
+
+    loss: float
+    score: float  # higher is better; picks best.pt
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    score: float
+    lr: float
+    metrics: dict[str, Any]
+
+
+def make_optimizer(model: torch.nn.Module, optim: OptimConfig,
+                   backbone_params: Iterable[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """AdamW (paper), with an optional lower learning rate for pretrained backbones."""
+    backbone = {id(p) for p in backbone_params}
+    head = [p for p in model.parameters() if id(p) not in backbone]
+    groups = [{"params": head, "lr": optim.lr}]
+    if backbone:
+        groups.append({"params": [p for p in model.parameters() if id(p) in backbone],
+                       "lr": optim.backbone_lr if optim.backbone_lr is not None else optim.lr})
+    return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def fit(
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    optim: OptimConfig,
+    train_loader: torch.utils.data.DataLoader,
+    train_step: Callable[[Any], torch.Tensor],
+    validate: Callable[[], Validation],
+    stage_dir: Path,
+    dist: Distributed,
+    resume: bool = False,
+    on_epoch_start: Callable[[int], None] | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> Path:
+    """Train for ``optim.epochs`` epochs; returns the path of the best checkpoint.
+
+    ``train_step(batch)`` returns the loss of one batch (the loop does backward and step).
+    ``last.pt`` is written after every epoch, so ``resume=True`` continues a killed run from
+    the last finished epoch; ``best.pt`` keeps the epoch with the highest validation score.
+    """
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=optim.plateau_factor, patience=optim.plateau_patience)
+    last_path, best_path = stage_dir / "last.pt", stage_dir / "best.pt"
+    history_path = stage_dir / "history.jsonl"
+    start_epoch, best_score = 0, -math.inf
+    if resume and last_path.is_file():
+        state = load_checkpoint(last_path)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_score = state["epoch"] + 1, state["best_score"]
+        torch.set_rng_state(state["rng"])
+        if dist.is_main:
+            print(f"resuming from {last_path} at epoch {start_epoch + 1}")
+    elif history_path.exists() and dist.is_main:
+        history_path.unlink()
+
+    for epoch in range(start_epoch, optim.epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        train_loss = _train_epoch(model, optimizer, train_loader, train_step, epoch, optim, dist)
+        model.eval()
+        with torch.no_grad():
+            result = validate()
+        val_loss = result.loss
+        scheduler.step(val_loss)
+        record = EpochRecord(epoch + 1, train_loss, val_loss, result.score,
+                             optimizer.param_groups[0]["lr"], result.metrics)
+        if dist.is_main:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
+            print(f"epoch {epoch + 1}/{optim.epochs}: train loss {train_loss:.4f}, "
+                  f"val loss {val_loss:.4f}, {shown}")
+            with history_path.open("a") as fh:
+                fh.write(json.dumps(asdict(record)) + "\n")
+            state = {
+                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": torch.get_rng_state(),
+                "best_score": max(best_score, result.score), **(extra_state or {}),
+            }
+            if result.score > best_score:
+                best_score = result.score
+                save_checkpoint(best_path, {**state, "metrics": result.metrics})
+            save_checkpoint(last_path, state)
+    return best_path
+
+
+def _train_epoch(model, optimizer, loader, train_step, epoch, optim: OptimConfig, dist: Distributed) -> float:
+    model.train()
+    total, count = 0.0, 0
+    steps = len(loader) if optim.max_steps_per_epoch is None else min(len(loader), optim.max_steps_per_epoch)
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{optim.epochs}", disable=None if dist.is_main else True,  # None: off when not a terminal
+               leave=False, dynamic_ncols=True)
+    for step, batch in enumerate(loader):
+        if step >= steps:
+            break
+        loss = train_step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        count += 1
+        bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.update()
+    bar.close()
+    return total / max(count, 1)

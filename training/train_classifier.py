@@ -1,0 +1,133 @@
+"""`python -m training classifier`: train the fusion classifier on image, predicted mask and metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from screening.metadata import DEFAULT_VOCABULARY
+
+from .common import (Distributed, config_argument_parser, config_from_args, read_index, seed_everything,
+                     split, unwrap, write_run_files)
+from .config import Config
+from .data.classes import get_class_config
+from .data.dataset import ClassificationDataset
+from .data.sampling import class_balanced_sampler
+from .inference import classifier_state
+from .loop import Validation, fit, make_optimizer
+from .masks import cache_masks
+from .metrics import classification_report
+from .models.fusion import FusionClassifier, backbone_parameters, freeze_backbones
+from .models.weights import normalisation_for
+
+
+def classifier_normalisation(config: Config) -> tuple[list[float], list[float]]:
+    model = config.classifier.model
+    return normalisation_for(model.image_backbone, model.image_weights)
+
+
+def build_datasets(config: Config, index, mask_dir: Path | None):
+    classes = get_class_config(config.data.classes)
+    mean, std = classifier_normalisation(config)
+    common = dict(input_size=config.data.input_size, mean=mean, std=std, vocabulary=DEFAULT_VOCABULARY,
+                  class_names=classes.class_names, mask_dir=mask_dir)
+    train_set = ClassificationDataset(split(index, "train"), augment=config.classifier.augment,
+                                      meta_dropout=config.classifier.meta_dropout, seed=config.seed, **common)
+    val_set = ClassificationDataset(split(index, "val"), augment=False, meta_dropout=0.0,
+                                    seed=config.seed, **common)
+    return train_set, val_set, classes
+
+
+def mask_source(config: Config, index) -> Path | None:
+    """Predicted masks (cached once per image) or None for the index's ground-truth masks."""
+    if config.classifier.masks == "ground_truth":
+        return None
+    if config.classifier.masks != "predicted":
+        raise SystemExit(f"error: classifier.masks must be 'predicted' or 'ground_truth', "
+                         f"not {config.classifier.masks!r}")
+    with torch.inference_mode():
+        return cache_masks(config, index)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device):
+    """Logits and labels over a whole loader, in loader order."""
+    logits, labels = [], []
+    for batch in loader:
+        logits.append(model(batch["image"].to(device), batch["mask"].to(device), batch["meta"].to(device)).float().cpu())
+        labels.append(batch["label"])
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    """Train the classifier of ``config``; returns the best checkpoint (highest validation score)."""
+    dist = Distributed.from_env()
+    device = dist.device(config.device)
+    stage_dir = config.out / "classifier"
+    index = read_index(config)
+    mask_dir = mask_source(config, index) if dist.is_main else None
+    if dist.enabled:
+        torch.distributed.barrier()  # rank 0 fills the mask cache first
+        mask_dir = mask_source(config, index)
+    seed_everything(config.seed + dist.rank)
+    if dist.is_main:
+        write_run_files(config, stage_dir)
+
+    train_set, val_set, classes = build_datasets(config, index, mask_dir)
+    optim = config.classifier.optim
+    labels = train_set.labels
+    if config.classifier.balanced_sampling:
+        sampler = class_balanced_sampler(labels, num_samples=len(labels) // dist.world_size,
+                                         seed=config.seed + dist.rank)
+    else:
+        sampler = torch.utils.data.RandomSampler(train_set, num_samples=len(labels) // dist.world_size)
+    train_loader = DataLoader(train_set, batch_size=optim.batch_size, sampler=sampler,
+                              num_workers=config.data.workers, drop_last=len(train_set) > optim.batch_size,
+                              persistent_workers=config.data.workers > 0)
+    val_loader = DataLoader(val_set, batch_size=optim.batch_size, num_workers=config.data.workers)
+
+    mean, std = classifier_normalisation(config)
+    net = FusionClassifier(config.classifier.model, meta_dim=DEFAULT_VOCABULARY.dim, num_classes=len(classes.class_names))
+    model = dist.wrap(net.to(device), device)
+    optimizer = make_optimizer(model, optim, backbone_parameters(net))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.classifier.label_smoothing)
+
+    def on_epoch_start(epoch: int) -> None:
+        frozen = epoch < optim.freeze_epochs
+        freeze_backbones(net, frozen)
+        if dist.is_main and optim.freeze_epochs and epoch in (0, optim.freeze_epochs):
+            print("backbones frozen" if frozen else "backbones unfrozen: fine-tuning everything")
+
+    def train_step(batch) -> torch.Tensor:
+        logits = model(batch["image"].to(device), batch["mask"].to(device), batch["meta"].to(device))
+        return loss_fn(logits, batch["label"].to(device))
+
+    def validate() -> Validation:
+        logits, y = predict_logits(net, val_loader, device)
+        loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        report = classification_report(y, probs, classes.class_names, classes.malignant_indices)
+        auc = report.get("macro_auc")
+        score = report["balanced_accuracy"] + (auc if auc is not None else 0.0)
+        summary = {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc")
+                   if k in report}
+        return Validation(loss=dist.mean(loss, device), score=score, metrics=summary)
+
+    extra = classifier_state(config.classifier.model, mean, std, DEFAULT_VOCABULARY.dim, classes.class_names)
+    best = fit(model=model, optimizer=optimizer, optim=optim, train_loader=train_loader,
+               train_step=train_step, validate=validate, stage_dir=stage_dir, dist=dist,
+               resume=resume, on_epoch_start=on_epoch_start, extra_state=extra)
+    dist.close()
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_argument_parser("classifier", "Train the fusion classifier (image + predicted mask + metadata).")
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/classifier/last.pt")
+    args = parser.parse_args(argv)
+    best = train(config_from_args(args), resume=args.resume)
+    print(f"best classifier checkpoint: {best}")
+    return 0
+
