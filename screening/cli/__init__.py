@@ -10,26 +10,30 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from ..errors import ScreeningError
 from .engines import engines
-from .folder import folder
-
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  all images screened (error rows are results too)
-  1  unexpected internal failure
-  2  unusable input: images folder, metadata CSV or options
-  3  model bundle missing, malformed or modified
-  4  requested backend unavailable on this machine
-  5  output locked by another running screen"""
+from .folder import EXIT_CODES_HELP, folder
 
 
 class DefaultToFolder(click.Group):
-    """`screen IMAGES_DIR ...` means `screen folder IMAGES_DIR ...`."""
+    """`screen IMAGES_DIR ...` means `screen folder IMAGES_DIR ...`.
+
+    Library errors (ScreeningError) become one line, ``Error: <message>``, and the error's
+    documented exit code, for every subcommand.
+    """
 
     def resolve_command(self, ctx, args):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["folder", *args]
         return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ScreeningError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from exc
 
 
 @click.group(cls=DefaultToFolder, epilog=EXIT_CODES_HELP)

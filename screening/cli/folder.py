@@ -1,9 +1,116 @@
-"""`screen folder`: placeholder until the screening runtime lands."""
+"""`screen folder`: screen a folder of images into a CSV ranked by risk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import click
 
+import screening
 
-@click.command()
-def folder() -> None:
-    """Screen a folder of images (not implemented yet)."""
-    raise click.ClickException("not implemented yet")
+from ..backends import BACKEND_CHOICES
+from ..errors import BundleError
+
+BUNDLE_ENV = "SCREEN_BUNDLE"
+DEFAULT_BATCH_SIZE = 8
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  all images screened (error rows are results too)
+  1  unexpected internal failure
+  2  unusable input: images folder, metadata CSV, options, or a journal
+     that needs --resume
+  3  model bundle missing, malformed or modified
+  4  requested backend unavailable on this machine
+  5  output locked by another running screen"""
+
+FOLDER_EPILOG = """\b
+Examples:
+  screen folder sample_data/images --meta sample_data/patients.csv --out results.csv
+  screen folder /data/clinic/2025-01-07 --meta /data/clinic/patients.csv --resume --quiet
+
+\b
+Files written beside --out (results.csv):
+  results.summary.json  counts, top risks, speed, backend, bundle
+  results.csv.journal   finished images; kept so --resume screens only new
+                        or changed images
+  results.csv.lock      present while a run writes results.csv
+
+""" + EXIT_CODES_HELP
+
+
+def default_bundle() -> Path:
+    """$SCREEN_BUNDLE, else the repository's ``engines/starter`` next to the installed package."""
+    configured = os.environ.get(BUNDLE_ENV)
+    if configured:
+        return Path(configured)
+    return Path(screening.__file__).resolve().parents[1] / "engines" / "starter"
+
+
+def resolve_bundle(bundle: Path | None) -> Path:
+    """The bundle to use; a missing default bundle is an error that says how to get one."""
+    if bundle is not None:
+        return bundle
+    path = default_bundle()
+    if not path.is_dir():
+        source = f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV) else "the default bundle"
+        raise BundleError(f"no model bundle at {path} ({source}): run `make demo` to build a "
+                          f"sample bundle, or pass --bundle engines/NAME")
+    return path
+
+
+@click.command(epilog=FOLDER_EPILOG)
+@click.argument("images_dir", type=click.Path(path_type=Path))
+@click.option("--meta", "meta_csv", required=True, type=click.Path(path_type=Path),
+              help="Patient metadata CSV: one row per image; key column image (or image_id, "
+                   "image_name, isic_id); optional patient_id, age, sex, site.")
+@click.option("--out", "output", default=Path("results.csv"), show_default=True,
+              type=click.Path(path_type=Path), help="Results CSV, ranked by risk.")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help=f"Model bundle folder (engines/NAME). Default: ${BUNDLE_ENV}, else the "
+                   f"repository's engines/starter.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+              help="auto uses TensorRT when an engine for this GPU is usable, else ONNX Runtime "
+                   "on the CPU; the summary names the backend that ran.")
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Images per model call.")
+@click.option("--workers", type=int, default=None,
+              help="Image decoding threads.  [default: one per CPU]")
+@click.option("--resume", is_flag=True,
+              help="Reuse the results journal of an earlier (killed or finished) run: only "
+                   "images not yet screened, new or changed are screened.")
+@click.option("--save-masks", type=click.Path(path_type=Path), default=None,
+              help="Folder for each image's lesion mask PNG (0/255, original size) and a "
+                   "contour overlay PNG; the images' relative paths are kept.")
+@click.option("--keep-columns", is_flag=True,
+              help="Copy the patients CSV's extra columns to the output (off by default, so "
+                   "free-text fields are not copied around unasked).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress, notes or summary on stdout; warnings and errors still go "
+                   "to stderr.")
+def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, backend: str,
+           batch_size: int, workers: int | None, resume: bool, save_masks: Path | None,
+           keep_columns: bool, quiet: bool) -> None:
+    """Screen every image in IMAGES_DIR and write a CSV ranked by risk.
+
+    Each image (.jpg .jpeg .png .bmp .tif .tiff, found recursively) is segmented, then
+    classified from the image, its lesion mask and its patients.csv row. Every image file
+    becomes exactly one row: status ok, or error with the reason (corrupt, truncated, too
+    large...). Rank 1 is the highest risk (summed probability of the malignant classes);
+    error rows come last. Everything is checked before the first image is screened.
+
+    Not for diagnosis: every result must be reviewed by a qualified clinician.
+    """
+    # Imported here so that `screen --help` does not load OpenCV, pandas and the models.
+    from ..pipeline import FolderRequest, screen_folder
+    from ..progress import Reporter
+    from ..results import format_summary
+
+    request = FolderRequest(
+        images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
+        backend=backend, batch_size=batch_size, workers=workers, resume=resume,
+        save_masks=save_masks, keep_columns=keep_columns)
+    summary = screen_folder(request, Reporter(quiet=quiet))
+    if not quiet:
+        click.echo(format_summary(summary))

@@ -1,0 +1,481 @@
+"""The screening data flow: images and metadata in, one ranked row per image out.
+
+    discover images -> plan (stat + metadata row) -> skip what the journal already has
+    -> decode in a thread pool, a few batches ahead -> preprocess -> batch
+    -> segmenter -> classifier -> probabilities, risk, lesion area -> journal (fsync)
+    -> rank -> CSV (atomic) + summary JSON
+
+Only a bounded number of batches is in flight at any time, so memory does not grow with the
+number of images; a bad image becomes an error row and never stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Container, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .backends import open_backend
+from .backends.bundle import BundleBackend
+from .errors import InputError
+from .images import ImageDecodeError, discover_images, load_image
+from .journal import Journal, OutputLock
+from .manifest import Manifest, load_manifest
+from .metadata import MetaCodes, MetadataVocabulary
+from .patients import PatientTable, read_patients
+from .preprocess import normalise, resize_mask, resize_rgb, risk_score, softmax
+from .progress import Reporter
+from .results import (DECIMALS, OK, Outcome, ResultRow, Summary, error_outcome, rank_rows,
+                      summary_path, top_risks, write_results_csv, write_summary_json)
+
+DEFAULT_BATCH_SIZE = 8
+# Batches decoding ahead of the one being inferred: enough to keep the decoder threads busy
+# while the models run, few enough that memory stays flat.
+DEFAULT_PREFETCH = 2
+# The overlay is for a quick look; a capped size keeps a kept full-resolution image out of memory.
+OVERLAY_MAX_SIDE = 1024
+OVERLAY_COLOUR = (0, 255, 0)  # BGR green: visible on skin tones and dark lesions alike
+
+
+# -- plan: what to screen ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image file to screen, with its metadata row already attached."""
+
+    image: str  # path relative to the images folder, POSIX separators
+    size: int  # bytes; -1 when the file could not be stat'ed
+    mtime_ns: int
+    meta: MetaCodes  # encoded with the bundle's vocabulary
+    patient_id: str = ""
+    warnings: tuple[str, ...] = ()  # metadata warnings: no row, unknown or unusable values
+    extra: dict[str, str] = field(default_factory=dict)  # extra patients.csv columns
+    row_key: str | None = None  # key of the patients.csv row used; None when none matched
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the file or its encoded metadata changes, so the image is re-screened."""
+        return f"{self.size}:{self.mtime_ns}:{self.meta.age},{self.meta.sex},{self.meta.site}"
+
+
+def plan_jobs(root: Path, images: Iterable[str], table: PatientTable,
+              vocab: MetadataVocabulary) -> list[ImageJob]:
+    """Stat each image and attach its metadata row (or unknown metadata, with a warning).
+
+    Args:
+        root: the images folder.
+        images: relative POSIX paths from discovery.
+        table: the patients CSV.
+        vocab: the bundle's metadata vocabulary (never a default one).
+    """
+    jobs = []
+    for image in images:
+        try:
+            stat = os.stat(Path(root) / image)
+            size, mtime_ns = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime_ns = -1, 0  # the decode step reports why
+        match = table.match(image)
+        warnings = list(match.warnings)
+        row = match.row
+        if row is None:
+            codes = vocab.unknown_codes()
+            jobs.append(ImageJob(image, size, mtime_ns, codes, warnings=tuple(warnings)))
+            continue
+        codes, field_warnings = vocab.codes(row.age, row.sex, row.site)
+        jobs.append(ImageJob(image, size, mtime_ns, codes, patient_id=_text(row.patient_id),
+                             warnings=tuple(warnings + field_warnings),
+                             extra={k: _text(v) for k, v in row.extra.items()}, row_key=row.key))
+    return jobs
+
+
+def _text(value: str | None) -> str:
+    return "" if value is None else str(value)
+
+
+def mask_paths(save_dir: Path, image: str) -> tuple[Path, Path]:
+    """Where ``--save-masks`` writes an image's mask and overlay; the full file name is kept
+    (``a/x.jpg`` -> ``a/x.jpg.mask.png``) so that ``x.jpg`` and ``x.png`` never collide."""
+    base = Path(save_dir) / image
+    return base.with_name(base.name + ".mask.png"), base.with_name(base.name + ".overlay.png")
+
+
+def split_finished(jobs: list[ImageJob], finished: dict[str, Outcome],
+                   save_masks: Path | None = None) -> tuple[dict[str, Outcome], list[ImageJob]]:
+    """Outcomes to reuse (same fingerprint; mask files present when masks are asked for) and the
+    jobs still to screen, in discovery order."""
+    reused: dict[str, Outcome] = {}
+    todo = []
+    for job in jobs:
+        outcome = finished.get(job.image)
+        usable = outcome is not None and outcome.fingerprint == job.fingerprint
+        if usable and save_masks is not None and outcome.status == OK:
+            usable = all(p.exists() for p in mask_paths(save_masks, job.image))
+        if usable:
+            reused[job.image] = outcome
+        else:
+            todo.append(job)
+    return reused, todo
+
+
+# -- decode, a few batches ahead -----------------------------------------------------------------
+
+@dataclass
+class Decoded:
+    """A decoded image ready to batch."""
+
+    job: ImageJob
+    pixels: np.ndarray  # uint8 (H, W, 3) RGB at the model input size
+    original_size: tuple[int, int]  # (height, width) upright, full resolution
+    preview: np.ndarray | None  # RGB image for the overlay, only with --save-masks
+
+
+@dataclass
+class Failed:
+    """An image that could not be decoded."""
+
+    job: ImageJob
+    reason: str
+
+
+def plan_batches(jobs: Iterable[ImageJob], size: int,
+                 done: Container[str] = frozenset()) -> Iterator[list[ImageJob]]:
+    """Batches on a fixed grid over all jobs (batch k = jobs k*size to (k+1)*size - 1), minus
+    the images in ``done``; pulled lazily.
+
+    The fixed grid makes a resumed run feed the models exactly the batches an uninterrupted
+    run would have: a backend's last bits can depend on which batch a row is in, and the
+    resumed CSV must be identical.
+    """
+    iterator = iter(jobs)
+    while chunk := list(islice(iterator, size)):
+        todo = [job for job in chunk if job.image not in done]
+        if todo:
+            yield todo
+
+
+def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_preview: bool) -> Decoded | Failed:
+    """Decode and resize one image; every failure becomes a Failed with a one-line reason."""
+    try:
+        decoded = load_image(Path(root) / job.image, input_size)
+        pixels = resize_rgb(decoded.rgb, input_size)
+        preview = _preview(decoded.rgb) if keep_preview else None
+    except ImageDecodeError as exc:
+        return Failed(job, exc.reason)
+    except Exception as exc:  # an unforeseen decoder failure is still one image's problem
+        return Failed(job, f"cannot decode image ({exc.__class__.__name__}: {_one_line(exc)})")
+    return Decoded(job, pixels, decoded.original_size, preview)
+
+
+def _preview(rgb: np.ndarray) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    scale = OVERLAY_MAX_SIDE / max(height, width)
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tuple[int, int],
+                 pool: ThreadPoolExecutor, prefetch: int = DEFAULT_PREFETCH,
+                 keep_preview: bool = False) -> Iterator[list[Decoded | Failed]]:
+    """Decode batches in ``pool``, yielding them in order.
+
+    At most ``prefetch`` batches are decoding while the consumer works on the one yielded, so
+    at most ``prefetch + 1`` batches are in memory whatever the folder size.
+    """
+    pending: deque[list[Future]] = deque()
+    for batch in batches:
+        pending.append([pool.submit(decode_one, job, root, input_size, keep_preview) for job in batch])
+        if len(pending) > prefetch:
+            yield [future.result() for future in pending.popleft()]
+    while pending:
+        yield [future.result() for future in pending.popleft()]
+
+
+# -- infer one batch -----------------------------------------------------------------------------
+
+def preprocess(ready: list[Decoded], manifest: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack a batch into the three model inputs: segmenter image, classifier image, metadata."""
+    pixels = np.stack([item.pixels for item in ready])
+    vocab = manifest.metadata
+    seg = normalise(pixels, manifest.segmenter.mean, manifest.segmenter.std)
+    cls = normalise(pixels, manifest.classifier.mean, manifest.classifier.std)
+    meta = np.stack([vocab.one_hot(item.job.meta) for item in ready])
+    return seg, cls, meta
+
+
+def _run_models(ready: list[Decoded], backend: BundleBackend) -> list[tuple[np.ndarray, np.ndarray] | str]:
+    """(mask, logits) per image, or the reason inference failed for it.
+
+    A failing batch is retried image by image, so one poisonous input cannot take its batch
+    mates down with it.
+    """
+    try:
+        outputs = backend.run_batch(*preprocess(ready, backend.manifest))
+        return [(outputs.mask[i, 0], outputs.logits[i]) for i in range(len(ready))]
+    except Exception as exc:
+        if len(ready) == 1:
+            return [f"inference failed ({exc.__class__.__name__}: {_one_line(exc)})"]
+    results: list[tuple[np.ndarray, np.ndarray] | str] = []
+    for item in ready:
+        results.extend(_run_models([item], backend))
+    return results
+
+
+def postprocess(job: ImageJob, mask: np.ndarray, logits: np.ndarray, manifest: Manifest) -> Outcome:
+    """Probabilities (temperature-scaled), risk, prediction and lesion area of one image.
+
+    Probabilities are rounded to the output precision before the risk is summed, so that in
+    the CSV ``risk`` is exactly the sum of the malignant ``p_`` columns a reviewer sees.
+    """
+    probabilities = np.round(softmax(logits[None, :], manifest.temperature)[0], DECIMALS)
+    best = int(np.argmax(probabilities))
+    return Outcome(
+        image=job.image, fingerprint=job.fingerprint, status=OK,
+        probabilities=tuple(float(p) for p in probabilities),
+        risk=float(risk_score(probabilities, manifest.malignant_indices)),
+        prediction=manifest.class_names[best], confidence=float(probabilities[best]),
+        lesion_area=float(np.mean(mask > manifest.mask_threshold)),
+    )
+
+
+def save_mask_files(item: Decoded, mask: np.ndarray, threshold: float, save_dir: Path) -> None:
+    """Write the binary mask (0/255, at the original image size) and a contour overlay PNG."""
+    mask_file, overlay_file = mask_paths(save_dir, item.job.image)
+    mask_file.parent.mkdir(parents=True, exist_ok=True)
+    binary = np.where(mask > threshold, 255, 0).astype(np.uint8)
+    _write_png(mask_file, resize_mask(binary, item.original_size))
+    preview = item.preview if item.preview is not None else item.pixels
+    outline = resize_mask(binary, preview.shape[:2])
+    contours, _ = cv2.findContours(outline, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    overlay = cv2.cvtColor(preview, cv2.COLOR_RGB2BGR)
+    cv2.drawContours(overlay, contours, -1, OVERLAY_COLOUR, max(1, max(preview.shape[:2]) // 300))
+    _write_png(overlay_file, overlay)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    # imencode + write rather than imwrite: imwrite fails silently on non-ASCII paths.
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    path.write_bytes(data.tobytes())
+
+
+def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
+                save_masks: Path | None = None) -> list[Outcome]:
+    """Outcomes of one decoded batch, in batch order: model results or error rows."""
+    manifest = backend.manifest
+    ready = [item for item in batch if isinstance(item, Decoded)]
+    by_image: dict[str, Outcome] = {}
+    for item, result in zip(ready, _run_models(ready, backend) if ready else []):
+        if isinstance(result, str):
+            by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, result)
+            continue
+        mask, logits = result
+        outcome = postprocess(item.job, mask, logits, manifest)
+        if save_masks is not None:
+            try:
+                save_mask_files(item, mask, manifest.mask_threshold, save_masks)
+            except OSError as exc:
+                outcome = replace(outcome, warnings=(*outcome.warnings, f"mask not saved ({_one_line(exc)})"))
+        by_image[item.job.image] = outcome
+    for item in batch:
+        if isinstance(item, Failed):
+            by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, item.reason)
+    return [by_image[item.job.image] for item in batch]
+
+
+# -- the stream ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the stream runs."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE  # images per model call
+    workers: int = 2  # decoder threads
+    prefetch: int = DEFAULT_PREFETCH  # batches decoding ahead of inference
+    save_masks: Path | None = None  # folder for mask and overlay PNGs
+
+
+def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
+                options: PipelineOptions = PipelineOptions(),
+                done: Container[str] = frozenset()) -> Iterator[list[Outcome]]:
+    """Screen images with an entered backend, yielding outcomes one batch at a time.
+
+    Args:
+        jobs: all images of the run in order, consumed lazily: only
+            ``(options.prefetch + 1) * options.batch_size`` images are in flight at once.
+        root: the images folder.
+        backend: an entered bundle backend.
+        options: batch size, decoder threads, prefetch, mask output.
+        done: images not to screen (results reused from the journal).
+    """
+    input_size = backend.manifest.input_size
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode") as pool:
+        batches = plan_batches(jobs, options.batch_size, done)
+        for batch in decode_ahead(batches, root, input_size, pool, options.prefetch,
+                                  keep_preview=options.save_masks is not None):
+            yield infer_batch(batch, backend, options.save_masks)
+
+
+# -- a whole folder ------------------------------------------------------------------------------
+
+def default_workers() -> int:
+    """One decoder thread per CPU this process may use (decoding releases the GIL)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class FolderRequest:
+    """Everything ``screen folder`` was asked to do."""
+
+    images_dir: Path
+    meta_csv: Path
+    output: Path  # the results CSV; journal, lock and summary JSON live beside it
+    bundle_dir: Path
+    backend: str = "auto"  # auto, onnxruntime or tensorrt
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int | None = None  # decoder threads; None = one per CPU
+    resume: bool = False  # reuse the journal of an earlier run
+    save_masks: Path | None = None
+    keep_columns: bool = False  # copy extra patients.csv columns to the output
+
+
+def check_request(request: FolderRequest) -> None:
+    """Option checks that need no file contents.
+
+    Raises:
+        InputError: naming the unusable option.
+    """
+    if request.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if request.workers is not None and request.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {request.workers}")
+    output = Path(request.output)
+    if output.is_dir():
+        raise InputError(f"--out {output} is a folder: give a file name such as {output / 'results.csv'}")
+    if not output.parent.is_dir():
+        raise InputError(f"the folder of --out {output} does not exist")
+    if request.save_masks is not None:
+        masks = Path(request.save_masks)
+        if masks.exists() and not masks.is_dir():
+            raise InputError(f"--save-masks {masks} exists and is not a folder")
+        if masks.resolve().is_relative_to(Path(request.images_dir).resolve()):
+            raise InputError(f"--save-masks {masks} is inside the images folder: the mask PNGs "
+                             f"would be screened as images by the next run")
+
+
+def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> Summary:
+    """Screen every image of a folder and write the ranked CSV and the summary JSON.
+
+    Everything that can be checked up front (options, images folder, patients CSV, bundle
+    manifest and sha256s, backend, model inputs against the manifest, the output lock and
+    journal) is checked before the first image is decoded.
+
+    Args:
+        request: what to screen and where to write.
+        reporter: where notes, warnings and progress go (default: stdout/stderr).
+
+    Returns:
+        The run summary (also written beside the CSV).
+
+    Raises:
+        InputError, MetadataError, BundleError, BackendUnavailable, OutputLocked: before any
+            image is screened.
+    """
+    started = time.monotonic()
+    reporter = reporter or Reporter()
+    check_request(request)
+    discovery = discover_images(request.images_dir)
+    # The table sees every image so that a key fitting several images is reported, not guessed.
+    table = read_patients(request.meta_csv, images=discovery.images)
+    manifest = load_manifest(request.bundle_dir)
+    backend, note = open_backend(request.backend, request.bundle_dir, manifest,
+                                 batch_size=request.batch_size)
+    with backend:
+        reporter.info(f"backend: {backend.description} ({note})")
+        with OutputLock(request.output) as lock:
+            for message in lock.notes:
+                reporter.warn(message)
+            with Journal.open(request.output, manifest, resume=request.resume) as journal:
+                for message in (*table.warnings, *journal.notes):
+                    reporter.warn(message)
+                jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
+                run = _run(request, jobs, backend, journal, reporter)
+                ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
+                                             (*job.warnings, *run.outcomes[job.image].warnings),
+                                             job.extra) for job in jobs)
+                write_results_csv(request.output, ranked, manifest,
+                                  table.extra_columns if request.keep_columns else [])
+                journal.compact(run.outcomes[job.image] for job in jobs)
+    summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
+                        jobs, ranked, run, time.monotonic() - started)
+    write_summary_json(summary, summary_path(request.output))
+    return summary
+
+
+@dataclass
+class _RunResult:
+    outcomes: dict[str, Outcome]  # by image path: reused and new
+    screened: int
+    reused: int
+
+
+def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, journal: Journal,
+         reporter: Reporter) -> _RunResult:
+    """Screen the jobs the journal does not already hold, journaling each batch."""
+    reused, todo = split_finished(jobs, journal.finished, request.save_masks)
+    if not jobs:
+        reporter.warn(f"no image files found in {request.images_dir} "
+                      f"(looked for .jpg .jpeg .png .bmp .tif .tiff)")
+    if reused:
+        reporter.info(f"resuming: {len(reused)} of {len(jobs)} images already screened "
+                      f"({journal.path}), {len(todo)} to go")
+    options = PipelineOptions(batch_size=request.batch_size,
+                              workers=request.workers or default_workers(),
+                              save_masks=Path(request.save_masks) if request.save_masks else None)
+    outcomes = dict(reused)
+    with reporter.progress(len(todo)) as progress:
+        for batch in screen_jobs(jobs, Path(request.images_dir), backend, options, done=reused):
+            journal.append(batch)
+            outcomes.update((outcome.image, outcome) for outcome in batch)
+            progress.update(len(batch))
+    return _RunResult(outcomes, screened=len(todo), reused=len(reused))
+
+
+def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: str,
+              ignored: list[str], table: PatientTable, jobs: list[ImageJob],
+              ranked: list[tuple[int | None, ResultRow]], run: _RunResult, elapsed: float) -> Summary:
+    """The end-of-run summary: counts, what did not match, top risks and speed."""
+    status = {"ok": 0, "error": 0}
+    for _, row in ranked:
+        status[row.outcome.status] = status.get(row.outcome.status, 0) + 1
+    return Summary(
+        output=str(request.output), bundle=manifest.tag, backend=backend, backend_note=note,
+        images=len(ranked), status=status, screened=run.screened, reused=run.reused,
+        ignored_files=list(ignored),
+        metadata_rows_without_image=table.unmatched_keys(job.row_key for job in jobs if job.row_key),
+        duplicate_keys=dict(table.duplicate_keys),
+        metadata_warnings=list(table.warnings),
+        images_without_metadata=sum(1 for job in jobs if job.row_key is None),
+        rows_with_warnings=sum(1 for _, row in ranked if row.warnings),
+        top_risks=top_risks(ranked), elapsed_s=round(elapsed, 3),
+        images_per_s=round(run.screened / elapsed, 3) if elapsed > 0 else 0.0,
+        statement=manifest.statement,
+    )

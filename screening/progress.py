@@ -1,0 +1,129 @@
+"""How a run talks while it works: a progress bar on a terminal, plain log lines in a cron log."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+BAR_WIDTH = 24
+# A terminal bar redraws at most this often; a log gets one line per LOG_INTERVAL_S.
+REDRAW_INTERVAL_S = 0.2
+LOG_INTERVAL_S = 30.0
+
+
+def format_duration(seconds: float) -> str:
+    """Short human duration: '42s', '3m05s', '2h07m'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Progress:
+    """Images done out of a total, with throughput and ETA.
+
+    On a TTY one line is redrawn in place; otherwise (stdout redirected to a log) a plain
+    line is written every ``log_interval_s`` seconds and once at the end. ``quiet`` writes
+    nothing.
+    """
+
+    def __init__(self, total: int, *, stream: TextIO | None = None, quiet: bool = False,
+                 tty: bool | None = None, log_interval_s: float = LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stdout
+        self.quiet = quiet
+        self.tty = self._isatty() if tty is None else tty
+        self.interval = REDRAW_INTERVAL_S if self.tty else log_interval_s
+        self.clock = clock
+        self.started = clock()
+        self.last_shown = self.started
+        self.closed = False
+
+    def _isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def update(self, n: int) -> None:
+        """Count ``n`` more images as done and show progress if it is time to."""
+        self.done += n
+        now = self.clock()
+        if now - self.last_shown >= self.interval:
+            self.last_shown = now
+            self._show(now)
+
+    def close(self) -> None:
+        """Show the final state once (ends the bar's line on a terminal)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._show(self.clock())
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def line(self, now: float) -> str:
+        """The text shown at time ``now``, without bar redraw control characters."""
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        remaining = self.total - self.done
+        eta = format_duration(remaining / rate) if rate > 0 else "?"
+        percent = 100.0 * self.done / self.total if self.total else 100.0
+        counts = f"{self.done}/{self.total} images ({percent:.0f}%), {rate:.1f} images/s, ETA {eta}"
+        if not self.tty:
+            return f"screening: {counts}"
+        filled = int(BAR_WIDTH * self.done / self.total) if self.total else BAR_WIDTH
+        return f"screening [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {counts}"
+
+    def _show(self, now: float) -> None:
+        if self.quiet:
+            return
+        text = self.line(now)
+        # \r plus clearing to the end of the line redraws the bar in place on a terminal.
+        self.stream.write(f"\r{text}\x1b[K" if self.tty else f"{text}\n")
+        self.stream.flush()
+
+
+class Reporter:
+    """Where a run's messages go: notes and progress to stdout (unless quiet), warnings to stderr."""
+
+    def __init__(self, *, quiet: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self._out = out
+        self._err = err
+
+    @property
+    def out(self) -> TextIO:
+        # Resolved late so that a test runner that swaps sys.stdout is honoured.
+        return self._out if self._out is not None else sys.stdout
+
+    @property
+    def err(self) -> TextIO:
+        return self._err if self._err is not None else sys.stderr
+
+    def info(self, message: str) -> None:
+        """A note for the user (backend picked, results resumed); silent when quiet."""
+        if not self.quiet:
+            print(message, file=self.out, flush=True)
+
+    def warn(self, message: str) -> None:
+        """Something the user must see even when quiet (a stale lock taken over, a torn journal)."""
+        print(f"Warning: {message}", file=self.err, flush=True)
+
+    def progress(self, total: int) -> Progress:
+        """A progress display for ``total`` images on this reporter's stdout."""
+        return Progress(total, stream=self.out, quiet=self.quiet)

@@ -1,0 +1,258 @@
+"""Screening results: one outcome per image, ranked into the output CSV and its summary JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .manifest import Manifest
+
+OK = "ok"
+ERROR = "error"
+# Fixed precision makes a resumed run's CSV byte-identical to an uninterrupted one and keeps
+# the file readable; 1e-6 is far below any clinically meaningful probability difference.
+DECIMALS = 6
+TOP_RISKS = 10
+# Cells a spreadsheet would evaluate as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What screening one image gave; the unit the journal stores.
+
+    Metadata-derived fields (patient id, metadata warnings, extra columns) are not here: they
+    are re-read from the patients CSV at every run, so the output always reflects it.
+    """
+
+    image: str  # path relative to the images folder, POSIX separators
+    fingerprint: str  # file size, mtime and metadata codes; a change means re-screen
+    status: str  # OK or ERROR
+    probabilities: tuple[float, ...] = ()  # per class, in manifest order
+    risk: float | None = None  # summed probability of the malignant classes
+    prediction: str = ""  # most probable class name
+    confidence: float | None = None  # its probability
+    lesion_area: float | None = None  # fraction of mask pixels above the threshold
+    error: str = ""  # why an error row failed
+    warnings: tuple[str, ...] = ()  # image-level warnings
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> "Outcome":
+        """Parse one journal line; raises ValueError (or a subclass) when it is not an outcome."""
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("journal line is not an object")
+        try:
+            data["probabilities"] = tuple(float(p) for p in data.get("probabilities", ()))
+            data["warnings"] = tuple(str(w) for w in data.get("warnings", ()))
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+def error_outcome(image: str, fingerprint: str, reason: str, warnings: Iterable[str] = ()) -> Outcome:
+    """An error row's outcome: the image is accounted for, with the reason it has no result."""
+    return Outcome(image=image, fingerprint=fingerprint, status=ERROR, error=reason,
+                   warnings=tuple(warnings))
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One output row before ranking: an outcome joined with the image's metadata row."""
+
+    outcome: Outcome
+    patient_id: str = ""
+    warnings: tuple[str, ...] = ()  # metadata warnings first, then the outcome's
+    extra: dict[str, str] = field(default_factory=dict)  # extra patients.csv columns
+
+
+def rank_rows(rows: Iterable[ResultRow]) -> list[tuple[int | None, ResultRow]]:
+    """Order rows for review: ok rows by risk (highest first), ties by image path; errors last.
+
+    Risk is compared as printed (rounded), so rows that look tied are ordered by path, and the
+    order does not depend on digits nobody sees.
+    """
+    rows = list(rows)
+    ok = sorted((r for r in rows if r.outcome.status == OK),
+                key=lambda r: (-round(r.outcome.risk or 0.0, DECIMALS), r.outcome.image))
+    errors = sorted((r for r in rows if r.outcome.status != OK), key=lambda r: r.outcome.image)
+    return [(i, r) for i, r in enumerate(ok, start=1)] + [(None, r) for r in errors]
+
+
+def columns(manifest: Manifest, extra_columns: Iterable[str] = ()) -> list[str]:
+    """Output column names; extra patients.csv columns come last, renamed ``csv_<name>`` on a clash."""
+    base = ["rank", "image", "patient_id", "risk", "prediction", "confidence",
+            *(f"p_{name}" for name in manifest.class_names), "lesion_area", "status", "error",
+            "warnings", "bundle"]
+    return base + [output_name(name, base) for name in extra_columns]
+
+
+def output_name(extra_column: str, base: list[str]) -> str:
+    return f"csv_{extra_column}" if extra_column in base else extra_column
+
+
+def neutralise(text: str) -> str:
+    """Make a text cell inert in a spreadsheet: formula-like text gets a leading apostrophe.
+
+    Plain numbers such as ``-0.5`` are left alone: a spreadsheet reads them as numbers, not
+    formulas.
+    """
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.{DECIMALS}f}"
+
+
+def _cells(rank: int | None, row: ResultRow, manifest: Manifest, extra_columns: list[str]) -> list[str]:
+    out = row.outcome
+    probabilities = list(out.probabilities) or [None] * len(manifest.classes)
+    text = [out.image, row.patient_id]
+    numbers = [_number(out.risk)]
+    cells = ["" if rank is None else str(rank), *map(neutralise, text), *numbers,
+             neutralise(out.prediction), _number(out.confidence), *map(_number, probabilities),
+             _number(out.lesion_area), out.status, neutralise(out.error),
+             neutralise("; ".join(row.warnings)), neutralise(manifest.tag)]
+    return cells + [neutralise(row.extra.get(name, "")) for name in extra_columns]
+
+
+def render_csv(ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
+               extra_columns: Iterable[str] = ()) -> str:
+    """The results CSV text: header plus one line per row in ``ranked`` order."""
+    extra_columns = list(extra_columns)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([neutralise(c) for c in columns(manifest, extra_columns)])
+    for rank, row in ranked:
+        writer.writerow(_cells(rank, row, manifest, extra_columns))
+    return buffer.getvalue()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never half.
+
+    The temp file lives in the same folder (``os.replace`` is atomic only within a file system)
+    and is fsync'd before the rename, and the folder after it, so a power cut cannot leave an
+    empty file behind the new name.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Persist a folder's entries (a new or renamed file); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
+                      extra_columns: Iterable[str] = ()) -> None:
+    """Write the ranked CSV atomically, UTF-8 with a BOM so that Excel shows accents right."""
+    atomic_write(path, render_csv(ranked, manifest, extra_columns).encode("utf-8-sig"))
+
+
+def summary_path(csv_path: Path) -> Path:
+    """``results.csv`` -> ``results.summary.json`` beside it."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}.summary.json")
+
+
+@dataclass
+class Summary:
+    """The end-of-run report, printed and written as JSON beside the CSV."""
+
+    output: str  # the results CSV
+    bundle: str  # name@version
+    backend: str  # what ran, e.g. "onnxruntime 1.20.0 (CPU, 2 threads)"
+    backend_note: str  # why that backend was picked
+    images: int  # rows in the CSV = image files found
+    status: dict[str, int]  # rows per status
+    screened: int  # images run through the models by this run
+    reused: int  # results taken from the journal of an earlier run
+    ignored_files: list[str]  # non-image files in the folder
+    metadata_rows_without_image: list[str]  # patients.csv keys no image matched
+    duplicate_keys: dict[str, int]  # key -> rows, for keys on more than one patients.csv row
+    metadata_warnings: list[str]  # about the patients CSV as a whole (encoding, blank keys)
+    images_without_metadata: int
+    rows_with_warnings: int
+    top_risks: list[dict[str, Any]]
+    elapsed_s: float  # whole run, validation to CSV
+    images_per_s: float  # screened / elapsed
+    statement: str  # not for diagnosis
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def top_risks(ranked: list[tuple[int | None, ResultRow]], n: int = TOP_RISKS) -> list[dict[str, Any]]:
+    """The first ``n`` ranked rows as small dicts for the summary."""
+    top = []
+    for rank, row in ranked[:n]:
+        if rank is None:
+            break
+        top.append({"rank": rank, "image": row.outcome.image, "patient_id": row.patient_id,
+                    "risk": round(row.outcome.risk or 0.0, DECIMALS), "prediction": row.outcome.prediction})
+    return top
+
+
+def write_summary_json(summary: Summary, path: Path) -> None:
+    atomic_write(path, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def format_summary(summary: Summary, top: int = 5) -> str:
+    """The summary as the few lines printed at the end of a run."""
+    counts = ", ".join(f"{status} {n}" for status, n in summary.status.items())
+    lines = [
+        f"Screened {summary.images} image{'s' if summary.images != 1 else ''} ({counts}) "
+        f"in {summary.elapsed_s:.1f} s, {summary.images_per_s:.1f} images/s",
+        f"  backend: {summary.backend} ({summary.backend_note})",
+        f"  bundle: {summary.bundle}; this run screened {summary.screened}, "
+        f"reused {summary.reused} from the journal",
+    ]
+    notes = [(len(summary.ignored_files), "non-image files ignored"),
+             (summary.images_without_metadata, "images without a metadata row"),
+             (len(summary.metadata_rows_without_image), "metadata rows without an image"),
+             (len(summary.duplicate_keys), "duplicate metadata keys"),
+             (summary.rows_with_warnings, "rows with warnings")]
+    if any(n for n, _ in notes):
+        lines.append("  " + "; ".join(f"{n} {what}" for n, what in notes if n))
+    if summary.top_risks:
+        lines.append("Highest risk:")
+        for item in summary.top_risks[:top]:
+            patient = f" (patient {item['patient_id']})" if item["patient_id"] else ""
+            lines.append(f"  {item['rank']:>3}  {item['risk']:.3f}  {item['prediction']:<8} "
+                         f"{item['image']}{patient}")
+    lines.append(f"Results: {summary.output} (summary: {summary_path(Path(summary.output)).name})")
+    lines.append(summary.statement)
+    return "\n".join(lines)
