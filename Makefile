@@ -4,14 +4,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Re-install whenever the dependency list changes.
 INSTALLED := $(VENV)/.installed
+# The demo screens with the committed starter bundle when there is one, else with a small
+# bundle trained on sample_data right here (about two minutes on 2 CPU cores).
+STARTER := engines/starter
+SAMPLE_BUNDLE := engines/sample
+DEMO_BUNDLE := $(if $(wildcard $(STARTER)/manifest.json),$(STARTER),$(SAMPLE_BUNDLE))
 
-.PHONY: demo test test-all clean sample-data
+.PHONY: demo test test-all clean sample-data sample-bundle
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[train,dev]'
 	touch $@
+
+demo: $(INSTALLED) $(DEMO_BUNDLE)/manifest.json
+	rm -f results.csv.journal  # a fresh demo every time, not a resume
+	$(VENV)/bin/screen folder sample_data/images --meta sample_data/patients.csv \
+		--out results.csv --bundle $(DEMO_BUNDLE) --keep-columns
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q -m "not slow"
@@ -22,5 +32,19 @@ test-all: $(INSTALLED)
 sample-data: $(INSTALLED)
 	$(PY) sample_data/generate.py
 
+sample-bundle: $(SAMPLE_BUNDLE)/manifest.json
+
+$(SAMPLE_BUNDLE)/manifest.json: $(INSTALLED) configs/sample.yaml sample_data/labels.csv
+	$(PY) -m training prepare --source sample_data/labels.csv \
+		--classes configs/classes/sample4.yaml --out runs/sample/index.csv
+	$(PY) -m training segmenter --config configs/sample.yaml
+	$(PY) -m training classifier --config configs/sample.yaml
+	$(PY) -m training evaluate --config configs/sample.yaml
+	$(PY) -m training export --config configs/sample.yaml
+
+$(STARTER)/manifest.json:
+	@echo "engines/starter is committed with the repository; run git checkout -- engines/starter" >&2
+	@exit 1
+
 clean:
-	rm -rf $(VENV) .pytest_cache results.csv results.summary.json
+	rm -rf $(VENV) .pytest_cache runs results.csv results.summary.json results.csv.journal $(SAMPLE_BUNDLE)
