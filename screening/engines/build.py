@@ -1,0 +1,201 @@
+"""Build a bundle's FP16 TensorRT engines for this machine's GPU (the only TensorRT build code).
+
+Per model: FP32 ONNX -> mixed-precision ONNX (``fp16``) -> a strongly typed network -> one
+optimisation profile over the batch axis -> a serialized plan, written atomically. One timing
+cache per GPU and TensorRT version is loaded before and saved after. The build record is
+written last, and the old one is removed first, so an interrupted build never looks finished.
+TensorRT is imported here, inside the functions, never at package import.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..backends import check_input_size
+from ..errors import BackendUnavailable, BundleError, InputError, ScreeningError
+from ..manifest import Manifest, sha256_file
+from .environment import Environment, one_line
+from .files import atomic_write_bytes
+from .fp16 import convert_file, fp32_ops
+from .naming import engine_dir, timing_cache_path
+from .profile import InputProfile, check_batches, profile_shapes
+from .progress import BuildLog, BuildProgress, Echo
+from .record import RECORD_NAME, ROLES, BuildRecord, ModelBuild, save_record
+
+GIB = 1 << 30
+DEFAULT_WORKSPACE_GB = 2.0
+
+
+def workspace_bytes(gigabytes: float) -> int:
+    """The builder workspace limit in bytes; InputError unless positive."""
+    if not gigabytes > 0:
+        raise InputError(f"--workspace must be a positive number of GB, got {gigabytes}")
+    return int(gigabytes * GIB)
+
+
+def network_flags(trt: Any) -> int:
+    """STRONGLY_TYPED: TensorRT takes each tensor's type from the mixed-precision ONNX.
+
+    Required on 10.12+ for FP16 from a mixed-precision graph; accepted (and implied) on 11.x.
+    """
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _logger(trt: Any, log: BuildLog) -> Any:
+    severity = trt.ILogger.Severity
+    names = {severity.INTERNAL_ERROR: "internal_error", severity.ERROR: "error", severity.WARNING: "warning",
+             severity.INFO: "info", severity.VERBOSE: "verbose"}
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, level: Any, msg: str) -> None:
+            log.log(names.get(level, "info"), msg)
+
+    return _Logger()
+
+
+def _monitor(trt: Any, progress: BuildProgress) -> Any | None:
+    base = getattr(trt, "IProgressMonitor", None)
+    if base is None:  # older TensorRT: the stage lines printed by build_engines must do
+        return None
+
+    class _Monitor(base):
+        def __init__(self) -> None:
+            base.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            progress.phase_start(phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return progress.step_complete(phase_name, step)
+
+        def phase_finish(self, phase_name: str) -> None:
+            progress.phase_finish(phase_name)
+
+    return _Monitor()
+
+
+class _TimingCache:
+    """One ITimingCache shared by both builds, loaded from and saved to its file."""
+
+    def __init__(self, path: Path, echo: Echo) -> None:
+        self.path = path
+        self.echo = echo
+        self.cache: Any = None
+
+    def attach(self, config: Any) -> None:
+        if self.cache is None:
+            data = self.path.read_bytes() if self.path.is_file() else b""
+            try:
+                self.cache = config.create_timing_cache(data)
+            except Exception as exc:  # a cache from another build of TensorRT: start afresh
+                self.echo(f"  ignoring unreadable timing cache {self.path} ({one_line(exc)})")
+                self.cache = None
+            if self.cache is None:
+                self.cache = config.create_timing_cache(b"")
+            elif data:
+                self.echo(f"  timing cache: {self.path}")
+        config.set_timing_cache(self.cache, False)
+
+    def save(self) -> None:
+        if self.cache is not None:
+            atomic_write_bytes(self.path, memoryview(self.cache.serialize()))
+
+
+def _build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, profile: dict[str, InputProfile],
+                workspace: int, cache: _TimingCache, monitor: Any | None, log: BuildLog) -> Any:
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [one_line(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BundleError(f"TensorRT cannot parse {onnx_path.name}: {errors[0] if errors else 'no reason given'}")
+    inputs = {network.get_input(i).name for i in range(network.num_inputs)}
+    if inputs != set(profile):
+        raise BundleError(f"{onnx_path.name} has inputs {sorted(inputs)} but the manifest lists {sorted(profile)}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    cache.attach(config)
+    optimisation = builder.create_optimization_profile()
+    for name, shapes in profile.items():
+        optimisation.set_shape(name, shapes.min, shapes.opt, shapes.max)
+    config.add_optimization_profile(optimisation)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ScreeningError(f"TensorRT could not build an engine from {onnx_path.name}: "
+                             f"{log.errors[-1] if log.errors else 'see the TensorRT messages above'}")
+    return plan
+
+
+def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_batch: int, max_batch: int,
+                  workspace_gb: float = DEFAULT_WORKSPACE_GB, echo: Echo = print,
+                  cache_dir: Path | None = None) -> tuple[Path, BuildRecord]:
+    """Build both engines of a bundle for this machine and write their folder.
+
+    Args:
+        bundle_dir: the bundle folder (its manifest and ONNX files already verified).
+        manifest: the bundle's manifest.
+        env: this machine's TensorRT/pycuda/GPU facts; must have no ``problem``.
+        opt_batch: batch size TensorRT tunes for.
+        max_batch: largest batch the engines accept.
+        workspace_gb: builder workspace memory pool limit, in GiB.
+        echo: prints one progress line.
+        cache_dir: folder of timing caches (default: ``naming.default_cache_dir()``).
+
+    Returns:
+        (the engine folder, its build record).
+
+    Raises:
+        BackendUnavailable: TensorRT, pycuda or a GPU is missing.
+        InputError: bad batch sizes or workspace.
+        BundleError: the manifest's shapes do not use its input size; a model cannot be
+            converted or parsed.
+        ScreeningError: TensorRT could not build an engine.
+    """
+    check_batches(opt_batch, max_batch)
+    workspace = workspace_bytes(workspace_gb)
+    check_input_size(manifest)
+    if env.problem:
+        raise BackendUnavailable(env.problem)
+    import tensorrt as trt
+
+    folder = engine_dir(bundle_dir, env.gpu, env.tensorrt_version)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECORD_NAME).unlink(missing_ok=True)
+    echo(f"Building FP16 TensorRT engines of {manifest.tag} for {env.gpu.describe()} "
+         f"with TensorRT {env.tensorrt_version} into {folder}")
+    log, progress = BuildLog(echo), BuildProgress(echo)
+    logger = _logger(trt, log)
+    monitor = _monitor(trt, progress)  # kept referenced: TensorRT calls it during the builds
+    builder = trt.Builder(logger)
+    cache = _TimingCache(timing_cache_path(env.gpu, env.tensorrt_version, cache_dir), echo)
+    started = time.monotonic()
+    models = {}
+    for role in ROLES:
+        spec = getattr(manifest, role)
+        fp16_path = folder / f"{role}.fp16.onnx"
+        echo(f"{role}: converting {spec.file} to mixed-precision FP16")
+        for note in convert_file(Path(bundle_dir) / spec.file, fp16_path):
+            log.log("warning", note)
+        profile = profile_shapes(spec, role, opt_batch, max_batch)
+        echo(f"{role}: building the engine (batch 1..{max_batch}, tuned for {opt_batch}); this takes minutes")
+        plan = _build_plan(trt, builder, logger, fp16_path, profile, workspace, cache, monitor, log)
+        plan_path = atomic_write_bytes(folder / f"{role}.plan", memoryview(plan))
+        models[role] = ModelBuild(onnx_sha256=spec.sha256, fp16_onnx_sha256=sha256_file(fp16_path),
+                                  plan=plan_path.name, plan_sha256=sha256_file(plan_path), profile=profile)
+        echo(f"{role}: wrote {plan_path} ({plan_path.stat().st_size / 1e6:.1f} MB)")
+    cache.save()
+    record = BuildRecord(
+        bundle=manifest.tag, tensorrt_version=env.tensorrt_version, gpu=env.gpu, models=models,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        build_seconds=time.monotonic() - started, workspace_bytes=workspace, fp32_ops=fp32_ops(),
+        warnings=list(log.warnings),
+    )
+    save_record(record, folder)
+    return folder, record
