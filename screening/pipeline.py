@@ -1,18 +1,17 @@
-"""The screening data flow: images and metadata in, one ranked row per image out.
+"""The screening data flow of a stream of images: plan, decode, preprocess, infer, postprocess.
 
-    discover images -> plan (stat + metadata row) -> skip what the journal already has
-    -> decode in a thread pool, a few batches ahead -> preprocess -> batch
-    -> segmenter -> classifier -> probabilities, risk, lesion area -> journal (fsync)
-    -> rank -> CSV (atomic) + summary JSON
+    plan (stat + metadata row, minus what the journal already has) -> batches on a fixed grid
+    -> decode in a thread pool, a few batches ahead -> preprocess -> segmenter -> classifier
+    -> probabilities, risk, lesion area (and mask PNGs) -> outcomes, one batch at a time
 
 Only a bounded number of batches is in flight at any time, so memory does not grow with the
-number of images; a bad image becomes an error row and never stops the run.
+number of images; a bad image becomes an error row and never stops the run. The folder-level
+run around it (checks, journal, ranked CSV, summary) is in ``screening/session.py``.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -23,18 +22,13 @@ from typing import Container, Iterable, Iterator
 import cv2
 import numpy as np
 
-from .backends import open_backend
 from .backends.bundle import BundleBackend
-from .errors import InputError
-from .images import ImageDecodeError, discover_images, load_image
-from .journal import Journal, OutputLock
-from .manifest import Manifest, load_manifest
+from .images import ImageDecodeError, load_image
+from .manifest import Manifest
 from .metadata import MetaCodes, MetadataVocabulary
-from .patients import PatientTable, read_patients
+from .patients import PatientTable
 from .preprocess import normalise, resize_mask, resize_rgb, risk_score, softmax
-from .progress import Reporter
-from .results import (DECIMALS, OK, Outcome, ResultRow, Summary, error_outcome, rank_rows,
-                      summary_path, top_risks, write_results_csv, write_summary_json)
+from .results import DECIMALS, OK, Outcome, error_outcome
 
 DEFAULT_BATCH_SIZE = 8
 # Batches decoding ahead of the one being inferred: enough to keep the decoder threads busy
@@ -126,6 +120,22 @@ def split_finished(jobs: list[ImageJob], finished: dict[str, Outcome],
     return reused, todo
 
 
+def plan_batches(jobs: Iterable[ImageJob], size: int,
+                 done: Container[str] = frozenset()) -> Iterator[list[ImageJob]]:
+    """Batches on a fixed grid over all jobs (batch k = jobs k*size to (k+1)*size - 1), minus
+    the images in ``done``; pulled lazily.
+
+    The fixed grid makes a resumed run feed the models exactly the batches an uninterrupted
+    run would have: a backend's last bits can depend on which batch a row is in, and the
+    resumed CSV must be identical.
+    """
+    iterator = iter(jobs)
+    while chunk := list(islice(iterator, size)):
+        todo = [job for job in chunk if job.image not in done]
+        if todo:
+            yield todo
+
+
 # -- decode, a few batches ahead -----------------------------------------------------------------
 
 @dataclass
@@ -144,22 +154,6 @@ class Failed:
 
     job: ImageJob
     reason: str
-
-
-def plan_batches(jobs: Iterable[ImageJob], size: int,
-                 done: Container[str] = frozenset()) -> Iterator[list[ImageJob]]:
-    """Batches on a fixed grid over all jobs (batch k = jobs k*size to (k+1)*size - 1), minus
-    the images in ``done``; pulled lazily.
-
-    The fixed grid makes a resumed run feed the models exactly the batches an uninterrupted
-    run would have: a backend's last bits can depend on which batch a row is in, and the
-    resumed CSV must be identical.
-    """
-    iterator = iter(jobs)
-    while chunk := list(islice(iterator, size)):
-        todo = [job for job in chunk if job.image not in done]
-        if todo:
-            yield todo
 
 
 def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_preview: bool) -> Decoded | Failed:
@@ -205,7 +199,7 @@ def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tupl
         yield [future.result() for future in pending.popleft()]
 
 
-# -- infer one batch -----------------------------------------------------------------------------
+# -- preprocess ----------------------------------------------------------------------------------
 
 def preprocess(ready: list[Decoded], manifest: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack a batch into the three model inputs: segmenter image, classifier image, metadata."""
@@ -216,6 +210,8 @@ def preprocess(ready: list[Decoded], manifest: Manifest) -> tuple[np.ndarray, np
     meta = np.stack([vocab.one_hot(item.job.meta) for item in ready])
     return seg, cls, meta
 
+
+# -- infer ---------------------------------------------------------------------------------------
 
 def _run_models(ready: list[Decoded], backend: BundleBackend) -> list[tuple[np.ndarray, np.ndarray] | str]:
     """(mask, logits) per image, or the reason inference failed for it.
@@ -234,6 +230,8 @@ def _run_models(ready: list[Decoded], backend: BundleBackend) -> list[tuple[np.n
         results.extend(_run_models([item], backend))
     return results
 
+
+# -- postprocess ---------------------------------------------------------------------------------
 
 def postprocess(job: ImageJob, mask: np.ndarray, logits: np.ndarray, manifest: Manifest) -> Outcome:
     """Probabilities (temperature-scaled), risk, prediction and lesion area of one image.
@@ -274,6 +272,8 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
+# -- one batch, then the stream ------------------------------------------------------------------
+
 def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
                 save_masks: Path | None = None) -> list[Outcome]:
     """Outcomes of one decoded batch, in batch order: model results or error rows."""
@@ -297,8 +297,6 @@ def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
             by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, item.reason)
     return [by_image[item.job.image] for item in batch]
 
-
-# -- the stream ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class PipelineOptions:
@@ -329,153 +327,3 @@ def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
         for batch in decode_ahead(batches, root, input_size, pool, options.prefetch,
                                   keep_preview=options.save_masks is not None):
             yield infer_batch(batch, backend, options.save_masks)
-
-
-# -- a whole folder ------------------------------------------------------------------------------
-
-def default_workers() -> int:
-    """One decoder thread per CPU this process may use (decoding releases the GIL)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class FolderRequest:
-    """Everything ``screen folder`` was asked to do."""
-
-    images_dir: Path
-    meta_csv: Path
-    output: Path  # the results CSV; journal, lock and summary JSON live beside it
-    bundle_dir: Path
-    backend: str = "auto"  # auto, onnxruntime or tensorrt
-    batch_size: int = DEFAULT_BATCH_SIZE
-    workers: int | None = None  # decoder threads; None = one per CPU
-    resume: bool = False  # reuse the journal of an earlier run
-    save_masks: Path | None = None
-    keep_columns: bool = False  # copy extra patients.csv columns to the output
-
-
-def check_request(request: FolderRequest) -> None:
-    """Option checks that need no file contents.
-
-    Raises:
-        InputError: naming the unusable option.
-    """
-    if request.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {request.batch_size}")
-    if request.workers is not None and request.workers < 1:
-        raise InputError(f"--workers must be at least 1, got {request.workers}")
-    output = Path(request.output)
-    if output.is_dir():
-        raise InputError(f"--out {output} is a folder: give a file name such as {output / 'results.csv'}")
-    if not output.parent.is_dir():
-        raise InputError(f"the folder of --out {output} does not exist")
-    if request.save_masks is not None:
-        masks = Path(request.save_masks)
-        if masks.exists() and not masks.is_dir():
-            raise InputError(f"--save-masks {masks} exists and is not a folder")
-        if masks.resolve().is_relative_to(Path(request.images_dir).resolve()):
-            raise InputError(f"--save-masks {masks} is inside the images folder: the mask PNGs "
-                             f"would be screened as images by the next run")
-
-
-def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> Summary:
-    """Screen every image of a folder and write the ranked CSV and the summary JSON.
-
-    Everything that can be checked up front (options, images folder, patients CSV, bundle
-    manifest and sha256s, backend, model inputs against the manifest, the output lock and
-    journal) is checked before the first image is decoded.
-
-    Args:
-        request: what to screen and where to write.
-        reporter: where notes, warnings and progress go (default: stdout/stderr).
-
-    Returns:
-        The run summary (also written beside the CSV).
-
-    Raises:
-        InputError, MetadataError, BundleError, BackendUnavailable, OutputLocked: before any
-            image is screened.
-    """
-    started = time.monotonic()
-    reporter = reporter or Reporter()
-    check_request(request)
-    discovery = discover_images(request.images_dir)
-    # The table sees every image so that a key fitting several images is reported, not guessed.
-    table = read_patients(request.meta_csv, images=discovery.images)
-    manifest = load_manifest(request.bundle_dir)
-    backend, note = open_backend(request.backend, request.bundle_dir, manifest,
-                                 batch_size=request.batch_size)
-    with backend:
-        reporter.info(f"backend: {backend.description} ({note})")
-        with OutputLock(request.output) as lock:
-            for message in lock.notes:
-                reporter.warn(message)
-            with Journal.open(request.output, manifest, resume=request.resume) as journal:
-                for message in (*table.warnings, *journal.notes):
-                    reporter.warn(message)
-                jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
-                run = _run(request, jobs, backend, journal, reporter)
-                ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
-                                             (*job.warnings, *run.outcomes[job.image].warnings),
-                                             job.extra) for job in jobs)
-                write_results_csv(request.output, ranked, manifest,
-                                  table.extra_columns if request.keep_columns else [])
-                journal.compact(run.outcomes[job.image] for job in jobs)
-    summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
-                        jobs, ranked, run, time.monotonic() - started)
-    write_summary_json(summary, summary_path(request.output))
-    return summary
-
-
-@dataclass
-class _RunResult:
-    outcomes: dict[str, Outcome]  # by image path: reused and new
-    screened: int
-    reused: int
-
-
-def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, journal: Journal,
-         reporter: Reporter) -> _RunResult:
-    """Screen the jobs the journal does not already hold, journaling each batch."""
-    reused, todo = split_finished(jobs, journal.finished, request.save_masks)
-    if not jobs:
-        reporter.warn(f"no image files found in {request.images_dir} "
-                      f"(looked for .jpg .jpeg .png .bmp .tif .tiff)")
-    if reused:
-        reporter.info(f"resuming: {len(reused)} of {len(jobs)} images already screened "
-                      f"({journal.path}), {len(todo)} to go")
-    options = PipelineOptions(batch_size=request.batch_size,
-                              workers=request.workers or default_workers(),
-                              save_masks=Path(request.save_masks) if request.save_masks else None)
-    outcomes = dict(reused)
-    with reporter.progress(len(todo)) as progress:
-        for batch in screen_jobs(jobs, Path(request.images_dir), backend, options, done=reused):
-            journal.append(batch)
-            outcomes.update((outcome.image, outcome) for outcome in batch)
-            progress.update(len(batch))
-    return _RunResult(outcomes, screened=len(todo), reused=len(reused))
-
-
-def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: str,
-              ignored: list[str], table: PatientTable, jobs: list[ImageJob],
-              ranked: list[tuple[int | None, ResultRow]], run: _RunResult, elapsed: float) -> Summary:
-    """The end-of-run summary: counts, what did not match, top risks and speed."""
-    status = {"ok": 0, "error": 0}
-    for _, row in ranked:
-        status[row.outcome.status] = status.get(row.outcome.status, 0) + 1
-    return Summary(
-        output=str(request.output), bundle=manifest.tag, backend=backend, backend_note=note,
-        images=len(ranked), status=status, screened=run.screened, reused=run.reused,
-        ignored_files=list(ignored),
-        metadata_rows_without_image=table.unmatched_keys(job.row_key for job in jobs if job.row_key),
-        duplicate_keys=dict(table.duplicate_keys),
-        metadata_warnings=list(table.warnings),
-        images_without_metadata=sum(1 for job in jobs if job.row_key is None),
-        rows_with_warnings=sum(1 for _, row in ranked if row.warnings),
-        top_risks=top_risks(ranked), elapsed_s=round(elapsed, 3),
-        images_per_s=round(run.screened / elapsed, 3) if elapsed > 0 else 0.0,
-        statement=manifest.statement,
-    )

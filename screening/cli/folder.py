@@ -103,9 +103,9 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     Not for diagnosis: every result must be reviewed by a qualified clinician.
     """
     # Imported here so that `screen --help` does not load OpenCV, pandas and the models.
-    from ..pipeline import FolderRequest, screen_folder
     from ..progress import Reporter
     from ..results import format_summary
+    from ..session import FolderRequest, screen_folder
 
     request = FolderRequest(
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),

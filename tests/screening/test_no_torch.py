@@ -53,6 +53,7 @@ def test_screening_never_imports_the_training_stack(tmp_path: Path, make_folder,
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
     assert report["exit"] == 0
-    assert {"screening.pipeline", "screening.cli.folder", "screening.backends.onnxrt", "screening.journal",
-            "screening.results", "screening.progress"} <= set(report["modules"])
+    assert {"screening.pipeline", "screening.session", "screening.images", "screening.image_header",
+            "screening.cli.folder", "screening.backends.onnxrt", "screening.journal", "screening.results",
+            "screening.progress"} <= set(report["modules"])
     assert len(out.read_text(encoding="utf-8-sig").splitlines()) == 4

@@ -1,0 +1,168 @@
+"""A whole ``screen folder`` run: up-front checks, journal and lock, ranked CSV and summary JSON."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends import open_backend
+from .backends.bundle import BundleBackend
+from .errors import InputError
+from .images import discover_images
+from .journal import Journal, OutputLock
+from .manifest import Manifest, load_manifest
+from .patients import PatientTable, read_patients
+from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
+from .progress import Reporter
+from .results import (Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
+                      write_summary_json)
+
+
+@dataclass(frozen=True)
+class FolderRequest:
+    """Everything ``screen folder`` was asked to do."""
+
+    images_dir: Path
+    meta_csv: Path
+    output: Path  # the results CSV; journal, lock and summary JSON live beside it
+    bundle_dir: Path
+    backend: str = "auto"  # auto, onnxruntime or tensorrt
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int | None = None  # decoder threads; None = one per CPU
+    resume: bool = False  # reuse the journal of an earlier run
+    save_masks: Path | None = None
+    keep_columns: bool = False  # copy extra patients.csv columns to the output
+
+
+def check_request(request: FolderRequest) -> None:
+    """Option checks that need no file contents.
+
+    Raises:
+        InputError: naming the unusable option.
+    """
+    if request.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if request.workers is not None and request.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {request.workers}")
+    output = Path(request.output)
+    if output.is_dir():
+        raise InputError(f"--out {output} is a folder: give a file name such as {output / 'results.csv'}")
+    if not output.parent.is_dir():
+        raise InputError(f"the folder of --out {output} does not exist")
+    if request.save_masks is not None:
+        masks = Path(request.save_masks)
+        if masks.exists() and not masks.is_dir():
+            raise InputError(f"--save-masks {masks} exists and is not a folder")
+        if masks.resolve().is_relative_to(Path(request.images_dir).resolve()):
+            raise InputError(f"--save-masks {masks} is inside the images folder: the mask PNGs "
+                             f"would be screened as images by the next run")
+
+
+def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> Summary:
+    """Screen every image of a folder and write the ranked CSV and the summary JSON.
+
+    Everything that can be checked up front (options, images folder, patients CSV, bundle
+    manifest and sha256s, backend, model inputs against the manifest, the output lock and
+    journal) is checked before the first image is decoded.
+
+    Args:
+        request: what to screen and where to write.
+        reporter: where notes, warnings and progress go (default: stdout/stderr).
+
+    Returns:
+        The run summary (also written beside the CSV).
+
+    Raises:
+        InputError, MetadataError, BundleError, BackendUnavailable, OutputLocked: before any
+            image is screened.
+    """
+    started = time.monotonic()
+    reporter = reporter or Reporter()
+    check_request(request)
+    discovery = discover_images(request.images_dir)
+    # The table sees every image so that a key fitting several images is reported, not guessed.
+    table = read_patients(request.meta_csv, images=discovery.images)
+    manifest = load_manifest(request.bundle_dir)
+    backend, note = open_backend(request.backend, request.bundle_dir, manifest,
+                                 batch_size=request.batch_size)
+    with backend:
+        reporter.info(f"backend: {backend.description} ({note})")
+        with OutputLock(request.output) as lock:
+            for message in lock.notes:
+                reporter.warn(message)
+            with Journal.open(request.output, manifest, resume=request.resume) as journal:
+                for message in (*table.warnings, *journal.notes):
+                    reporter.warn(message)
+                jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
+                run = _run(request, jobs, backend, journal, reporter)
+                ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
+                                             (*job.warnings, *run.outcomes[job.image].warnings),
+                                             job.extra) for job in jobs)
+                write_results_csv(request.output, ranked, manifest,
+                                  table.extra_columns if request.keep_columns else [])
+                journal.compact(run.outcomes[job.image] for job in jobs)
+    summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
+                        jobs, ranked, run, time.monotonic() - started)
+    write_summary_json(summary, summary_path(request.output))
+    return summary
+
+
+@dataclass
+class _RunResult:
+    outcomes: dict[str, Outcome]  # by image path: reused and new
+    screened: int
+    reused: int
+
+
+def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, journal: Journal,
+         reporter: Reporter) -> _RunResult:
+    """Screen the jobs the journal does not already hold, journaling each batch."""
+    reused, todo = split_finished(jobs, journal.finished, request.save_masks)
+    if not jobs:
+        reporter.warn(f"no image files found in {request.images_dir} "
+                      f"(looked for .jpg .jpeg .png .bmp .tif .tiff)")
+    if reused:
+        reporter.info(f"resuming: {len(reused)} of {len(jobs)} images already screened "
+                      f"({journal.path}), {len(todo)} to go")
+    options = PipelineOptions(batch_size=request.batch_size,
+                              workers=request.workers or default_workers(),
+                              save_masks=Path(request.save_masks) if request.save_masks else None)
+    outcomes = dict(reused)
+    with reporter.progress(len(todo)) as progress:
+        for batch in screen_jobs(jobs, Path(request.images_dir), backend, options, done=reused):
+            journal.append(batch)
+            outcomes.update((outcome.image, outcome) for outcome in batch)
+            progress.update(len(batch))
+    return _RunResult(outcomes, screened=len(todo), reused=len(reused))
+
+
+def default_workers() -> int:
+    """One decoder thread per CPU this process may use (decoding releases the GIL)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: str,
+              ignored: list[str], table: PatientTable, jobs: list[ImageJob],
+              ranked: list[tuple[int | None, ResultRow]], run: _RunResult, elapsed: float) -> Summary:
+    """The end-of-run summary: counts, what did not match, top risks and speed."""
+    status = {"ok": 0, "error": 0}
+    for _, row in ranked:
+        status[row.outcome.status] = status.get(row.outcome.status, 0) + 1
+    return Summary(
+        output=str(request.output), bundle=manifest.tag, backend=backend, backend_note=note,
+        images=len(ranked), status=status, screened=run.screened, reused=run.reused,
+        ignored_files=list(ignored),
+        metadata_rows_without_image=table.unmatched_keys(job.row_key for job in jobs if job.row_key),
+        duplicate_keys=dict(table.duplicate_keys),
+        metadata_warnings=list(table.warnings),
+        images_without_metadata=sum(1 for job in jobs if job.row_key is None),
+        rows_with_warnings=sum(1 for _, row in ranked if row.warnings),
+        top_risks=top_risks(ranked), elapsed_s=round(elapsed, 3),
+        images_per_s=round(run.screened / elapsed, 3) if elapsed > 0 else 0.0,
+        statement=manifest.statement,
+    )
