@@ -35,3 +35,9 @@ class OutputLocked(ScreeningError):
     """Another run is writing the same output file."""
 
     exit_code = 5
+
+
+class FidelityError(ScreeningError):
+    """FP16 engines disagree with the FP32 reference beyond the verification limits."""
+
+    exit_code = 6

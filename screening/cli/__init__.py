@@ -2,7 +2,8 @@
 
 Exit codes (documented in `screen --help` and the README):
   0 success; 1 unexpected failure; 2 unusable input (images folder, metadata CSV, options);
-  3 bundle problem; 4 backend unavailable; 5 output locked by another run.
+  3 bundle problem; 4 backend unavailable; 5 output locked by another run;
+  6 FP16 engines fail verification.
 """
 
 from __future__ import annotations

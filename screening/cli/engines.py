@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import BackendUnavailable, InputError, ScreeningError
+from ..errors import BackendUnavailable, FidelityError, InputError
 from .folder import BUNDLE_ENV, DEFAULT_BATCH_SIZE, resolve_bundle
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding screening/, engines/, sample_data/
@@ -147,5 +147,5 @@ def verify(bundle: Path | None, images: Path | None, meta: Path | None, limit: i
     for line in report.lines():
         click.echo(line)
     if not report.passed:
-        raise ScreeningError(f"FP16 engines fail verification: {'; '.join(report.failures)}")
+        raise FidelityError(f"FP16 engines fail verification: {'; '.join(report.failures)}")
     click.echo("FP16 engines pass verification.")

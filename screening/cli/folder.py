@@ -23,7 +23,8 @@ Exit codes:
      that needs --resume
   3  model bundle missing, malformed or modified
   4  requested backend unavailable on this machine
-  5  output locked by another running screen"""
+  5  output locked by another running screen
+  6  screen engines verify: FP16 engines disagree with ONNX Runtime FP32"""
 
 FOLDER_EPILOG = """\b
 Examples:
