@@ -57,6 +57,9 @@ class ClassifierTrainConfig:
     augment: bool = True
     balanced_sampling: bool = True  # class-balanced sampler (paper), else plain shuffling
     meta_dropout: float = 0.1  # probability each metadata field is replaced by `unknown`
+    # Keep the mask branch's backbone frozen for the whole run (its pretrained features of the
+    # binary mask still describe shape; saves about half the backward pass on a CPU).
+    freeze_mask_backbone: bool = False
     label_smoothing: float = 0.0
     # Masks the classifier trains on: "predicted" (from the trained segmenter, as at
     # screening time, cached once per image) or "ground_truth" (the index's mask_path).

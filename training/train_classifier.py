@@ -97,6 +97,8 @@ def train(config: Config, resume: bool = False) -> Path:
     def on_epoch_start(epoch: int) -> None:
         frozen = epoch < optim.freeze_epochs
         freeze_backbones(net, frozen)
+        if config.classifier.freeze_mask_backbone:
+            freeze_backbones(net, True, branches=("mask",))
         if dist.is_main and optim.freeze_epochs and epoch in (0, optim.freeze_epochs):
             print("backbones frozen" if frozen else "backbones unfrozen: fine-tuning everything")
 

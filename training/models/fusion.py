@@ -102,7 +102,7 @@ class FusionClassifier(nn.Module):
         parts = len(queries) + 1
         self.head = nn.Sequential(nn.Linear(parts * d, d), nn.ReLU(), nn.Dropout(cfg.dropout),
                                   nn.Linear(d, num_classes))
-        self.frozen_backbones = False
+        self.frozen_backbones: set[str] = set()  # names of backbones kept frozen (see freeze_backbones)
 
     def image_tokens(self, feature_map: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) feature map -> (N, h*w, d) keys/values with positions added."""
@@ -163,14 +163,16 @@ class FusionClassifier(nn.Module):
 
     def backbones(self) -> list[nn.Module]:
         """The pretrained-style backbones (image, and mask when on)."""
-        return [self.image_backbone] + ([self.mask_backbone] if self.cfg.use_mask else [])
+        return list(self.named_backbones().values())
+
+    def named_backbones(self) -> dict[str, nn.Module]:
+        return {"image": self.image_backbone, **({"mask": self.mask_backbone} if self.cfg.use_mask else {})}
 
     def train(self, mode: bool = True) -> "FusionClassifier":
         super().train(mode)
         # A frozen backbone keeps its BatchNorm statistics too, not only its weights.
-        if self.frozen_backbones:
-            for backbone in self.backbones():
-                backbone.eval()
+        for name in self.frozen_backbones:
+            self.named_backbones()[name].eval()
         return self
 
 
@@ -179,20 +181,30 @@ def backbone_parameters(model: FusionClassifier) -> list[nn.Parameter]:
     return [p for backbone in model.backbones() for p in backbone.parameters()]
 
 
-def freeze_backbones(model: FusionClassifier, freeze: bool = True) -> int:
-    """Freeze (or unfreeze) the image and mask backbones for a warm-up / fine-tune schedule.
+def freeze_backbones(model: FusionClassifier, freeze: bool = True,
+                     branches: tuple[str, ...] = ("image", "mask")) -> int:
+    """Freeze (or unfreeze) backbones for a warm-up / fine-tune schedule.
 
     Frozen backbones get ``requires_grad=False`` and stay in eval mode (BatchNorm statistics
     fixed) even when ``model.train()`` is called; projections, attention, metadata MLP and head
     stay trainable. Build the optimiser over ``p for p in model.parameters() if p.requires_grad``
     or keep all parameters in it: frozen ones simply get no gradient.
 
+    Args:
+        model: the classifier.
+        freeze: True to freeze, False to make trainable again.
+        branches: which backbones, of "image" and "mask" (absent ones are ignored).
+
     Returns:
         The number of parameter elements whose ``requires_grad`` is now ``not freeze``.
     """
-    parameters = backbone_parameters(model)
+    chosen = {name: b for name, b in model.named_backbones().items() if name in branches}
+    parameters = [p for backbone in chosen.values() for p in backbone.parameters()]
     for parameter in parameters:
         parameter.requires_grad_(not freeze)
-    model.frozen_backbones = freeze
+    if freeze:
+        model.frozen_backbones |= set(chosen)
+    else:
+        model.frozen_backbones -= set(chosen)
     model.train(model.training)
     return sum(p.numel() for p in parameters)

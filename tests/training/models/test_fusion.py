@@ -159,3 +159,15 @@ def test_freeze_backbones_stops_their_gradients_and_batchnorm_statistics():
     model.train()
     assert model.image_backbone.training
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_freezing_only_the_mask_backbone_leaves_the_image_backbone_training():
+    model = _model()
+    freeze_backbones(model, True)
+    freeze_backbones(model, False, branches=("image",))  # warm-up over, mask stays frozen
+    model.train()
+    model(IMAGE, MASK, META).sum().backward()
+
+    assert model.image_backbone.training and not model.mask_backbone.training
+    assert any(p.grad is not None for p in model.image_backbone.parameters())
+    assert all(p.grad is None for p in model.mask_backbone.parameters())
