@@ -10,7 +10,7 @@ STARTER := engines/starter
 SAMPLE_BUNDLE := engines/sample
 DEMO_BUNDLE := $(if $(wildcard $(STARTER)/manifest.json),$(STARTER),$(SAMPLE_BUNDLE))
 
-.PHONY: demo test test-all clean sample-data sample-bundle
+.PHONY: demo test test-all clean sample-data sample-bundle starter-bundle
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ $(SAMPLE_BUNDLE)/manifest.json: $(INSTALLED) configs/sample.yaml sample_data/lab
 	$(PY) -m training classifier --config configs/sample.yaml
 	$(PY) -m training evaluate --config configs/sample.yaml
 	$(PY) -m training export --config configs/sample.yaml
+
+# Retrain the starter bundle from ../shared/data/ham10000_dev (about an hour on 2 CPU cores).
+STARTER_CONFIG := configs/starter_ham10000.yaml
+starter-bundle: $(INSTALLED)
+	$(PY) -m training prepare --source ../shared/data/ham10000_dev/labels.csv --classes ham7 \
+		--val-fraction 0.2 --seed 0 --out runs/starter/index.csv
+	$(PY) -m training segmenter --config $(STARTER_CONFIG)
+	$(PY) -m training classifier --config $(STARTER_CONFIG)
+	$(PY) -m training evaluate --config $(STARTER_CONFIG)
+	$(PY) -m training export --config $(STARTER_CONFIG)
 
 $(STARTER)/manifest.json:
 	@echo "engines/starter is committed with the repository; run git checkout -- engines/starter" >&2
