@@ -7,6 +7,7 @@ Commands:
   classifier   train the fusion classifier (on cached predicted masks)
   evaluate     metrics, calibration (temperature) and plots on the validation split
   export       write the ONNX bundle (engines/<name>/) and check ONNX Runtime parity
+  ablation     the ablation table (five fusion variants) on frozen, cached backbone features
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ COMMANDS = {
     "classifier": "training.train_classifier",
     "evaluate": "training.evaluate",
     "export": "training.export",
+    "ablation": "training.ablation",
 }
 
 

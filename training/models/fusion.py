@@ -133,20 +133,54 @@ class FusionClassifier(nn.Module):
         Returns:
             (N, num_classes) logits.
         """
+        feature_map, mask_vector = self.backbone_features(image, mask)
+        logits = self.forward_from_features(feature_map, mask_vector, meta)
+        return self._keep_unused_inputs(logits, mask, meta)
+
+    def backbone_features(self, image: torch.Tensor,
+                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The backbones' outputs: the part a frozen-backbone ablation computes once and caches.
+
+        Args:
+            image: (N, 3, H, W) normalised with ``self.normalisation``.
+            mask: (N, 1, H, W) lesion probability in [0, 1].
+
+        Returns:
+            The image feature map (N, C, h, w), and the mask branch's pooled vector (N, C_mask),
+            or None when the mask branch is off.
+        """
         feature_map = self.image_backbone.forward_features(image)
+        mask_vector = self.mask_backbone(self.mask_input(image, mask)) if self.cfg.use_mask else None
+        return feature_map, mask_vector
+
+    def forward_from_features(self, feature_map: torch.Tensor, mask_vector: torch.Tensor | None,
+                              meta: torch.Tensor) -> torch.Tensor:
+        """Class logits from backbone outputs: projections, attention, metadata MLP and head.
+
+        ``forward`` is ``backbone_features`` followed by this, so training on cached backbone
+        outputs runs exactly the head code the exported model runs.
+
+        Args:
+            feature_map: (N, C, h, w) from ``backbone_features``.
+            mask_vector: (N, C_mask) from ``backbone_features``; ignored (may be None) when
+                the mask branch is off.
+            meta: (N, D) one-hot metadata.
+
+        Returns:
+            (N, num_classes) logits.
+        """
         vectors = {}
         if self.cfg.use_meta:
             vectors["meta"] = self.meta_mlp(meta)
         if self.cfg.use_mask:
-            vectors["mask"] = self.mask_proj(self.mask_backbone(self.mask_input(image, mask)))
+            vectors["mask"] = self.mask_proj(mask_vector)
         if self.cfg.fusion == "cross_attention" and vectors:
             tokens = self.image_tokens(feature_map)
             parts = [self.attend(name, vector, tokens) for name, vector in vectors.items()]
         else:
             parts = list(vectors.values())
         parts.append(self.image_proj(feature_map.mean(dim=(2, 3))))
-        logits = self.head(torch.cat(parts, dim=1))
-        return self._keep_unused_inputs(logits, mask, meta)
+        return self.head(torch.cat(parts, dim=1))
 
     def _keep_unused_inputs(self, logits: torch.Tensor, mask: torch.Tensor,
                             meta: torch.Tensor) -> torch.Tensor:
