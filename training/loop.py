@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -13,6 +14,8 @@ from tqdm import tqdm
 
 from .common import Distributed, load_checkpoint, save_checkpoint, unwrap
 from .config import OptimConfig
+
+LOG_INTERVAL_S = 60.0  # seconds between progress lines when stdout is not a terminal
 
 
 @dataclass
@@ -119,8 +122,11 @@ def _train_epoch(model, optimizer, loader, train_step, epoch, optim: OptimConfig
     model.train()
     total, count = 0.0, 0
     steps = len(loader) if optim.max_steps_per_epoch is None else min(len(loader), optim.max_steps_per_epoch)
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{optim.epochs}", disable=None if dist.is_main else True,  # None: off when not a terminal
-               leave=False, dynamic_ncols=True)
+    desc = f"epoch {epoch + 1}/{optim.epochs}"
+    # A bar on a terminal; in a log file (nohup, cron) a plain line every LOG_INTERVAL_S instead.
+    bar = tqdm(total=steps, desc=desc, disable=None if dist.is_main else True, leave=False, dynamic_ncols=True)
+    log_lines = dist.is_main and bar.disable
+    start = last_log = time.monotonic()
     for step, batch in enumerate(loader):
         if step >= steps:
             break
@@ -132,5 +138,11 @@ def _train_epoch(model, optimizer, loader, train_step, epoch, optim: OptimConfig
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
         bar.update()
+        now = time.monotonic()
+        if log_lines and now - last_log >= LOG_INTERVAL_S:
+            last_log = now
+            rate = count / (now - start)
+            print(f"{desc}: step {count}/{steps}, loss {total / count:.4f}, {rate:.2f} steps/s, "
+                  f"ETA {(steps - count) / rate / 60:.1f} min", flush=True)
     bar.close()
     return total / max(count, 1)
