@@ -232,11 +232,16 @@ def load_image(path: Path, min_size: tuple[int, int], *,
     """
     try:
         with open(path, "rb") as handle:
-            data = handle.read(max_file_bytes + 1)
-            if len(data) > max_file_bytes:
-                size = os.fstat(handle.fileno()).st_size
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_file_bytes:
                 raise ImageDecodeError(f"file is {size / 2**20:.1f} MiB, above the "
                                        f"{max_file_bytes / 2**20:g} MiB limit")
+            # read(n) allocates n bytes before reading anything: ask for the file's size (one
+            # byte more shows a file still growing), not for the limit, or every image costs a
+            # limit-sized allocation.
+            data = handle.read(size + 1)
+            if len(data) > max_file_bytes:
+                raise ImageDecodeError(f"file is over the {max_file_bytes / 2**20:g} MiB limit")
     except OSError as error:
         raise ImageDecodeError(f"cannot read file ({error.strerror or error})") from None
     return decode_image(data, min_size, max_pixels=max_pixels)

@@ -12,6 +12,7 @@ is taken over with a warning.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ from typing import BinaryIO, Iterable
 
 from .errors import InputError, OutputLocked
 from .manifest import Manifest
-from .results import Outcome, atomic_write, fsync_dir
+from .results import Outcome, atomic_write_chunks, fsync_dir
 
 JOURNAL_FORMAT = "screening-journal"
 JOURNAL_VERSION = 1
@@ -287,8 +288,9 @@ class Journal:
     def compact(self, outcomes: Iterable[Outcome]) -> None:
         """Atomically replace the journal with exactly ``outcomes`` (those in the final CSV)."""
         self.close()
-        lines = [self.header.to_json(), *(outcome.to_json() for outcome in outcomes)]
-        atomic_write(self.path, "".join(f"{line}\n" for line in lines).encode("utf-8"))
+        lines = itertools.chain([self.header.to_json()], (outcome.to_json() for outcome in outcomes))
+        # Line by line: the text of a 10,000-image journal never sits in memory whole.
+        atomic_write_chunks(self.path, (f"{line}\n".encode("utf-8") for line in lines))
 
     def close(self) -> None:
         if not self._handle.closed:

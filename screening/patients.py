@@ -24,7 +24,8 @@ _DELIMITERS = (",", ";", "\t")
 _LEVELS = ("path", "path without extension", "file name", "file stem")
 
 
-@dataclass(frozen=True)
+# slots: one instance per image lives for the whole run, so its size is per-image memory.
+@dataclass(frozen=True, slots=True)
 class PatientRow:
     """One metadata row; values are the raw cell text (stripped), None when empty or absent."""
 
@@ -37,7 +38,8 @@ class PatientRow:
     line: int  # line number in the CSV, for messages
 
 
-@dataclass(frozen=True)
+# slots: one instance per image lives for the whole run, so its size is per-image memory.
+@dataclass(frozen=True, slots=True)
 class Match:
     """The metadata row of one image (None when there is none) and what the user should know."""
 

@@ -41,7 +41,8 @@ OVERLAY_COLOUR = (0, 255, 0)  # BGR green: visible on skin tones and dark lesion
 
 # -- plan: what to screen ------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+# slots: one instance per image lives for the whole run, so its size is per-image memory.
+@dataclass(frozen=True, slots=True)
 class ImageJob:
     """One image file to screen, with its metadata row already attached."""
 
@@ -51,7 +52,7 @@ class ImageJob:
     meta: MetaCodes  # encoded with the bundle's vocabulary
     patient_id: str = ""
     warnings: tuple[str, ...] = ()  # metadata warnings: no row, unknown or unusable values
-    extra: dict[str, str] = field(default_factory=dict)  # extra patients.csv columns
+    extra: dict[str, str] = field(default_factory=dict)  # extra patients.csv columns (the row's dict, shared)
     row_key: str | None = None  # key of the patients.csv row used; None when none matched
 
     @property
@@ -87,7 +88,7 @@ def plan_jobs(root: Path, images: Iterable[str], table: PatientTable,
         codes, field_warnings = vocab.codes(row.age, row.sex, row.site)
         jobs.append(ImageJob(image, size, mtime_ns, codes, patient_id=_text(row.patient_id),
                              warnings=tuple(warnings + field_warnings),
-                             extra={k: _text(v) for k, v in row.extra.items()}, row_key=row.key))
+                             extra=row.extra, row_key=row.key))
     return jobs
 
 

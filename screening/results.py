@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import json
 import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .manifest import Manifest
 
@@ -25,7 +27,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-@dataclass(frozen=True)
+# slots: one instance per image lives for the whole run, so its size is per-image memory.
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What screening one image gave; the unit the journal stores.
 
@@ -67,7 +70,8 @@ def error_outcome(image: str, fingerprint: str, reason: str, warnings: Iterable[
                    warnings=tuple(warnings))
 
 
-@dataclass(frozen=True)
+# slots: one instance per image lives for the whole run, so its size is per-image memory.
+@dataclass(frozen=True, slots=True)
 class ResultRow:
     """One output row before ranking: an outcome joined with the image's metadata row."""
 
@@ -129,16 +133,33 @@ def _cells(rank: int | None, row: ResultRow, manifest: Manifest, extra_columns: 
     return cells + [neutralise(row.extra.get(name, "")) for name in extra_columns]
 
 
-def render_csv(ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
-               extra_columns: Iterable[str] = ()) -> str:
-    """The results CSV text: header plus one line per row in ``ranked`` order."""
+def iter_csv(ranked: Iterable[tuple[int | None, ResultRow]], manifest: Manifest,
+             extra_columns: Iterable[str] = ()) -> Iterator[str]:
+    """The results CSV text line by line: header, then one line per row in ``ranked`` order.
+
+    Line by line so that a large run is written without the whole text in memory at once.
+    """
     extra_columns = list(extra_columns)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+
+    def take() -> str:
+        line = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return line
+
     writer.writerow([neutralise(c) for c in columns(manifest, extra_columns)])
+    yield take()
     for rank, row in ranked:
         writer.writerow(_cells(rank, row, manifest, extra_columns))
-    return buffer.getvalue()
+        yield take()
+
+
+def render_csv(ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
+               extra_columns: Iterable[str] = ()) -> str:
+    """The results CSV text: header plus one line per row in ``ranked`` order."""
+    return "".join(iter_csv(ranked, manifest, extra_columns))
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -148,11 +169,21 @@ def atomic_write(path: Path, data: bytes) -> None:
     and is fsync'd before the rename, and the folder after it, so a power cut cannot leave an
     empty file behind the new name.
     """
+    atomic_write_chunks(path, (data,))
+
+
+def atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    """:func:`atomic_write` of data given piece by piece, e.g. the lines of a large file.
+
+    Only one chunk is in memory at a time (plus the file buffer), so the peak memory of
+    writing does not grow with the size of the file.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -179,7 +210,8 @@ def fsync_dir(folder: Path) -> None:
 def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
                       extra_columns: Iterable[str] = ()) -> None:
     """Write the ranked CSV atomically, UTF-8 with a BOM so that Excel shows accents right."""
-    atomic_write(path, render_csv(ranked, manifest, extra_columns).encode("utf-8-sig"))
+    lines = iter_csv(ranked, manifest, extra_columns)
+    atomic_write_chunks(path, itertools.chain([codecs.BOM_UTF8], (line.encode("utf-8") for line in lines)))
 
 
 def summary_path(csv_path: Path) -> Path:
