@@ -100,7 +100,8 @@ def train(config: Config, resume: bool = False) -> Path:
         if config.classifier.freeze_mask_backbone:
             freeze_backbones(net, True, branches=("mask",))
         if dist.is_main and optim.freeze_epochs and epoch in (0, optim.freeze_epochs):
-            print("backbones frozen" if frozen else "backbones unfrozen: fine-tuning everything")
+            tuned = "the image backbone" if config.classifier.freeze_mask_backbone else "every backbone"
+            print("backbones frozen" if frozen else f"fine-tuning {tuned}")
 
     def train_step(batch) -> torch.Tensor:
         logits = model(batch["image"].to(device), batch["mask"].to(device), batch["meta"].to(device))
