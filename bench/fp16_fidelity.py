@@ -25,7 +25,7 @@ import onnxruntime
 
 from screening.backends.onnxrt import OnnxRuntimeBackend
 from screening.engines.fidelity import FidelityReport, compare_backends
-from screening.engines.files import atomic_write_text
+from screening.atomic import atomic_write_text
 from screening.engines.fp16 import convert_file, fp32_ops
 from screening.engines.samples import iter_batches
 from screening.errors import ScreeningError

@@ -22,7 +22,8 @@ from typing import BinaryIO, Iterable
 
 from .errors import InputError, OutputLocked
 from .manifest import Manifest
-from .results import Outcome, atomic_write_chunks, fsync_dir
+from .atomic import atomic_write_chunks, fsync_dir
+from .results import Outcome
 
 JOURNAL_FORMAT = "screening-journal"
 JOURNAL_VERSION = 1

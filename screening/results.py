@@ -7,13 +7,12 @@ import csv
 import io
 import itertools
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .atomic import atomic_write, atomic_write_chunks
 from .manifest import Manifest
 
 OK = "ok"
@@ -160,51 +159,6 @@ def render_csv(ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
                extra_columns: Iterable[str] = ()) -> str:
     """The results CSV text: header plus one line per row in ``ranked`` order."""
     return "".join(iter_csv(ranked, manifest, extra_columns))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never half.
-
-    The temp file lives in the same folder (``os.replace`` is atomic only within a file system)
-    and is fsync'd before the rename, and the folder after it, so a power cut cannot leave an
-    empty file behind the new name.
-    """
-    atomic_write_chunks(path, (data,))
-
-
-def atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
-    """:func:`atomic_write` of data given piece by piece, e.g. the lines of a large file.
-
-    Only one chunk is in memory at a time (plus the file buffer), so the peak memory of
-    writing does not grow with the size of the file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Persist a folder's entries (a new or renamed file); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,

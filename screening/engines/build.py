@@ -18,7 +18,7 @@ from ..backends import check_input_size
 from ..errors import BackendUnavailable, BundleError, InputError, ScreeningError
 from ..manifest import Manifest, sha256_file
 from .environment import Environment, one_line
-from .files import atomic_write_bytes
+from ..atomic import atomic_write
 from .fp16 import convert_file, fp32_ops
 from .naming import engine_dir, timing_cache_path
 from .profile import InputProfile, check_batches, profile_shapes
@@ -104,7 +104,7 @@ class _TimingCache:
 
     def save(self) -> None:
         if self.cache is not None:
-            atomic_write_bytes(self.path, memoryview(self.cache.serialize()))
+            atomic_write(self.path, memoryview(self.cache.serialize()))
 
 
 def _build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, profile: dict[str, InputProfile],
@@ -186,7 +186,7 @@ def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_ba
         profile = profile_shapes(spec, role, opt_batch, max_batch)
         echo(f"{role}: building the engine (batch 1..{max_batch}, tuned for {opt_batch}); this takes minutes")
         plan = _build_plan(trt, builder, logger, fp16_path, profile, workspace, cache, monitor, log)
-        plan_path = atomic_write_bytes(folder / f"{role}.plan", memoryview(plan))
+        plan_path = atomic_write(folder / f"{role}.plan", memoryview(plan))
         models[role] = ModelBuild(onnx_sha256=spec.sha256, fp16_onnx_sha256=sha256_file(fp16_path),
                                   plan=plan_path.name, plan_sha256=sha256_file(plan_path), profile=profile)
         echo(f"{role}: wrote {plan_path} ({plan_path.stat().st_size / 1e6:.1f} MB)")

@@ -160,14 +160,14 @@ def convert_file(src: Path, dst: Path) -> list[str]:
     """
     import onnx
 
-    from .files import atomic_write_bytes
+    from ..atomic import atomic_write
 
     try:
         model = onnx.load(str(src))
     except Exception as exc:  # onnx raises DecodeError, OSError, ... for unreadable files
         raise BundleError(f"cannot read {src}: {one_line(exc)}") from exc
     converted, notes = convert_to_mixed_fp16(model, Path(src).name)
-    atomic_write_bytes(Path(dst), converted.SerializeToString())
+    atomic_write(Path(dst), converted.SerializeToString())
     return notes
 
 

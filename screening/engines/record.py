@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import BundleError
 from . import PRECISION
-from .files import atomic_write_text
+from ..atomic import atomic_write_text
 from .naming import GpuInfo
 from .profile import InputProfile
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from screening.manifest import load_manifest
-from screening.results import (Outcome, ResultRow, Summary, atomic_write, columns, error_outcome,
+from screening.atomic import atomic_write
+from screening.results import (Outcome, ResultRow, Summary, columns, error_outcome,
                                format_summary, neutralise, rank_rows, render_csv, summary_path,
                                top_risks, write_results_csv, write_summary_json)
 
