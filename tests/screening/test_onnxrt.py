@@ -72,6 +72,12 @@ def test_session_uses_one_thread_per_physical_core_sequentially(tiny_bundle: Pat
     assert OnnxRuntimeRunner(tiny_bundle / "segmenter.onnx", threads=1).session_options().intra_op_num_threads == 1
 
 
+def test_session_threads_do_not_spin(tiny_bundle: Path) -> None:
+    """Two sessions per bundle on few cores: spinning idle threads would starve each other."""
+    options = OnnxRuntimeRunner(tiny_bundle / "segmenter.onnx").session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_input_specs_come_from_the_session(tiny_bundle: Path) -> None:
     with OnnxRuntimeRunner(tiny_bundle / "classifier.onnx") as runner:
         specs = runner.input_specs()
