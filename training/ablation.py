@@ -40,7 +40,7 @@ from .data.dataset import ClassificationDataset
 from .data.sampling import class_balanced_sampler
 from .evaluate import _segmentation
 from .masks import segmenter_checkpoint
-from .metrics import classification_report
+from .metrics import classification_report, validation_score
 from .models.fusion import FusionClassifier, FusionConfig, freeze_backbones
 from .models.weights import weights_kind
 from .train_classifier import classifier_normalisation, mask_source
@@ -304,12 +304,6 @@ def predict_from_features(model: FusionClassifier, features: SplitFeatures, batc
     batches = (items[start:start + batch_size] for start in range(0, len(items), batch_size))
     return torch.cat([model.forward_from_features(*_inputs(features, batch, device)).cpu()
                       for batch in batches]).numpy()
-
-
-def validation_score(report: dict[str, Any]) -> float:
-    """Balanced accuracy + macro AUC: the score train_classifier picks its best epoch by."""
-    auc = report.get("macro_auc")
-    return report["balanced_accuracy"] + (auc if auc is not None else 0.0)
 
 
 def _sampler(config: Config, labels: np.ndarray) -> torch.utils.data.Sampler:

@@ -275,3 +275,13 @@ def segmentation_report(preds: Iterable[np.ndarray], targets: Iterable[np.ndarra
         "jaccard_threshold": float(threshold),
         "n_below_threshold": int((ious < threshold).sum()),
     }
+
+
+def validation_score(report: dict[str, Any]) -> float:
+    """Balanced accuracy + macro AUC of a classification_report: how a best epoch is picked.
+
+    Balanced accuracy rewards the rare malignant classes that plain accuracy ignores; the AUC
+    adds the ranking quality that thresholded scores cannot see.
+    """
+    auc = report.get("macro_auc")
+    return report["balanced_accuracy"] + (auc if auc is not None else 0.0)

@@ -18,7 +18,7 @@ from .data.sampling import class_balanced_sampler
 from .inference import classifier_state
 from .loop import Validation, fit, make_optimizer
 from .masks import cache_masks
-from .metrics import classification_report
+from .metrics import classification_report, validation_score
 from .models.fusion import FusionClassifier, backbone_parameters, freeze_backbones
 from .models.weights import normalisation_for
 
@@ -112,8 +112,7 @@ def train(config: Config, resume: bool = False) -> Path:
         loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         report = classification_report(y, probs, classes.class_names, classes.malignant_indices)
-        auc = report.get("macro_auc")
-        score = report["balanced_accuracy"] + (auc if auc is not None else 0.0)
+        score = validation_score(report)
         summary = {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_auc", "malignant_auc")
                    if k in report}
         return Validation(loss=dist.mean(loss, device), score=score, metrics=summary)

@@ -162,3 +162,11 @@ def test_probability_maps_and_mismatched_shapes_are_refused():
         iou(np.ones((4, 4)), np.ones((4, 5)))
     with pytest.raises(ValueError, match="^no masks to evaluate$"):
         segmentation_report([], [])
+
+
+def test_validation_score_is_balanced_accuracy_plus_macro_auc():
+    from training.metrics import validation_score
+
+    assert validation_score({"balanced_accuracy": 0.6, "macro_auc": 0.9}) == pytest.approx(1.5)
+    # A split where no AUC can be computed still ranks epochs by balanced accuracy.
+    assert validation_score({"balanced_accuracy": 0.6, "macro_auc": None}) == pytest.approx(0.6)
