@@ -207,7 +207,11 @@ def preprocess(ready: list[Decoded], manifest: Manifest) -> tuple[np.ndarray, np
     pixels = np.stack([item.pixels for item in ready])
     vocab = manifest.metadata
     seg = normalise(pixels, manifest.segmenter.mean, manifest.segmenter.std)
-    cls = normalise(pixels, manifest.classifier.mean, manifest.classifier.std)
+    same_statistics = (manifest.segmenter.mean, manifest.segmenter.std) == (manifest.classifier.mean,
+                                                                           manifest.classifier.std)
+    # Bundles whose two backbones share their normalisation (the starter's two Lite0s) need
+    # one pass over the pixels, not two; no backend writes into its inputs.
+    cls = seg if same_statistics else normalise(pixels, manifest.classifier.mean, manifest.classifier.std)
     meta = np.stack([vocab.one_hot(item.job.meta) for item in ready])
     return seg, cls, meta
 

@@ -227,3 +227,21 @@ def test_a_mask_that_cannot_be_written_is_a_warning_not_an_error(tmp_path: Path,
     (outcome,) = run_all([job("sub/a.png", manifest)], tmp_path / "img", backend, save_masks=masks)
     assert outcome.status == "ok" and outcome.risk is not None
     assert len(outcome.warnings) == 1 and outcome.warnings[0].startswith("mask not saved ([Errno 17] File exists")
+
+
+def test_preprocess_normalises_once_when_both_models_share_statistics(manifest) -> None:
+    from dataclasses import replace
+
+    from screening.preprocess import normalise
+
+    pixels = np.stack([resize_rgb(lesion_rgb(i), manifest.input_size) for i in range(2)])
+    ready = [Decoded(job(f"{i}.png", manifest), p, (64, 64), None) for i, p in enumerate(pixels)]
+    shared = replace(manifest, classifier=replace(manifest.classifier, mean=manifest.segmenter.mean,
+                                                   std=manifest.segmenter.std))
+    seg, cls, _ = preprocess(ready, shared)
+    assert cls is seg
+    np.testing.assert_array_equal(seg, normalise(pixels, shared.segmenter.mean, shared.segmenter.std))
+
+    other = replace(manifest, classifier=replace(manifest.classifier, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5]))
+    seg, cls, _ = preprocess(ready, other)
+    np.testing.assert_array_equal(cls, normalise(pixels, [0.1, 0.2, 0.3], [0.5, 0.5, 0.5]))
