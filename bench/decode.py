@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ import cv2
 import numpy as np
 
 from harness import (SHARED_DATA, BenchError, cell, default_out, format_table, machine_info, warn_if_busy,
-                     write_json)
-from screening.errors import ScreeningError
+                     run_main, write_json)
 from screening.image_header import read_header
 from screening.images import IMAGE_SUFFIXES, decode_image
 from screening.preprocess import resize_rgb
@@ -129,7 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchError, ScreeningError) as exc:
-        sys.exit(f"error: {exc}")
+    run_main(main)

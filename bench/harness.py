@@ -38,6 +38,16 @@ class BenchError(RuntimeError):
     """A bench run could not produce its figure (a worker failed, an input is missing)."""
 
 
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s code; a bench or screening error becomes one ``error:`` line."""
+    from screening.errors import ScreeningError
+
+    try:
+        sys.exit(main())
+    except (BenchError, ScreeningError) as exc:
+        sys.exit(f"error: {exc}")
+
+
 # -- inputs ---------------------------------------------------------------------------------------
 
 def default_bundle() -> Path:

@@ -12,13 +12,11 @@ smallest count; the goal is at most 10 % from 1,000 to 10,000 images.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 from harness import (SHARED_DATA, BenchError, cell, default_bundle, default_out, format_table, machine_info,
-                     read_dataset, replicate, run_screen, spread, warn_if_busy, write_json)
-from screening.errors import ScreeningError
+                     read_dataset, replicate, run_screen, spread, run_main, warn_if_busy, write_json)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,7 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchError, ScreeningError) as exc:
-        sys.exit(f"error: {exc}")
+    run_main(main)

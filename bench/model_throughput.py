@@ -31,9 +31,8 @@ from typing import Any, Callable
 import numpy as np
 
 from harness import (REPO, BenchError, cell, default_bundle, default_out, format_table, machine_info,
-                     ratio, run_worker, spread, time_calls, warn_if_busy, worker_result, write_json)
+                     ratio, run_worker, spread, time_calls, warn_if_busy, worker_result, run_main, write_json)
 from ort_variants import VARIANTS, tune
-from screening.errors import ScreeningError
 
 MODELS = ("segmenter", "classifier", "pair")  # pair: segmenter then classifier, as screening runs them
 ENGINES = ("onnxruntime", "pytorch")
@@ -402,7 +401,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchError, ScreeningError) as exc:
-        sys.exit(f"error: {exc}")
+    run_main(main)

@@ -22,7 +22,6 @@ threads, ONNX Runtime session variant):
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,8 @@ from typing import Any
 
 import model_throughput
 from harness import (SHARED_DATA, BenchError, cell, default_bundle, default_out, format_table, machine_info,
-                     ratio, read_dataset, replicate, run_screen, run_worker, spread, warn_if_busy, write_json)
+                     ratio, read_dataset, replicate, run_screen, run_worker, spread, run_main, warn_if_busy, write_json)
 from ort_variants import SESSION_VARIANTS
-from screening.errors import ScreeningError
 
 DEFAULT_DATASETS = [f"{SHARED_DATA / 'ham10000_dev'}:1000", f"{SHARED_DATA / 'isic_fullres'}:300"]
 
@@ -183,7 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchError, ScreeningError) as exc:
-        sys.exit(f"error: {exc}")
+    run_main(main)
