@@ -29,7 +29,8 @@ from .common import config_argument_parser, config_from_args, provenance, read_i
 from .config import Config
 from .data.classes import get_class_config
 from .evaluate import eval_dir
-from .inference import SegmenterWithSigmoid, load_classifier, load_resized, load_segmenter
+from .data.dataset import load_resized
+from .inference import SegmenterWithSigmoid, load_classifier, load_segmenter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def parity_inputs(config: Config, seg_state: dict, cls_state: dict, count: int) 
     """Real validation images (and their metadata) preprocessed exactly as the runtime does."""
     index = split(read_index(config), "val").head(count)
     size = config.data.input_size
-    images = np.stack([load_resized(p, size) for p in index["image_path"]])
+    images = np.stack([load_resized(p, (size, size)) for p in index["image_path"]])
     meta = np.stack([DEFAULT_VOCABULARY.encode(r.age, r.sex, r.site)[0] for r in index.itertuples()])
     return {
         "seg_image": normalise(images, seg_state["mean"], seg_state["std"]),

@@ -9,8 +9,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from screening.images import load_image
-from screening.preprocess import normalise, resize_rgb
+from screening.preprocess import normalise
 
 from .common import load_checkpoint
 from .config import from_dict
@@ -54,11 +53,6 @@ def load_classifier(path: Path) -> tuple[torch.nn.Module, dict]:
     model = FusionClassifier(cfg, meta_dim=state["meta_dim"], num_classes=len(state["class_names"]))
     model.load_state_dict(state["model"])
     return model.eval(), state
-
-
-def load_resized(path: str | Path, size: int) -> np.ndarray:
-    """Decode like the runtime (EXIF, bit depth, reduced decode) and resize to size x size."""
-    return resize_rgb(load_image(Path(path), (size, size)).rgb, (size, size))
 
 
 def batched(items: Sequence, batch_size: int) -> Iterator[Sequence]:

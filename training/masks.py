@@ -22,7 +22,8 @@ from screening.manifest import sha256_file
 
 from .common import Distributed, config_argument_parser, config_from_args, read_index
 from .config import Config
-from .inference import batched, load_resized, load_segmenter, predict_mask_probabilities
+from .data.dataset import load_resized
+from .inference import batched, load_segmenter, predict_mask_probabilities
 
 
 def mask_cache_dir(config: Config) -> Path:
@@ -54,7 +55,7 @@ def cache_masks(config: Config, index: pd.DataFrame, batch_size: int = 32) -> Pa
     model.to(device)
     size = config.data.input_size
     for rows in tqdm(list(batched(todo, batch_size)), desc="predicting masks", dynamic_ncols=True, disable=None):
-        images = np.stack([load_resized(row.image_path, size) for row in rows])
+        images = np.stack([load_resized(row.image_path, (size, size)) for row in rows])
         probs = predict_mask_probabilities(model, images, state["mean"], state["std"], device)
         for row, prob in zip(rows, probs):
             png = np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)

@@ -44,6 +44,11 @@ def read_rgb(path: str | Path, min_size: tuple[int, int] = (0, 0)) -> np.ndarray
         raise DataError(f"{path}: cannot read or decode the image ({exc})") from exc
 
 
+def load_resized(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode like the runtime and resize to ``size`` = (height, width): a model's input pixels."""
+    return resize_rgb(read_rgb(path, size), size)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Decode a mask file to (H, W) uint8 (0/255 binary, or a 0..255 probability)."""
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -98,7 +103,7 @@ class _IndexDataset(Dataset):
 
     def _pair(self, item: int, mask_path: str | Path) -> tuple[torch.Tensor, np.ndarray, np.random.Generator]:
         """Resized (and augmented) image, normalised, with its uint8 mask at input size."""
-        image = resize_rgb(read_rgb(self.rows.at[item, "image_path"], self.input_size), self.input_size)
+        image = load_resized(self.rows.at[item, "image_path"], self.input_size)
         mask = resize_mask(read_mask(mask_path), self.input_size)
         rng = self.next_rng(item)
         if self.augment:
