@@ -107,14 +107,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(hint):
             return None
-        errors = []
         for arg in typing.get_args(hint):
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, where)
-            except (ConfigError, TypeError, ValueError) as exc:
-                errors.append(str(exc))
+            except (ConfigError, TypeError, ValueError):
+                continue
         raise ConfigError(f"{where}: {value!r} does not fit {hint}")
     if hint is Any:
         return value
