@@ -37,6 +37,11 @@ class OptimConfig:
     lr: float = 1e-3  # AdamW learning rate (paper default)
     backbone_lr: float | None = None  # learning rate for pretrained backbones; None = lr
     weight_decay: float = 1e-2
+    # "plateau": ReduceLROnPlateau on the validation loss (paper). "cosine": every step, from
+    # lr down to lr * min_lr_ratio at the last step; suits short fine-tuning runs whose
+    # validation loss is too noisy for a plateau to trigger.
+    schedule: str = "plateau"
+    min_lr_ratio: float = 0.01
     plateau_patience: int = 3  # ReduceLROnPlateau patience (epochs) on the validation loss
     plateau_factor: float = 0.5
     freeze_epochs: int = 0  # epochs with frozen backbones before fine-tuning everything
@@ -56,6 +61,9 @@ class ClassifierTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: bool = True
     balanced_sampling: bool = True  # class-balanced sampler (paper), else plain shuffling
+    # Weight of each image = count(its class) ** -sampling_power: 1 balances the classes fully
+    # (paper), lower values keep more of the common classes (see training/data/sampling.py).
+    sampling_power: float = 1.0
     meta_dropout: float = 0.1  # probability each metadata field is replaced by `unknown`
     # Keep the mask branch's backbone frozen for the whole run (its pretrained features of the
     # binary mask still describe shape; saves about half the backward pass on a CPU).
@@ -176,7 +184,24 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     _deep_update(merged, data)
     for assignment in overrides:
         apply_override(merged, assignment)
-    return from_dict(Config, merged)
+    config = from_dict(Config, merged)
+    _check_choices(config)
+    return config
+
+
+SCHEDULES = ("plateau", "cosine")
+
+
+def _check_choices(config: Config) -> None:
+    """Refuse values the dataclass types cannot: a misspelt schedule would otherwise train a run."""
+    for stage in ("segmenter", "classifier"):
+        optim = getattr(config, stage).optim
+        if optim.schedule not in SCHEDULES:
+            raise ConfigError(f"{stage}.optim.schedule: {optim.schedule!r} is not one of {list(SCHEDULES)}")
+        if not 0.0 <= optim.min_lr_ratio <= 1.0:
+            raise ConfigError(f"{stage}.optim.min_lr_ratio: expected 0..1, got {optim.min_lr_ratio}")
+    if not 0.0 <= config.classifier.sampling_power <= 1.0:
+        raise ConfigError(f"classifier.sampling_power: expected 0..1, got {config.classifier.sampling_power}")
 
 
 def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:

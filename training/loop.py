@@ -1,4 +1,4 @@
-"""The epoch loop both models train with: progress bar, plateau scheduler, checkpoints, resume."""
+"""The epoch loop both models train with: progress bar, learning-rate schedule, checkpoints, resume."""
 
 from __future__ import annotations
 
@@ -69,8 +69,9 @@ def fit(
     ``last.pt`` is written after every epoch, so ``resume=True`` continues a killed run from
     the last finished epoch; ``best.pt`` keeps the epoch with the highest validation score.
     """
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=optim.plateau_factor, patience=optim.plateau_patience)
+    steps_per_epoch = _steps_per_epoch(train_loader, optim)
+    scheduler = make_scheduler(optimizer, optim, steps_per_epoch)
+    per_step = optim.schedule == "cosine"
     last_path, best_path = stage_dir / "last.pt", stage_dir / "best.pt"
     history_path = stage_dir / "history.jsonl"
     start_epoch, best_score = 0, -math.inf
@@ -92,12 +93,14 @@ def fit(
         sampler = getattr(train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        train_loss = _train_epoch(model, optimizer, train_loader, train_step, epoch, optim, dist)
+        train_loss = _train_epoch(model, optimizer, train_loader, train_step, epoch, optim, dist,
+                                  scheduler if per_step else None)
         model.eval()
         with torch.no_grad():
             result = validate()
         val_loss = result.loss
-        scheduler.step(val_loss)
+        if not per_step:
+            scheduler.step(val_loss)
         record = EpochRecord(epoch + 1, train_loss, val_loss, result.score,
                              optimizer.param_groups[0]["lr"], result.metrics)
         if dist.is_main:
@@ -118,10 +121,37 @@ def fit(
     return best_path
 
 
-def _train_epoch(model, optimizer, loader, train_step, epoch, optim: OptimConfig, dist: Distributed) -> float:
+def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, steps_per_epoch: int):
+    """The learning-rate schedule of ``optim.schedule``.
+
+    "cosine" is stepped once per batch: every parameter group goes from its own learning rate
+    down to ``min_lr_ratio`` times it over ``epochs * steps_per_epoch`` steps. "plateau" is
+    stepped once per epoch with the validation loss.
+    """
+    if optim.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=optim.plateau_factor, patience=optim.plateau_patience)
+    if optim.schedule == "cosine":
+        total = max(1, optim.epochs * steps_per_epoch)
+        floor = optim.min_lr_ratio
+
+        def factor(step: int) -> float:
+            progress = min(step, total) / total
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise ValueError(f"unknown learning-rate schedule {optim.schedule!r}")
+
+
+def _steps_per_epoch(loader, optim: OptimConfig) -> int:
+    return len(loader) if optim.max_steps_per_epoch is None else min(len(loader), optim.max_steps_per_epoch)
+
+
+def _train_epoch(model, optimizer, loader, train_step, epoch, optim: OptimConfig, dist: Distributed,
+                 step_scheduler=None) -> float:
     model.train()
     total, count = 0.0, 0
-    steps = len(loader) if optim.max_steps_per_epoch is None else min(len(loader), optim.max_steps_per_epoch)
+    steps = _steps_per_epoch(loader, optim)
     desc = f"epoch {epoch + 1}/{optim.epochs}"
     # A bar on a terminal; in a log file (nohup, cron) a plain line every LOG_INTERVAL_S instead.
     bar = tqdm(total=steps, desc=desc, disable=None if dist.is_main else True, leave=False, dynamic_ncols=True)
@@ -134,6 +164,8 @@ def _train_epoch(model, optimizer, loader, train_step, epoch, optim: OptimConfig
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if step_scheduler is not None:
+            step_scheduler.step()
         total += float(loss.detach())
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")

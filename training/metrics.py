@@ -278,10 +278,11 @@ def segmentation_report(preds: Iterable[np.ndarray], targets: Iterable[np.ndarra
 
 
 def validation_score(report: dict[str, Any]) -> float:
-    """Balanced accuracy + macro AUC of a classification_report: how a best epoch is picked.
+    """Balanced accuracy + macro AUC + malignant AUC of a classification_report: picks a best epoch.
 
-    Balanced accuracy rewards the rare malignant classes that plain accuracy ignores; the AUC
-    adds the ranking quality that thresholded scores cannot see.
+    Balanced accuracy rewards the rare malignant classes that plain accuracy ignores; the macro
+    AUC adds the ranking quality that thresholded scores cannot see; the malignant-vs-benign AUC
+    is the ranking a clinic's risk column is sorted by. An AUC that cannot be computed (one class
+    absent from the validation split) counts 0.
     """
-    auc = report.get("macro_auc")
-    return report["balanced_accuracy"] + (auc if auc is not None else 0.0)
+    return report["balanced_accuracy"] + sum(report.get(key) or 0.0 for key in ("macro_auc", "malignant_auc"))

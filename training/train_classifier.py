@@ -80,7 +80,7 @@ def train(config: Config, resume: bool = False) -> Path:
     labels = train_set.labels
     if config.classifier.balanced_sampling:
         sampler = class_balanced_sampler(labels, num_samples=len(labels) // dist.world_size,
-                                         seed=config.seed + dist.rank)
+                                         seed=config.seed + dist.rank, power=config.classifier.sampling_power)
     else:
         sampler = torch.utils.data.RandomSampler(train_set, num_samples=len(labels) // dist.world_size)
     train_loader = DataLoader(train_set, batch_size=optim.batch_size, sampler=sampler,

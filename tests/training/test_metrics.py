@@ -164,9 +164,11 @@ def test_probability_maps_and_mismatched_shapes_are_refused():
         segmentation_report([], [])
 
 
-def test_validation_score_is_balanced_accuracy_plus_macro_auc():
+def test_validation_score_is_balanced_accuracy_plus_both_aucs():
     from training.metrics import validation_score
 
+    assert validation_score({"balanced_accuracy": 0.6, "macro_auc": 0.9, "malignant_auc": 0.8}) == pytest.approx(2.3)
+    # Class configurations without malignant classes have no malignant AUC.
     assert validation_score({"balanced_accuracy": 0.6, "macro_auc": 0.9}) == pytest.approx(1.5)
     # A split where no AUC can be computed still ranks epochs by balanced accuracy.
-    assert validation_score({"balanced_accuracy": 0.6, "macro_auc": None}) == pytest.approx(0.6)
+    assert validation_score({"balanced_accuracy": 0.6, "macro_auc": None, "malignant_auc": None}) == pytest.approx(0.6)

@@ -23,3 +23,20 @@ def test_default_length_and_seeded_order():
 def test_empty_labels_are_refused():
     with pytest.raises(ValueError, match="cannot sample from an empty dataset"):
         class_balanced_sampler([])
+
+
+def _share_of_class_1(labels, power):
+    draws = list(class_balanced_sampler(labels, num_samples=20000, seed=0, power=power))
+    return sum(labels[i] for i in draws) / len(draws)
+
+
+def test_power_moves_between_natural_and_balanced_frequencies():
+    labels = [0] * 900 + [1] * 100
+    assert abs(_share_of_class_1(labels, 0.0) - 0.10) < 0.01  # as often as it occurs
+    assert abs(_share_of_class_1(labels, 0.5) - 0.25) < 0.01  # sqrt(100) / (sqrt(900) + sqrt(100))
+    assert abs(_share_of_class_1(labels, 1.0) - 0.50) < 0.01
+
+
+def test_power_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="^sampling power must be between 0 and 1, got 1.5$"):
+        class_balanced_sampler([0, 1], power=1.5)
