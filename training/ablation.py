@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,7 @@ from .data.dataset import ClassificationDataset
 from .data.sampling import class_balanced_sampler
 from .evaluate import _segmentation
 from .masks import segmenter_checkpoint
-from .metrics import classification_report, validation_score
+from .metrics import VALIDATION_SCORE_TERMS, classification_report, validation_score
 from .models.fusion import FusionClassifier, FusionConfig, freeze_backbones
 from .models.weights import weights_kind
 from .train_classifier import classifier_normalisation, mask_source
@@ -309,7 +309,7 @@ def predict_from_features(model: FusionClassifier, features: SplitFeatures, batc
 def _sampler(config: Config, labels: np.ndarray) -> torch.utils.data.Sampler:
     """Class-balanced (or plain shuffled) draws, as train_classifier makes them, seeded."""
     if config.classifier.balanced_sampling:
-        return class_balanced_sampler(labels, seed=config.seed)
+        return class_balanced_sampler(labels, seed=config.seed, power=config.classifier.sampling_power)
     generator = torch.Generator().manual_seed(config.seed)
     return torch.utils.data.RandomSampler(range(len(labels)), generator=generator)
 
@@ -378,13 +378,41 @@ def _check_segmenter(config: Config) -> None:
                          f"exist; train the segmenter first (python -m training segmenter --config ...)")
 
 
-def run_ablation(config: Config, epochs: int = DEFAULT_EPOCHS, command: str | None = None) -> dict[str, Any]:
+def seed_summary(runs: list[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """One table row from a variant's runs, one per seed.
+
+    A single seed gives its run as is. Several give, per metric, the mean (the row's value) and
+    the sample standard deviation (``row["sd"]``), with every run kept under ``row["runs"]``:
+    how far the rows of the table differ from each other only means something next to how far
+    one row moves when nothing but the seed changes. A metric that one run could not compute
+    (an AUC with a class absent) has no mean.
+    """
+    if len(runs) == 1:
+        return {**runs[0], "seeds": list(seeds)}
+    first = runs[0]
+    row = {key: first[key] for key in ("key", "variant", "fusion", "use_meta", "use_mask", "epochs")}
+    row.update(seeds=list(seeds), best_epochs=[run["best_epoch"] for run in runs],
+               seconds=sum(run["seconds"] for run in runs), sd={})
+    for key, _ in COLUMNS:
+        values = [run[key] for run in runs]
+        missing = None in values
+        row[key] = None if missing else float(np.mean(values))
+        row["sd"][key] = None if missing else float(np.std(values, ddof=1))
+    row["runs"] = [{**run, "seed": seed} for run, seed in zip(runs, seeds, strict=True)]
+    return row
+
+
+def run_ablation(config: Config, epochs: int = DEFAULT_EPOCHS, command: str | None = None,
+                 seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """Cache the backbone features, train every variant, write ablation.json and ablation.md.
 
     Args:
         config: the run's configuration (its out_dir receives ``ablation/``).
         epochs: training epochs per variant.
         command: the command line that produced the table, shown under it.
+        seeds: train every variant once per seed and report mean and standard deviation
+            (default: the config's seed alone). The split and the cached features stay fixed;
+            the seed changes the heads' initialisation, batch order and metadata dropout.
 
     Returns:
         The result written to ``ablation.json``: rows in VARIANTS order, segmentation, cache facts.
@@ -398,14 +426,18 @@ def run_ablation(config: Config, epochs: int = DEFAULT_EPOCHS, command: str | No
     mask_dir = mask_source(config, index)
     cache = cached_features(config, index, mask_dir)
     print(("reused" if cache.reused else "computed") + f" cached backbone features: {cache.path}")
-    rows = [train_variant(config, variant, cache, epochs) for variant in VARIANTS]
+    seeds = [config.seed] if not seeds else list(seeds)
+    rows = [seed_summary([train_variant(dataclasses.replace(config, seed=seed), variant, cache, epochs)
+                          for seed in seeds], seeds)
+            for variant in VARIANTS]
     model = config.classifier.model
     result = {
         "split": "val",
         "note": "backbones frozen, features cached",
         "command": command,
         "epochs": epochs,
-        "selection": "per variant, the epoch with the best validation balanced accuracy + macro AUC",
+        "seeds": seeds,
+        "selection": f"per variant, the epoch with the best validation {VALIDATION_SCORE_TERMS}",
         "images": {name: len(features) for name, features in cache.splits.items()},
         "classes": get_class_config(config.data.classes).class_names,
         "backbones": {"image": [model.image_backbone, model.image_weights],
@@ -421,16 +453,19 @@ def run_ablation(config: Config, epochs: int = DEFAULT_EPOCHS, command: str | No
     return result
 
 
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _cell(row: dict[str, Any], key: str) -> str:
+    value, sd = row[key], row.get("sd", {}).get(key)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if sd is None else f"{value:.3f} ± {sd:.3f}"
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:
-    """The Markdown table: one row per variant, the paper's columns."""
+    """The Markdown table: one row per variant, the paper's columns (mean ± sd over several seeds)."""
     lines = ["| Variant | " + " | ".join(heading for _, heading in COLUMNS) + " |",
              "|---|" + "---:|" * len(COLUMNS)]
     for row in rows:
-        lines.append("| " + row["variant"] + " | " + " | ".join(_cell(row[key]) for key, _ in COLUMNS) + " |")
+        lines.append("| " + row["variant"] + " | " + " | ".join(_cell(row, key) for key, _ in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -450,6 +485,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     (image, image_weights), (mask, mask_weights) = result["backbones"]["image"], result["backbones"]["mask"]
     images = result["images"]
     feature_map = "x".join(map(str, result["feature_cache"]["feature_map_shape"]))
+    seeds = result["seeds"]
+    seeding = "seed" if len(seeds) == 1 else f"seeds ({', '.join(map(str, seeds))})"
+    per_seed = "" if len(seeds) == 1 else (
+        f", per seed; values are the mean ± sample standard deviation over the {len(seeds)} seeds (the seed "
+        f"changes the heads' initialisation, batch order and metadata dropout)")
     text = [
         "# Ablation on the validation split",
         "",
@@ -457,9 +497,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"and the mask backbone ({mask}, weights {mask_weights or 'none'}) keep their weights; their outputs "
         f"were computed once per image (feature map {feature_map}) and only "
         f"the projections, attention, metadata MLP and head were trained, {result['epochs']} epochs per "
-        f"variant. Same data, split and seed for every row: {images['train']} training and {images['val']} "
-        f"validation images, classes {', '.join(result['classes'])}, {result['masks'].replace('_', ' ')} "
-        f"masks. Each row is {result['selection'].removeprefix('per variant, ')}.",
+        f"variant. Same data, split and {seeding} for every row: {images['train']} training and "
+        f"{images['val']} validation images, classes {', '.join(result['classes'])}, "
+        f"{result['masks'].replace('_', ' ')} masks. Each row is "
+        f"{result['selection'].removeprefix('per variant, ')}{per_seed}.",
         "",
         render_table(result["rows"]),
         "",
@@ -476,11 +517,16 @@ def main(argv: list[str] | None = None) -> int:
                                     "backbones whose features are cached once.")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                         help=f"training epochs per variant on the cached features (default {DEFAULT_EPOCHS})")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="train every variant once per seed and report mean ± standard deviation "
+                             "(default: the config's seed alone)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed: {args.seeds}")
     config = config_from_args(args)
     command = shlex.join(["python", "-m", "training", "ablation", *argv])
-    result = run_ablation(config, epochs=args.epochs, command=command)
+    result = run_ablation(config, epochs=args.epochs, command=command, seeds=args.seeds)
     print(render_table(result["rows"]))
     print(segmentation_line(result["segmentation"]))
     print(f"table written to {ablation_dir(config) / 'ablation.md'}")

@@ -277,6 +277,9 @@ def segmentation_report(preds: Iterable[np.ndarray], targets: Iterable[np.ndarra
     }
 
 
+VALIDATION_SCORE_TERMS = "balanced accuracy + macro AUC + malignant AUC"  # what validation_score sums
+
+
 def validation_score(report: dict[str, Any]) -> float:
     """Balanced accuracy + macro AUC + malignant AUC of a classification_report: picks a best epoch.
 

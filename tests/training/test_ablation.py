@@ -11,7 +11,7 @@ import torch
 
 from screening.metadata import DEFAULT_VOCABULARY
 from training.ablation import (COLUMNS, VARIANTS, _inputs, _split_dataset, ablation_dir, cached_features, main,
-                               variant_model)
+                               render_table, seed_summary, variant_model)
 from training.common import read_index, split
 from training.config import load_config
 from training.data.prepare import main as prepare_main
@@ -105,6 +105,42 @@ def test_a_second_run_reuses_the_features_and_reproduces_the_table(two_runs):
     for a, b in zip(first["rows"], second["rows"], strict=True):
         assert {key: a[key] for key, _ in COLUMNS} == {key: b[key] for key, _ in COLUMNS}
         assert a["best_epoch"] == b["best_epoch"]
+
+
+def test_several_seeds_give_mean_and_spread_of_the_same_runs(two_runs, segmented):
+    """--seeds 0 1: each row is the mean ± sd of two runs, and the seed-0 run is the single-seed table's."""
+    single, _, _, _ = two_runs
+    assert main([*_argv(segmented), "--seeds", "0", "1"]) == 0
+    result = json.loads((segmented / "ablation" / "ablation.json").read_text())
+    assert result["seeds"] == [0, 1] and result["feature_cache"]["reused"]
+    for row, alone in zip(result["rows"], single["rows"], strict=True):
+        assert [run["seed"] for run in row["runs"]] == [0, 1]
+        assert {key: row["runs"][0][key] for key, _ in COLUMNS} == {key: alone[key] for key, _ in COLUMNS}
+        for key, _ in COLUMNS:
+            values = [run[key] for run in row["runs"]]
+            assert row[key] == pytest.approx(np.mean(values))
+            assert row["sd"][key] == pytest.approx(abs(values[0] - values[1]) / np.sqrt(2))
+    markdown = (segmented / "ablation" / "ablation.md").read_text()
+    assert "Same data, split and seeds (0, 1) for every row" in markdown
+    assert "mean ± sample standard deviation over the 2 seeds" in markdown
+    assert markdown.count(" ± ") >= len(VARIANTS) * len(COLUMNS)
+
+
+def test_a_repeated_seed_is_refused(segmented, capsys):
+    with pytest.raises(SystemExit):
+        main([*_argv(segmented), "--seeds", "0", "0"])
+    assert "--seeds repeats a seed: [0, 0]" in capsys.readouterr().err
+
+
+def test_a_metric_one_seed_cannot_compute_has_no_mean():
+    runs = [{"key": "k", "variant": "v", "fusion": "concat", "use_meta": True, "use_mask": True, "epochs": 2,
+             "best_epoch": epoch, "seconds": 1.0, **{key: 0.5 for key, _ in COLUMNS}} for epoch in (1, 2)]
+    runs[1]["melanoma_auc"] = None
+    row = seed_summary(runs, [3, 4])
+    assert row["melanoma_auc"] is None and row["sd"]["melanoma_auc"] is None
+    assert row["accuracy"] == 0.5 and row["sd"]["accuracy"] == 0.0
+    assert row["best_epochs"] == [1, 2] and row["seconds"] == 2.0
+    assert render_table([row]).splitlines()[-1].endswith("| 0.500 ± 0.000 | n/a |")
 
 
 def test_the_cache_holds_what_the_trained_model_sees(two_runs, segmented):
