@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from screening.atomic import atomic_write
 from screening.manifest import sha256_file
 
 from .common import Distributed, config_argument_parser, config_from_args, read_index
@@ -34,18 +35,32 @@ def segmenter_checkpoint(config: Config) -> Path:
     return config.out / "segmenter" / "best.pt"
 
 
+def _recorded_source(source_file: Path) -> dict | None:
+    """The checkpoint a cache was made with; None when unknown (missing or unreadable file)."""
+    try:
+        return json.loads(source_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def cache_masks(config: Config, index: pd.DataFrame, batch_size: int = 32) -> Path:
     """Fill the mask cache for every row of ``index``; returns the cache folder."""
     checkpoint = segmenter_checkpoint(config)
     cache = mask_cache_dir(config)
     source = {"segmenter_checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)}
     source_file = cache / "source.json"
-    if source_file.is_file() and json.loads(source_file.read_text()) != source:
-        print(f"segmenter checkpoint changed: clearing the mask cache in {cache}")
-        for png in cache.glob("*.png"):
-            png.unlink()
-    cache.mkdir(parents=True, exist_ok=True)
-    source_file.write_text(json.dumps(source, indent=2) + "\n")
+    recorded = _recorded_source(source_file)
+    if recorded != source:
+        stale = sorted(cache.glob("*.png"))
+        if stale:
+            maker = "another segmenter checkpoint" if recorded else "an unknown segmenter checkpoint"
+            print(f"the mask cache in {cache} was made by {maker}: clearing its {len(stale)} masks")
+            for png in stale:
+                png.unlink()
+        # Written only when it changes, and atomically: under torchrun every rank calls this
+        # after rank 0 has filled the cache, and a rank reading a half-rewritten file would
+        # take it for a different checkpoint and clear the cache under the others.
+        atomic_write(source_file, (json.dumps(source, indent=2) + "\n").encode())
 
     todo = [row for row in index.itertuples() if not (cache / f"{row.image_id}.png").is_file()]
     if not todo:

@@ -1,0 +1,76 @@
+"""The predicted-mask cache: filled once, kept while the segmenter checkpoint is the same, cleared when not."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+import training.masks as masks
+from training.config import load_config
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    """A config, a 3-image index and a fake segmenter whose masks are all 0.5."""
+    config = load_config(None, [f"out_dir={tmp_path / 'run'}", "data.input_size=32"])
+    checkpoint = masks.segmenter_checkpoint(config)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"segmenter weights v1")
+    images = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(path), np.full((40, 50, 3), 100 + i, np.uint8))
+        images.append({"image_id": f"img{i}", "image_path": str(path)})
+    calls = []
+    monkeypatch.setattr(masks, "load_segmenter", lambda ckpt: (_Model(), {"mean": 0, "std": 1}))
+
+    def predict(model, batch, mean, std, device):
+        calls.append(len(batch))
+        return np.full((len(batch), 32, 32), 0.5, np.float32)
+
+    monkeypatch.setattr(masks, "predict_mask_probabilities", predict)
+    return config, pd.DataFrame(images), checkpoint, calls
+
+
+class _Model:
+    def to(self, device):
+        return self
+
+
+def test_masks_are_predicted_once_and_reused(setup):
+    config, index, _, calls = setup
+    cache = masks.cache_masks(config, index)
+    assert sorted(p.name for p in cache.glob("*.png")) == ["img0.png", "img1.png", "img2.png"]
+    assert calls == [3]
+    source_mtime = (cache / "source.json").stat().st_mtime_ns
+    masks.cache_masks(config, index)
+    assert calls == [3]  # nothing predicted again
+    # Not rewritten either: under torchrun every rank runs this after rank 0 filled the cache.
+    assert (cache / "source.json").stat().st_mtime_ns == source_mtime
+
+
+def test_a_new_segmenter_checkpoint_clears_the_cache(setup, capsys):
+    config, index, checkpoint, calls = setup
+    cache = masks.cache_masks(config, index)
+    checkpoint.write_bytes(b"segmenter weights v2")
+    masks.cache_masks(config, index)
+    assert calls == [3, 3]
+    assert "made by another segmenter checkpoint: clearing its 3 masks" in capsys.readouterr().out
+    assert json.loads((cache / "source.json").read_text())["sha256"] == masks.sha256_file(checkpoint)
+
+
+@pytest.mark.parametrize("damage", ["missing", "torn"])
+def test_masks_of_unknown_origin_are_not_trusted(setup, damage, capsys):
+    config, index, _, calls = setup
+    cache = masks.cache_masks(config, index)
+    if damage == "missing":
+        (cache / "source.json").unlink()
+    else:
+        (cache / "source.json").write_text('{"segmenter_checkpoint": ')
+    masks.cache_masks(config, index)
+    assert calls == [3, 3]
+    assert "made by an unknown segmenter checkpoint: clearing its 3 masks" in capsys.readouterr().out
