@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 
 def atomic_write(path: Path, data: bytes | bytearray | memoryview) -> Path:
@@ -24,13 +25,25 @@ def atomic_write_chunks(path: Path, chunks: Iterable[bytes | bytearray | memoryv
     Only one chunk is in memory at a time (plus the file buffer), so the peak memory of
     writing does not grow with the size of the file.
     """
+    with atomic_file(path) as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+    return Path(path)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write that replaces ``path`` atomically and durably when the block ends.
+
+    For writers that want a file object (``torch.save``, ``np.save``) rather than bytes. If the
+    block raises, ``path`` keeps its old content and the temp file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -38,7 +51,6 @@ def atomic_write_chunks(path: Path, chunks: Iterable[bytes | bytearray | memoryv
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-    return path
 
 
 def fsync_dir(folder: Path) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from screening.atomic import fsync_dir
+from screening.atomic import atomic_file
 from screening.manifest import sha256_file
 
 from .config import Config, ConfigError, git_commit, load_config, save_config, to_dict
@@ -136,14 +136,8 @@ def provenance(config: Config) -> dict[str, Any]:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically and durably: a killed run or a power cut never leaves a half-written
     checkpoint behind, and ``--resume`` after a crash finds the last one that was reported saved."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as fh:
         torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+import screening.atomic as atomic
 import training.common as common
 from training.common import load_checkpoint, save_checkpoint
 
@@ -23,9 +24,9 @@ def test_a_checkpoint_round_trips_and_leaves_no_temp_file(tmp_path):
 def test_the_file_is_synced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(common.os, "fsync", lambda fd: (events.append("fsync file"), real_fsync(fd))[1])
-    monkeypatch.setattr(common.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))[1])
-    monkeypatch.setattr(common, "fsync_dir", lambda folder: events.append(f"fsync {folder.name}/"))
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync file"), real_fsync(fd))[1])
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))[1])
+    monkeypatch.setattr(atomic, "fsync_dir", lambda folder: events.append(f"fsync {folder.name}/"))
     save_checkpoint(tmp_path / "ckpt" / "best.pt", {"epoch": 1})
     assert events == ["fsync file", "rename", "fsync ckpt/"]
 
@@ -41,3 +42,4 @@ def test_overwriting_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"epoch": 2})
     assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left behind
