@@ -16,6 +16,8 @@ from typing import Any
 
 from .errors import BundleError
 from .metadata import MetadataVocabulary
+from .operating_points import default_point_name, find_point
+from .operating_points import problems as operating_point_problems
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -64,6 +66,10 @@ class Manifest:
     mask_input_mode: str = "binary"  # what the classifier's mask branch sees (applied in-graph)
     temperature: float = 1.0  # calibration: probabilities = softmax(logits / temperature)
     training: dict[str, Any] = field(default_factory=dict)  # provenance: data, config, metrics, commit
+    # Risk thresholds at fixed malignant sensitivity (screening.operating_points); older bundles
+    # have none, and their results carry an empty flag.
+    operating_points: list[dict[str, Any]] = field(default_factory=list)
+    default_operating_point: str | None = None  # name; None = the highest target sensitivity
     statement: str = NOT_FOR_DIAGNOSIS
     schema_version: int = SCHEMA_VERSION
 
@@ -80,6 +86,18 @@ class Manifest:
         """``name@version``, written on every output row."""
         return f"{self.name}@{self.version}"
 
+    def operating_point(self, name: str | None = None) -> dict[str, Any] | None:
+        """The operating point called ``name``, else the bundle's default; None if it has none.
+
+        Raises:
+            InputError: ``name`` is not one of the bundle's points (the message lists them).
+        """
+        points = self.operating_points or []
+        if name is not None:
+            return find_point(points, name)
+        default = self.default_operating_point or default_point_name(points)
+        return None if default is None else find_point(points, default)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["metadata"] = self.metadata.to_dict()
@@ -87,7 +105,7 @@ class Manifest:
         # Keys in reading order for humans opening the file.
         order = ["schema_version", "name", "version", "created", "statement", "classes",
                  "input_size", "mask_threshold", "mask_input_mode", "temperature", "metadata",
-                 "segmenter", "classifier", "training"]
+                 "operating_points", "default_operating_point", "segmenter", "classifier", "training"]
         return {k: data[k] for k in order}
 
     @classmethod
@@ -110,6 +128,8 @@ class Manifest:
                 mask_input_mode=str(data["mask_input_mode"]),
                 temperature=float(data["temperature"]),
                 training=dict(data.get("training", {})),
+                operating_points=data.get("operating_points", []),
+                default_operating_point=data.get("default_operating_point"),
                 statement=str(data.get("statement", NOT_FOR_DIAGNOSIS)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -129,6 +149,9 @@ class Manifest:
             raise BundleError(f"mask_threshold {self.mask_threshold} must lie strictly between 0 and 1")
         if self.temperature <= 0:
             raise BundleError(f"temperature {self.temperature} must be positive")
+        point_problems = operating_point_problems(self.operating_points, self.default_operating_point)
+        if point_problems:
+            raise BundleError("; ".join(point_problems))
         for role, spec, inputs, outputs in (
             ("segmenter", self.segmenter, {"image"}, {"mask"}),
             ("classifier", self.classifier, {"image", "mask", "meta"}, {"logits"}),

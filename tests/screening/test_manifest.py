@@ -85,3 +85,35 @@ def test_malformed_manifest_names_the_problem(tmp_path):
 def test_inconsistent_manifests_are_refused(tmp_path, changes, message):
     with pytest.raises(BundleError, match=message):
         make_manifest(tmp_path, **changes).check()
+
+
+def test_operating_points_round_trip_and_default_is_the_most_sensitive(tmp_path):
+    import numpy as np
+
+    from screening.operating_points import fit_operating_points
+    points = fit_operating_points(np.linspace(0, 1, 100), np.arange(100) % 2 == 0, fitted_on="validation split")
+    save_manifest(make_manifest(tmp_path, operating_points=points), tmp_path)
+    loaded = load_manifest(tmp_path)
+    assert loaded.operating_points == points
+    assert loaded.operating_point()["name"] == "sens95"
+    assert loaded.operating_point("sens90")["target_sensitivity"] == 0.9
+
+
+def test_bundle_without_operating_points_still_loads_and_has_none(tmp_path):
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    del data["operating_points"], data["default_operating_point"]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    loaded = load_manifest(tmp_path)
+    assert loaded.operating_points == [] and loaded.operating_point() is None
+
+
+def test_bad_operating_points_are_refused(tmp_path):
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["operating_points"] = [{"name": "sens95"}]
+    data["default_operating_point"] = "sens90"
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"operating_points\[0\] lacks target_sensitivity.*"
+                                          r"default_operating_point 'sens90' is not one of the operating points"):
+        load_manifest(tmp_path)
