@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from .atomic import atomic_write, atomic_write_chunks
 from .manifest import Manifest
+from .operating_points import flag
 
 OK = "ok"
 ERROR = "error"
@@ -95,7 +96,7 @@ def rank_rows(rows: Iterable[ResultRow]) -> list[tuple[int | None, ResultRow]]:
 
 def columns(manifest: Manifest, extra_columns: Iterable[str] = ()) -> list[str]:
     """Output column names; extra patients.csv columns come last, renamed ``csv_<name>`` on a clash."""
-    base = ["rank", "image", "patient_id", "risk", "prediction", "confidence",
+    base = ["rank", "image", "patient_id", "risk", "flag", "prediction", "confidence",
             *(f"p_{name}" for name in manifest.class_names), "lesion_area", "status", "error",
             "warnings", "bundle"]
     return base + [output_name(name, base) for name in extra_columns]
@@ -120,23 +121,31 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.{DECIMALS}f}"
 
 
-def _cells(rank: int | None, row: ResultRow, manifest: Manifest, extra_columns: list[str]) -> list[str]:
+def _flag(risk: float | None, threshold: float | None) -> str:
+    """refer/routine at the operating point; empty without one (older bundles) or without a risk."""
+    return "" if threshold is None or risk is None else flag(risk, threshold)
+
+
+def _cells(rank: int | None, row: ResultRow, manifest: Manifest, extra_columns: list[str],
+           threshold: float | None) -> list[str]:
     out = row.outcome
     probabilities = list(out.probabilities) or [None] * len(manifest.classes)
     text = [out.image, row.patient_id]
     numbers = [_number(out.risk)]
     cells = ["" if rank is None else str(rank), *map(neutralise, text), *numbers,
-             neutralise(out.prediction), _number(out.confidence), *map(_number, probabilities),
+             _flag(out.risk, threshold), neutralise(out.prediction), _number(out.confidence), *map(_number, probabilities),
              _number(out.lesion_area), out.status, neutralise(out.error),
              neutralise("; ".join(row.warnings)), neutralise(manifest.tag)]
     return cells + [neutralise(row.extra.get(name, "")) for name in extra_columns]
 
 
 def iter_csv(ranked: Iterable[tuple[int | None, ResultRow]], manifest: Manifest,
-             extra_columns: Iterable[str] = ()) -> Iterator[str]:
+             extra_columns: Iterable[str] = (), threshold: float | None = None) -> Iterator[str]:
     """The results CSV text line by line: header, then one line per row in ``ranked`` order.
 
     Line by line so that a large run is written without the whole text in memory at once.
+    ``threshold`` is the operating point's risk threshold for the flag column (None: empty flags).
+    The flag compares the full-precision risk, not the printed one.
     """
     extra_columns = list(extra_columns)
     buffer = io.StringIO()
@@ -151,20 +160,20 @@ def iter_csv(ranked: Iterable[tuple[int | None, ResultRow]], manifest: Manifest,
     writer.writerow([neutralise(c) for c in columns(manifest, extra_columns)])
     yield take()
     for rank, row in ranked:
-        writer.writerow(_cells(rank, row, manifest, extra_columns))
+        writer.writerow(_cells(rank, row, manifest, extra_columns, threshold))
         yield take()
 
 
 def render_csv(ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
-               extra_columns: Iterable[str] = ()) -> str:
+               extra_columns: Iterable[str] = (), threshold: float | None = None) -> str:
     """The results CSV text: header plus one line per row in ``ranked`` order."""
-    return "".join(iter_csv(ranked, manifest, extra_columns))
+    return "".join(iter_csv(ranked, manifest, extra_columns, threshold))
 
 
 def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
-                      extra_columns: Iterable[str] = ()) -> None:
+                      extra_columns: Iterable[str] = (), threshold: float | None = None) -> None:
     """Write the ranked CSV atomically, UTF-8 with a BOM so that Excel shows accents right."""
-    lines = iter_csv(ranked, manifest, extra_columns)
+    lines = iter_csv(ranked, manifest, extra_columns, threshold)
     atomic_write_chunks(path, itertools.chain([codecs.BOM_UTF8], (line.encode("utf-8") for line in lines)))
 
 
@@ -196,6 +205,10 @@ class Summary:
     elapsed_s: float  # whole run, validation to CSV
     images_per_s: float  # screened / elapsed
     statement: str  # not for diagnosis
+    # The operating point behind the flag column (name, threshold, where fitted) and how many ok
+    # rows it refers; None for a bundle without operating points.
+    operating_point: dict[str, Any] | None = None
+    referrals: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,6 +246,11 @@ def format_summary(summary: Summary, top: int = 5) -> str:
              (summary.rows_with_warnings, "rows with warnings")]
     if any(n for n, _ in notes):
         lines.append("  " + "; ".join(f"{n} {what}" for n, what in notes if n))
+    if summary.operating_point is not None:
+        point = summary.operating_point
+        lines.append(f"Referred {summary.referrals} of {summary.status.get(OK, 0)} at operating point "
+                     f"{point['name']} (risk >= {point['threshold']:.4f}; sensitivity "
+                     f"{point['sensitivity']:.2f}, specificity {point['specificity']:.2f} where fitted)")
     if summary.top_risks:
         lines.append("Highest risk:")
         for item in summary.top_risks[:top]:

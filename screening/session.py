@@ -13,10 +13,11 @@ from .errors import InputError
 from .images import discover_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
+from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
 from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
 from .progress import Reporter
-from .results import (Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
+from .results import (OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
                       write_summary_json)
 
 
@@ -34,6 +35,7 @@ class FolderRequest:
     resume: bool = False  # reuse the journal of an earlier run
     save_masks: Path | None = None
     keep_columns: bool = False  # copy extra patients.csv columns to the output
+    operating_point: str | None = None  # name of the bundle's point for the flag; None = its default
 
 
 def check_request(request: FolderRequest) -> None:
@@ -85,6 +87,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     # The table sees every image so that a key fitting several images is reported, not guessed.
     table = read_patients(request.meta_csv, images=discovery.images)
     manifest = load_manifest(request.bundle_dir)
+    point = manifest.operating_point(request.operating_point)
     backend, note = open_backend(request.backend, request.bundle_dir, manifest,
                                  batch_size=request.batch_size)
     with backend:
@@ -101,10 +104,11 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
                                              (*job.warnings, *run.outcomes[job.image].warnings),
                                              job.extra) for job in jobs)
                 write_results_csv(request.output, ranked, manifest,
-                                  table.extra_columns if request.keep_columns else [])
+                                  table.extra_columns if request.keep_columns else [],
+                                  threshold=point["threshold"] if point else None)
                 journal.compact(run.outcomes[job.image] for job in jobs)
     summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
-                        jobs, ranked, run, time.monotonic() - started)
+                        jobs, ranked, run, time.monotonic() - started, point)
     write_summary_json(summary, summary_path(request.output))
     return summary
 
@@ -148,8 +152,9 @@ def default_workers() -> int:
 
 def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: str,
               ignored: list[str], table: PatientTable, jobs: list[ImageJob],
-              ranked: list[tuple[int | None, ResultRow]], run: _RunResult, elapsed: float) -> Summary:
-    """The end-of-run summary: counts, what did not match, top risks and speed."""
+              ranked: list[tuple[int | None, ResultRow]], run: _RunResult, elapsed: float,
+              point: dict | None = None) -> Summary:
+    """The end-of-run summary: counts, what did not match, top risks, referrals and speed."""
     status = {"ok": 0, "error": 0}
     for _, row in ranked:
         status[row.outcome.status] = status.get(row.outcome.status, 0) + 1
@@ -165,4 +170,7 @@ def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: st
         top_risks=top_risks(ranked), elapsed_s=round(elapsed, 3),
         images_per_s=round(run.screened / elapsed, 3) if elapsed > 0 else 0.0,
         statement=manifest.statement,
+        operating_point=point,
+        referrals=None if point is None else sum(
+            1 for _, row in ranked if row.outcome.status == OK and flag(row.outcome.risk, point["threshold"]) == REFER),
     )

@@ -87,12 +87,17 @@ def resolve_bundle(bundle: Path | None) -> Path:
 @click.option("--keep-columns", is_flag=True,
               help="Copy the patients CSV's extra columns to the output (off by default, so "
                    "free-text fields are not copied around unasked).")
+@click.option("--operating-point", default=None, metavar="NAME",
+              help="The bundle's operating point (e.g. sens95: the risk threshold fitted for 95 % "
+                   "malignant sensitivity) that sets the flag column, refer or routine.  "
+                   "[default: the bundle's default; bundles without operating points leave the "
+                   "flag empty]")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress, notes or summary on stdout; warnings and errors still go "
                    "to stderr.")
 def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, backend: str,
            batch_size: int, workers: int | None, resume: bool, save_masks: Path | None,
-           keep_columns: bool, quiet: bool) -> None:
+           keep_columns: bool, operating_point: str | None, quiet: bool) -> None:
     """Screen every image in IMAGES_DIR and write a CSV ranked by risk.
 
     Each image (.jpg .jpeg .png .bmp .tif .tiff, found recursively) is segmented, then
@@ -111,7 +116,7 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     request = FolderRequest(
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
-        save_masks=save_masks, keep_columns=keep_columns)
+        save_masks=save_masks, keep_columns=keep_columns, operating_point=operating_point)
     summary = screen_folder(request, Reporter(quiet=quiet))
     if not quiet:
         click.echo(format_summary(summary))

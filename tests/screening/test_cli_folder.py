@@ -249,8 +249,9 @@ def test_csv_is_ranked_by_risk_and_risk_is_the_malignant_sum(tmp_path: Path, mak
     result = run(images, meta, out, tiny_bundle)
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
-    assert list(rows[0]) == ["rank", "image", "patient_id", "risk", "prediction", "confidence", "p_nv", "p_bkl",
-                             "p_mel", "p_bcc", "lesion_area", "status", "error", "warnings", "bundle"]
+    assert list(rows[0]) == ["rank", "image", "patient_id", "risk", "flag", "prediction", "confidence", "p_nv",
+                             "p_bkl", "p_mel", "p_bcc", "lesion_area", "status", "error", "warnings", "bundle"]
+    assert {r["flag"] for r in rows} == {""}  # the tiny bundle has no operating points
     ok = [r for r in rows if r["status"] == "ok"]
     assert [r["rank"] for r in ok] == [str(i) for i in range(1, 13)]
     risks = [float(r["risk"]) for r in ok]

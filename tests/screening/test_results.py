@@ -61,12 +61,16 @@ def test_csv_columns_and_cells(manifest) -> None:
             ResultRow(error_outcome("b.png", "f", "truncated image file"), "P002")]
     text = render_csv(rank_rows(rows), manifest)
     lines = text.splitlines()
-    assert lines[0] == ("rank,image,patient_id,risk,prediction,confidence,p_nv,p_bkl,p_mel,p_bcc,"
+    assert lines[0] == ("rank,image,patient_id,risk,flag,prediction,confidence,p_nv,p_bkl,p_mel,p_bcc,"
                         "lesion_area,status,error,warnings,bundle")
-    assert lines[1] == ("1,x/a.jpg,P001,0.700000,bcc,0.400000,0.100000,0.200000,0.300000,0.400000,"
+    assert lines[1] == ("1,x/a.jpg,P001,0.700000,,bcc,0.400000,0.100000,0.200000,0.300000,0.400000,"
                         "0.250000,ok,,age unknown; no metadata row,tiny@1.0")
-    assert lines[2] == ",b.png,P002,,,,,,,,,error,truncated image file,,tiny@1.0"
+    assert lines[2] == ",b.png,P002,,,,,,,,,,error,truncated image file,,tiny@1.0"
     assert len(lines) == 3
+    flagged = render_csv(rank_rows(rows), manifest, threshold=0.7).splitlines()
+    assert flagged[1].startswith("1,x/a.jpg,P001,0.700000,refer,bcc,")
+    assert flagged[2].startswith(",b.png,P002,,,")  # no risk, no flag
+    assert render_csv(rank_rows(rows), manifest, threshold=0.71).splitlines()[1].split(",")[4] == "routine"
 
 
 def test_text_cells_are_neutralised_but_numbers_are_not(manifest) -> None:
