@@ -1,6 +1,6 @@
 """The screening data flow of a stream of images: plan, decode, preprocess, infer, postprocess.
 
-    plan (stat + metadata row, minus what the journal already has) -> batches on a fixed grid
+    plan (stat + metadata row, minus what the journal already has, by content hash) -> batches on a fixed grid
     -> decode in a thread pool, a few batches ahead -> preprocess -> segmenter -> classifier
     -> probabilities, risk, lesion area (and mask PNGs) -> outcomes, one batch at a time
 
@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .backends.bundle import BundleBackend
+from .fingerprint import content_digest
 from .images import ImageDecodeError, load_image
 from .manifest import Manifest
 from .metadata import MetaCodes, MetadataVocabulary
@@ -54,11 +55,16 @@ class ImageJob:
     warnings: tuple[str, ...] = ()  # metadata warnings: no row, unknown or unusable values
     extra: dict[str, str] = field(default_factory=dict)  # extra patients.csv columns (the row's dict, shared)
     row_key: str | None = None  # key of the patients.csv row used; None when none matched
+    digest: str | None = None  # content hash (screening.fingerprint), filled in before screening
 
     @property
     def fingerprint(self) -> str:
-        """Changes when the file or its encoded metadata changes, so the image is re-screened."""
-        return f"{self.size}:{self.mtime_ns}:{self.meta.age},{self.meta.sex},{self.meta.site}"
+        """Changes when the file's bytes or its encoded metadata change, so the image is re-screened.
+
+        Keyed on content, not size and mtime: copies that keep mtimes (``cp -p``, ``rsync -t``,
+        archives) and same-size replacements must not keep an old result.
+        """
+        return f"{self.digest or 'unread'}:{self.meta.age},{self.meta.sex},{self.meta.site}"
 
 
 def plan_jobs(root: Path, images: Iterable[str], table: PatientTable,
@@ -103,15 +109,30 @@ def mask_paths(save_dir: Path, image: str) -> tuple[Path, Path]:
     return base.with_name(base.name + ".mask.png"), base.with_name(base.name + ".overlay.png")
 
 
+def with_digests(jobs: list[ImageJob], root: Path, pool: ThreadPoolExecutor | None = None) -> list[ImageJob]:
+    """The jobs with their content digests filled in (hashed in ``pool`` when given)."""
+    paths = [Path(root) / job.image for job in jobs]
+    digests = pool.map(content_digest, paths) if pool is not None else map(content_digest, paths)
+    return [replace(job, digest=digest) for job, digest in zip(jobs, digests)]
+
+
 def split_finished(jobs: list[ImageJob], finished: dict[str, Outcome],
-                   save_masks: Path | None = None) -> tuple[dict[str, Outcome], list[ImageJob]]:
-    """Outcomes to reuse (same fingerprint; mask files present when masks are asked for) and the
-    jobs still to screen, in discovery order."""
+                   save_masks: Path | None = None, root: Path | None = None,
+                   pool: ThreadPoolExecutor | None = None) -> tuple[dict[str, Outcome], list[ImageJob]]:
+    """Outcomes to reuse (same content and metadata; mask files present when masks are asked for)
+    and the jobs still to screen, in discovery order.
+
+    With ``root``, the images that have a journaled result are hashed here, so a file replaced
+    by another of the same size and mtime is screened again; an unreadable file never matches.
+    """
+    if root is not None:
+        hashed = iter(with_digests([job for job in jobs if job.image in finished], root, pool))
+        jobs = [next(hashed) if job.image in finished else job for job in jobs]
     reused: dict[str, Outcome] = {}
     todo = []
     for job in jobs:
         outcome = finished.get(job.image)
-        usable = outcome is not None and outcome.fingerprint == job.fingerprint
+        usable = outcome is not None and job.digest is not None and outcome.fingerprint == job.fingerprint
         if usable and save_masks is not None and outcome.status == OK:
             usable = all(p.exists() for p in mask_paths(save_masks, job.image))
         if usable:
@@ -159,6 +180,10 @@ class Failed:
 
 def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_preview: bool) -> Decoded | Failed:
     """Decode and resize one image; every failure becomes a Failed with a one-line reason."""
+    if job.digest is None:
+        # Hashed before decoding: if the file changes in between, the journal holds the old
+        # digest with the new pixels' result, and the next --resume screens it again.
+        job = replace(job, digest=content_digest(Path(root) / job.image))
     try:
         decoded = load_image(Path(root) / job.image, input_size)
         pixels = resize_rgb(decoded.rgb, input_size)

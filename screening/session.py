@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,12 @@ class _RunResult:
 def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, journal: Journal,
          reporter: Reporter) -> _RunResult:
     """Screen the jobs the journal does not already hold, journaling each batch."""
-    reused, todo = split_finished(jobs, journal.finished, request.save_masks)
+    workers = request.workers or default_workers()
+    # Journaled images are hashed to see whether their content changed (reading is I/O and
+    # hashlib releases the GIL, so the decoder thread count suits this too).
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
+        reused, todo = split_finished(jobs, journal.finished, request.save_masks,
+                                      root=Path(request.images_dir), pool=pool)
     if not jobs:
         reporter.warn(f"no image files found in {request.images_dir} "
                       f"(looked for .jpg .jpeg .png .bmp .tif .tiff)")
@@ -131,7 +137,7 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
         reporter.info(f"resuming: {len(reused)} of {len(jobs)} images already screened "
                       f"({journal.path}), {len(todo)} to go")
     options = PipelineOptions(batch_size=request.batch_size,
-                              workers=request.workers or default_workers(),
+                              workers=workers,
                               save_masks=Path(request.save_masks) if request.save_masks else None)
     outcomes = dict(reused)
     with reporter.progress(len(todo)) as progress:

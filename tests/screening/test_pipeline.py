@@ -16,7 +16,7 @@ from screening.manifest import load_manifest
 from screening.metadata import MetaCodes
 from screening.patients import read_patients
 from screening.pipeline import (Decoded, ImageJob, PipelineOptions, mask_paths, plan_batches, plan_jobs,
-                                preprocess, screen_jobs, split_finished)
+                                preprocess, screen_jobs, split_finished, with_digests)
 from screening.preprocess import resize_rgb, risk_score, softmax
 from screening.results import Outcome
 
@@ -57,25 +57,51 @@ def test_plan_attaches_metadata_rows_and_warns_about_missing_ones(tmp_path: Path
     assert jobs[0].size == (tmp_path / "img" / "a.png").stat().st_size
 
 
-def test_fingerprint_follows_file_and_metadata(manifest) -> None:
-    base = ImageJob("a.png", 100, 5, MetaCodes(1, 0, 2))
-    assert base.fingerprint == "100:5:1,0,2"
-    changed = {ImageJob("a.png", 101, 5, MetaCodes(1, 0, 2)).fingerprint,
-               ImageJob("a.png", 100, 6, MetaCodes(1, 0, 2)).fingerprint,
-               ImageJob("a.png", 100, 5, MetaCodes(2, 0, 2)).fingerprint}
-    assert base.fingerprint not in changed and len(changed) == 3
+def test_fingerprint_follows_content_and_metadata(manifest) -> None:
+    base = ImageJob("a.png", 100, 5, MetaCodes(1, 0, 2), digest="b2:aa")
+    assert base.fingerprint == "b2:aa:1,0,2"
+    # size and mtime do not count: only the bytes and the encoded metadata
+    assert ImageJob("a.png", 101, 6, MetaCodes(1, 0, 2), digest="b2:aa").fingerprint == base.fingerprint
+    changed = {ImageJob("a.png", 100, 5, MetaCodes(1, 0, 2), digest="b2:ab").fingerprint,
+               ImageJob("a.png", 100, 5, MetaCodes(2, 0, 2), digest="b2:aa").fingerprint}
+    assert base.fingerprint not in changed and len(changed) == 2
 
 
 def test_split_finished_reuses_only_unchanged_results(tmp_path: Path, manifest) -> None:
-    jobs = [job(name, manifest) for name in ("a.png", "b.png", "c.png")]
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / name, lesion_rgb(len(name)))
+    jobs = with_digests([job(name, manifest) for name in ("a.png", "b.png", "c.png")], tmp_path)
     finished = {"a.png": Outcome("a.png", jobs[0].fingerprint, "ok"),
                 "b.png": Outcome("b.png", "other", "ok"),
                 "gone.png": Outcome("gone.png", "x", "ok")}
-    reused, todo = split_finished(jobs, finished)
+    unhashed = [job(name, manifest) for name in ("a.png", "b.png", "c.png")]
+    reused, todo = split_finished(unhashed, finished, root=tmp_path)
     assert list(reused) == ["a.png"] and [j.image for j in todo] == ["b.png", "c.png"]
     # with --save-masks, a result whose mask files are missing is screened again
-    reused, todo = split_finished(jobs, finished, save_masks=tmp_path / "masks")
+    reused, todo = split_finished(unhashed, finished, save_masks=tmp_path / "masks", root=tmp_path)
     assert reused == {} and len(todo) == 3
+
+
+def test_a_replaced_file_with_the_same_size_and_mtime_is_screened_again(tmp_path: Path, manifest) -> None:
+    # cp -p / rsync -t / archive extraction: new bytes, same size, same mtime
+    path = tmp_path / "a.bmp"
+    write_image(path, lesion_rgb(1))
+    before = with_digests([job("a.bmp", manifest)], tmp_path)[0]
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one pixel byte of an uncompressed image
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    finished = {"a.bmp": Outcome("a.bmp", before.fingerprint, "ok")}
+    reused, todo = split_finished([job("a.bmp", manifest)], finished, root=tmp_path)
+    assert reused == {} and [j.image for j in todo] == ["a.bmp"]
+
+
+def test_an_unreadable_file_never_reuses_a_result(tmp_path: Path, manifest) -> None:
+    finished = {"gone.png": Outcome("gone.png", "unread:0,0,0", "error")}
+    reused, todo = split_finished([job("gone.png", manifest)], finished, root=tmp_path)
+    assert reused == {} and len(todo) == 1
 
 
 def test_batches_keep_the_grid_of_the_whole_folder_and_are_pulled_lazily(manifest) -> None:
