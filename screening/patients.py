@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -20,8 +21,14 @@ FIELD_COLUMNS = {
     "site": ("site", "anatom_site_general", "anatom_site_general_challenge", "localization"),
 }
 _DELIMITERS = (",", ";", "\t")
-# Match levels of a key against an image path, most specific first.
-_LEVELS = ("path", "path without extension", "file name", "file stem")
+# Match levels of a key against an image path, most specific first: every exact spelling
+# (letter case kept, Unicode NFC on both sides) before any case-folded one, so that of two
+# files differing only in case each gets its own row, and an exact key always beats a folded one.
+_SPELLINGS = ("path", "path without extension", "file name", "file stem")
+_LEVELS = (*_SPELLINGS, *(f"{spelling}, any case" for spelling in _SPELLINGS))
+_EXACT_LEVELS = len(_SPELLINGS)
+# Lines named in an encoding warning; the rest are counted.
+_LINES_SHOWN = 5
 
 
 # slots: one instance per image lives for the whole run, so its size is per-image memory.
@@ -53,20 +60,35 @@ def _normal_header(name: str) -> str:
 
 
 def _normal_key(key: str) -> str:
-    """A path-like key in one spelling: forward slashes, no leading './' or '/', any case."""
-    text = re.sub(r"/+", "/", key.strip().replace("\\", "/"))
+    """A path-like key in one spelling: Unicode NFC (macOS file names are NFD, spreadsheets
+    NFC), forward slashes, no leading './' or '/'; letter case is kept."""
+    text = re.sub(r"/+", "/", unicodedata.normalize("NFC", key.strip()).replace("\\", "/"))
     while text.startswith("./"):
         text = text[2:]
-    return text.lstrip("/").casefold()
+    return text.lstrip("/")
 
 
-def _forms(image: str) -> tuple[str, str, str, str]:
-    """The spellings of an image path a key may use, in the order of ``_LEVELS``."""
-    path = _normal_key(image)
+def _folded(key: str) -> str:
+    """An exact key (from ``_normal_key``) in any letter case."""
+    return unicodedata.normalize("NFC", key.casefold())
+
+
+def _key_form(key: str, level: int) -> str:
+    """The spelling of an exact key that is compared at ``level``."""
+    return key if level < _EXACT_LEVELS else _folded(key)
+
+
+def _spellings(path: str) -> tuple[str, str, str, str]:
     name = path.rsplit("/", 1)[-1]
     dot = name.rfind(".")
     suffix = name[dot:] if dot > 0 else ""
     return path, path[: len(path) - len(suffix)], name, name[: len(name) - len(suffix)]
+
+
+def _forms(image: str) -> tuple[str, ...]:
+    """The spellings of an image path a key may use, in the order of ``_LEVELS``."""
+    path = _normal_key(image)
+    return (*_spellings(path), *_spellings(_folded(path)))
 
 
 def _listing(images: list[str], limit: int = 3) -> str:
@@ -86,6 +108,9 @@ class PatientTable:
         self.extra_columns = extra_columns  # original headers of the other columns
         self.warnings = warnings  # about the file as a whole, for the run summary
         self._by_key = {_normal_key(row.key): row for row in rows}
+        self._by_folded: dict[str, list[str]] = {}  # any-case spelling -> exact keys, file order
+        for key in self._by_key:
+            self._by_folded.setdefault(_folded(key), []).append(key)
         self._counts = counts
         # key -> number of rows, for keys written on more than one row
         self.duplicate_keys = {self._by_key[k].key: n for k, n in counts.items() if n > 1}
@@ -103,8 +128,7 @@ class PatientTable:
         fitting: dict[str, list[tuple[int, str]]] = {}  # image -> (level, key) of its keys
         ambiguous: dict[str, list[str]] = {}  # image -> keys that fit it and other images too
         for key in self._by_key:
-            level, fits = next(((lvl, index[lvl][key]) for lvl in range(len(_LEVELS))
-                                if key in index[lvl]), (None, []))
+            level, fits = _fit(key, index)
             if level is None:
                 continue
             if len(set(fits)) > 1:
@@ -118,6 +142,11 @@ class PatientTable:
     def _result(self, fitting: list[tuple[int, str]], ambiguous: list[str],
                 index: list[dict[str, list[str]]]) -> Match:
         if fitting:
+            tied = [key for level, key in fitting if level == fitting[0][0]]
+            if len(tied) > 1:  # e.g. 'IMG.jpg' and 'img.JPG' for img.jpg: no key is more exact
+                keys = " and ".join(f"'{self._by_key[key].key}'" for key in tied)
+                return Match(None, [f"no metadata row: keys {keys} fit this image equally well "
+                                    f"({_LEVELS[fitting[0][0]]})"])
             row = self._by_key[fitting[0][1]]
             count = self._counts[fitting[0][1]]
             warnings = [f"{count} metadata rows for key '{row.key}', used the first"] \
@@ -130,8 +159,7 @@ class PatientTable:
             return Match(row, warnings)
         if ambiguous:
             key = ambiguous[0]
-            fits = sorted(set(next(index[lvl][key] for lvl in range(len(_LEVELS))
-                                   if key in index[lvl])))
+            fits = sorted(set(_fit(key, index)[1]))
             return Match(None, [f"no metadata row: key '{self._by_key[key].key}' is ambiguous, "
                                 f"it matches {len(fits)} images ({_listing(fits)})"])
         return Match(None, ["no metadata row"])
@@ -140,9 +168,11 @@ class PatientTable:
         """The metadata row of one image.
 
         A key matches an image when it equals the image's relative path, that path without its
-        extension, the file name or the file stem (either slash style, any letter case); the
-        most specific match wins. A key that fits several of the images given to
-        :func:`read_patients` (e.g. one stem in two sub-folders) is ambiguous and not used.
+        extension, the file name or the file stem (either slash style; Unicode NFC on both
+        sides); the most specific match wins, and every exact-case match beats every
+        any-case one. A key that fits several of the images given to :func:`read_patients`
+        (e.g. one stem in two sub-folders) is ambiguous and not used, as are two keys that fit
+        one image equally well.
 
         Args:
             image_rel_path: The image path relative to the images folder, as discovered.
@@ -157,14 +187,25 @@ class PatientTable:
         """Match an image on its own: only the key spellings count, no other image can compete."""
         levels: dict[str, int] = {}
         for level, form in enumerate(_forms(image)):
-            if form in self._by_key:
-                levels.setdefault(form, level)
+            keys = ([form] if form in self._by_key else []) if level < _EXACT_LEVELS \
+                else self._by_folded.get(form, [])
+            for key in keys:
+                levels.setdefault(key, level)
         return self._result(sorted((level, key) for key, level in levels.items()), [], [])
 
     def unmatched_keys(self, matched: Iterable[str]) -> list[str]:
         """Keys, in file order, of the rows that no image used (``matched`` = the keys used)."""
         used = {_normal_key(key) for key in matched}
         return [row.key for row in self.rows if _normal_key(row.key) not in used]
+
+
+def _fit(key: str, index: list[dict[str, list[str]]]) -> tuple[int | None, list[str]]:
+    """The most specific level at which an exact key fits any image, and the images it fits."""
+    for level in range(len(_LEVELS)):
+        fits = index[level].get(_key_form(key, level))
+        if fits:
+            return level, fits
+    return None, []
 
 
 def _decode(path: Path, data: bytes, warnings: list[str]) -> str:
@@ -181,13 +222,51 @@ def _decode(path: Path, data: bytes, warnings: list[str]) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
+    # Not UTF-8 throughout. Decide for the file from the evidence of its lines: lines with
+    # valid multi-byte UTF-8 say "UTF-8" (ANSI text almost never forms such sequences), lines
+    # that fail say "ANSI". One stray byte must not turn every accented name of a UTF-8 file
+    # into mojibake (and unmatched keys), so a UTF-8 file keeps UTF-8 and only its failing
+    # lines are read as ANSI; the warning names them.
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    failing, utf8_lines = [], 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            failing.append(number)
+            continue
+        utf8_lines += not line.isascii()
+    shown = _line_list(failing)
+    if utf8_lines >= len(failing):
+        warnings.append(f"metadata CSV {path} is UTF-8 but {shown} not: read "
+                        f"{'it' if len(failing) == 1 else 'them'} as Windows-1252 (check the "
+                        f"names there)")
+        ansi = set(failing)
+        return "\n".join(_ansi(line)[0] if number in ansi else line.decode("utf-8")
+                         for number, line in enumerate(lines, start=1))
     # Excel on Windows saves "CSV" in the ANSI code page; Latin-1 reads any byte at all.
-    try:
-        text, label = data.decode("cp1252"), "Windows-1252"
-    except UnicodeDecodeError:
-        text, label = data.decode("latin-1"), "Latin-1"
-    warnings.append(f"metadata CSV {path} is not UTF-8; read it as {label}")
+    text, label = _ansi(data)
+    evidence = f"{shown} not UTF-8" + (f", only {utf8_lines} {'is' if utf8_lines == 1 else 'are'}"
+                                       if utf8_lines else "")
+    warnings.append(f"metadata CSV {path} is not UTF-8 ({evidence}); read it as {label}")
     return text
+
+
+def _ansi(data: bytes) -> tuple[str, str]:
+    """Windows-1252 text (Latin-1 where a byte is undefined in 1252) and the encoding's name."""
+    try:
+        return data.decode("cp1252"), "Windows-1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "Latin-1"
+
+
+def _line_list(numbers: list[int]) -> str:
+    """'line 7 is' / 'lines 3, 9 and 4 more are': which lines, for a warning."""
+    if len(numbers) == 1:
+        return f"line {numbers[0]} is"
+    shown = ", ".join(map(str, numbers[:_LINES_SHOWN]))
+    more = f" and {len(numbers) - _LINES_SHOWN} more" if len(numbers) > _LINES_SHOWN else ""
+    return f"lines {shown}{more} are"
 
 
 def _sniff_delimiter(header_line: str) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from screening.errors import MetadataError
 from screening.metadata import DEFAULT_VOCABULARY
-from screening.patients import read_patients
+from screening.patients import Match, read_patients
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 
@@ -118,7 +121,33 @@ def test_latin1_file_is_read_with_a_warning(tmp_path):
     path = write(tmp_path, "image,site,médecin\nA,épaule,Dr Müller\n", encoding="cp1252")
     table = read_patients(path)
     assert table.match("A.jpg").row.extra == {"médecin": "Dr Müller"}
-    assert table.warnings == [f"metadata CSV {path} is not UTF-8; read it as Windows-1252"]
+    assert table.warnings == [f"metadata CSV {path} is not UTF-8 (lines 1, 2 are not UTF-8); read it "
+                              f"as Windows-1252"]
+
+
+def test_one_stray_byte_keeps_a_utf8_file_utf8_and_names_its_line(tmp_path):
+    # An ANSI-typed name pasted into a UTF-8 sheet: the other accented keys must survive.
+    text = "image,age\nÉlodie_1,40\nJosé_2,50\nZoë_3,60\n".encode("utf-8") + "Müller_4,70\n".encode("cp1252")
+    path = tmp_path / "patients.csv"
+    path.write_bytes(text)
+    table = read_patients(path, images=["Élodie_1.jpg", "José_2.jpg", "Zoë_3.jpg", "Müller_4.jpg"])
+    assert [table.match(name).row.age for name in ("Élodie_1.jpg", "José_2.jpg", "Zoë_3.jpg", "Müller_4.jpg")] \
+        == ["40", "50", "60", "70"]
+    assert table.warnings == [f"metadata CSV {path} is UTF-8 but line 5 is not: read it as Windows-1252 "
+                              f"(check the names there)"]
+
+
+def test_ansi_file_with_more_failing_lines_than_utf8_ones_is_read_as_ansi(tmp_path):
+    text = "image,site\nA,épaule\nB,genou\nC,tête\n".encode("cp1252")
+    table = read_patients(write_bytes(tmp_path, text))
+    assert [table.match(k + ".jpg").row.site for k in "ABC"] == ["épaule", "genou", "tête"]
+    assert "is not UTF-8 (lines 2, 4 are not UTF-8); read it as Windows-1252" in table.warnings[0]
+
+
+def write_bytes(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "patients.csv"
+    path.write_bytes(data)
+    return path
 
 
 def test_utf16_file_from_excel(tmp_path):
@@ -260,14 +289,16 @@ def test_same_stem_different_extension_is_ambiguous(tmp_path):
 
 
 def test_duplicate_keys_first_row_wins(tmp_path):
-    path = write(tmp_path, "image,age\nISIC_001,40\nISIC_002,41\nISIC_001,99\n isic_001 ,98\n")
+    path = write(tmp_path, "image,age\nISIC_001,40\nISIC_002,41\nISIC_001,99\n ISIC_001 ,98\nisic_001,97\n")
     table = read_patients(path)
     match = table.match("ISIC_001.jpg")
     assert match.row.age == "40"
-    assert match.warnings == ["3 metadata rows for key 'ISIC_001', used the first"]
+    assert match.warnings == ["3 metadata rows for key 'ISIC_001', used the first",
+                              "metadata key 'isic_001' also fits this image, used the more specific 'ISIC_001'"]
+    # another letter case is another key, not a duplicate: it may be another file's row
     assert table.duplicate_keys == {"ISIC_001": 3}
     assert table.match("ISIC_002.jpg").warnings == []
-    assert [row.key for row in table.rows] == ["ISIC_001", "ISIC_002"]
+    assert [row.key for row in table.rows] == ["ISIC_001", "ISIC_002", "isic_001"]
 
 
 def test_two_spellings_of_one_image_use_the_more_specific(tmp_path):
@@ -283,7 +314,7 @@ def test_unmatched_keys_in_file_order(tmp_path):
     table = read_patients(write(tmp_path, "image\nC\nA\nB\nsub/D.jpg\n"))
     used = [table.match(image).row.key for image in ["A.jpg", "sub/D.jpg"]]
     assert table.unmatched_keys(used) == ["C", "B"]
-    assert table.unmatched_keys(["sub\\d.JPG"]) == ["C", "A", "B"]
+    assert table.unmatched_keys(["sub\\D.jpg"]) == ["C", "A", "B"]
 
 
 def test_match_of_an_image_not_in_the_list(tmp_path):
@@ -297,6 +328,80 @@ def test_match_of_an_image_not_in_the_list(tmp_path):
 def test_without_image_list_each_image_matches_on_its_own(tmp_path):
     table = read_patients(write(tmp_path, "image,age\nX,5\n"))
     assert [table.match(image).row.age for image in ("a/X.jpg", "b/X.jpg")] == ["5", "5"]
+
+
+def test_exact_key_beats_a_case_folded_one_and_case_twins_get_their_own_rows(tmp_path):
+    table = read_patients(write(tmp_path, "image,age\nA.jpg,1\na.jpg,2\nB.JPG,3\n"),
+                          images=["A.jpg", "a.jpg", "b.jpg"])
+    assert [table.match(name).row.age for name in ("A.jpg", "a.jpg", "b.jpg")] == ["1", "2", "3"]
+    assert table.match("A.jpg").warnings == [] and table.match("a.jpg").warnings == []
+
+
+def test_exact_stem_beats_a_case_folded_file_name(tmp_path):
+    table = read_patients(write(tmp_path, "image,age\nX,1\nx.JPG,2\n"), images=["X.jpg"])
+    match = table.match("X.jpg")
+    assert match.row.age == "1"
+    assert match.warnings == ["metadata key 'x.JPG' also fits this image, used the more specific 'X'"]
+
+
+def test_two_keys_equally_close_in_any_case_are_not_guessed(tmp_path):
+    table = read_patients(write(tmp_path, "image,age\nB.jpg,1\nb.JPG,2\n"), images=["b.jpg"])
+    assert table.match("b.jpg") == Match(None, ["no metadata row: keys 'B.jpg' and 'b.JPG' fit this "
+                                                "image equally well (path, any case)"])
+
+
+def test_unicode_normalisation_does_not_separate_a_key_from_its_file(tmp_path):
+    nfd = unicodedata.normalize("NFD", "Café_Ødegård.jpg")  # as macOS names the file
+    table = read_patients(write(tmp_path, "image,age\n" + unicodedata.normalize("NFC", "Café_Ødegård") + ",44\n"),
+                          images=[nfd])
+    assert table.match(nfd).row.age == "44"
+
+
+# Names differing in case, accents and their normal form: the hostile cases of one family.
+_LETTERS = st.sampled_from(list("aAbBeEéÉiIßẞﬁ_-.0") + ["e\u0301", "E\u0301"])
+_NAMES = st.lists(st.lists(_LETTERS, min_size=1, max_size=6).map("".join), min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stems=_NAMES, nfd_csv=st.booleans())
+def test_every_file_finds_its_own_exact_row(tmp_path_factory, stems, nfd_csv):
+    """Whatever the names, a file whose exact name is a key gets that key's row."""
+    names = {}
+    for stem in stems:
+        name = unicodedata.normalize("NFC", stem.strip(".")) + ".jpg"
+        names.setdefault(name, len(names))
+    form = "NFD" if nfd_csv else "NFC"
+    lines = ["image,age"] + [f"{unicodedata.normalize(form, name)},{age}" for name, age in names.items()]
+    path = tmp_path_factory.mktemp("p") / "patients.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    images = [unicodedata.normalize("NFD", name) for name in names]  # files named as macOS does
+    table = read_patients(path, images=images)
+    for image, age in zip(images, names.values()):
+        assert table.match(image).row is not None and table.match(image).row.age == str(age)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.text(st.sampled_from(list("abcéøü漢字_")), min_size=1, max_size=5),
+                     min_size=2, max_size=10, unique=True),
+       stray=st.integers(0, 255).filter(lambda b: b >= 0x80), where=st.integers(0, 100))
+def test_one_stray_byte_never_loses_the_other_non_ascii_keys(tmp_path_factory, keys, stray, where):
+    lines = [b"image,age"] + [f"{key},{n}".encode("utf-8") for n, key in enumerate(keys)]
+    bad = 1 + where % len(keys)
+    if not any(not k.isascii() for i, k in enumerate(keys) if i + 1 != bad):
+        return  # no other non-ASCII key to lose
+    lines[bad] = f"x{where}".encode() + bytes([stray]) + b",99"
+    path = tmp_path_factory.mktemp("p") / "patients.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    try:
+        path.read_bytes().decode("utf-8")
+        return  # the byte happened to complete valid UTF-8: nothing to test
+    except UnicodeDecodeError:
+        pass
+    table = read_patients(path)
+    for n, key in enumerate(keys):
+        if n + 1 != bad:
+            assert table.match(key + ".png").row.age == str(n)
+    assert f"line {bad + 1} is not" in table.warnings[0]
 
 
 # -- real metadata tables ---------------------------------------------------------------------
