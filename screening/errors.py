@@ -19,6 +19,18 @@ class MetadataError(InputError):
     exit_code = 2
 
 
+class OutputError(InputError):
+    """The output location cannot be written (folder unwritable, disk full, a planted link)."""
+
+    exit_code = 2
+
+
+def describe_os_error(error: OSError) -> str:
+    """``strerror: filename`` of an OSError, in one line."""
+    reason = error.strerror or str(error)
+    return f"{reason}: {error.filename}" if error.filename else reason
+
+
 class BundleError(ScreeningError):
     """The model bundle is missing, malformed, or does not match its manifest."""
 

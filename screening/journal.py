@@ -6,12 +6,14 @@ point leaves at most a torn last line, which the next ``--resume`` drops. The jo
 after the CSV is written (rewritten without stale lines), so that a later ``--resume`` on a
 folder that gained images screens only the new ones.
 
-``results.csv.lock`` holds the owner's pid and host; a lock whose process is gone (same host)
-is taken over with a warning.
+``results.csv.lock`` is locked with ``flock`` while a run writes the output; the kernel releases
+it when the run ends in any way, so it never goes stale.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import itertools
 import json
 import os
@@ -20,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from .errors import InputError, OutputLocked
+from .errors import InputError, OutputError, OutputLocked
 from .manifest import Manifest
-from .atomic import atomic_write_chunks, fsync_dir
+from .atomic import atomic_write_chunks, create_exclusive, fsync_dir, open_no_follow, remove_stale_temp_files
 from .results import Outcome
 
 JOURNAL_FORMAT = "screening-journal"
@@ -43,35 +45,22 @@ def lock_path(output: Path) -> Path:
 
 # -- lock ---------------------------------------------------------------------------------------
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    except OSError:
-        return False
-    return True
-
-
-_RELEASED = object()  # the lock file vanished between our attempt and reading it
-# Locks held by this process: its own pid in a lock file is only stale when not listed here.
-_HELD_HERE: set[Path] = set()
-
-
 class OutputLock:
-    """An exclusive lock on one output path; a context manager.
+    """An exclusive lock on one output path, held by the kernel; a context manager.
 
-    Acquiring publishes a complete lock file in one step (hard link of a written temp file, or
-    O_EXCL where links are unsupported), so another run never reads a half-written lock.
+    ``flock`` on ``results.csv.lock``: the kernel drops the lock when its holder exits, however
+    it exits (crash, ``kill -9``, reboot), so a lock can never go stale, and two runs starting
+    at the same instant can never both hold it. The file names its holder (pid, host) for the
+    message a second run prints; it is removed on release, while still locked, and a run that
+    locked a file removed meanwhile tries again on the new one.
     """
 
     def __init__(self, output: Path) -> None:
         self.path = lock_path(output)
         self.output = Path(output)
         self.held = False
-        self.notes: list[str] = []  # warnings for the user, e.g. a stale lock taken over
+        self.notes: list[str] = []  # warnings for the user
+        self._fd: int | None = None
 
     def __enter__(self) -> "OutputLock":
         self.acquire()
@@ -81,84 +70,74 @@ class OutputLock:
         self.release()
 
     def acquire(self) -> None:
-        """Take the lock.
+        """Take the lock, without waiting.
 
         Raises:
-            OutputLocked: a live run (or a run on another host) holds it.
+            OutputLocked: another run holds it.
+            InputError: the lock file cannot be created (unwritable folder, a planted link).
         """
-        content = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n"
-        # A few tries: a retry follows the removal of a stale lock, or a lock released meanwhile.
-        owner = None
-        for _ in range(3):
-            if self._publish(content.encode()):
-                self.held = True
-                _HELD_HERE.add(self.path.resolve())
-                return
-            owner = self._owner()
-            if owner is _RELEASED:
-                continue
-            if owner is None or not self._is_stale(owner):
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_owner(fd)
+                os.close(fd)
+                raise OutputLocked(self._locked_message(owner)) from None
+            if self._still_linked(fd):
                 break
-            self.path.unlink(missing_ok=True)
-            self.notes.append(f"took over the lock {self.path} left by process {owner['pid']}, "
-                              f"which is no longer running")
-        raise OutputLocked(self._locked_message(owner if isinstance(owner, dict) else None))
+            os.close(fd)  # locked a file its holder removed on release: lock the new one
+        content = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode() + b"\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, content, 0)
+        self._fd = fd
+        self.held = True
+        # Holding the lock makes this run the only writer: temp files of the CSV or journal
+        # can only be left by a killed run, and they hold patient data.
+        for path in (self.output, journal_path(self.output)):
+            for stale in remove_stale_temp_files(path):
+                self.notes.append(f"removed {stale}, left by an interrupted run")
 
     def release(self) -> None:
-        if self.held:
-            _HELD_HERE.discard(self.path.resolve())
-            self.path.unlink(missing_ok=True)
+        if self.held and self._fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)  # while locked: no one can be holding it
+            except OSError:
+                pass
+            os.close(self._fd)  # releases the flock
+            self._fd = None
             self.held = False
 
-    def _publish(self, content: bytes) -> bool:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(content)
+    def _open(self) -> int:
         try:
-            os.link(tmp, self.path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:  # file system without hard links
-            return self._publish_exclusive(content)
-        finally:
-            tmp.unlink(missing_ok=True)
+            return open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
+        except OSError as error:
+            reason = ("it is a symbolic link" if error.errno == errno.ELOOP
+                      else error.strerror or str(error))
+            raise OutputError(f"cannot create the lock file {self.path}: {reason}") from None
 
-    def _publish_exclusive(self, content: bytes) -> bool:
+    def _still_linked(self, fd: int) -> bool:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        return True
-
-    def _owner(self) -> dict | object | None:
-        """The lock's content, _RELEASED when it vanished, None when it cannot be read."""
-        try:
-            owner = json.loads(self.path.read_text(encoding="utf-8"))
+            on_disk = os.lstat(self.path)
         except FileNotFoundError:
-            return _RELEASED
-        except (OSError, ValueError):
-            return None
-        if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
-            return None
-        return owner
-
-    def _is_stale(self, owner: dict) -> bool:
-        if owner.get("host") != socket.gethostname():
-            return False  # cannot see processes of another host: assume it is running
-        if owner["pid"] == os.getpid():
-            # Our pid but not our lock: a previous process with the same pid (a restarted
-            # container) left it.
-            return self.path.resolve() not in _HELD_HERE
-        return not _process_alive(owner["pid"])
+            return False
+        mine = os.fstat(fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
     def _locked_message(self, owner: dict | None) -> str:
         who = "another screen run"
         if owner and owner.get("pid"):
             who += f" (pid {owner['pid']} on {owner.get('host', '?')})"
-        return (f"{self.output} is being written by {who}: wait for it to finish, or delete "
-                f"{self.path} if no such run exists")
+        return f"{self.output} is being written by {who}: wait for it to finish"
+
+
+def _read_owner(fd: int) -> dict | None:
+    """The holder named in a lock file, or None (not yet written, or not ours)."""
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 # -- journal ------------------------------------------------------------------------------------
@@ -233,7 +212,7 @@ class Journal:
         """
         path = journal_path(output)
         header = JournalHeader.of(manifest)
-        if not path.exists():
+        if not os.path.lexists(path):  # a dangling link is not "no journal": _create refuses it
             return cls._create(path, header)
         if not resume:
             raise InputError(f"{path} exists from an earlier run: pass --resume to reuse its "
@@ -243,7 +222,10 @@ class Journal:
 
     @classmethod
     def _create(cls, path: Path, header: JournalHeader) -> "Journal":
-        handle = open(path, "wb")
+        try:
+            handle = os.fdopen(create_exclusive(path), "wb")
+        except OSError as error:
+            raise OutputError(f"cannot create the journal {path}: {_os_reason(error)}") from None
         journal = cls(path, header, handle, {}, [])
         journal._write_lines([header.to_json()])
         fsync_dir(path.parent)
@@ -251,12 +233,20 @@ class Journal:
 
     @classmethod
     def _reopen(cls, path: Path, header: JournalHeader) -> "Journal":
-        data = path.read_bytes()
+        try:
+            handle = os.fdopen(open_no_follow(path, os.O_RDWR), "r+b")
+        except OSError as error:
+            raise OutputError(f"cannot open the journal {path}: {_os_reason(error)}") from None
+        data = handle.read()
         complete = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
         lines = data[:complete].split(b"\n")[:-1]
         if not lines:  # killed while writing the header: nothing to reuse
+            handle.close()
+            path.unlink()
             return cls._create(path, header)
         found = JournalHeader.from_json(lines[0].decode("utf-8", errors="replace"))
+        if found is None or found != header:
+            handle.close()
         if found is None:
             raise InputError(f"{path} is not a screening journal: delete it or choose another --out")
         if found != header:
@@ -269,7 +259,6 @@ class Journal:
         if unreadable:
             notes.append(f"ignored {unreadable} unreadable line{'s' if unreadable != 1 else ''} "
                          f"of {path}; those images are screened again")
-        handle = open(path, "r+b")
         # Cut the torn tail so the next append starts on a fresh line.
         handle.truncate(complete)
         handle.seek(complete)
@@ -302,6 +291,12 @@ class Journal:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _os_reason(error: OSError) -> str:
+    if error.errno in (errno.ELOOP, errno.EEXIST):
+        return "it is a symbolic link (refusing to follow it)"
+    return error.strerror or str(error)
 
 
 def _read_outcomes(lines: list[bytes]) -> tuple[dict[str, Outcome], int]:

@@ -22,6 +22,7 @@ from typing import Container, Iterable, Iterator
 import cv2
 import numpy as np
 
+from .atomic import atomic_write
 from .backends.bundle import BundleBackend
 from .fingerprint import content_digest
 from .images import ImageDecodeError, load_image
@@ -284,6 +285,10 @@ def save_mask_files(item: Decoded, mask: np.ndarray, threshold: float, save_dir:
     """Write the binary mask (0/255, at the original image size) and a contour overlay PNG."""
     mask_file, overlay_file = mask_paths(save_dir, item.job.image)
     mask_file.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.realpath(mask_file.parent).startswith(os.path.join(os.path.realpath(save_dir), "")) \
+            and mask_file.parent != Path(save_dir):
+        # A link planted in the masks folder would send this image's mask somewhere else.
+        raise OSError(f"{mask_file.parent} leads outside {save_dir} through a symbolic link")
     binary = np.where(mask > threshold, 255, 0).astype(np.uint8)
     _write_png(mask_file, resize_mask(binary, item.original_size))
     preview = item.preview if item.preview is not None else item.pixels
@@ -299,7 +304,9 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
-    path.write_bytes(data.tobytes())
+    # Atomic: an interrupted run leaves no half mask (nor a temp file), and a link planted at
+    # the mask's name is replaced, not followed.
+    atomic_write(path, data, durable=False)
 
 
 # -- one batch, then the stream ------------------------------------------------------------------

@@ -14,6 +14,7 @@ from .errors import InputError
 from .images import discover_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
+from .output_paths import check_output_location
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
 from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
@@ -49,11 +50,7 @@ def check_request(request: FolderRequest) -> None:
         raise InputError(f"--batch-size must be at least 1, got {request.batch_size}")
     if request.workers is not None and request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
-    output = Path(request.output)
-    if output.is_dir():
-        raise InputError(f"--out {output} is a folder: give a file name such as {output / 'results.csv'}")
-    if not output.parent.is_dir():
-        raise InputError(f"the folder of --out {output} does not exist")
+    check_output_location(request.output, request.images_dir, request.meta_csv)
     if request.save_masks is not None:
         masks = Path(request.save_masks)
         if masks.exists() and not masks.is_dir():
@@ -85,6 +82,8 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     reporter = reporter or Reporter()
     check_request(request)
     discovery = discover_images(request.images_dir)
+    # Again with the images found: one of them may be a link to where --out points.
+    check_output_location(request.output, request.images_dir, request.meta_csv, discovery.images)
     # The table sees every image so that a key fitting several images is reported, not guessed.
     table = read_patients(request.meta_csv, images=discovery.images)
     manifest = load_manifest(request.bundle_dir)

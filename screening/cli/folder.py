@@ -10,7 +10,8 @@ import click
 import screening
 
 from ..backends import BACKEND_CHOICES
-from ..errors import BundleError
+from ..interrupt import Interrupted, interruptible
+from ..errors import BundleError, OutputError, describe_os_error
 
 BUNDLE_ENV = "SCREEN_BUNDLE"
 DEFAULT_BATCH_SIZE = 8
@@ -117,6 +118,14 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
         save_masks=save_masks, keep_columns=keep_columns, operating_point=operating_point)
-    summary = screen_folder(request, Reporter(quiet=quiet))
+    with interruptible():
+        try:
+            summary = screen_folder(request, Reporter(quiet=quiet))
+        except Interrupted as stop:
+            click.echo(f"Interrupted ({stop}): finished images are kept in the journal; rerun the "
+                       f"same command with --resume to continue", err=True)
+            raise click.exceptions.Exit(stop.exit_code) from None
+        except OSError as error:  # the output side: disk full, folder removed or made read-only
+            raise OutputError(f"cannot write the results ({describe_os_error(error)})") from None
     if not quiet:
         click.echo(format_summary(summary))

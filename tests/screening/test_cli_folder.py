@@ -356,24 +356,24 @@ def test_existing_journal_needs_resume(tmp_path: Path, make_folder, tiny_bundle:
 def test_lock_blocks_a_second_run(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
     images, meta = make_folder(2)
     out = tmp_path / "results.csv"
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hold = "import sys, time; from screening.journal import OutputLock; OutputLock(sys.argv[1]).acquire(); " \
+           "print('held', flush=True); time.sleep(60)"
+    other = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
     try:
-        lock_path(out).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        assert other.stdout.readline() == "held\n"
         result = run(images, meta, out, tiny_bundle)
     finally:
-        other.kill()
+        other.kill()  # kill -9: its lock file stays, its lock does not
         other.wait()
     assert result.exit_code == 5
     assert only_stderr_line(result) == (f"Error: {out} is being written by another screen run (pid {other.pid} "
-                                        f"on {socket.gethostname()}): wait for it to finish, or delete "
-                                        f"{out}.lock if no such run exists")
+                                        f"on {socket.gethostname()}): wait for it to finish")
     assert not out.exists() and not journal_path(out).exists()
-    # once that process is gone its lock is stale: taken over with a warning
+    # the kernel released the lock with that process: the next night starts without a word
+    assert lock_path(out).exists()
     result = run(images, meta, out, tiny_bundle, "--quiet")
-    assert result.exit_code == 0
-    assert result.stderr == (f"Warning: took over the lock {out}.lock left by process {other.pid}, "
-                             f"which is no longer running\n")
-    assert result.stdout == "" and not lock_path(out).exists()
+    assert (result.exit_code, result.stderr, result.stdout) == (0, "", "")
+    assert not lock_path(out).exists()
 
 
 # -- the command line itself ---------------------------------------------------------------------------

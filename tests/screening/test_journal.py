@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bundle_factory import build_bundle
-from screening.errors import InputError, OutputLocked
+from screening.errors import InputError, OutputError, OutputLocked
 from screening.journal import Journal, OutputLock, journal_path, lock_path
 from screening.manifest import load_manifest
 from screening.results import Outcome, error_outcome
@@ -138,8 +138,21 @@ def test_compact_keeps_exactly_the_final_outcomes(tmp_path: Path, manifest) -> N
 
 # -- lock -----------------------------------------------------------------------------------------
 
-def _write_lock(out: Path, pid: int, host: str | None = None) -> None:
-    lock_path(out).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname()}))
+HOLD = """
+import sys, time
+from screening.journal import OutputLock
+lock = OutputLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(out: Path) -> subprocess.Popen:
+    """Another process that takes the lock of ``out`` and keeps it until killed."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
 
 
 def test_lock_names_its_owner_and_is_released(tmp_path: Path) -> None:
@@ -154,45 +167,95 @@ def test_lock_names_its_owner_and_is_released(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_lock_of_a_running_process_blocks(tmp_path: Path) -> None:
+def test_lock_held_by_another_process_blocks_and_names_it(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = _holder(out)
     try:
-        _write_lock(out, owner.pid)
         with pytest.raises(OutputLocked) as info:
             OutputLock(out).acquire()
     finally:
-        owner.kill()
-        owner.wait()
-    assert str(info.value) == (f"{out} is being written by another screen run (pid {owner.pid} on "
-                               f"{socket.gethostname()}): wait for it to finish, or delete "
-                               f"{out}.lock if no such run exists")
+        holder.kill()
+        holder.wait()
+    assert str(info.value) == (f"{out} is being written by another screen run (pid {holder.pid} on "
+                               f"{socket.gethostname()}): wait for it to finish")
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path: Path) -> None:
+def test_a_killed_holder_never_blocks_the_next_run(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    _write_lock(out, dead.pid)
-    with OutputLock(out) as lock:
-        assert lock.notes == [f"took over the lock {out}.lock left by process {dead.pid}, "
-                              f"which is no longer running"]
+    holder = _holder(out)
+    holder.kill()  # SIGKILL: no clean-up code runs, the lock file stays behind
+    holder.wait()
+    assert json.loads(lock_path(out).read_text())["pid"] == holder.pid
+    with OutputLock(out) as lock:  # the kernel released the lock with the process
+        assert lock.notes == []
         assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()
 
 
-def test_own_pid_left_by_an_earlier_process_is_stale(tmp_path: Path) -> None:
+def test_a_pid_file_left_by_anyone_is_not_a_lock(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    _write_lock(out, os.getpid())  # e.g. a container restarted with the same pid
+    lock_path(out).write_text(json.dumps({"pid": os.getpid(), "host": "other-host"}))
+    with OutputLock(out):
+        pass
+
+
+CONTEND = """
+import os, sys, time
+from screening.errors import OutputLocked
+from screening.journal import OutputLock
+out, inside, start = sys.argv[1:4]
+while not os.path.exists(start):
+    time.sleep(0.001)
+held = overlaps = 0
+deadline = time.monotonic() + 1.5
+while time.monotonic() < deadline:
+    lock = OutputLock(out)
+    try:
+        lock.acquire()
+    except OutputLocked:
+        continue
+    held += 1
+    try:
+        os.close(os.open(inside, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        overlaps += 1
+    else:
+        time.sleep(0.002)
+        os.unlink(inside)
+    lock.release()
+print(held, overlaps)
+"""
+
+
+def test_twenty_simultaneous_starters_never_both_hold_the_lock(tmp_path: Path) -> None:
+    out, inside, start = tmp_path / "results.csv", tmp_path / "inside", tmp_path / "start"
+    starters = [subprocess.Popen([sys.executable, "-c", CONTEND, str(out), str(inside), str(start)],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(20)]
+    start.touch()  # all released at once, hammering acquire/release for 1.5 s each
+    counts = [tuple(map(int, starter.communicate(timeout=120)[0].split())) for starter in starters]
+    assert all(starter.returncode == 0 for starter in starters)
+    held = sum(h for h, _ in counts)
+    overlaps = sum(o for _, o in counts)
+    assert held >= 20, counts  # the lock really changed hands many times
+    assert overlaps == 0, f"{overlaps} of {held} acquisitions found another holder inside"
+    assert not lock_path(out).exists()
+
+
+def test_lock_does_not_follow_a_planted_link(tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    target = tmp_path / "elsewhere"
+    lock_path(out).symlink_to(target)
+    with pytest.raises(OutputError) as info:
+        OutputLock(out).acquire()
+    assert str(info.value) == f"cannot create the lock file {out}.lock: it is a symbolic link"
+    assert not target.exists()
+
+
+def test_temp_files_left_by_a_killed_run_are_removed_under_the_lock(tmp_path: Path) -> None:
+    out = tmp_path / "results.csv"
+    left = [tmp_path / ".results.csv.k2j3h4.tmp", tmp_path / ".results.csv.journal.a1b2.tmp"]
+    for path in left:
+        path.write_text("image,patient_id\nx.jpg,P1\n")
+    (tmp_path / ".other.csv.a1b2.tmp").write_text("another output's")
     with OutputLock(out) as lock:
-        assert len(lock.notes) == 1
-
-
-def test_lock_from_another_host_or_unreadable_blocks(tmp_path: Path) -> None:
-    out = tmp_path / "results.csv"
-    _write_lock(out, 1, host="other-host")
-    with pytest.raises(OutputLocked, match=r"\(pid 1 on other-host\)"):
-        OutputLock(out).acquire()
-    lock_path(out).write_text("garbage")
-    with pytest.raises(OutputLocked) as info:
-        OutputLock(out).acquire()
-    assert str(info.value).startswith(f"{out} is being written by another screen run: wait")
+        assert sorted(lock.notes) == sorted(f"removed {path}, left by an interrupted run" for path in left)
+    assert [p.name for p in tmp_path.iterdir()] == [".other.csv.a1b2.tmp"]
