@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .attention import ATTENTION_OUTPUT
+from .attention import problems as attention_problems
 from .errors import BundleError
 from .metadata import MetadataVocabulary
 from .operating_points import default_point_name, find_point
@@ -70,6 +72,9 @@ class Manifest:
     # have none, and their results carry an empty flag.
     operating_points: list[dict[str, Any]] = field(default_factory=list)
     default_operating_point: str | None = None  # name; None = the highest target sensitivity
+    # Queries of the classifier's optional "attention" output (screening.attention), in its
+    # order, e.g. ["meta", "mask"]; [] when the classifier has no such output.
+    attention_queries: list[str] = field(default_factory=list)
     statement: str = NOT_FOR_DIAGNOSIS
     schema_version: int = SCHEMA_VERSION
 
@@ -105,7 +110,7 @@ class Manifest:
         # Keys in reading order for humans opening the file.
         order = ["schema_version", "name", "version", "created", "statement", "classes",
                  "input_size", "mask_threshold", "mask_input_mode", "temperature", "metadata",
-                 "operating_points", "default_operating_point", "segmenter", "classifier", "training"]
+                 "operating_points", "default_operating_point", "segmenter", "classifier", "attention_queries", "training"]
         return {k: data[k] for k in order}
 
     @classmethod
@@ -130,6 +135,7 @@ class Manifest:
                 training=dict(data.get("training", {})),
                 operating_points=data.get("operating_points", []),
                 default_operating_point=data.get("default_operating_point"),
+                attention_queries=data.get("attention_queries", []),
                 statement=str(data.get("statement", NOT_FOR_DIAGNOSIS)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -152,9 +158,11 @@ class Manifest:
         point_problems = operating_point_problems(self.operating_points, self.default_operating_point)
         if point_problems:
             raise BundleError("; ".join(point_problems))
+        # The attention output is optional: bundles without it screen the same, with no maps.
+        optional = {ATTENTION_OUTPUT} & set(self.classifier.outputs)
         for role, spec, inputs, outputs in (
             ("segmenter", self.segmenter, {"image"}, {"mask"}),
-            ("classifier", self.classifier, {"image", "mask", "meta"}, {"logits"}),
+            ("classifier", self.classifier, {"image", "mask", "meta"}, {"logits", *optional}),
         ):
             if set(spec.inputs) != inputs or set(spec.outputs) != outputs:
                 raise BundleError(f"{role} must have inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
@@ -165,6 +173,13 @@ class Manifest:
         if self.classifier.outputs["logits"][1] != len(self.classes):
             raise BundleError(f"classifier gives {self.classifier.outputs['logits'][1]} logits "
                               f"for {len(self.classes)} classes")
+        for problem in attention_problems(self.attention_queries, self.classifier.outputs):
+            raise BundleError(problem)
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the classifier also gives the attention maps of its queries (explanations)."""
+        return ATTENTION_OUTPUT in self.classifier.outputs
 
 
 def sha256_file(path: Path) -> str:

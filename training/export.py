@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from screening.manifest import Manifest, ModelSpec, save_manifest, sha256_file
+from screening.manifest import ATTENTION_OUTPUT, Manifest, ModelSpec, save_manifest, sha256_file
 from screening.metadata import DEFAULT_VOCABULARY
 from screening.preprocess import normalise, softmax
 
@@ -31,6 +31,7 @@ from .data.classes import get_class_config
 from .evaluate import eval_dir
 from .data.dataset import load_resized
 from .inference import SegmenterWithSigmoid, load_classifier, load_segmenter
+from .models.fusion import FusionClassifier, WithAttention
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,14 +44,19 @@ def bundle_dir(config: Config) -> Path:
     return Path(config.export.out_dir) if config.export.out_dir else REPO_ROOT / "engines" / config.export.name
 
 
-def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], output: str, path: Path, opset: int) -> None:
-    """TorchScript-based exporter: fast here, one opset for every op, dynamic batch axis."""
+def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], output: str | list[str], path: Path,
+                opset: int) -> None:
+    """TorchScript-based exporter: fast here, one opset for every op, dynamic batch axis.
+
+    ``output`` names the model's output, or its outputs in the order ``forward`` returns them.
+    """
     names = list(inputs)
+    outputs = [output] if isinstance(output, str) else list(output)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(
-            model, tuple(inputs.values()), str(path), input_names=names, output_names=[output],
-            dynamic_axes={name: {0: "N"} for name in [*names, output]}, opset_version=opset,
+            model, tuple(inputs.values()), str(path), input_names=names, output_names=outputs,
+            dynamic_axes={name: {0: "N"} for name in [*names, *outputs]}, opset_version=opset,
             do_constant_folding=True, dynamo=False,
         )
     graph = onnx.load(str(path))
@@ -58,6 +64,17 @@ def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], output:
     found = [i.name for i in graph.graph.input]
     if found != names:
         raise RuntimeError(f"{path.name}: exporter produced inputs {found}, expected {names}")
+    found = [o.name for o in graph.graph.output]
+    if found != outputs:
+        raise RuntimeError(f"{path.name}: exporter produced outputs {found}, expected {outputs}")
+
+
+def classifier_for_export(cls: FusionClassifier) -> tuple[torch.nn.Module, list[str]]:
+    """The module to export and its output names: with cross-attention, the attention weights
+    of the queries over the image positions become a second output (the report's heat maps)."""
+    if cls.attention_queries:
+        return WithAttention(cls).eval(), ["logits", ATTENTION_OUTPUT]
+    return cls, ["logits"]
 
 
 def _shape(tensor: torch.Tensor) -> list[Any]:
@@ -89,7 +106,8 @@ def check_parity(seg: torch.nn.Module, cls: torch.nn.Module, seg_path: Path, cls
     cls_sess = ort.InferenceSession(str(cls_path), options, providers=["CPUExecutionProvider"])
     ort_mask = seg_sess.run(["mask"], {"image": feed["seg_image"]})[0]
     # Feed the classifier the same mask on both sides, so the comparison isolates each model.
-    ort_logits = cls_sess.run(["logits"], {"image": feed["cls_image"], "mask": torch_mask, "meta": feed["meta"]})[0]
+    cls_feed = {"image": feed["cls_image"], "mask": torch_mask, "meta": feed["meta"]}
+    ort_logits = cls_sess.run(["logits"], cls_feed)[0]
     result = {
         "images": int(len(feed["meta"])),
         "max_abs_mask_delta": float(np.abs(ort_mask - torch_mask).max()),
@@ -97,7 +115,15 @@ def check_parity(seg: torch.nn.Module, cls: torch.nn.Module, seg_path: Path, cls
         "max_abs_logit_delta": float(np.abs(ort_logits - torch_logits).max()),
         "tolerance": atol,
     }
-    if result["max_abs_mask_delta"] > atol or result["max_abs_prob_delta"] > atol:
+    deltas = ["max_abs_mask_delta", "max_abs_prob_delta"]
+    if ATTENTION_OUTPUT in [o.name for o in cls_sess.get_outputs()]:
+        with torch.no_grad():
+            _, torch_attention = cls.forward_with_attention(
+                *(torch.from_numpy(cls_feed[name]) for name in ("image", "mask", "meta")))
+        ort_attention = cls_sess.run([ATTENTION_OUTPUT], cls_feed)[0]
+        result["max_abs_attention_delta"] = float(np.abs(ort_attention - torch_attention.numpy()).max())
+        deltas.append("max_abs_attention_delta")
+    if any(result[key] > atol for key in deltas):
         raise ParityError(f"ONNX Runtime differs from PyTorch beyond {atol}: {json.dumps(result)}")
     return result
 
@@ -123,8 +149,14 @@ def export_bundle(config: Config) -> Path:
     mask = torch.zeros(2, 1, size, size)
     meta = torch.zeros(2, DEFAULT_VOCABULARY.dim)
     export_onnx(seg, {"image": image}, "mask", staging / "segmenter.onnx", config.export.opset)
-    export_onnx(cls, {"image": image, "mask": mask, "meta": meta}, "logits",
+    exported, outputs = classifier_for_export(cls)
+    export_onnx(exported, {"image": image, "mask": mask, "meta": meta}, outputs,
                 staging / "classifier.onnx", config.export.opset)
+    classifier_outputs = {"logits": ["N", len(classes.class_names)]}
+    if ATTENTION_OUTPUT in outputs:
+        with torch.no_grad():
+            _, attention = cls.forward_with_attention(image, mask, meta)
+        classifier_outputs[ATTENTION_OUTPUT] = _shape(attention)
 
     feed = parity_inputs(config, seg_state, cls_state, config.export.parity_images)
     parity = check_parity(seg, cls, staging / "segmenter.onnx", staging / "classifier.onnx", feed,
@@ -143,9 +175,10 @@ def export_bundle(config: Config) -> Path:
         classifier=ModelSpec(
             file="classifier.onnx", sha256=sha256_file(staging / "classifier.onnx"),
             inputs={"image": _shape(image), "mask": _shape(mask), "meta": _shape(meta)},
-            outputs={"logits": ["N", len(classes.class_names)]},
+            outputs=classifier_outputs,
             mean=cls_state["mean"], std=cls_state["std"],
             architecture=_classifier_description(cls_state["model_config"])),
+        attention_queries=cls.attention_queries,
         metadata=DEFAULT_VOCABULARY,
         mask_threshold=float(cls_state["model_config"]["mask_threshold"]),
         mask_input_mode=str(cls_state["model_config"]["mask_input_mode"]),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..attention import ATTENTION_OUTPUT
 from ..manifest import Manifest
 from .base import Runner
 
@@ -22,6 +23,8 @@ class BatchOutputs:
 
     mask: np.ndarray  # (N, 1, H, W) float32 lesion probability
     logits: np.ndarray  # (N, classes) float32, before temperature scaling
+    # (N, queries, h, w) float32 attention maps, when the bundle declares them (screening.attention)
+    attention: np.ndarray | None = None
 
 
 class BundleBackend(ABC):
@@ -80,5 +83,5 @@ class RunnerPairBackend(BundleBackend):
 
     def run_batch(self, seg_image: np.ndarray, cls_image: np.ndarray, meta: np.ndarray) -> BatchOutputs:
         mask = self.segmenter.infer({"image": seg_image})["mask"]
-        logits = self.classifier.infer({"image": cls_image, "mask": mask, "meta": meta})["logits"]
-        return BatchOutputs(mask=mask, logits=logits)
+        outputs = self.classifier.infer({"image": cls_image, "mask": mask, "meta": meta})
+        return BatchOutputs(mask=mask, logits=outputs["logits"], attention=outputs.get(ATTENTION_OUTPUT))

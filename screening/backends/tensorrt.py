@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..attention import ATTENTION_OUTPUT
 from ..engines import rebuild_command
 from ..engines.buffers import BufferPlan, buffer_plan
 from ..engines.environment import Environment, detect_environment, import_problem, one_line
@@ -206,7 +207,7 @@ class TensorRTBackend(BundleBackend):
                 self._run_part(feeds, outputs, part)
         finally:
             self._cuda_context.pop()
-        return BatchOutputs(mask=outputs["mask"], logits=outputs["logits"])
+        return BatchOutputs(mask=outputs["mask"], logits=outputs["logits"], attention=outputs.get(ATTENTION_OUTPUT))
 
     def _run_part(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], part: slice) -> None:
         cuda, plan, stream, size = self._cuda, self.plan, self._stream, part.stop - part.start

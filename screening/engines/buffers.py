@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..attention import ATTENTION_OUTPUT
 from ..errors import BundleError
 from ..manifest import Manifest
 from .profile import resolve_shape
@@ -84,8 +85,14 @@ def buffer_plan(manifest: Manifest, max_batch: int) -> BufferPlan:
         "classifier": {"image": "classifier/image", "mask": SHARED_MASK, "meta": "classifier/meta",
                        "logits": "classifier/logits"},
     }
+    host_outputs = {"mask": SHARED_MASK, "logits": "classifier/logits"}
+    if ATTENTION_OUTPUT in cls.outputs:  # optional explanation output (screening.attention)
+        key = f"classifier/{ATTENTION_OUTPUT}"
+        device[key] = buffer(cls.outputs[ATTENTION_OUTPUT], f"classifier output {ATTENTION_OUTPUT!r}")
+        bindings["classifier"][ATTENTION_OUTPUT] = key
+        host_outputs[ATTENTION_OUTPUT] = key
     return BufferPlan(
         max_batch=max_batch, device=device, bindings=bindings,
         host_inputs={"seg_image": "segmenter/image", "cls_image": "classifier/image", "meta": "classifier/meta"},
-        host_outputs={"mask": SHARED_MASK, "logits": "classifier/logits"},
+        host_outputs=host_outputs,
     )

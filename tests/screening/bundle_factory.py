@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from screening.attention import ATTENTION_OUTPUT
 from screening.manifest import ClassSpec, Manifest, ModelSpec, save_manifest, sha256_file
 from screening.metadata import DEFAULT_VOCABULARY
 
@@ -63,7 +64,8 @@ def segmenter_model(input_size: tuple[int, int] = INPUT_SIZE, *, fixed_batch: in
 
 
 def classifier_model(input_size: tuple[int, int] = INPUT_SIZE, n_classes: int = len(CLASSES),
-                     meta_dim: int = DEFAULT_VOCABULARY.dim, threshold: float = MASK_THRESHOLD) -> onnx.ModelProto:
+                     meta_dim: int = DEFAULT_VOCABULARY.dim, threshold: float = MASK_THRESHOLD,
+                     attention: bool = False) -> onnx.ModelProto:
     height, width = input_size
     inits = [
         numpy_helper.from_array(_classifier_weights(n_classes, meta_dim), "W"),
@@ -89,14 +91,56 @@ def classifier_model(input_size: tuple[int, int] = INPUT_SIZE, n_classes: int = 
         helper.make_node("MatMul", ["features", "W"], ["mm"]),
         helper.make_node("Add", ["mm", "B"], ["logits"]),
     ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", n_classes])]
+    if attention:
+        nodes, inits = nodes + _attention_nodes(meta_dim), inits + _attention_inits(meta_dim)
+        outputs.append(helper.make_tensor_value_info(ATTENTION_OUTPUT, TensorProto.FLOAT,
+                                                     ["N", 2, *attention_grid(input_size)]))
     graph = helper.make_graph(
         nodes, "tiny_classifier",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, height, width]),
          helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, height, width]),
          helper.make_tensor_value_info("meta", TensorProto.FLOAT, ["N", meta_dim])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", n_classes])],
-        inits)
+        outputs, inits)
     return _finish(graph)
+
+
+# The tiny attention output: two "queries" over a grid of ATTENTION_CELL x ATTENTION_CELL pixel
+# cells. The metadata query prefers dark cells by an amount set by the metadata; the mask query
+# prefers cells inside the thresholded mask. Each map is a softmax over the cells, as in the
+# real model, so it is a distribution that moves with the metadata and with the mask.
+ATTENTION_CELL = 8
+
+
+def attention_grid(input_size: tuple[int, int]) -> tuple[int, int]:
+    return input_size[0] // ATTENTION_CELL, input_size[1] // ATTENTION_CELL
+
+
+def _attention_inits(meta_dim: int) -> list[onnx.TensorProto]:
+    sharpness = np.linspace(-3.0, 3.0, meta_dim, dtype=np.float32).reshape(meta_dim, 1)
+    return [numpy_helper.from_array(sharpness, "att_v"),
+            numpy_helper.from_array(np.array([0, 1, 1, 1], dtype=np.int64), "att_col"),
+            numpy_helper.from_array(np.array([0, 2, -1], dtype=np.int64), "att_flat"),
+            numpy_helper.from_array(np.array(6.0, dtype=np.float32), "att_gain"),
+            numpy_helper.from_array(np.array([0, 2, 0, 0], dtype=np.int64), "att_grid")]
+
+
+def _attention_nodes(meta_dim: int) -> list[onnx.NodeProto]:
+    cell = [ATTENTION_CELL, ATTENTION_CELL]
+    return [
+        helper.make_node("AveragePool", ["image"], ["att_img"], kernel_shape=cell, strides=cell),
+        helper.make_node("ReduceMean", ["att_img"], ["att_bright"], axes=[1], keepdims=1),
+        helper.make_node("MatMul", ["meta", "att_v"], ["att_s"]),
+        helper.make_node("Reshape", ["att_s", "att_col"], ["att_s4"]),
+        helper.make_node("Mul", ["att_bright", "att_s4"], ["att_q_meta"]),
+        helper.make_node("AveragePool", ["bin"], ["att_cover"], kernel_shape=cell, strides=cell),
+        helper.make_node("Mul", ["att_cover", "att_gain"], ["att_q_mask"]),
+        helper.make_node("Concat", ["att_q_meta", "att_q_mask"], ["att_q"], axis=1),
+        helper.make_node("Shape", ["att_q"], ["att_shape"]),
+        helper.make_node("Reshape", ["att_q", "att_flat"], ["att_q_flat"]),
+        helper.make_node("Softmax", ["att_q_flat"], ["att_p"], axis=-1),
+        helper.make_node("Reshape", ["att_p", "att_shape"], [ATTENTION_OUTPUT]),
+    ]
 
 
 def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
@@ -109,7 +153,7 @@ def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
 
 def build_bundle(bundle_dir: Path, *, name: str = "tiny", version: str = "1.0",
                  input_size: tuple[int, int] = INPUT_SIZE, temperature: float = 1.0,
-                 segmenter: onnx.ModelProto | None = None) -> Manifest:
+                 segmenter: onnx.ModelProto | None = None, attention: bool = False) -> Manifest:
     """Write segmenter.onnx, classifier.onnx and manifest.json into ``bundle_dir``.
 
     Args:
@@ -118,6 +162,7 @@ def build_bundle(bundle_dir: Path, *, name: str = "tiny", version: str = "1.0",
         input_size: (height, width) of every model input.
         temperature: the manifest's calibration temperature.
         segmenter: a replacement segmenter graph (to build deliberately wrong bundles).
+        attention: give the classifier the optional attention output (two queries).
 
     Returns:
         The manifest that was saved.
@@ -127,7 +172,11 @@ def build_bundle(bundle_dir: Path, *, name: str = "tiny", version: str = "1.0",
     height, width = input_size
     vocab = DEFAULT_VOCABULARY
     onnx.save(segmenter if segmenter is not None else segmenter_model(input_size), bundle_dir / "segmenter.onnx")
-    onnx.save(classifier_model(input_size, len(CLASSES), vocab.dim), bundle_dir / "classifier.onnx")
+    onnx.save(classifier_model(input_size, len(CLASSES), vocab.dim, attention=attention),
+              bundle_dir / "classifier.onnx")
+    classifier_outputs = {"logits": ["N", len(CLASSES)]}
+    if attention:
+        classifier_outputs[ATTENTION_OUTPUT] = ["N", 2, *attention_grid(input_size)]
     manifest = Manifest(
         name=name, version=version, created="2025-01-01T00:00:00Z", classes=list(CLASSES),
         input_size=(height, width),
@@ -139,8 +188,9 @@ def build_bundle(bundle_dir: Path, *, name: str = "tiny", version: str = "1.0",
             file="classifier.onnx", sha256=sha256_file(bundle_dir / "classifier.onnx"),
             inputs={"image": ["N", 3, height, width], "mask": ["N", 1, height, width],
                     "meta": ["N", vocab.dim]},
-            outputs={"logits": ["N", len(CLASSES)]},
+            outputs=classifier_outputs,
             mean=CLS_MEAN, std=CLS_STD, architecture="tiny test classifier"),
+        attention_queries=["meta", "mask"] if attention else [],
         metadata=vocab, mask_threshold=MASK_THRESHOLD, temperature=temperature,
         training={"data": "synthetic", "note": "built by tests/screening/bundle_factory.py"},
     )

@@ -110,10 +110,24 @@ class FusionClassifier(nn.Module):
         tokens = self.token_proj(feature_map.flatten(2).transpose(1, 2))
         return tokens + sincos_2d(h, w, self.cfg.d_model, tokens.device, tokens.dtype)
 
-    def attend(self, name: str, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """(N, d) query vector attends over (N, L, d) image tokens -> (N, d), e.g. F_meta_img."""
-        attended, _ = self.attention[name](query.unsqueeze(1), tokens, tokens, need_weights=False)
-        return attended[:, 0]
+    def attend(self, name: str, query: torch.Tensor, tokens: torch.Tensor,
+               need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, d) query vector attends over (N, L, d) image tokens.
+
+        Returns:
+            The attended vector (N, d), e.g. F_meta_img, and with ``need_weights`` the attention
+            weights averaged over heads (N, L), a distribution over the image positions; else None.
+        """
+        attended, weights = self.attention[name](query.unsqueeze(1), tokens, tokens,
+                                                 need_weights=need_weights, average_attn_weights=True)
+        return attended[:, 0], None if weights is None else weights[:, 0]
+
+    @property
+    def attention_queries(self) -> list[str]:
+        """Names of the queries that attend over the image tokens, in output order; [] when none."""
+        if self.cfg.fusion != "cross_attention":
+            return []
+        return list(self.attention) if hasattr(self, "attention") else []
 
     def mask_input(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """What the mask branch sees, thresholded in-graph so ONNX consumers feed probabilities."""
@@ -169,18 +183,51 @@ class FusionClassifier(nn.Module):
         Returns:
             (N, num_classes) logits.
         """
+        return self._fuse(feature_map, mask_vector, meta, need_weights=False)[0]
+
+    def forward_with_attention(self, image: torch.Tensor, mask: torch.Tensor,
+                               meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and where each query looked in the image (the explanation output).
+
+        Args: as ``forward``.
+
+        Returns:
+            (N, num_classes) logits, and (N, Q, h, w) attention weights of the Q queries
+            (``attention_queries`` order) over the h x w image feature positions, averaged over
+            heads; each (h, w) map sums to 1.
+
+        Raises:
+            ValueError: the model has no cross-attention (concat fusion, or no query branch).
+        """
+        if not self.attention_queries:
+            raise ValueError("this classifier has no cross-attention queries, so no attention maps")
+        feature_map, mask_vector = self.backbone_features(image, mask)
+        logits, weights = self._fuse(feature_map, mask_vector, meta, need_weights=True)
+        h, w = feature_map.shape[-2:]
+        attention = torch.stack(weights, dim=1).reshape(feature_map.shape[0], len(weights), h, w)
+        return self._keep_unused_inputs(logits, mask, meta), attention
+
+    def _fuse(self, feature_map: torch.Tensor, mask_vector: torch.Tensor | None, meta: torch.Tensor,
+              need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits, and the attention weights (N, h*w) per query when ``need_weights``."""
         vectors = {}
         if self.cfg.use_meta:
             vectors["meta"] = self.meta_mlp(meta)
         if self.cfg.use_mask:
             vectors["mask"] = self.mask_proj(mask_vector)
+        weights: list[torch.Tensor] = []
         if self.cfg.fusion == "cross_attention" and vectors:
             tokens = self.image_tokens(feature_map)
-            parts = [self.attend(name, vector, tokens) for name, vector in vectors.items()]
+            parts = []
+            for name, vector in vectors.items():
+                attended, weight = self.attend(name, vector, tokens, need_weights)
+                parts.append(attended)
+                if weight is not None:
+                    weights.append(weight)
         else:
             parts = list(vectors.values())
         parts.append(self.image_proj(feature_map.mean(dim=(2, 3))))
-        return self.head(torch.cat(parts, dim=1))
+        return self.head(torch.cat(parts, dim=1)), weights
 
     def _keep_unused_inputs(self, logits: torch.Tensor, mask: torch.Tensor,
                             meta: torch.Tensor) -> torch.Tensor:
@@ -208,6 +255,18 @@ class FusionClassifier(nn.Module):
         for name in self.frozen_backbones:
             self.named_backbones()[name].eval()
         return self
+
+
+class WithAttention(nn.Module):
+    """Export wrapper: ``forward`` gives (logits, attention), so the ONNX graph has both outputs."""
+
+    def __init__(self, model: FusionClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor,
+                meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_attention(image, mask, meta)
 
 
 def backbone_parameters(model: FusionClassifier) -> list[nn.Parameter]:
