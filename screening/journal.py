@@ -146,15 +146,16 @@ def _read_owner(fd: int) -> dict | None:
 class JournalHeader:
     """The first line of a journal: which bundle produced its results."""
 
-    bundle: str  # name@version
+    bundle: str  # name@version+digest prefix (Manifest.identity)
     segmenter_sha256: str
     classifier_sha256: str
     classes: tuple[str, ...]
+    manifest_sha256: str = ""  # of the canonical manifest: any edit makes another bundle
 
     @classmethod
     def of(cls, manifest: Manifest) -> "JournalHeader":
-        return cls(manifest.tag, manifest.segmenter.sha256, manifest.classifier.sha256,
-                   tuple(manifest.class_names))
+        return cls(manifest.identity, manifest.segmenter.sha256, manifest.classifier.sha256,
+                   tuple(manifest.class_names), manifest.digest)
 
     def to_json(self) -> str:
         data = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, **asdict(self)}
@@ -171,14 +172,16 @@ class JournalHeader:
                 or data.get("version") != JOURNAL_VERSION:
             return None
         try:
+            # Journals from before manifest hashing have no manifest_sha256: another bundle.
             return cls(str(data["bundle"]), str(data["segmenter_sha256"]),
-                       str(data["classifier_sha256"]), tuple(data["classes"]))
+                       str(data["classifier_sha256"]), tuple(data["classes"]),
+                       str(data.get("manifest_sha256", "")))
         except (KeyError, TypeError):
             return None
 
     def describe(self) -> str:
-        return (f"{self.bundle} (segmenter sha256 {self.segmenter_sha256[:12]}, "
-                f"classifier sha256 {self.classifier_sha256[:12]})")
+        return (f"{self.bundle} (manifest sha256 {self.manifest_sha256[:12] or 'unknown'}, segmenter "
+                f"sha256 {self.segmenter_sha256[:12]}, classifier sha256 {self.classifier_sha256[:12]})")
 
 
 class Journal:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .attention import ATTENTION_OUTPUT
 from .attention import problems as attention_problems
 from .errors import BundleError
+from .manifest_schema import FIELDS, MAX_MANIFEST_BYTES, parse_manifest_json, validate_manifest_data
 from .metadata import MetadataVocabulary
 from .operating_points import default_point_name, find_point
 from .operating_points import problems as operating_point_problems
@@ -77,6 +79,9 @@ class Manifest:
     attention_queries: list[str] = field(default_factory=list)
     statement: str = NOT_FOR_DIAGNOSIS
     schema_version: int = SCHEMA_VERSION
+    # Top-level fields this version does not know, tolerated so that a newer training version's
+    # bundle still loads: unused, but part of the bundle's identity (``digest``).
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -88,8 +93,23 @@ class Manifest:
 
     @property
     def tag(self) -> str:
-        """``name@version``, written on every output row."""
+        """``name@version``, as people name the bundle."""
         return f"{self.name}@{self.version}"
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the canonical manifest: every field, known or not, in sorted-key compact JSON.
+
+        Every field can change results (classes, malignant flags, temperature, normalisation,
+        thresholds, vocabulary, operating points), so an edited manifest is another bundle
+        even when it keeps its name, version and ONNX files.
+        """
+        return canonical_digest({**self.extra, **self.to_dict()})
+
+    @property
+    def identity(self) -> str:
+        """``name@version+<first 8 hex of digest>``, written on every output row and journal line."""
+        return f"{self.tag}+{self.digest[:8]}"
 
     def operating_point(self, name: str | None = None) -> dict[str, Any] | None:
         """The operating point called ``name``, else the bundle's default; None if it has none.
@@ -115,6 +135,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        validate_manifest_data(data)  # every field's type and range, one line naming the field
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(f"manifest schema version {version!r} is not supported "
@@ -137,6 +158,7 @@ class Manifest:
                 default_operating_point=data.get("default_operating_point"),
                 attention_queries=data.get("attention_queries", []),
                 statement=str(data.get("statement", NOT_FOR_DIAGNOSIS)),
+                extra={key: value for key, value in data.items() if key not in FIELDS},
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise BundleError(f"manifest is malformed: {exc.__class__.__name__}: {exc}") from exc
@@ -182,6 +204,12 @@ class Manifest:
         return ATTENTION_OUTPUT in self.classifier.outputs
 
 
+def canonical_digest(data: dict[str, Any]) -> str:
+    """sha256 hex of JSON with sorted keys and no whitespace: the same content, the same digest."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -205,12 +233,17 @@ def load_manifest(bundle_dir: Path, verify_files: bool = True) -> Manifest:
     if not path.is_file():
         raise BundleError(f"{path} not found: not a model bundle")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BundleError(f"{path} is not a JSON object")
-    manifest = Manifest.from_dict(data)
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)  # never a huge file read whole
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    manifest = Manifest.from_dict(parse_manifest_json(raw, str(path)))
+    inside = bundle_dir.resolve()
+    for role, spec in (("segmenter", manifest.segmenter), ("classifier", manifest.classifier)):
+        # The schema refuses '..' and absolute paths; a symbolic link can still point out.
+        if not (bundle_dir / spec.file).resolve().is_relative_to(inside):
+            raise BundleError(f"manifest field {role}.file: {spec.file!r} leads outside the bundle "
+                              f"folder {bundle_dir}")
     if verify_files:
         for spec in (manifest.segmenter, manifest.classifier):
             model_path = bundle_dir / spec.file

@@ -135,7 +135,7 @@ def _cells(rank: int | None, row: ResultRow, manifest: Manifest, extra_columns: 
     cells = ["" if rank is None else str(rank), *map(neutralise, text), *numbers,
              _flag(out.risk, threshold), neutralise(out.prediction), _number(out.confidence), *map(_number, probabilities),
              _number(out.lesion_area), out.status, neutralise(out.error),
-             neutralise("; ".join(row.warnings)), neutralise(manifest.tag)]
+             neutralise("; ".join(row.warnings)), neutralise(manifest.identity)]
     return cells + [neutralise(row.extra.get(name, "")) for name in extra_columns]
 
 

@@ -164,7 +164,7 @@ def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: st
     for _, row in ranked:
         status[row.outcome.status] = status.get(row.outcome.status, 0) + 1
     return Summary(
-        output=str(request.output), bundle=manifest.tag, backend=backend, backend_note=note,
+        output=str(request.output), bundle=manifest.identity, backend=backend, backend_note=note,
         images=len(ranked), status=status, screened=run.screened, reused=run.reused,
         ignored_files=list(ignored),
         metadata_rows_without_image=table.unmatched_keys(job.row_key for job in jobs if job.row_key),

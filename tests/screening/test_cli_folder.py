@@ -263,7 +263,8 @@ def test_csv_is_ranked_by_risk_and_risk_is_the_malignant_sum(tmp_path: Path, mak
         probabilities = [float(r[c]) for c in ("p_nv", "p_bkl", "p_mel", "p_bcc")]
         assert sum(probabilities) == pytest.approx(1.0, abs=4e-6)
         assert r["prediction"] == ["nv", "bkl", "mel", "bcc"][int(np.argmax(probabilities))]
-        assert r["bundle"] == "tiny@1.0" and r["patient_id"].startswith("P")
+        assert r["bundle"].startswith("tiny@1.0+") and len(r["bundle"]) == len("tiny@1.0+") + 8
+        assert r["patient_id"].startswith("P")
     assert rows[-1]["image"] == "broken.png" and rows[-1]["rank"] == "" and rows[-1]["status"] == "error"
 
 

@@ -42,7 +42,8 @@ def test_fresh_journal_has_a_header_then_one_line_per_image(tmp_path: Path, mani
     path = journal_path(out)
     assert path.name == "results.csv.journal"
     header = json.loads(lines(path)[0])
-    assert header["bundle"] == "tiny@1.0" and header["segmenter_sha256"] == manifest.segmenter.sha256
+    assert header["bundle"] == manifest.identity and header["segmenter_sha256"] == manifest.segmenter.sha256
+    assert header["manifest_sha256"] == manifest.digest and manifest.identity.startswith("tiny@1.0+")
     assert [json.loads(line)["image"] for line in lines(path)[1:]] == ["a.png", "b.png", "c.png"]
 
 
@@ -87,7 +88,7 @@ def test_journal_killed_while_writing_its_header_starts_afresh(tmp_path: Path, m
     journal_path(out).write_bytes(b'{"format":"screening-jou')
     with Journal.open(out, manifest, resume=True) as journal:
         assert journal.finished == {}
-    assert json.loads(lines(journal_path(out))[0])["bundle"] == "tiny@1.0"
+    assert json.loads(lines(journal_path(out))[0])["bundle"] == manifest.identity
 
 
 def test_unreadable_lines_are_counted_and_those_images_redone(tmp_path: Path, manifest) -> None:
@@ -112,8 +113,9 @@ def test_journal_of_another_bundle_is_refused(tmp_path: Path, manifest) -> None:
         Journal.open(out, manifest, resume=True)
     seg, cls = manifest.segmenter.sha256[:12], manifest.classifier.sha256[:12]
     assert str(info.value) == (
-        f"{out}.journal holds results of bundle tiny@2.0 (segmenter sha256 {seg}, classifier sha256 "
-        f"{cls}) but this run uses tiny@1.0 (segmenter sha256 {seg}, classifier sha256 {cls}): "
+        f"{out}.journal holds results of bundle {other.identity} (manifest sha256 {other.digest[:12]}, "
+        f"segmenter sha256 {seg}, classifier sha256 {cls}) but this run uses {manifest.identity} "
+        f"(manifest sha256 {manifest.digest[:12]}, segmenter sha256 {seg}, classifier sha256 {cls}): "
         f"delete it to screen everything with this bundle")
 
 

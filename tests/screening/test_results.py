@@ -64,8 +64,8 @@ def test_csv_columns_and_cells(manifest) -> None:
     assert lines[0] == ("rank,image,patient_id,risk,flag,prediction,confidence,p_nv,p_bkl,p_mel,p_bcc,"
                         "lesion_area,status,error,warnings,bundle")
     assert lines[1] == ("1,x/a.jpg,P001,0.700000,,bcc,0.400000,0.100000,0.200000,0.300000,0.400000,"
-                        "0.250000,ok,,age unknown; no metadata row,tiny@1.0")
-    assert lines[2] == ",b.png,P002,,,,,,,,,,error,truncated image file,,tiny@1.0"
+                        f"0.250000,ok,,age unknown; no metadata row,{manifest.identity}")
+    assert lines[2] == f",b.png,P002,,,,,,,,,,error,truncated image file,,{manifest.identity}"
     assert len(lines) == 3
     flagged = render_csv(rank_rows(rows), manifest, threshold=0.7).splitlines()
     assert flagged[1].startswith("1,x/a.jpg,P001,0.700000,refer,bcc,")
