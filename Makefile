@@ -10,23 +10,34 @@ STARTER := engines/starter
 SAMPLE_BUNDLE := engines/sample
 DEMO_BUNDLE := $(if $(wildcard $(STARTER)/manifest.json),$(STARTER),$(SAMPLE_BUNDLE))
 
-.PHONY: demo test test-all clean sample-data sample-bundle starter-bundle
+.PHONY: demo test test-all clean sample-data sample-bundle starter-bundle browser
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,dev,distributed]'
 	touch $@
 
 demo: $(INSTALLED) $(DEMO_BUNDLE)/manifest.json
 	rm -f results.csv.journal  # a fresh demo every time, not a resume
+	rm -rf report_files
 	$(VENV)/bin/screen folder sample_data/images --meta sample_data/patients.csv \
-		--out results.csv --bundle $(DEMO_BUNDLE) --keep-columns
+		--out results.csv --bundle $(DEMO_BUNDLE) --keep-columns --report report.html
+	@echo "Open the review report: xdg-open report.html (or open it in any browser)"
 
-test: $(INSTALLED)
+# The report's browser tests drive Debian's Chromium and its chromedriver (Selenium's own
+# browser downloads cannot work offline). Installed when apt-get can; else those tests skip
+# and say why.
+CHROMEDRIVER := /usr/bin/chromedriver
+browser:
+	@test -x $(CHROMEDRIVER) || { nice -n 19 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+		|| { nice -n 19 apt-get update -q >/dev/null 2>&1 && nice -n 19 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+		|| echo "note: could not install chromium + chromium-driver: the report's browser tests will skip"; }
+
+test: $(INSTALLED) browser
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(INSTALLED)
+test-all: $(INSTALLED) browser
 	$(PY) -m pytest -q
 
 sample-data: $(INSTALLED)
@@ -57,4 +68,5 @@ $(STARTER)/manifest.json:
 	@exit 1
 
 clean:
-	rm -rf $(VENV) .pytest_cache runs results.csv results.summary.json results.csv.journal $(SAMPLE_BUNDLE)
+	rm -rf $(VENV) .pytest_cache runs results.csv results.summary.json results.csv.journal $(SAMPLE_BUNDLE) \
+		report.html report_files

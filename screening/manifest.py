@@ -74,6 +74,12 @@ class Manifest:
     # have none, and their results carry an empty flag.
     operating_points: list[dict[str, Any]] = field(default_factory=list)
     default_operating_point: str | None = None  # name; None = the highest target sensitivity
+    # Model card for people (screening.card): intended use, data sources and licences, population,
+    # class definitions, limitations, changelog, package versions; {} in older bundles.
+    card: dict[str, Any] = field(default_factory=dict)
+    # How this bundle was made from another without retraining (`screen calibrate`): the parent's
+    # name@version and temperature, the local data, and the figures before and after; {} otherwise.
+    derived: dict[str, Any] = field(default_factory=dict)
     # Queries of the classifier's optional "attention" output (screening.attention), in its
     # order, e.g. ["meta", "mask"]; [] when the classifier has no such output.
     attention_queries: list[str] = field(default_factory=list)
@@ -131,7 +137,10 @@ class Manifest:
         order = ["schema_version", "name", "version", "created", "statement", "classes",
                  "input_size", "mask_threshold", "mask_input_mode", "temperature", "metadata",
                  "operating_points", "default_operating_point", "segmenter", "classifier", "attention_queries", "training"]
-        return {k: data[k] for k in order}
+        out = {k: data[k] for k in order}
+        # For people, not the runtime: last, after the training provenance.
+        out.update(card=data["card"], derived=data["derived"])
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
@@ -154,6 +163,8 @@ class Manifest:
                 mask_input_mode=str(data["mask_input_mode"]),
                 temperature=float(data["temperature"]),
                 training=dict(data.get("training", {})),
+                card=dict(data.get("card") or {}),
+                derived=dict(data.get("derived") or {}),
                 operating_points=data.get("operating_points", []),
                 default_operating_point=data.get("default_operating_point"),
                 attention_queries=data.get("attention_queries", []),

@@ -30,6 +30,7 @@ from .manifest import Manifest
 from .metadata import MetaCodes, MetadataVocabulary
 from .patients import PatientTable
 from .preprocess import normalise, resize_mask, resize_rgb, risk_score, softmax
+from .report.views import ViewWriter, thumbnail
 from .results import DECIMALS, OK, Outcome, error_outcome
 
 DEFAULT_BATCH_SIZE = 8
@@ -169,6 +170,7 @@ class Decoded:
     pixels: np.ndarray  # uint8 (H, W, 3) RGB at the model input size
     original_size: tuple[int, int]  # (height, width) upright, full resolution
     preview: np.ndarray | None  # RGB image for the overlay, only with --save-masks
+    thumbnail: np.ndarray | None = None  # small RGB image for the HTML report, only with --report
 
 
 @dataclass
@@ -179,7 +181,8 @@ class Failed:
     reason: str
 
 
-def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_preview: bool) -> Decoded | Failed:
+def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_preview: bool,
+               keep_thumbnail: bool = False) -> Decoded | Failed:
     """Decode and resize one image; every failure becomes a Failed with a one-line reason."""
     if job.digest is None:
         # Hashed before decoding: if the file changes in between, the journal holds the old
@@ -189,11 +192,13 @@ def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_prev
         decoded = load_image(Path(root) / job.image, input_size)
         pixels = resize_rgb(decoded.rgb, input_size)
         preview = _preview(decoded.rgb) if keep_preview else None
+        # From the pixels already decoded (often at reduced size): the report costs no second decode.
+        thumb = thumbnail(decoded.rgb) if keep_thumbnail else None
     except ImageDecodeError as exc:
         return Failed(job, exc.reason)
     except Exception as exc:  # an unforeseen decoder failure is still one image's problem
         return Failed(job, f"cannot decode image ({exc.__class__.__name__}: {_one_line(exc)})")
-    return Decoded(job, pixels, decoded.original_size, preview)
+    return Decoded(job, pixels, decoded.original_size, preview, thumb)
 
 
 def _preview(rgb: np.ndarray) -> np.ndarray:
@@ -211,7 +216,7 @@ def _one_line(exc: BaseException) -> str:
 
 def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tuple[int, int],
                  pool: ThreadPoolExecutor, prefetch: int = DEFAULT_PREFETCH,
-                 keep_preview: bool = False) -> Iterator[list[Decoded | Failed]]:
+                 keep_preview: bool = False, keep_thumbnail: bool = False) -> Iterator[list[Decoded | Failed]]:
     """Decode batches in ``pool``, yielding them in order.
 
     At most ``prefetch`` batches are decoding while the consumer works on the one yielded, so
@@ -219,7 +224,8 @@ def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tupl
     """
     pending: deque[list[Future]] = deque()
     for batch in batches:
-        pending.append([pool.submit(decode_one, job, root, input_size, keep_preview) for job in batch])
+        pending.append([pool.submit(decode_one, job, root, input_size, keep_preview, keep_thumbnail)
+                        for job in batch])
         if len(pending) > prefetch:
             yield [future.result() for future in pending.popleft()]
     while pending:
@@ -244,19 +250,20 @@ def preprocess(ready: list[Decoded], manifest: Manifest) -> tuple[np.ndarray, np
 
 # -- infer ---------------------------------------------------------------------------------------
 
-def _run_models(ready: list[Decoded], backend: BundleBackend) -> list[tuple[np.ndarray, np.ndarray] | str]:
-    """(mask, logits) per image, or the reason inference failed for it.
+def _run_models(ready: list[Decoded], backend: BundleBackend) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | str]:
+    """(mask, logits, attention maps or None) per image, or the reason inference failed for it.
 
     A failing batch is retried image by image, so one poisonous input cannot take its batch
     mates down with it.
     """
     try:
         outputs = backend.run_batch(*preprocess(ready, backend.manifest))
-        return [(outputs.mask[i, 0], outputs.logits[i]) for i in range(len(ready))]
+        maps = outputs.attention
+        return [(outputs.mask[i, 0], outputs.logits[i], None if maps is None else maps[i]) for i in range(len(ready))]
     except Exception as exc:
         if len(ready) == 1:
             return [f"inference failed ({exc.__class__.__name__}: {_one_line(exc)})"]
-    results: list[tuple[np.ndarray, np.ndarray] | str] = []
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | str] = []
     for item in ready:
         results.extend(_run_models([item], backend))
     return results
@@ -312,7 +319,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 # -- one batch, then the stream ------------------------------------------------------------------
 
 def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
-                save_masks: Path | None = None) -> list[Outcome]:
+                save_masks: Path | None = None, views: ViewWriter | None = None) -> list[Outcome]:
     """Outcomes of one decoded batch, in batch order: model results or error rows."""
     manifest = backend.manifest
     ready = [item for item in batch if isinstance(item, Decoded)]
@@ -321,13 +328,18 @@ def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
         if isinstance(result, str):
             by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, result)
             continue
-        mask, logits = result
+        mask, logits, attention = result
         outcome = postprocess(item.job, mask, logits, manifest)
         if save_masks is not None:
             try:
                 save_mask_files(item, mask, manifest.mask_threshold, save_masks)
             except OSError as exc:
                 outcome = replace(outcome, warnings=(*outcome.warnings, f"mask not saved ({_one_line(exc)})"))
+        if views is not None:
+            try:
+                views.add(item.job.image, item.thumbnail, mask, attention)
+            except OSError as exc:
+                outcome = replace(outcome, warnings=(*outcome.warnings, f"report picture not saved ({_one_line(exc)})"))
         by_image[item.job.image] = outcome
     for item in batch:
         if isinstance(item, Failed):
@@ -343,6 +355,7 @@ class PipelineOptions:
     workers: int = 2  # decoder threads
     prefetch: int = DEFAULT_PREFETCH  # batches decoding ahead of inference
     save_masks: Path | None = None  # folder for mask and overlay PNGs
+    views: ViewWriter | None = None  # the HTML report's thumbnails, outlines and attention maps
 
 
 def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
@@ -362,5 +375,6 @@ def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode") as pool:
         batches = plan_batches(jobs, options.batch_size, done)
         for batch in decode_ahead(batches, root, input_size, pool, options.prefetch,
-                                  keep_preview=options.save_masks is not None):
-            yield infer_batch(batch, backend, options.save_masks)
+                                  keep_preview=options.save_masks is not None,
+                                  keep_thumbnail=options.views is not None):
+            yield infer_batch(batch, backend, options.save_masks, options.views)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
 from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
 from .progress import Reporter
+from .report.build import check_report_path, view_writer
 from .results import (OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
                       write_summary_json)
 
@@ -37,6 +39,7 @@ class FolderRequest:
     resume: bool = False  # reuse the journal of an earlier run
     save_masks: Path | None = None
     keep_columns: bool = False  # copy extra patients.csv columns to the output
+    report: Path | None = None  # the HTML review report (screening.report); None = none
     operating_point: str | None = None  # name of the bundle's point for the flag; None = its default
 
 
@@ -58,6 +61,8 @@ def check_request(request: FolderRequest) -> None:
         if masks.resolve().is_relative_to(Path(request.images_dir).resolve()):
             raise InputError(f"--save-masks {masks} is inside the images folder: the mask PNGs "
                              f"would be screened as images by the next run")
+    if request.report is not None:
+        check_report_path(request.report, request.images_dir)
 
 
 def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> Summary:
@@ -110,6 +115,13 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
                         jobs, ranked, run, time.monotonic() - started, point)
     write_summary_json(summary, summary_path(request.output))
+    if request.report is not None:
+        from .report.build import ReportRequest, build_report, metadata_as_read
+
+        build_report(ReportRequest(results=request.output, images_dir=request.images_dir, out=request.report,
+                                   manifest=manifest, bundle_dir=request.bundle_dir, backend=backend.description,
+                                   meta=metadata_as_read(jobs, manifest.metadata)))
+        reporter.info(f"report: {request.report}")
     return summary
 
 
@@ -135,11 +147,13 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
     if reused:
         reporter.info(f"resuming: {len(reused)} of {len(jobs)} images already screened "
                       f"({journal.path}), {len(todo)} to go")
+    views = view_writer(request.report, backend.manifest)
     options = PipelineOptions(batch_size=request.batch_size,
                               workers=workers,
-                              save_masks=Path(request.save_masks) if request.save_masks else None)
+                              save_masks=Path(request.save_masks) if request.save_masks else None,
+                              views=views)
     outcomes = dict(reused)
-    with reporter.progress(len(todo)) as progress:
+    with views or nullcontext(), reporter.progress(len(todo)) as progress:
         for batch in screen_jobs(jobs, Path(request.images_dir), backend, options, done=reused):
             journal.append(batch)
             outcomes.update((outcome.image, outcome) for outcome in batch)

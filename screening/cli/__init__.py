@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import ScreeningError
 from .engines import engines
 from .folder import EXIT_CODES_HELP, folder
+from .report import report
 
 
 class DefaultToFolder(click.Group):
@@ -53,6 +54,7 @@ def cli() -> None:
 
 cli.add_command(folder)
 cli.add_command(engines)
+cli.add_command(report)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ FOLDER_EPILOG = """\b
 Examples:
   screen folder sample_data/images --meta sample_data/patients.csv --out results.csv
   screen folder /data/clinic/2025-01-07 --meta /data/clinic/patients.csv --resume --quiet
+  screen folder sample_data/images --meta sample_data/patients.csv --report report.html
 
 \b
 Files written beside --out (results.csv):
@@ -85,6 +86,10 @@ def resolve_bundle(bundle: Path | None) -> Path:
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None,
               help="Folder for each image's lesion mask PNG (0/255, original size) and a "
                    "contour overlay PNG; the images' relative paths are kept.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, metavar="REPORT.html",
+              help="Also write a self-contained HTML review report: the ranked worklist with "
+                   "thumbnails, lesion outlines and attention maps, per-patient view, errors. Its "
+                   "pictures go in REPORT_files/ beside it; open it in any browser (docs/report.md).")
 @click.option("--keep-columns", is_flag=True,
               help="Copy the patients CSV's extra columns to the output (off by default, so "
                    "free-text fields are not copied around unasked).")
@@ -98,7 +103,7 @@ def resolve_bundle(bundle: Path | None) -> Path:
                    "to stderr.")
 def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, backend: str,
            batch_size: int, workers: int | None, resume: bool, save_masks: Path | None,
-           keep_columns: bool, operating_point: str | None, quiet: bool) -> None:
+           report: Path | None, keep_columns: bool, operating_point: str | None, quiet: bool) -> None:
     """Screen every image in IMAGES_DIR and write a CSV ranked by risk.
 
     Each image (.jpg .jpeg .png .bmp .tif .tiff, found recursively) is segmented, then
@@ -117,7 +122,7 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     request = FolderRequest(
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
-        save_masks=save_masks, keep_columns=keep_columns, operating_point=operating_point)
+        save_masks=save_masks, report=report, keep_columns=keep_columns, operating_point=operating_point)
     with interruptible():
         try:
             summary = screen_folder(request, Reporter(quiet=quiet))

@@ -1,0 +1,68 @@
+"""`screen report`: rebuild the HTML review report of a finished (or killed) run without screening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .folder import BUNDLE_ENV, EXIT_CODES_HELP, resolve_bundle
+
+REPORT_EPILOG = """\b
+Examples:
+  screen report results.csv --images sample_data/images --out report.html
+  screen report results.csv.journal --images /data/clinic/2025-01-07 \\
+      --meta /data/clinic/patients.csv --out partial.html
+
+\b
+The pictures go in REPORT_files/ beside the HTML; pictures a `screen folder
+--report` run left there are reused (with their lesion outlines and attention
+maps), the others are made from the image files (thumbnail only).
+
+""" + EXIT_CODES_HELP
+
+
+@click.command(epilog=REPORT_EPILOG)
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path),
+              help="The folder that was screened: thumbnails, and images without a result.")
+@click.option("--out", "out", default=Path("report.html"), show_default=True,
+              type=click.Path(path_type=Path), help="The HTML report to write.")
+@click.option("--meta", "meta_csv", type=click.Path(path_type=Path), default=None,
+              help="The run's patients CSV: shows age/sex/site as the model read them, and patient "
+                   "ids when RESULTS is a journal.")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help=f"The bundle the run used, for readable class names. Default: ${BUNDLE_ENV}, "
+                   f"else the repository's engines/starter.")
+def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bundle: Path | None) -> None:
+    """Write the HTML review report of the run whose results CSV (or journal) is RESULTS.
+
+    The worklist ranked by risk (rank 1 first) with thumbnails, lesion outlines and attention
+    maps where the run recorded them, a per-patient view, filters, and every error row with its
+    reason. A run that did not finish is reported from its journal, and the report lists the
+    images of the folder that have no result. Nothing is screened.
+
+    Not for diagnosis: every result must be reviewed by a qualified clinician.
+    """
+    from ..errors import InputError
+    from ..images import discover_images
+    from ..manifest import load_manifest
+    from ..patients import read_patients
+    from ..pipeline import plan_jobs
+    from ..report.build import ReportRequest, build_report, metadata_as_read
+
+    bundle_dir = resolve_bundle(bundle)
+    manifest = load_manifest(bundle_dir, verify_files=False)  # names only: no model is run
+    if not Path(images_dir).is_dir():
+        raise InputError(f"--images {images_dir} is not a folder")
+    meta = patients = None
+    if meta_csv is not None:
+        discovery = discover_images(images_dir)
+        table = read_patients(meta_csv, images=discovery.images)
+        jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
+        meta = metadata_as_read(jobs, manifest.metadata)
+        patients = {job.image: job.patient_id for job in jobs}
+    stats = build_report(ReportRequest(results=results, images_dir=images_dir, out=out, manifest=manifest,
+                                       bundle_dir=bundle_dir, patients=patients, meta=meta))
+    missing = f"; {stats.missing} images of the folder have no result" if stats.missing else ""
+    click.echo(f"Report: {stats.out} ({stats.rows} rows, {stats.pictures_made} thumbnails made{missing})")

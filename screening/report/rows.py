@@ -1,0 +1,173 @@
+"""The rows of a report, read back from a run's results CSV (or, for a killed run, its journal).
+
+Reading the written CSV rather than the run's objects means a report shows exactly what the CSV
+says, and picks up columns other features add (``flag``, ``screened_at``, ``new``) when present.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..journal import JournalHeader, journal_path
+from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, neutralise, rank_rows
+
+TOP_CLASSES = 3  # classes listed per row, most probable first
+# Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
+# make the report builder take unbounded memory.
+MAX_ROWS = 2_000_000
+
+
+@dataclass
+class ReportRow:
+    """One image's line of the worklist."""
+
+    rank: int | None
+    image: str
+    patient_id: str
+    status: str  # OK or ERROR
+    risk: float | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)  # class code -> probability
+    lesion_area: float | None = None
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    flag: str = ""  # "refer" / "routine" where the run had an operating point
+    new: bool | None = None  # screened by the last run (None: the CSV does not say)
+    screened_at: str = ""
+    bundle: str = ""
+
+    def top_classes(self, n: int = TOP_CLASSES) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:n]
+
+
+@dataclass
+class Results:
+    """Rows in rank order and what the source said about itself."""
+
+    rows: list[ReportRow]
+    source: str  # "results CSV" or "journal (run not finished)"
+    has_flag: bool = False
+    has_new: bool = False
+    bundle: str = ""  # the bundle tag the rows name
+
+
+def original_text(cell: str) -> str:
+    """Undo the CSV's formula neutralising: ``'=cmd|`` was ``=cmd|`` before it was written.
+
+    Only an apostrophe that neutralising would have added is removed, so the page shows the
+    patient id the clinic typed (as text, where it cannot execute).
+    """
+    if cell.startswith("'") and neutralise(cell[1:]) == cell:
+        return cell[1:]
+    return cell
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell) if cell.strip() else None
+    except ValueError:
+        return None
+
+
+def read_results_csv(path: Path) -> Results:
+    """Rows of a results CSV in its rank order.
+
+    Raises:
+        InputError: the file is missing, unreadable or not a results CSV.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns = [original_text(c) for c in reader.fieldnames or []]
+            missing = {"rank", "image", "risk", "status"} - set(columns)
+            if missing:
+                raise InputError(f"{path} is not a results CSV of `screen folder` "
+                                 f"(no column {', '.join(sorted(missing))})")
+            reader.fieldnames = columns
+            rows = []
+            for index, cells in enumerate(reader):
+                if index >= MAX_ROWS:
+                    raise InputError(f"{path} has more than {MAX_ROWS} rows")
+                rows.append(_row(cells))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    # A flag column left empty (no operating point) is no flag at all for the reviewer.
+    return Results(rows, "results CSV", has_flag=any(r.flag for r in rows), has_new="new" in columns,
+                   bundle=next((r.bundle for r in rows if r.bundle), ""))
+
+
+def _row(cells: dict[str, str | None]) -> ReportRow:
+    text = {key: original_text(value or "") for key, value in cells.items() if key is not None}
+    rank = text.get("rank", "")
+    new = text.get("new", "").strip().lower()
+    return ReportRow(
+        rank=int(rank) if rank.isdigit() else None,
+        image=text.get("image", ""), patient_id=text.get("patient_id", ""),
+        status=OK if text.get("status") == OK else ERROR,
+        risk=_number(text.get("risk", "")),
+        probabilities={key[2:]: value for key, cell in text.items()
+                       if key.startswith("p_") and (value := _number(cell)) is not None},
+        lesion_area=_number(text.get("lesion_area", "")),
+        error=text.get("error", ""),
+        warnings=[w for w in text.get("warnings", "").split("; ") if w],
+        flag=text.get("flag", ""),
+        new=None if "new" not in text else new in ("1", "true", "yes", "new"),
+        screened_at=text.get("screened_at", ""),
+        bundle=text.get("bundle", ""),
+    )
+
+
+def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | None = None) -> Results:
+    """Rows of a run's journal (a killed or unfinished run), ranked as the CSV would be.
+
+    Args:
+        path: the ``results.csv.journal`` file.
+        class_names: the bundle's class codes, in the order of the journal's probabilities.
+        patients: image -> patient id, when a patients CSV was given.
+
+    Raises:
+        InputError: the file is not a screening journal.
+    """
+    try:
+        lines = Path(path).read_bytes().split(b"\n")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    header = JournalHeader.from_json(lines[0].decode("utf-8", errors="replace")) if lines else None
+    if header is None:
+        raise InputError(f"{path} is not a screening journal")
+    outcomes: dict[str, Outcome] = {}
+    for line in lines[1:]:
+        try:
+            outcome = Outcome.from_json(line.decode("utf-8"))
+        except ValueError:  # a torn last line or damage: that image counts as missing
+            continue
+        outcomes[outcome.image] = outcome
+    patients = patients or {}
+    names = list(header.classes) or class_names
+    ranked = rank_rows(ResultRow(o, patients.get(o.image, "")) for o in outcomes.values())
+    rows = [ReportRow(rank=rank, image=r.outcome.image, patient_id=r.patient_id, status=r.outcome.status,
+                      risk=None if r.outcome.risk is None else round(r.outcome.risk, DECIMALS),
+                      probabilities=dict(zip(names, r.outcome.probabilities)),
+                      lesion_area=r.outcome.lesion_area, error=r.outcome.error,
+                      warnings=list(r.outcome.warnings), bundle=header.bundle)
+            for rank, r in ranked]
+    return Results(rows, "journal (the run did not finish)", bundle=header.bundle)
+
+
+def read_results(path: Path, class_names: list[str], patients: dict[str, str] | None = None) -> Results:
+    """A results CSV, or the journal beside it (or named) when the CSV was never written.
+
+    Raises:
+        InputError: neither exists, or the file is not a run's output.
+    """
+    path = Path(path)
+    if path.name.endswith(".journal") and path.is_file():
+        return read_journal(path, class_names, patients)
+    if path.is_file():
+        return read_results_csv(path)
+    if journal_path(path).is_file():
+        return read_journal(journal_path(path), class_names, patients)
+    raise InputError(f"{path} not found (nor its journal {journal_path(path).name}): "
+                     f"give the --out of a `screen folder` run")

@@ -1,0 +1,198 @@
+"""What the report shows of each image: a thumbnail, the lesion outline and the attention maps.
+
+During ``screen folder --report`` these are made from the pixels and model outputs the pipeline
+already has (no second decode) and written beside the report as they come: thumbnails as
+JPEG files, outlines and attention maps as one JSON line per image in ``views.jsonl``. So memory
+does not grow with the folder, and ``screen report`` can rebuild the page later from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from ..attention import QUERY_LABELS, normalised_maps
+from ..images import load_image
+
+THUMB_SIDE = 200  # px, longest side: sharp at the page's 100 px display size on a 2x screen
+THUMB_QUALITY = 80  # JPEG quality: about 8 KB per dermoscopy thumbnail
+VIEWS_FILE = "views.jsonl"
+THUMBS = "thumbs"
+OUTLINE_SCALE = 1000  # outline coordinates are integers in 0..1000 of the image's width/height
+
+
+@dataclass(frozen=True)
+class View:
+    """One image's visual material for the report."""
+
+    image: str  # path relative to the images folder, as in the results
+    thumb: str  # file name inside the thumbs folder; "" when there is none
+    size: tuple[int, int]  # thumbnail (width, height) in pixels
+    outline: str = ""  # SVG path of the lesion mask's outer contours, in 0..1000 x 0..1000
+    attention: tuple[dict[str, Any], ...] = ()  # per query: label, grid [h, w], values 0..255, peak
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> "View":
+        data = json.loads(line)
+        return cls(image=str(data["image"]), thumb=str(data["thumb"]),
+                   size=(int(data["size"][0]), int(data["size"][1])), outline=str(data.get("outline", "")),
+                   attention=tuple(dict(a) for a in data.get("attention", ())))
+
+
+def thumb_name(image: str) -> str:
+    """A file name for an image's thumbnail that is safe whatever the image path contains."""
+    return hashlib.sha1(image.encode("utf-8", "surrogateescape")).hexdigest()[:20] + ".jpg"
+
+
+def thumbnail(rgb: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """An RGB image shrunk (never enlarged) so its longest side is at most ``side``."""
+    height, width = rgb.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def outline_path(mask: np.ndarray, threshold: float) -> str:
+    """The outer contours of ``mask > threshold`` as an SVG path in 0..1000 coordinates.
+
+    The model's mask covers the whole frame (squashed to the input size), so normalised
+    coordinates land on the same spot of a thumbnail of any aspect ratio.
+    """
+    binary = (mask > threshold).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    height, width = binary.shape
+    parts = []
+    for contour in contours:
+        if cv2.contourArea(contour) < 4:  # specks of a few pixels are noise, not a lesion border
+            continue
+        points = cv2.approxPolyDP(contour, 0.75, True)[:, 0, :].astype(np.float64)
+        # Pixel centres: x + 0.5, so a mask covering everything outlines the whole frame.
+        xs = np.round((points[:, 0] + 0.5) * OUTLINE_SCALE / width).astype(int)
+        ys = np.round((points[:, 1] + 0.5) * OUTLINE_SCALE / height).astype(int)
+        parts.append("M" + "L".join(f"{x} {y}" for x, y in zip(xs, ys)) + "Z")
+    return "".join(parts)
+
+
+def attention_views(attention: np.ndarray | None, queries: list[str]) -> tuple[dict[str, Any], ...]:
+    """(Q, h, w) attention weights -> per query: label, grid, 0..255 values scaled to the map's
+    peak, and the peak weight itself (so the page can say how concentrated the map is)."""
+    if attention is None:
+        return ()
+    scaled = normalised_maps(attention)
+    views = []
+    for name, weights, display in zip(queries, attention, scaled):
+        views.append({"query": name, "label": QUERY_LABELS.get(name, f"{name} query"),
+                      "grid": [int(weights.shape[0]), int(weights.shape[1])],
+                      "values": np.round(display * 255).astype(int).ravel().tolist(),
+                      "peak": round(float(weights.max()), 4)})
+    return tuple(views)
+
+
+def encode_jpeg(rgb: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+    if not ok:
+        raise OSError("JPEG encoding of a thumbnail failed")
+    return data.tobytes()
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Write ``path``, never through a symbolic link planted at its name.
+
+    Not fsync'd: a thumbnail is recreated by the next run, and two fsyncs per image would cost
+    more than the thumbnail itself.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o666)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+class ViewWriter:
+    """Writes thumbnails and view lines into a report's asset folder as images are screened.
+
+    A context manager; the views file is appended to, so a resumed run keeps the views of the
+    images it does not screen again (a later line for the same image wins on reading).
+    """
+
+    def __init__(self, folder: Path, queries: list[str], threshold: float) -> None:
+        self.folder = Path(folder)
+        self.queries = list(queries)
+        self.threshold = threshold
+        self._handle = None
+
+    def __enter__(self) -> "ViewWriter":
+        (self.folder / THUMBS).mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.folder / VIEWS_FILE, "a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def add(self, image: str, thumb: np.ndarray | None, mask: np.ndarray | None = None,
+            attention: np.ndarray | None = None) -> View:
+        """Record one image: its thumbnail (RGB), model-size mask and (Q, h, w) attention."""
+        name = ""
+        size = (0, 0)
+        if thumb is not None:
+            name = thumb_name(image)
+            write_new_file(self.folder / THUMBS / name, encode_jpeg(thumb))
+            size = (int(thumb.shape[1]), int(thumb.shape[0]))
+        view = View(image=image, thumb=name, size=size,
+                    outline="" if mask is None else outline_path(mask, self.threshold),
+                    attention=attention_views(attention, self.queries))
+        self._handle.write(view.to_json() + "\n")
+        return view
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+
+def read_views(folder: Path) -> dict[str, View]:
+    """The views recorded in ``folder`` by image (a later line wins); {} when there are none.
+
+    Unreadable lines (a run killed mid-write) are skipped: that image just shows no overlay.
+    """
+    path = Path(folder) / VIEWS_FILE
+    views: dict[str, View] = {}
+    if not path.is_file():
+        return views
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                view = View.from_json(line)
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+            if view.thumb and not (Path(folder) / THUMBS / view.thumb).is_file():
+                view = View(view.image, "", (0, 0), view.outline, view.attention)
+            views[view.image] = view
+    return views
+
+
+def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter) -> Iterator[View]:
+    """Views with a thumbnail only, decoding each image from ``root`` (for images screened
+    earlier without ``--report``, or a report rebuilt by ``screen report``).
+
+    An image that cannot be read any more gets a view without a thumbnail.
+    """
+    for image in images:
+        try:
+            decoded = load_image(Path(root) / image, (THUMB_SIDE, THUMB_SIDE))
+            yield writer.add(image, thumbnail(decoded.rgb))
+        except Exception:  # a vanished or unreadable file only costs its picture
+            yield writer.add(image, None)

@@ -1,0 +1,126 @@
+"""Ground-truth labels for local validation: the labels CSV and the diagnosis synonym table.
+
+A clinic's labels come in its own words: HAM10000 codes (``mel``), ISIC names ("melanoma",
+"seborrheic keratosis"), or the bundle's own class labels. Each is mapped onto the bundle's
+classes through an explicit table; anything the table does not know is reported as unmapped and
+left out, never guessed (a label such as "benign" or "other" names no class).
+
+The labels CSV is read with the same reader as the patients CSV (delimiter, encoding, key
+column and image matching are the same), so it may be the patients CSV itself with a diagnosis
+column added.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import InputError
+from ..manifest import Manifest
+from ..patients import PatientTable, read_patients
+
+# Accepted names of the diagnosis column, in priority order.
+DIAGNOSIS_COLUMNS = ("diagnosis", "dx", "label", "class", "diagnosis_1")
+# Accepted names of the optional data-source column (breakdowns by source).
+SOURCE_COLUMNS = ("source", "dataset", "data_source", "clinic")
+
+# Diagnosis text (normalised: lower case, single spaces) -> HAM10000 class code. Squamous cell
+# carcinoma goes to akiec, HAM10000's class for actinic keratosis and intraepithelial carcinoma
+# (Bowen's disease), the nearest class in that scheme; both are malignant in it.
+SYNONYMS = {
+    "nv": "nv", "nevus": "nv", "naevus": "nv", "melanocytic nevus": "nv", "melanocytic naevus": "nv",
+    "melanocytic nevi": "nv", "nevi": "nv", "naevi": "nv", "blue nevus": "nv", "dysplastic nevus": "nv",
+    "mel": "mel", "melanoma": "mel", "malignant melanoma": "mel", "melanoma in situ": "mel",
+    "melanoma invasive": "mel", "melanoma metastasis": "mel",
+    "bkl": "bkl", "benign keratosis": "bkl", "benign keratosis-like lesion": "bkl",
+    "benign keratosis-like lesions": "bkl", "seborrheic keratosis": "bkl", "seborrhoeic keratosis": "bkl",
+    "solar lentigo": "bkl", "lentigo": "bkl", "lentigo nos": "bkl", "lichenoid keratosis": "bkl",
+    "lichen planus-like keratosis": "bkl", "pigmented benign keratosis": "bkl",
+    "bcc": "bcc", "basal cell carcinoma": "bcc",
+    "akiec": "akiec", "ak": "akiec", "actinic keratosis": "akiec", "actinic keratoses": "akiec",
+    "intraepithelial carcinoma": "akiec", "bowen's disease": "akiec", "bowen disease": "akiec",
+    "squamous cell carcinoma": "akiec", "scc": "akiec", "squamous cell carcinoma in situ": "akiec",
+    "vasc": "vasc", "vascular lesion": "vasc", "vascular lesions": "vasc", "angioma": "vasc",
+    "hemangioma": "vasc", "haemangioma": "vasc", "angiokeratoma": "vasc", "pyogenic granuloma": "vasc",
+    "df": "df", "dermatofibroma": "df",
+}
+
+
+def normal_diagnosis(text: str) -> str:
+    """' Basal_Cell  Carcinoma ' -> 'basal cell carcinoma'."""
+    return re.sub(r"[\s_]+", " ", text.strip()).casefold()
+
+
+def class_lookup(manifest: Manifest) -> dict[str, int]:
+    """Normalised diagnosis text -> index of the bundle class it means.
+
+    The bundle's own class codes and labels always map; the synonym table maps onto a code only
+    when the bundle has a class with that code.
+    """
+    index = {c.name: i for i, c in enumerate(manifest.classes)}
+    lookup = {synonym: index[code] for synonym, code in SYNONYMS.items() if code in index}
+    for i, spec in enumerate(manifest.classes):
+        lookup[normal_diagnosis(spec.name)] = i
+        lookup[normal_diagnosis(spec.label)] = i
+    return lookup
+
+
+@dataclass
+class Labels:
+    """Each image's true class (bundle class index) and the descriptors breakdowns use."""
+
+    truth: dict[str, int]  # image path -> class index
+    unmapped: dict[str, int]  # diagnosis text -> images with it, left out
+    no_label: list[str]  # images whose labels row has no (or an empty) diagnosis
+    no_row: list[str]  # images with no labels row at all
+    descriptors: dict[str, dict[str, str]] = field(default_factory=dict)  # image -> patient_id/age/sex/site/source
+    rows_without_image: list[str] = field(default_factory=list)  # label keys no image matched
+
+
+def _column(table: PatientTable, names: Iterable[str]) -> str | None:
+    """The first extra column of the table whose normalised header is one of ``names``."""
+    columns = {re.sub(r"[\s\-]+", "_", c.strip()).lower(): c for c in table.extra_columns}
+    return next((columns[n] for n in names if n in columns), None)
+
+
+def read_labels(path: Path, images: list[str], manifest: Manifest) -> Labels:
+    """Read the labels CSV and map each image's diagnosis onto the bundle's classes.
+
+    Args:
+        path: the labels CSV (key column image/image_id/image_name/isic_id and a diagnosis column).
+        images: the screened images, as relative paths.
+        manifest: the bundle whose classes the diagnoses map onto.
+
+    Raises:
+        MetadataError: the CSV cannot be read or has no key column.
+        InputError: it has no diagnosis column.
+    """
+    table = read_patients(path, images=images)
+    diagnosis_column = _column(table, DIAGNOSIS_COLUMNS)
+    if diagnosis_column is None:
+        raise InputError(f"{path} has no diagnosis column (one of {', '.join(DIAGNOSIS_COLUMNS)}); "
+                         f"its columns: {', '.join(table.extra_columns) or 'none besides the key'}")
+    source_column = _column(table, SOURCE_COLUMNS)
+    lookup = class_lookup(manifest)
+    labels = Labels(truth={}, unmapped={}, no_label=[], no_row=[])
+    matched_keys = []
+    for image in images:
+        row = table.match(image).row
+        if row is None:
+            labels.no_row.append(image)
+            continue
+        matched_keys.append(row.key)
+        labels.descriptors[image] = {
+            "patient_id": row.patient_id or "", "age": row.age or "", "sex": row.sex or "",
+            "site": row.site or "", "source": row.extra.get(source_column, "") if source_column else ""}
+        text = normal_diagnosis(row.extra.get(diagnosis_column, ""))
+        if not text:
+            labels.no_label.append(image)
+        elif text in lookup:
+            labels.truth[image] = lookup[text]
+        else:
+            labels.unmapped[text] = labels.unmapped.get(text, 0) + 1
+    labels.rows_without_image = table.unmatched_keys(matched_keys)
+    return labels

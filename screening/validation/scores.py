@@ -1,0 +1,143 @@
+"""The model's scores for local validation, read back from a screening run.
+
+The results CSV prints probabilities to 6 decimals, which is plenty for ranking and AUCs but not
+for refitting a temperature: a probability printed as 0.000000 has lost its logarithm. The
+journal beside the CSV (``results.csv.journal``) keeps every probability at full float
+precision, so it is preferred whenever it belongs to the same run (same bundle, same classes).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..manifest import Manifest
+from ..results import OK, Outcome
+
+JOURNAL_SUFFIX = ".journal"
+# The CSV prints probabilities to 6 decimals: one printed as 0 lies in [0, 5e-7), read as its middle
+# so that its logarithm (temperature fitting) is finite and of the right size.
+CSV_ZERO = 2.5e-7
+# Spreadsheet neutralisation (screening.results.neutralise) prefixes these with an apostrophe.
+_NEUTRALISED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
+
+
+@dataclass
+class Scores:
+    """Per screened image (status ok): class probabilities and the patient id the run gave it."""
+
+    images: list[str]
+    probabilities: np.ndarray  # (N, C) in the bundle's class order
+    patient_ids: dict[str, str]  # image -> patient id, where the run had one
+    bundle: str  # name@version that produced them
+    precision: str  # "journal (full precision)" or "CSV (6 decimals)"
+    error_rows: list[str]  # images whose screening failed (no scores)
+    source: Path
+
+
+def names_of(manifest: Manifest) -> set[str]:
+    """What results rows of this bundle may name it: ``name@version``, or that plus the digest
+    of its manifest (``Manifest.identity``, written by newer runs)."""
+    return {manifest.tag, getattr(manifest, "identity", manifest.tag)}
+
+
+def made_by(scores: "Scores", manifest: Manifest) -> bool:
+    """Whether the scores came from this very bundle (or do not say where they came from)."""
+    return not scores.bundle or scores.bundle in names_of(manifest)
+
+
+def _plain(cell: str) -> str:
+    """Undo the results CSV's spreadsheet neutralisation of a text cell."""
+    return cell[1:] if cell.startswith(_NEUTRALISED) else cell
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read results {path}: {exc}") from exc
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows or "image" not in rows[0] or "status" not in rows[0]:
+        raise InputError(f"{path} is not a `screen folder` results CSV (no image/status columns)")
+    return rows
+
+
+def _read_journal(path: Path) -> tuple[dict, dict[str, Outcome]]:
+    """The journal's header and its outcomes by image (a later line wins; torn lines skipped)."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read journal {path}: {exc}") from exc
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != "screening-journal":
+        raise InputError(f"{path} is not a screening journal")
+    outcomes = {}
+    for line in lines[1:]:
+        try:
+            outcome = Outcome.from_json(line.decode("utf-8"))
+        except ValueError:
+            continue
+        outcomes[outcome.image] = outcome
+    return header, outcomes
+
+
+def read_scores(path: Path, manifest: Manifest) -> Scores:
+    """Scores of a results CSV (using its journal when it has one) or of a journal alone.
+
+    Raises:
+        InputError: unreadable, not results of this bundle's classes, or no ok row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"results {path} not found")
+    classes = manifest.class_names
+    probabilities: dict[str, tuple[float, ...]] = {}
+    patient_ids: dict[str, str] = {}
+    errors: list[str] = []
+    journal = path if path.name.endswith(JOURNAL_SUFFIX) else path.with_name(path.name + JOURNAL_SUFFIX)
+    bundle = ""
+    if path != journal:
+        rows = _read_csv(path)
+        missing = [f"p_{c}" for c in classes if f"p_{c}" not in rows[0]]
+        if missing:
+            raise InputError(f"{path} lacks the columns {', '.join(missing)} of bundle {manifest.tag}'s classes")
+        bundle = _plain(rows[0].get("bundle", ""))
+        for row in rows:
+            image = _plain(row["image"])
+            if row["status"] != OK:
+                errors.append(image)
+                continue
+            probabilities[image] = tuple(max(float(row[f"p_{c}"]), CSV_ZERO) for c in classes)
+            if row.get("patient_id"):
+                patient_ids[image] = _plain(row["patient_id"])
+    precision = "CSV (6 decimals)"
+    if journal.is_file():
+        header, outcomes = _read_journal(journal)
+        same_run = list(header.get("classes", [])) == classes and (not bundle or header.get("bundle") == bundle)
+        if same_run:
+            bundle = str(header.get("bundle", bundle))
+            wanted = probabilities.keys() if path != journal else outcomes.keys()
+            full = {image: outcomes[image].probabilities for image in wanted
+                    if image in outcomes and outcomes[image].status == OK}
+            if path == journal:
+                errors = sorted(i for i, o in outcomes.items() if o.status != OK)
+            if len(full) == len(wanted):
+                probabilities, precision = full, "journal (full precision)"
+        elif path == journal:
+            raise InputError(f"journal {journal} holds classes {header.get('classes')}, not bundle "
+                             f"{manifest.tag}'s {classes}")
+    if not probabilities:
+        raise InputError(f"{path} has no successfully screened image")
+    images = sorted(probabilities)
+    return Scores(images=images, probabilities=np.array([probabilities[i] for i in images], dtype=np.float64),
+                  patient_ids=patient_ids, bundle=bundle, precision=precision, error_rows=sorted(errors),
+                  source=path)

@@ -1,0 +1,98 @@
+"""Temperature scaling from saved probabilities, without the logits or the model.
+
+A bundle's probabilities are ``softmax(logits / T0)``. Their logarithms are the logits divided
+by T0, up to a per-image constant that softmax ignores, so the probabilities under any other
+temperature T are ``softmax(log(p) * T0 / T)`` exactly. A clinic can therefore refit T on its
+own cases from a results journal alone, and results screened with a bundle can be re-read as if
+screened with its recalibrated copy (same ONNX files, new temperature).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InputError
+
+# A probability of exactly 0 (an underflow) has no logarithm: it is taken as the smallest float.
+FLOOR = float(np.finfo(np.float64).tiny)
+T_RANGE = (0.05, 20.0)  # searched on a log scale; outside it the model is broken, not miscalibrated
+
+
+def rescale(probabilities: np.ndarray, t_from: float, t_to: float) -> np.ndarray:
+    """Probabilities made at temperature ``t_from`` as they would be at ``t_to``."""
+    if t_from == t_to:
+        return probabilities
+    z = np.log(np.clip(probabilities, FLOOR, 1.0)) * (t_from / t_to)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(probabilities: np.ndarray, truth: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes."""
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], FLOOR, 1.0))))
+
+
+def fit_temperature(probabilities: np.ndarray, truth: np.ndarray, t_from: float) -> float:
+    """The temperature minimising the NLL of the true classes on these cases.
+
+    Args:
+        probabilities: (N, C) made at temperature ``t_from``.
+        truth: (N,) true class indices.
+        t_from: the temperature that made them (the bundle's).
+
+    Raises:
+        InputError: no cases, or the best temperature lies at the edge of T_RANGE.
+    """
+    if len(truth) == 0:
+        raise InputError("no labelled cases to fit a temperature on")
+    low, high = math.log(T_RANGE[0]), math.log(T_RANGE[1])
+    # NLL is unimodal in log T for temperature scaling: golden-section search to ~1e-6.
+    ratio = (math.sqrt(5) - 1) / 2
+
+    def loss(log_t: float) -> float:
+        return nll(rescale(probabilities, t_from, math.exp(log_t)), truth)
+
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = loss(a), loss(b)
+    while high - low > 1e-6:
+        if fa < fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = loss(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = loss(b)
+    best = math.exp((low + high) / 2)
+    if not T_RANGE[0] * 1.01 < best < T_RANGE[1] / 1.01:
+        raise InputError(f"the best temperature lies at the edge of {T_RANGE[0]}..{T_RANGE[1]} ({best:.3g}): "
+                         f"the labels and the scores do not belong together (wrong labels file or classes?)")
+    return best
+
+
+def align(scores, manifest):
+    """``scores`` as the bundle ``manifest`` would give them.
+
+    Scores made by the bundle itself are returned as they are; scores made by the bundle a
+    recalibrated bundle was derived from (same ONNX files, another temperature) are rescaled to
+    its temperature, so a derived bundle can be evaluated without screening again.
+
+    Raises:
+        InputError: the scores come from an unrelated bundle.
+    """
+    from dataclasses import replace
+
+    from .scores import made_by
+
+    if made_by(scores, manifest):
+        return scores
+    parent = manifest.derived.get("from")
+    if scores.bundle in (parent, manifest.derived.get("from_identity")):
+        t_from = float(manifest.derived["from_temperature"])
+        return replace(scores, probabilities=rescale(scores.probabilities, t_from, manifest.temperature),
+                       bundle=f"{scores.bundle} rescaled to {manifest.tag}'s temperature")
+    raise InputError(f"the results were screened with {scores.bundle}, not with {manifest.tag}"
+                     + (f" or its parent {parent}" if parent else "") + ": pass that bundle's folder as --bundle")

@@ -1,0 +1,165 @@
+"""The HTML review report: `screen folder --report` and `screen report`, read back as a user would."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from report_factory import HOSTILE_IDS, screen_with_report, screened_folder
+from screening.cli import cli
+from screening.errors import InputError
+from screening.journal import journal_path
+from screening.report import views as views_module
+from screening.report.rows import original_text, read_results_csv
+from screening.report.views import VIEWS_FILE, View, outline_path, read_views
+from screening.results import neutralise
+
+
+@pytest.fixture(autouse=True)
+def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    paths = screened_folder(tmp_path_factory.mktemp("report"))
+    result = screen_with_report(paths)
+    assert result.exit_code == 0, result.output
+    return paths
+
+
+def page_data(report: Path) -> dict:
+    html = report.read_text(encoding="utf-8")
+    block = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    return json.loads(block.group(1))
+
+
+def test_report_lists_every_screened_image_in_rank_order_with_its_pictures(run):
+    data = page_data(run["report"])
+    ranks = [row["r"] for row in data["rows"]]
+    assert ranks == list(range(1, 13))  # 12 images decoded; the broken one is an error
+    risks = [row["k"] for row in data["rows"]]
+    assert risks == sorted(risks, reverse=True)
+    folder = run["report"].with_name("report_files")
+    for row in data["rows"]:
+        assert (run["report"].parent / row["t"]).is_file()  # the thumbnail link resolves
+        assert row["o"].startswith("M")  # a lesion outline
+        assert [len(m[2]) for m in row["h"]] == [16, 16]  # two 4 x 4 attention maps
+    assert len(read_views(folder)) == 12
+
+
+def test_report_shows_readable_classes_flags_and_metadata_as_read(run):
+    data = page_data(run["report"])
+    labels = {c[0] for row in data["rows"] for c in row["c"]}
+    assert labels <= {"melanocytic nevus", "benign keratosis-like lesion", "melanoma", "basal cell carcinoma"}
+    assert {row["f"] for row in data["rows"]} <= {"refer", "routine"} and data["hasFlag"]
+    assert all(row["f"] == ("refer" if row["k"] >= 0.5 else "routine") for row in data["rows"])
+    assert any(re.fullmatch(r"\d+-\d+ · (female|male) · \w+", row["m"]) for row in data["rows"])
+    assert any(row["m"] == "unknown · unknown · unknown" for row in data["rows"])  # no metadata row
+
+
+def test_errors_section_gives_each_error_row_with_its_reason(run):
+    html = run["report"].read_text(encoding="utf-8")
+    errors = html[html.index('<section id="errors"'):]
+    assert "broken.jpg" in errors and "Errors (1)" in errors
+    assert re.search(r"<td>broken\.jpg</td><td></td><td>[^<]*(corrupt|truncated|decode|not a)[^<]*</td>", errors)
+
+
+def test_patient_text_is_data_never_markup(run):
+    html = run["report"].read_text(encoding="utf-8")
+    assert "<script>window.__pwned" not in html and "<b>Sons</b>" not in html
+    ids = {row["p"] for row in page_data(run["report"])["rows"]}
+    assert set(HOSTILE_IDS.values()) <= ids  # shown as typed, un-neutralised, to the page's script
+
+
+def test_report_is_self_contained_and_refuses_other_scripts(run):
+    html = run["report"].read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from a network
+    policy = re.search(r'Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy.split("script-src")[1]
+
+
+def test_thumbnails_come_from_the_pixels_already_decoded(tmp_path, monkeypatch):
+    """--report decodes no image twice: the report's own decoder is never called."""
+    monkeypatch.setattr(views_module, "load_image", lambda *a, **k: pytest.fail("second decode"))
+    paths = screened_folder(tmp_path, n=5)
+    result = screen_with_report(paths)
+    assert result.exit_code == 0, result.output
+    assert len(read_views(paths["report"].with_name("report_files"))) == 5
+
+
+def test_screen_report_rebuilds_from_the_csv_reusing_the_pictures(run, tmp_path):
+    out = run["report"]
+    before = page_data(out)
+    result = CliRunner().invoke(cli, ["report", str(run["out"]), "--images", str(run["images"]),
+                                      "--out", str(out), "--bundle", str(run["bundle"]), "--meta", str(run["meta"])])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"Report: {out} (13 rows, 0 thumbnails made)"
+    assert page_data(out)["rows"] == before["rows"]
+
+
+def test_report_of_a_killed_run_lists_the_missing_images(tmp_path):
+    paths = screened_folder(tmp_path, n=6)
+    assert screen_with_report(paths).exit_code == 0
+    journal = journal_path(paths["out"])
+    lines = journal.read_text(encoding="utf-8").splitlines(keepends=True)
+    journal.write_text("".join(lines[:4]) + lines[4][:10], encoding="utf-8")  # 3 results, a torn 4th
+    paths["out"].unlink()
+    result = CliRunner().invoke(cli, ["report", str(paths["out"]), "--images", str(paths["images"]),
+                                      "--out", str(tmp_path / "partial.html"), "--bundle", str(paths["bundle"]),
+                                      "--meta", str(paths["meta"])])
+    assert result.exit_code == 0, result.output
+    assert "4 images of the folder have no result" in result.output
+    html = (tmp_path / "partial.html").read_text(encoding="utf-8")
+    assert "4 images of the folder have no result in this run" in html
+    assert "built from the journal (the run did not finish)" in html
+
+
+@pytest.mark.parametrize("name, message", [
+    ("report.txt", "must be an .html file"),
+    ("missing/report.html", "does not exist"),
+    ("images/report.html", "inside the images folder"),
+])
+def test_unusable_report_paths_are_refused_before_screening(tmp_path, name, message):
+    paths = screened_folder(tmp_path, n=2)
+    paths["report"] = tmp_path / name
+    result = screen_with_report(paths)
+    assert result.exit_code == 2 and message in result.output
+    assert not paths["out"].exists()
+
+
+def test_outline_of_a_full_mask_is_the_frame_and_of_an_empty_mask_nothing():
+    assert outline_path(np.ones((8, 8), np.float32), 0.5) == "M62 62L62 938L938 938L938 62Z"  # pixel centres
+    assert outline_path(np.zeros((8, 8), np.float32), 0.5) == ""
+
+
+def test_torn_or_foreign_view_lines_are_skipped(tmp_path):
+    good = View("a.jpg", "", (0, 0), "M0 0Z")
+    (tmp_path / VIEWS_FILE).write_text(good.to_json() + "\n[1,2]\n{\"image\": 3}\n" + good.to_json()[:15])
+    assert read_views(tmp_path) == {"a.jpg": good}
+
+
+@given(st.text())
+def test_the_text_a_clinic_typed_survives_the_csv(text):
+    if not text.startswith("'"):  # a leading apostrophe before a formula sign is ambiguous in the CSV
+        assert original_text(neutralise(text)) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_results_csv_give_rows_or_one_input_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("fuzz") / "results.csv"
+    path.write_bytes(b"rank,image,patient_id,risk,status\n" + data)
+    try:
+        results = read_results_csv(path)
+    except InputError:
+        return
+    assert all(isinstance(row.image, str) for row in results.rows)

@@ -1,0 +1,127 @@
+"""The report in a real browser (Debian's Chromium): what a reviewer sees and clicks.
+
+Skipped, with the reason, where Chromium, its chromedriver or selenium is absent.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from report_factory import HOSTILE_IDS, screen_with_report, screened_folder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import browser  # noqa: E402  (bench/browser.py: the same driver the benchmark and screenshot use)
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(browser.missing() is not None, reason=f"no browser: {browser.missing()}")]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    paths = screened_folder(tmp_path_factory.mktemp("browser"))
+    result = screen_with_report(paths)
+    assert result.exit_code == 0, result.output
+    return paths["report"]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    with browser.chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(driver, report):
+    driver.get(report.as_uri())
+    browser.wait_ready(driver)
+    yield driver
+    assert browser.console_problems(driver) == []  # no errors, no CSP refusals, in any test
+
+
+def js(driver, script: str):
+    return driver.execute_script(script)
+
+
+def shown_ranks(driver) -> list[int]:
+    return js(driver, "return Array.from(document.querySelectorAll('#worklist tbody tr'), r => Number(r.dataset.rank))")
+
+
+def click(driver, selector: str) -> None:
+    driver.find_element("css selector", selector).click()
+
+
+def test_rows_are_in_rank_order_with_risks_falling(page):
+    assert shown_ranks(page) == list(range(1, 13))
+    risks = js(page, "return Array.from(document.querySelectorAll('#worklist .risk'), e => Number(e.textContent))")
+    assert risks == sorted(risks, reverse=True)
+
+
+def test_every_thumbnail_loads(page):
+    page.execute_script("window.scrollTo(0, document.body.scrollHeight)")  # lazy images come into view
+    loaded = js(page, """return Promise.all(Array.from(document.images, img => img.decode().then(() => img.naturalWidth,
+                                                                                               () => 0)))""")
+    assert len(loaded) == 12 and all(width > 0 for width in loaded)
+
+
+def test_overlay_toggle_shows_outline_then_attention_then_image(page):
+    click(page, "input[value=outline]")
+    assert js(page, "return document.querySelectorAll('#worklist .thumb svg path').length") == 12
+    click(page, "input[value='attention-1']")
+    counts = js(page, "return [document.querySelectorAll('#worklist .thumb canvas').length,"
+                      " document.querySelectorAll('#worklist .thumb svg').length]")
+    assert counts == [12, 0]
+    assert "lesion-mask query" in page.find_element("css selector", "fieldset.overlay").text
+    assert "peak" in page.find_element("css selector", "#worklist .peak").text
+    click(page, "input[value=image]")
+    assert js(page, "return document.querySelectorAll('#worklist .thumb canvas, #worklist .thumb svg').length") == 0
+
+
+def test_filters_narrow_the_worklist(page):
+    click(page, "#filter-flagged")
+    flags = js(page, "return Array.from(document.querySelectorAll('#worklist tbody tr td:nth-child(4)'), e => e.textContent)")
+    assert flags and set(flags) == {"refer"}
+    click(page, "#filter-flagged")
+    page.find_element("css selector", "#filter-patient").send_keys("P000")
+    patients = js(page, "return Array.from(document.querySelectorAll('#worklist .pid'), e => e.textContent)")
+    assert patients == ["P000", "P000"]  # images 0 and 1
+
+
+def test_class_filter_keeps_that_top_class_only(page):
+    options = js(page, "return Array.from(document.querySelectorAll('#filter-class option'), o => o.value).slice(1)")
+    js(page, f"const s = document.getElementById('filter-class'); s.value = '{options[0]}';"
+             "s.dispatchEvent(new Event('change'))")
+    tops = js(page, "return Array.from(document.querySelectorAll('#worklist .classes li:first-child'), e => e.title)")
+    assert tops and set(tops) == {options[0]}
+
+
+def test_sorting_by_a_column_and_back(page):
+    click(page, "th button[data-sort=patient]")
+    patients = js(page, "return Array.from(document.querySelectorAll('#worklist .pid'), e => e.textContent)")
+    assert patients == sorted(patients, key=lambda p: p)  # JavaScript compares code units, like Python
+    click(page, "th button[data-sort=rank]")
+    assert shown_ranks(page) == list(range(1, 13))
+
+
+def test_patient_view_puts_each_patients_highest_risk_lesion_first(page):
+    click(page, "[data-view=patients]")
+    blocks = js(page, """return Array.from(document.querySelectorAll('#patients-view .patient'),
+                          b => Array.from(b.querySelectorAll('.card'), c => Number(c.dataset.rank)))""")
+    assert sum(len(b) for b in blocks) == 12
+    assert all(b == sorted(b) for b in blocks)  # within a patient: highest risk (lowest rank) first
+    assert [b[0] for b in blocks] == sorted(b[0] for b in blocks)  # patients by their highest risk
+
+
+def test_hostile_patient_text_is_shown_not_run(page):
+    assert js(page, "return window.__pwned === undefined")
+    cells = js(page, "return Array.from(document.querySelectorAll('#worklist .pid'), e => e.textContent)")
+    for hostile in HOSTILE_IDS.values():
+        assert hostile in cells
+    assert js(page, "return document.querySelectorAll('#worklist b, #worklist script').length") == 0
+
+
+def test_errors_section_lists_the_broken_image(page):
+    errors = page.find_element("css selector", "#errors").text
+    assert "broken.jpg" in errors and "Errors (1)" in errors

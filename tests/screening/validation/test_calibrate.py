@@ -1,0 +1,122 @@
+"""`screen calibrate`: a miscalibrated set is corrected, the derived bundle is whole, refusals say why."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from screening.cli import cli
+from screening.manifest import load_manifest, sha256_file
+from screening.validation import metrics
+from screening.validation.calibrate import derived_version
+from screening.validation.temperature import fit_temperature, rescale
+
+
+def run(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_temperature_undoes_a_known_overconfidence():
+    # Truth drawn from calibrated probabilities, scores made 2.5 times sharper: T should be ~2.5.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 4))
+    calibrated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = np.array([rng.choice(4, p=p) for p in calibrated])
+    sharp = rescale(calibrated, 1.0, 1 / 2.5)
+    t = fit_temperature(sharp, truth, t_from=1.0)
+    assert t == pytest.approx(2.5, rel=0.08)
+    ones = np.ones((1, len(truth)))
+    before, after = metrics.ece(sharp, truth, ones)[0], metrics.ece(rescale(sharp, 1.0, t), truth, ones)[0]
+    assert before > 0.1 and after < 0.03
+
+
+def test_rescale_is_exact_from_probabilities():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (50, 5))
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    np.testing.assert_allclose(rescale(softmax(logits / 0.8), 0.8, 1.7), softmax(logits / 1.7), atol=1e-12)
+
+
+def test_derived_version():
+    assert derived_version("1.1.0", "Clinic A") == "1.1.0+local.clinic.a"
+    assert derived_version("1.1.0+local.old", "new") == "1.1.0+local.new"
+
+
+def test_cli_writes_a_derived_bundle_with_the_same_models(synthetic, tmp_path):
+    data = synthetic(n=400, sharpness=4.0)
+    out = tmp_path / "engines" / "tiny-clinic"
+    result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                 "--out", out, "--name", "clinic-a", "--bootstrap", 50)
+    assert result.exit_code == 0, result.output
+    child, parent = load_manifest(out), data.manifest  # load_manifest checks the ONNX sha256s
+    assert child.tag == "tiny@1.0+local.clinic.a"
+    assert child.classifier.sha256 == parent.classifier.sha256 == sha256_file(out / child.classifier.file)
+    assert child.temperature > 1.5 * parent.temperature  # the scores were over-confident
+    assert [p["name"] for p in child.operating_points] == ["sens90", "sens95"]
+    assert child.default_operating_point == "sens95"
+    derived = child.derived
+    assert derived["from"] == "tiny@1.0" and derived["cases"] == 400
+    assert derived["scores_precision"] == "journal (full precision)"
+    assert derived["after"]["ece"]["value"] < derived["before"]["ece"]["value"]
+    assert derived["after"]["sensitivity@sens95"]["value"] >= 0.95
+    assert f"Wrote tiny@1.0+local.clinic.a to {out}" in result.output
+    # The original results can be evaluated as the derived bundle's, without screening again.
+    ev = run("evaluate", data.results, "--labels", data.labels, "--bundle", out, "--out", tmp_path / "ev",
+             "--bootstrap", 20)
+    assert ev.exit_code == 0, ev.output
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert report["overall"]["figures"]["ece"]["value"] == pytest.approx(derived["after"]["ece"]["value"])
+
+
+def test_existing_output_is_never_replaced_without_force(synthetic, tmp_path):
+    data = synthetic(n=200)
+    out = tmp_path / "derived"
+    args = ["calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+            "--out", out, "--bootstrap", 0, "--sensitivity", "0.9"]
+    assert run(*args).exit_code == 0
+    first = (out / "manifest.json").read_bytes()
+    again = run(*args)
+    assert again.exit_code == 2
+    assert again.output.strip() == f"Error: {out} already exists: choose another folder, or pass --force to replace it"
+    assert (out / "manifest.json").read_bytes() == first
+    assert run(*args, "--force").exit_code == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["derived", "run"]  # no temp folders left
+
+
+def test_too_few_malignant_cases_are_refused_with_how_many_are_needed(synthetic, tmp_path):
+    # About 5 % of 200 cases are malignant: 95 % sensitivity needs 40.
+    data = synthetic(n=200, class_share=(0.6, 0.35, 0.03, 0.02), seed=2)
+    n_malignant = int(np.isin(data.truth, [2, 3]).sum())
+    result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                 "--out", tmp_path / "x", "--sensitivity", "0.95")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"Error: only {n_malignant} of the 200 labelled cases are malignant: at least "
+                                     f"40 are needed to fit a threshold at 95% sensitivity")
+    assert not (tmp_path / "x").exists()
+
+
+def test_too_few_cases_are_refused(synthetic, tmp_path):
+    data = synthetic(n=30)
+    result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                 "--out", tmp_path / "x")
+    assert result.exit_code == 2
+    assert "only 30 screened images have a usable label: at least 50 are needed" in result.output
+
+
+def test_results_of_another_bundle_are_refused(synthetic, tmp_path):
+    data = synthetic(n=100)
+    text = data.results.read_text(encoding="utf-8-sig").replace(",tiny@1.0", ",other@2.0")
+    data.results.write_text(text, encoding="utf-8-sig")
+    (data.results.parent / "results.csv.journal").unlink()
+    result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                 "--out", tmp_path / "x")
+    assert result.exit_code == 2
+    assert "the results were screened with other@2.0" in result.output
+    assert "not with tiny@1.0: calibrate the bundle that made them" in result.output

@@ -1,0 +1,153 @@
+"""`screen evaluate`: figures agree with scikit-learn, small groups say so, mismatches are listed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+from screening.cli import cli
+from screening.cli.validation import DEFAULT_RESAMPLES as CLI_RESAMPLES
+from screening.validation import metrics
+from screening.validation.bootstrap import DEFAULT_RESAMPLES, group_index, intervals
+from screening.validation.labels import read_labels
+from screening.validation.report import age_band, evaluate
+from screening.validation.scores import read_scores
+
+
+def run(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_figures_agree_with_scikit_learn(synthetic):
+    data = synthetic(n=300)
+    m = data.manifest
+    report, _ = evaluate(read_scores(data.results, m), read_labels(data.labels, data.images, m), m, resamples=0)
+    figures = report["overall"]["figures"]
+    # The report orders images by path; so do we here.
+    order = np.argsort(data.images)
+    truth, probs = data.truth[order], data.probabilities[order]
+    malignant = np.isin(truth, m.malignant_indices)
+    risk = probs[:, m.malignant_indices].sum(axis=1)
+    assert figures["malignant_auc"]["value"] == pytest.approx(roc_auc_score(malignant, risk), abs=1e-12)
+    for i, name in enumerate(m.class_names):
+        assert figures[f"auc_{name}"]["value"] == pytest.approx(roc_auc_score(truth == i, probs[:, i]), abs=1e-12)
+    assert figures["macro_auc"]["value"] == pytest.approx(roc_auc_score(truth, probs, multi_class="ovr"), abs=1e-12)
+    predicted = probs.argmax(axis=1)
+    assert figures["balanced_accuracy"]["value"] == pytest.approx(balanced_accuracy_score(truth, predicted))
+    assert figures["accuracy"]["value"] == pytest.approx(accuracy_score(truth, predicted))
+    assert report["scores"]["precision"] == "journal (full precision)"
+
+
+def test_auc_with_ties_agrees_with_scikit_learn():
+    rng = np.random.default_rng(3)
+    score = rng.integers(0, 5, 200) / 4  # many ties
+    positive = rng.random(200) < 0.3
+    ones = np.ones((1, 200))
+    assert metrics.auc(positive, score, ones)[0] == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
+    # A weight of 2 counts a case twice, as a bootstrap draw does.
+    twice = np.concatenate([np.arange(200), np.arange(50)])
+    weights = np.bincount(twice, minlength=200)[None, :].astype(float)
+    assert metrics.auc(positive, score, weights)[0] == pytest.approx(
+        roc_auc_score(positive[twice], score[twice]), abs=1e-12)
+
+
+def test_ece_matches_the_training_definition():
+    calibration = pytest.importorskip("training.calibration")  # training needs only numpy for this
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4) * 0.5, 500)
+    truth = rng.integers(0, 4, 500)
+    assert metrics.ece(probs, truth, np.ones((1, 500)))[0] == pytest.approx(
+        calibration.expected_calibration_error(probs, truth))
+
+
+def test_small_classes_give_n_too_small_not_a_number(synthetic):
+    # bcc is about 1 % of 300 cases: fewer than 5, so its AUC is not reported.
+    data = synthetic(n=300, class_share=(0.6, 0.2, 0.19, 0.01), seed=4)
+    assert (data.truth == 3).sum() < metrics.MIN_CASES
+    m = data.manifest
+    report, _ = evaluate(read_scores(data.results, m), read_labels(data.labels, data.images, m), m, resamples=50)
+    assert report["overall"]["figures"]["auc_bcc"] == {"value": None, "ci95": None, "note": "n too small"}
+    assert report["overall"]["figures"]["auc_mel"]["value"] is not None
+
+
+def test_diagnosis_synonyms_map_and_unknown_ones_are_reported(synthetic):
+    data = synthetic(n=120, diagnoses={0: "Naevus", 1: "seborrheic_keratosis", 2: "MELANOMA", 3: "benign"},
+                     extra_label_rows=2)
+    labels = read_labels(data.labels, data.images, data.manifest)
+    assert set(labels.truth.values()) == {0, 1, 2}
+    assert labels.unmapped == {"benign": int((data.truth == 3).sum())}
+    assert labels.rows_without_image == ["ghost_0", "ghost_1"]
+
+
+def test_missing_label_rows_and_screening_errors_are_counted_and_listed(synthetic, tmp_path):
+    data = synthetic(n=60)
+    text = data.labels.read_text().splitlines()
+    data.labels.write_text("\n".join(text[:-5]) + "\n")  # the last 5 images lose their label
+    result = run("evaluate", data.results, "--labels", data.labels, "--bundle", _bundle(data),
+                 "--out", tmp_path / "eval", "--bootstrap", 20)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["cases"]["matched"] == 55
+    missing = report["cases"]["screened_without_label_row"]
+    assert missing["count"] == 5 and set(missing["first"]) == set(data.images[-5:])
+    assert "left out: 5 screened images without a label row" in result.output
+
+
+def _bundle(data) -> Path:
+    return data.manifest_dir
+
+
+def test_cli_writes_json_pngs_and_a_summary(synthetic, tmp_path):
+    data = synthetic(n=200)
+    out = tmp_path / "eval"
+    result = run("evaluate", data.results, "--labels", data.labels, "--bundle", _bundle(data), "--out", out,
+                 "--bootstrap", 100)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["intervals"]["resampled_unit"] == "patient" and report["overall"]["n_patients"] == 100
+    low, high = report["overall"]["figures"]["malignant_auc"]["ci95"]
+    assert low < report["overall"]["figures"]["malignant_auc"]["value"] < high
+    assert set(report["breakdowns"]) == {"site", "sex", "age_band", "source"}
+    assert set(report["breakdowns"]["sex"]) == {"male", "female"}
+    assert report["breakdowns"]["site"]["unknown"]["n"] == sum(1 for i in range(200) if i % 3 == 2)
+    for name in ("roc.png", "reliability.png", "confusion.png"):
+        image = cv2.imread(str(out / name))
+        assert image is not None and image.shape[0] > 200
+    assert result.output.startswith(f"Evaluated tiny@1.0 on 200 labelled images")
+    assert "malignant_auc" in result.output and "Not a medical device" in result.output
+
+
+def test_patient_bootstrap_is_wider_than_image_bootstrap_on_repeated_images():
+    # Each patient's 5 images are copies: only 40 independent cases, not 200.
+    rng = np.random.default_rng(0)
+    positive = np.repeat(rng.random(40) < 0.5, 5)
+    score = np.repeat(rng.random(40), 5) + positive * 0.3
+    patients = [f"p{i // 5}" for i in range(200)]
+
+    def width(groups):
+        (low, high), = intervals(lambda w: {"auc": metrics.auc(positive, score, w)}, groups, 300).values()
+        return high - low
+
+    assert group_index(patients).max() + 1 == 40
+    assert width(group_index(patients)) > 1.5 * width(group_index([""] * 200))
+
+
+def test_age_bands_and_defaults():
+    assert [age_band(a) for a in ("5", "30", "47.0", "85", "", "unknown")] == \
+        ["<30", "30-39", "40-49", "80+", "unknown", "unknown"]
+    assert CLI_RESAMPLES == DEFAULT_RESAMPLES
+
+
+def test_labels_without_a_diagnosis_column_are_refused(synthetic, tmp_path):
+    data = synthetic(n=20)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_id,notes\nimg_0000,x\n")
+    result = run("evaluate", data.results, "--labels", bad, "--bundle", _bundle(data), "--out", tmp_path / "e")
+    assert result.exit_code == 2
+    assert "has no diagnosis column (one of diagnosis, dx, label, class, diagnosis_1)" in result.output
