@@ -15,6 +15,7 @@ from ..errors import ScreeningError
 from .engines import engines
 from .folder import EXIT_CODES_HELP, folder
 from .report import report
+from .validation import calibrate, evaluate
 
 
 class DefaultToFolder(click.Group):
@@ -55,6 +56,8 @@ def cli() -> None:
 cli.add_command(folder)
 cli.add_command(engines)
 cli.add_command(report)
+cli.add_command(evaluate)
+cli.add_command(calibrate)
 
 
 def main() -> None:
