@@ -15,6 +15,7 @@ from ..errors import ScreeningError
 from .engines import engines
 from .folder import EXIT_CODES_HELP, folder
 from .report import report
+from .bundle import bundle
 from .validation import calibrate, evaluate
 
 
@@ -58,6 +59,7 @@ cli.add_command(engines)
 cli.add_command(report)
 cli.add_command(evaluate)
 cli.add_command(calibrate)
+cli.add_command(bundle)
 
 
 def main() -> None:
