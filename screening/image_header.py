@@ -7,15 +7,25 @@ from dataclasses import dataclass
 
 # JPEG start-of-frame markers; C4 (DHT), C8 (reserved) and CC (DAC) share the range.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Samples per pixel OpenCV returns for each PNG colour type (palette and gray+alpha may come
+# back as 4 channels): an upper bound.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}
 
 
 class ImageDecodeError(Exception):
-    """One image cannot be used; ``reason`` is a short user-readable text for its result row."""
+    """One image cannot be used; ``reason`` is a short user-readable text for its result row.
 
-    def __init__(self, reason: str) -> None:
+    ``transient`` marks causes that may pass (a read error, a time-out on a busy machine):
+    ``--resume`` tries such an image again, while a corrupt or oversized file that has not
+    changed keeps its error row.
+    """
+
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.transient = transient
 
 
 class _Truncated(Exception):
@@ -34,6 +44,11 @@ class Header:
     # Byte offset of a TIFF orientation value: the TIFF decoder applies it whatever the flags
     # say (OpenCV 5 fully, 4.x partly), so it is overwritten with 1 before decoding.
     tiff_orientation_at: int | None = None
+    # What decoding costs, known before decoding (screening.images turns it into bytes):
+    channels: int = 3  # samples per pixel the decoder returns (JPEG: its components)
+    sample_bytes: int = 1  # bytes per sample (2 for 16-bit PNG/TIFF)
+    progressive: bool = False  # a progressive JPEG keeps every DCT coefficient in memory
+    scans: int = 1  # JPEG scans: a progressive decoder passes over the coefficients once per scan
 
 
 def _unpack(fmt: str, data: bytes, offset: int) -> tuple:
@@ -79,6 +94,7 @@ def _exif_orientation(tiff: bytes) -> int:
 def _jpeg_header(data: bytes) -> Header:
     size: tuple[int, int] | None = None
     orientation = 1
+    components, progressive = 3, False
     pos = 2
     while True:
         if pos >= len(data):
@@ -104,8 +120,9 @@ def _jpeg_header(data: bytes) -> Header:
         if marker == 0xE1 and segment.startswith(b"Exif\x00\x00") and orientation == 1:
             orientation = _exif_orientation(segment[6:])
         elif marker in _JPEG_SOF:
-            height, width = _unpack(">HH", segment, 1)
+            height, width, components = _unpack(">HHB", segment, 1)
             size = (width, height)
+            progressive = marker in _JPEG_PROGRESSIVE
         elif marker == 0xDA:  # start of scan: the entropy-coded data follows
             break
         pos += length
@@ -114,14 +131,18 @@ def _jpeg_header(data: bytes) -> Header:
     # Inside entropy-coded data every 0xFF byte is stuffed (FF 00) or a restart marker, so
     # FF D9 after the first scan can only be the end-of-image marker.
     complete = data.find(b"\xff\xd9", pos) != -1
-    return Header("JPEG", size[0], size[1], orientation, complete)
+    # For the same reason FF DA is always a start-of-scan marker: one C-speed count.
+    scans = data.count(b"\xff\xda", pos - 2)
+    return Header("JPEG", size[0], size[1], orientation, complete, channels=max(1, components),
+                  progressive=progressive, scans=scans)
 
 
 def _png_header(data: bytes) -> Header:
     length, kind = _unpack(">I4s", data, 8)
     if kind != b"IHDR" or length < 8:
         raise ImageDecodeError("not a readable image (PNG has no IHDR header)")
-    width, height = _unpack(">II", data, 16)
+    width, height, depth, colour = _unpack(">IIBB", data, 16)
+    cost = {"channels": _PNG_CHANNELS.get(colour, 4), "sample_bytes": 2 if depth == 16 else 1}
     orientation = 1
     pos = 8
     try:
@@ -136,8 +157,8 @@ def _png_header(data: bytes) -> Header:
                 break
             pos = end
     except _Truncated:
-        return Header("PNG", width, height, orientation, complete=False)
-    return Header("PNG", width, height, orientation, complete=True)
+        return Header("PNG", width, height, orientation, complete=False, **cost)
+    return Header("PNG", width, height, orientation, complete=True, **cost)
 
 
 def _bmp_header(data: bytes) -> Header:
@@ -153,13 +174,13 @@ def _bmp_header(data: bytes) -> Header:
         complete = pixel_offset + stride * height <= len(data)
     else:
         complete = file_size <= len(data)
-    return Header("BMP", width, height, 1, complete)
+    return Header("BMP", width, height, 1, complete, channels=4 if bits == 32 else 3)
 
 
 def _tiff_header(data: bytes) -> Header:
     if data[2:4] in (b"+\x00", b"\x00+"):
         raise ImageDecodeError("not a readable image (BigTIFF is not supported)")
-    tags = _tiff_tags(data, {256, 257, 273, 274, 279, 324, 325})
+    tags = _tiff_tags(data, {256, 257, 258, 273, 274, 277, 279, 324, 325})
     if 256 not in tags or 257 not in tags:
         raise ImageDecodeError("not a readable image (TIFF has no image size)")
     values = {tag: found[0] for tag, found in tags.items()}
@@ -167,9 +188,11 @@ def _tiff_header(data: bytes) -> Header:
     offsets = values.get(273, []) + values.get(324, [])  # strips or tiles
     counts = values.get(279, []) + values.get(325, [])
     complete = all(start + count <= len(data) for start, count in zip(offsets, counts))
+    bits = max(values.get(258) or [8])
     return Header("TIFF", values[256][0], values[257][0],
                   orientation if 1 <= orientation <= 8 else 1, complete,
-                  tags[274][1] if 274 in tags else None)
+                  tags[274][1] if 274 in tags else None,
+                  channels=max(1, (values.get(277) or [1])[0]), sample_bytes=max(1, (bits + 7) // 8))
 
 
 def read_header(data: bytes) -> Header:

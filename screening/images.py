@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import InputError
-from .image_header import ImageDecodeError, read_header, without_tiff_orientation
+from .results import display_name
+from .image_header import Header, ImageDecodeError, read_header, without_tiff_orientation
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_MAX_FILE_BYTES = 200 * 2**20
+# Decoder memory per image (see decode_bytes): a 24-megapixel 8-bit RGB PNG or TIFF fits, as
+# does any JPEG up to the pixel limit (decoded reduced); a 16-bit 24-megapixel TIFF does not.
+DEFAULT_MAX_DECODE_BYTES = 256 * 2**20
+# Progressive JPEGs from cameras and optimisers have about 10 scans; thousands of (tiny)
+# scans make the decoder pass over all coefficients thousands of times, a known way to hold a
+# decoder for minutes with a small file.
+MAX_JPEG_SCANS = 100
 # Largest first: the smallest image that is still big enough decodes fastest.
 _REDUCTIONS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                (2, cv2.IMREAD_REDUCED_COLOR_2), (1, cv2.IMREAD_COLOR))
@@ -43,21 +53,31 @@ class Discovery:
     root: Path
     images: list[str]  # files with an image suffix, in screening order
     ignored: list[str]  # every other visible file, for the run summary
+    # Linked folders not walked (a loop, or a folder already walked by another path), one
+    # line each for the user: nothing under the folder is silently left out.
+    skipped: list[str] = field(default_factory=list)
 
 
 def discover_images(root: Path) -> Discovery:
     """Find the image files under ``root``, recursively and in a deterministic order.
 
-    A file is an image when its suffix is one of ``IMAGE_SUFFIXES`` (any letter case). Hidden
-    files and folders (names starting with '.', e.g. .DS_Store, .git) are skipped and are not
-    counted as ignored either. Symbolic links to folders are not followed, so a link loop
-    cannot make the walk endless.
+    A file is an image when its suffix is one of ``IMAGE_SUFFIXES`` (any letter case), whatever
+    else it is: a FIFO, device or socket named like an image becomes an error row when it is
+    read, never a hang. Names may hold any bytes. Hidden files and folders (names starting with
+    '.', e.g. .DS_Store, .git) are skipped and are not counted as ignored either.
+
+    Symbolic links to folders are followed once: a link to a folder outside ``root`` is walked
+    like a sub-folder; a link into ``root`` itself (whose files are found by their real path)
+    and a link back to a folder already walked (a loop) are not walked again and each gives a
+    line in ``skipped``. Sub-folders are walked in sorted order, so the same tree always gives
+    the same paths.
 
     Args:
         root: The images folder.
 
     Returns:
-        The images and the other (ignored) files, each sorted by relative path.
+        The images and the other (ignored) files, each sorted by relative path, and the
+        linked folders not walked.
 
     Raises:
         InputError: ``root`` does not exist, is not a folder, or a folder in it cannot be listed.
@@ -70,20 +90,59 @@ def discover_images(root: Path) -> Discovery:
 
     def fail(error: OSError) -> None:
         # An unlistable sub-folder would silently drop images from the results: stop instead.
-        raise InputError(f"cannot list folder {error.filename}: {error.strerror}")
+        raise InputError(f"cannot list folder {display_name(str(error.filename))}: {error.strerror}")
 
+    real_root = os.path.realpath(root)
+    walked: dict[tuple[int, int], str] = {}  # (device, inode) of each folder walked -> its path
     images: list[str] = []
     ignored: list[str] = []
-    for folder, subfolders, files in os.walk(root, onerror=fail):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+    skipped: list[str] = []
+    for folder, subfolders, files in os.walk(root, onerror=fail, followlinks=True):
         base = Path(folder).relative_to(root)
+        if not walked:
+            info = os.stat(folder)
+            walked[(info.st_dev, info.st_ino)] = "."
+        keep = []
+        for name in sorted(subfolders):
+            if name.startswith("."):
+                continue
+            reason = _not_walked(Path(folder) / name, (base / name).as_posix(), real_root, walked)
+            if reason is None:
+                keep.append(name)
+            else:
+                skipped.append(reason)
+        subfolders[:] = keep
         for name in files:
             if name.startswith("."):
                 continue
             relative = (base / name).as_posix()
             is_image = os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
             (images if is_image else ignored).append(relative)
-    return Discovery(root=root, images=sorted(images), ignored=sorted(ignored))
+    return Discovery(root=root, images=sorted(images), ignored=sorted(ignored), skipped=skipped)
+
+
+def _not_walked(folder: Path, relative: str, real_root: str,
+                walked: dict[tuple[int, int], str]) -> str | None:
+    """Why the sub-folder ``folder`` is not walked, or None to walk it (and remember it as walked)."""
+    shown = display_name(relative)
+    if folder.is_symlink():
+        target = os.path.realpath(folder)
+        if target == real_root or target.startswith(os.path.join(real_root, "")):
+            # Its images are found by their own path inside the folder; following the link too
+            # would screen them twice (or loop, for a link to a parent).
+            where = display_name(Path(os.path.relpath(target, real_root)).as_posix())
+            where = "the images folder itself" if where == "." else f"{where} in the images folder"
+            return f"linked folder {shown} not followed: it leads to {where}, whose images are screened there"
+    try:
+        info = os.stat(folder)
+    except OSError as error:
+        return f"linked folder {shown} not followed: {error.strerror}"
+    seen = walked.get((info.st_dev, info.st_ino))
+    if seen is not None:
+        where = "the images folder" if seen == "." else display_name(seen)
+        return f"folder {shown} not walked: it is the same folder as {where} (a link loop or a second mount)"
+    walked[(info.st_dev, info.st_ino)] = relative
+    return None
 
 
 # -- pixels -----------------------------------------------------------------------------------
@@ -162,12 +221,32 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
+def decode_bytes(header: Header, factor: int = 1) -> int:
+    """Memory to decode an image, in bytes, from its header alone.
+
+    The decoder's output (width x height x channels x bytes per sample, at the reduced size
+    for a JPEG, which always decodes to 3 channels of 8 bits), plus the two 8-bit RGB working
+    copies made after it (conversion, orientation), plus, for a progressive JPEG, the
+    full-size DCT coefficients (2 bytes per sample in 8x8 blocks) held until the last scan.
+    """
+    height, width = -(-header.height // factor), -(-header.width // factor)
+    channels, sample_bytes = (3, 1) if header.format == "JPEG" else (header.channels, header.sample_bytes)
+    total = height * width * (channels * sample_bytes + 2 * 3)
+    if header.progressive:
+        blocks = -(-header.width // 8) * -(-header.height // 8)
+        total += blocks * 64 * 2 * header.channels
+    return total
+
+
 def decode_image(data: bytes, min_size: tuple[int, int], *,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> DecodedImage:
     """Decode JPEG, PNG, BMP or TIFF bytes to an upright 8-bit RGB image.
 
-    The header is read first, without decoding pixels: images above ``max_pixels`` and files
-    cut short are refused before the decoder allocates anything. Large JPEGs are decoded at
+    The header is read first, without decoding pixels: images above ``max_pixels`` or whose
+    decoding would need more than ``max_decode_bytes`` (:func:`decode_bytes`), progressive
+    JPEGs with more than ``MAX_JPEG_SCANS`` scans, and files cut short are refused before the
+    decoder allocates anything. Large JPEGs are decoded at
     1/2, 1/4 or 1/8 scale (the largest factor that keeps both sides at least ``min_size``).
     The EXIF orientation is always applied here, by us, rather than by OpenCV, which skips it
     for the unchanged-depth decode that 16-bit and alpha images need. Grayscale, palette,
@@ -177,6 +256,7 @@ def decode_image(data: bytes, min_size: tuple[int, int], *,
         data: The whole file content.
         min_size: (height, width) the image must keep after a reduced decode, upright.
         max_pixels: Largest width x height accepted.
+        max_decode_bytes: Largest decoder memory accepted, estimated from the header.
 
     Returns:
         The decoded image with its full-resolution size and the reduction used.
@@ -193,14 +273,14 @@ def decode_image(data: bytes, min_size: tuple[int, int], *,
     if header.width * header.height > max_pixels:
         raise ImageDecodeError(f"image is {header.width}x{header.height} pixels, above the "
                                f"{max_pixels / 1e6:g} megapixel limit")
-    if not header.complete:
-        raise ImageDecodeError("truncated image file")
-
     upright = (header.width, header.height) if header.orientation in _QUARTER_TURNS \
         else (header.height, header.width)
     factor, flag = 1, cv2.IMREAD_UNCHANGED
     if header.format == "JPEG":  # 8-bit colour without alpha: the decoder can downscale it
         factor, flag = _reduction(*upright, min_size)
+    _check_cost(header, factor, max_decode_bytes)
+    if not header.complete:
+        raise ImageDecodeError("truncated image file")
     if header.tiff_orientation_at is not None and header.orientation != 1:
         data = without_tiff_orientation(data, header.tiff_orientation_at)
     try:
@@ -220,9 +300,39 @@ def decode_image(data: bytes, min_size: tuple[int, int], *,
     return DecodedImage(np.ascontiguousarray(rgb), upright, factor, header.format)
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _file_kind(path: Path) -> str:
+    try:
+        return _kind(os.stat(path).st_mode)
+    except OSError:
+        return "a special file"
+
+
+def _check_cost(header: Header, factor: int, max_decode_bytes: int) -> None:
+    if header.progressive and header.scans > MAX_JPEG_SCANS:
+        raise ImageDecodeError(f"progressive JPEG with {header.scans} scans, above the {MAX_JPEG_SCANS} "
+                               f"scan limit (decoding time grows with every scan)")
+    needed = decode_bytes(header, factor)
+    if needed > max_decode_bytes:
+        sample = "byte" if header.sample_bytes == 1 else "bytes"
+        raise ImageDecodeError(
+            f"decoding needs {needed / 2**20:.0f} MiB ({header.width}x{header.height} pixels x "
+            f"{header.channels} channels x {header.sample_bytes} {sample}"
+            f"{', progressive' if header.progressive else ''}), above the "
+            f"{max_decode_bytes / 2**20:g} MiB limit")
+
+
 def load_image(path: Path, min_size: tuple[int, int], *,
                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> DecodedImage:
     """Read an image file and decode it with :func:`decode_image`.
 
     Args:
@@ -230,6 +340,7 @@ def load_image(path: Path, min_size: tuple[int, int], *,
         min_size: (height, width) the image must keep after a reduced decode.
         max_file_bytes: Larger files are refused without being read whole.
         max_pixels: Largest width x height accepted.
+        max_decode_bytes: Largest decoder memory accepted (see :func:`decode_image`).
 
     Returns:
         The decoded image.
@@ -238,8 +349,19 @@ def load_image(path: Path, min_size: tuple[int, int], *,
         ImageDecodeError: The file cannot be read or decoded; the reason says why.
     """
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+        # Non-blocking: opening a FIFO named like an image would otherwise wait for a writer
+        # forever. Only regular files are read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # a socket (or a FIFO on some systems)
+            raise ImageDecodeError(f"not a regular file ({_file_kind(path)})") from None
+        raise ImageDecodeError(f"cannot read file ({error.strerror or error})", transient=True) from None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageDecodeError(f"not a regular file ({_kind(info.st_mode)})")
+            size = info.st_size
             if size > max_file_bytes:
                 raise ImageDecodeError(f"file is {size / 2**20:.1f} MiB, above the "
                                        f"{max_file_bytes / 2**20:g} MiB limit")
@@ -249,6 +371,7 @@ def load_image(path: Path, min_size: tuple[int, int], *,
             data = handle.read(size + 1)
             if len(data) > max_file_bytes:
                 raise ImageDecodeError(f"file is over the {max_file_bytes / 2**20:g} MiB limit")
-    except OSError as error:
-        raise ImageDecodeError(f"cannot read file ({error.strerror or error})") from None
-    return decode_image(data, min_size, max_pixels=max_pixels)
+        except OSError as error:
+            raise ImageDecodeError(f"cannot read file ({error.strerror or error})",
+                                   transient=True) from None
+    return decode_image(data, min_size, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)

@@ -274,7 +274,9 @@ class Journal:
     def _write_lines(self, lines: list[str]) -> None:
         if not lines:
             return
-        self._handle.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
+        # backslashreplace: a name that is not UTF-8 on disk is kept as a JSON \udcXX escape,
+        # which reads back as the same name.
+        self._handle.write("".join(f"{line}\n" for line in lines).encode("utf-8", "backslashreplace"))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -283,7 +285,7 @@ class Journal:
         self.close()
         lines = itertools.chain([self.header.to_json()], (outcome.to_json() for outcome in outcomes))
         # Line by line: the text of a 10,000-image journal never sits in memory whole.
-        atomic_write_chunks(self.path, (f"{line}\n".encode("utf-8") for line in lines))
+        atomic_write_chunks(self.path, (f"{line}\n".encode("utf-8", "backslashreplace") for line in lines))
 
     def close(self) -> None:
         if not self._handle.closed:

@@ -17,7 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Container, Iterable, Iterator
+from contextlib import nullcontext
+from typing import Callable, Container, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -25,7 +26,8 @@ import numpy as np
 from .atomic import atomic_write
 from .backends.bundle import BundleBackend
 from .fingerprint import content_digest
-from .images import ImageDecodeError, load_image
+from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits, DecodePool
+from .images import DEFAULT_MAX_DECODE_BYTES, DecodedImage, ImageDecodeError, load_image
 from .manifest import Manifest
 from .metadata import MetaCodes, MetadataVocabulary
 from .patients import PatientTable
@@ -134,7 +136,8 @@ def split_finished(jobs: list[ImageJob], finished: dict[str, Outcome],
     todo = []
     for job in jobs:
         outcome = finished.get(job.image)
-        usable = outcome is not None and job.digest is not None and outcome.fingerprint == job.fingerprint
+        usable = outcome is not None and job.digest is not None and outcome.fingerprint == job.fingerprint \
+            and not outcome.retry
         if usable and save_masks is not None and outcome.status == OK:
             usable = all(p.exists() for p in mask_paths(save_masks, job.image))
         if usable:
@@ -179,23 +182,28 @@ class Failed:
 
     job: ImageJob
     reason: str
+    retry: bool = False  # the cause may pass (read error, time-out): --resume tries again
 
 
 def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_preview: bool,
-               keep_thumbnail: bool = False) -> Decoded | Failed:
-    """Decode and resize one image; every failure becomes a Failed with a one-line reason."""
+               keep_thumbnail: bool = False, load: Callable[..., DecodedImage] = load_image) -> Decoded | Failed:
+    """Decode and resize one image; every failure becomes a Failed with a one-line reason.
+
+    ``load`` reads and decodes the file: :func:`screening.images.load_image` in this thread, or
+    a :class:`screening.decode_pool.DecodePool`'s, in a child process under a time budget.
+    """
     if job.digest is None:
         # Hashed before decoding: if the file changes in between, the journal holds the old
         # digest with the new pixels' result, and the next --resume screens it again.
         job = replace(job, digest=content_digest(Path(root) / job.image))
     try:
-        decoded = load_image(Path(root) / job.image, input_size)
+        decoded = load(Path(root) / job.image, input_size)
         pixels = resize_rgb(decoded.rgb, input_size)
         preview = _preview(decoded.rgb) if keep_preview else None
         # From the pixels already decoded (often at reduced size): the report costs no second decode.
         thumb = thumbnail(decoded.rgb) if keep_thumbnail else None
     except ImageDecodeError as exc:
-        return Failed(job, exc.reason)
+        return Failed(job, exc.reason, exc.transient)
     except Exception as exc:  # an unforeseen decoder failure is still one image's problem
         return Failed(job, f"cannot decode image ({exc.__class__.__name__}: {_one_line(exc)})")
     return Decoded(job, pixels, decoded.original_size, preview, thumb)
@@ -216,7 +224,8 @@ def _one_line(exc: BaseException) -> str:
 
 def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tuple[int, int],
                  pool: ThreadPoolExecutor, prefetch: int = DEFAULT_PREFETCH,
-                 keep_preview: bool = False, keep_thumbnail: bool = False) -> Iterator[list[Decoded | Failed]]:
+                 keep_preview: bool = False, keep_thumbnail: bool = False,
+                 load: Callable[..., DecodedImage] = load_image) -> Iterator[list[Decoded | Failed]]:
     """Decode batches in ``pool``, yielding them in order.
 
     At most ``prefetch`` batches are decoding while the consumer works on the one yielded, so
@@ -224,7 +233,7 @@ def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tupl
     """
     pending: deque[list[Future]] = deque()
     for batch in batches:
-        pending.append([pool.submit(decode_one, job, root, input_size, keep_preview, keep_thumbnail)
+        pending.append([pool.submit(decode_one, job, root, input_size, keep_preview, keep_thumbnail, load)
                         for job in batch])
         if len(pending) > prefetch:
             yield [future.result() for future in pending.popleft()]
@@ -343,7 +352,8 @@ def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
         by_image[item.job.image] = outcome
     for item in batch:
         if isinstance(item, Failed):
-            by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, item.reason)
+            by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, item.reason,
+                                                     retry=item.retry)
     return [by_image[item.job.image] for item in batch]
 
 
@@ -352,7 +362,9 @@ class PipelineOptions:
     """How the stream runs."""
 
     batch_size: int = DEFAULT_BATCH_SIZE  # images per model call
-    workers: int = 2  # decoder threads
+    workers: int = 2  # decoder threads, each with its decoder process
+    # Time and memory budget per image; None decodes in the threads themselves, unbounded.
+    limits: DecodeLimits | None = DecodeLimits(DEFAULT_TIME_BUDGET_S, DEFAULT_MAX_DECODE_BYTES)
     prefetch: int = DEFAULT_PREFETCH  # batches decoding ahead of inference
     save_masks: Path | None = None  # folder for mask and overlay PNGs
     views: ViewWriter | None = None  # the HTML report's thumbnails, outlines and attention maps
@@ -372,9 +384,13 @@ def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
         done: images not to screen (results reused from the journal).
     """
     input_size = backend.manifest.input_size
-    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode") as pool:
+    # The decoder processes close first (killed, however busy), then the threads waiting on
+    # them return at once: an interrupted run never waits for a decoder.
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode") as pool, \
+            (DecodePool(options.workers, options.limits) if options.limits else nullcontext()) as decoders:
+        load = decoders.load if decoders is not None else load_image
         batches = plan_batches(jobs, options.batch_size, done)
         for batch in decode_ahead(batches, root, input_size, pool, options.prefetch,
                                   keep_preview=options.save_masks is not None,
-                                  keep_thumbnail=options.views is not None):
+                                  keep_thumbnail=options.views is not None, load=load):
             yield infer_batch(batch, backend, options.save_masks, options.views)

@@ -46,6 +46,8 @@ class Outcome:
     lesion_area: float | None = None  # fraction of mask pixels above the threshold
     error: str = ""  # why an error row failed
     warnings: tuple[str, ...] = ()  # image-level warnings
+    # An error whose cause may pass (read error, time-out): --resume screens the image again.
+    retry: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
@@ -64,10 +66,21 @@ class Outcome:
             raise ValueError(str(exc)) from exc
 
 
-def error_outcome(image: str, fingerprint: str, reason: str, warnings: Iterable[str] = ()) -> Outcome:
-    """An error row's outcome: the image is accounted for, with the reason it has no result."""
+def error_outcome(image: str, fingerprint: str, reason: str, warnings: Iterable[str] = (), *,
+                  retry: bool = False) -> Outcome:
+    """An error row's outcome: the image is accounted for, with the reason it has no result;
+    ``retry`` when the cause may pass, so that ``--resume`` tries the image again."""
     return Outcome(image=image, fingerprint=fingerprint, status=ERROR, error=reason,
-                   warnings=tuple(warnings))
+                   warnings=tuple(warnings), retry=retry)
+
+
+def display_name(name: str) -> str:
+    """A path as a user should see it: bytes that are not UTF-8 shown as ``\\xe9`` escapes.
+
+    Discovery keeps each name as the OS gave it (undecodable bytes as surrogates, so that the
+    file can still be opened); this is its printable, encodable form for rows and messages.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # slots: one instance per image lives for the whole run, so its size is per-image memory.
@@ -130,7 +143,7 @@ def _cells(rank: int | None, row: ResultRow, manifest: Manifest, extra_columns: 
            threshold: float | None) -> list[str]:
     out = row.outcome
     probabilities = list(out.probabilities) or [None] * len(manifest.classes)
-    text = [out.image, row.patient_id]
+    text = [display_name(out.image), row.patient_id]
     numbers = [_number(out.risk)]
     cells = ["" if rank is None else str(rank), *map(neutralise, text), *numbers,
              _flag(out.risk, threshold), neutralise(out.prediction), _number(out.confidence), *map(_number, probabilities),
@@ -174,7 +187,7 @@ def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], ma
                       extra_columns: Iterable[str] = (), threshold: float | None = None) -> None:
     """Write the ranked CSV atomically, UTF-8 with a BOM so that Excel shows accents right."""
     lines = iter_csv(ranked, manifest, extra_columns, threshold)
-    atomic_write_chunks(path, itertools.chain([codecs.BOM_UTF8], (line.encode("utf-8") for line in lines)))
+    atomic_write_chunks(path, itertools.chain([codecs.BOM_UTF8], (line.encode("utf-8", "backslashreplace") for line in lines)))
 
 
 def summary_path(csv_path: Path) -> Path:
@@ -220,13 +233,13 @@ def top_risks(ranked: list[tuple[int | None, ResultRow]], n: int = TOP_RISKS) ->
     for rank, row in ranked[:n]:
         if rank is None:
             break
-        top.append({"rank": rank, "image": row.outcome.image, "patient_id": row.patient_id,
+        top.append({"rank": rank, "image": display_name(row.outcome.image), "patient_id": row.patient_id,
                     "risk": round(row.outcome.risk or 0.0, DECIMALS), "prediction": row.outcome.prediction})
     return top
 
 
 def write_summary_json(summary: Summary, path: Path) -> None:
-    atomic_write(path, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write(path, (json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
 
 
 def format_summary(summary: Summary, top: int = 5) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from .images import discover_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location
+from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
+from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
 from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
@@ -38,6 +40,8 @@ class FolderRequest:
     workers: int | None = None  # decoder threads; None = one per CPU
     resume: bool = False  # reuse the journal of an earlier run
     save_masks: Path | None = None
+    decode_timeout_s: float = DEFAULT_TIME_BUDGET_S  # wall-clock seconds per image
+    max_decode_mib: int = DEFAULT_MAX_DECODE_BYTES // 2**20  # decoder memory per image
     keep_columns: bool = False  # copy extra patients.csv columns to the output
     report: Path | None = None  # the HTML review report (screening.report); None = none
     operating_point: str | None = None  # name of the bundle's point for the flag; None = its default
@@ -53,6 +57,10 @@ def check_request(request: FolderRequest) -> None:
         raise InputError(f"--batch-size must be at least 1, got {request.batch_size}")
     if request.workers is not None and request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
+    if not request.decode_timeout_s > 0:
+        raise InputError(f"--decode-timeout must be above 0 seconds, got {request.decode_timeout_s:g}")
+    if request.max_decode_mib < 1:
+        raise InputError(f"--max-decode-mib must be at least 1, got {request.max_decode_mib}")
     check_output_location(request.output, request.images_dir, request.meta_csv)
     if request.save_masks is not None:
         masks = Path(request.save_masks)
@@ -89,6 +97,8 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     discovery = discover_images(request.images_dir)
     # Again with the images found: one of them may be a link to where --out points.
     check_output_location(request.output, request.images_dir, request.meta_csv, discovery.images)
+    for message in discovery.skipped:
+        reporter.warn(message)
     # The table sees every image so that a key fitting several images is reported, not guessed.
     table = read_patients(request.meta_csv, images=discovery.images)
     manifest = load_manifest(request.bundle_dir)
@@ -151,10 +161,14 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
     options = PipelineOptions(batch_size=request.batch_size,
                               workers=workers,
                               save_masks=Path(request.save_masks) if request.save_masks else None,
-                              views=views)
+                              views=views,
+                              limits=DecodeLimits(request.decode_timeout_s, request.max_decode_mib * 2**20))
     outcomes = dict(reused)
-    with views or nullcontext(), reporter.progress(len(todo)) as progress:
-        for batch in screen_jobs(jobs, Path(request.images_dir), backend, options, done=reused):
+    # closing(): an interrupt stops the stream (and kills its decoder processes) right here,
+    # not whenever the garbage collector gets to it.
+    with views or nullcontext(), reporter.progress(len(todo)) as progress, \
+            closing(screen_jobs(jobs, Path(request.images_dir), backend, options, done=reused)) as stream:
+        for batch in stream:
             journal.append(batch)
             outcomes.update((outcome.image, outcome) for outcome in batch)
             progress.update(len(batch))

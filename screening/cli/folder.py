@@ -98,12 +98,19 @@ def resolve_bundle(bundle: Path | None) -> Path:
                    "malignant sensitivity) that sets the flag column, refer or routine.  "
                    "[default: the bundle's default; bundles without operating points leave the "
                    "flag empty]")
+@click.option("--decode-timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="Time limit to read and decode one image; a decoder stuck in a hostile file "
+                   "is stopped and the image becomes an error row (retried by --resume).")
+@click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
+              help="Decoder memory limit per image, from its header (width x height x channels "
+                   "x bytes per sample, before decoding); larger images become error rows.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress, notes or summary on stdout; warnings and errors still go "
                    "to stderr.")
 def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, backend: str,
            batch_size: int, workers: int | None, resume: bool, save_masks: Path | None,
-           report: Path | None, keep_columns: bool, operating_point: str | None, quiet: bool) -> None:
+           report: Path | None, keep_columns: bool, operating_point: str | None,
+           decode_timeout: float, max_decode_mib: int, quiet: bool) -> None:
     """Screen every image in IMAGES_DIR and write a CSV ranked by risk.
 
     Each image (.jpg .jpeg .png .bmp .tif .tiff, found recursively) is segmented, then
@@ -120,6 +127,7 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     from ..session import FolderRequest, screen_folder
 
     request = FolderRequest(
+        decode_timeout_s=decode_timeout, max_decode_mib=max_decode_mib,
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
         save_masks=save_masks, report=report, keep_columns=keep_columns, operating_point=operating_point)

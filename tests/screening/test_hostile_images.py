@@ -1,0 +1,354 @@
+"""A corpus of hostile image files, generated here, one test per class: each file is one row.
+
+Every class must end as exactly one row (or one reported line), never a crash, a hang, or a
+decoder that holds a worker (or the memory) for as long as the file asks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from bundle_factory import lesion_rgb, write_image
+from hostile_files import blocky, encode, huge_headers, png_bomb, progressive_jpeg
+from screening.cli import cli
+from screening.image_header import ImageDecodeError
+from screening.images import MAX_JPEG_SCANS, decode_image, discover_images
+from screening.journal import journal_path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+
+
+def folder_args(images: Path, out: Path, bundle: Path, *extra: object) -> list[str]:
+    meta = images.parent / "patients.csv"
+    if not meta.exists():
+        meta.write_text("image,age\nnone.png,40\n")
+    return [str(a) for a in ("folder", images, "--meta", meta, "--out", out, "--bundle", bundle,
+                             "--backend", "onnxruntime", "--batch-size", 2, "--workers", 2, *extra)]
+
+
+def screen(images: Path, out: Path, bundle: Path, *extra: object) -> Result:
+    return CliRunner().invoke(cli, folder_args(images, out, bundle, *extra))
+
+
+def rows_of(out: Path) -> dict[str, dict[str, str]]:
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
+    by_image = {row["image"]: row for row in rows}
+    assert len(by_image) == len(rows), "an image has two rows"
+    return by_image
+
+
+def with_good_images(images: Path) -> None:
+    for index in range(2):
+        write_image(images / f"good_{index}.png", lesion_rgb(index))
+
+
+def assert_goods_ok(rows: dict[str, dict[str, str]]) -> None:
+    assert rows["good_0.png"]["status"] == rows["good_1.png"]["status"] == "ok"
+
+
+def reason(data: bytes, **limits) -> str:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(data, (32, 32), **limits)
+    return info.value.reason
+
+
+# -- truncated files -------------------------------------------------------------------------------
+
+FORMATS = (".jpg", ".png", ".tif", ".bmp")
+
+
+def test_truncated_files_of_every_format_are_error_rows(tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    expected = set()
+    for ext in FORMATS:
+        data = encode(ext, blocky(64))
+        for fraction in (0.1, 0.5, 0.9):
+            name = f"cut_{int(fraction * 100)}{ext}"
+            (images / name).write_bytes(data[:int(len(data) * fraction)])
+            expected.add(name)
+    out = tmp_path / "results.csv"
+    result = screen(images, out, tiny_bundle)
+    assert result.exit_code == 0, result.output
+    rows = rows_of(out)
+    assert set(rows) == expected | {"good_0.png", "good_1.png"}
+    assert_goods_ok(rows)
+    for name in expected:
+        assert rows[name]["status"] == "error", name
+        assert rows[name]["error"] == "truncated image file" or \
+            rows[name]["error"].startswith("not a readable image"), (name, rows[name]["error"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ext=st.sampled_from(FORMATS), cut=st.floats(0, 1), flips=st.lists(
+    st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=4))
+def test_any_cut_or_corruption_decodes_or_gives_a_reason(ext: str, cut: float,
+                                                         flips: list[tuple[float, int]]) -> None:
+    data = bytearray(encode(ext, blocky(48, seed=3)))
+    for where, value in flips:
+        data[int(where * (len(data) - 1))] = value
+    data = bytes(data[:max(0, int(len(data) * cut))])
+    try:
+        decoded = decode_image(data, (16, 16), max_decode_bytes=64 * 2**20)
+    except ImageDecodeError as error:
+        assert error.reason and "\n" not in error.reason
+    else:
+        assert decoded.rgb.ndim == 3 and decoded.rgb.shape[2] == 3
+
+
+# -- headers that claim enormous pictures ----------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(60000, 50000), (9000, 9000)], ids=["over-pixel-limit", "over-memory-budget"])
+def test_huge_dimension_headers_are_refused_before_any_allocation(size: tuple[int, int]) -> None:
+    for name, data in huge_headers(*size).items():
+        if name == "huge.jpg" and size == (9000, 9000):
+            continue  # a baseline JPEG is decoded at 1/8 size: 9000 x 9000 needs only ~10 MiB
+        tracemalloc.start()
+        try:
+            text = reason(data)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2 * 2**20 + 2 * len(data), (name, peak)
+        if size == (60000, 50000):
+            assert text.endswith("above the 100 megapixel limit"), (name, text)
+        else:
+            assert text.startswith("decoding needs ") and text.endswith("above the 256 MiB limit"), (name, text)
+
+
+# -- progressive JPEG with many scans --------------------------------------------------------------
+
+def test_progressive_jpeg_with_many_scans_is_refused_from_its_header() -> None:
+    data = progressive_jpeg(256, 2000)  # tens of kilobytes; minutes of decoding if let through
+    started = time.monotonic()
+    text = reason(data)
+    assert time.monotonic() - started < 1.0
+    assert text == f"progressive JPEG with 2000 scans, above the {MAX_JPEG_SCANS} scan limit " \
+                   f"(decoding time grows with every scan)"
+    assert decode_image(progressive_jpeg(64, 12), (64, 64)).rgb.shape == (64, 64, 3)  # ordinary ones decode
+
+
+def test_a_slow_image_under_the_limits_is_stopped_by_the_time_budget_and_retried(
+        tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    # Within the scan limit, yet seconds of decoding on a 2-core machine.
+    (images / "slow.jpg").write_bytes(progressive_jpeg(1024, MAX_JPEG_SCANS))
+    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    out = tmp_path / "results.csv"
+    started = time.monotonic()
+    result = screen(images, out, tiny_bundle, "--decode-timeout", 0.3)
+    assert result.exit_code == 0, result.output
+    rows = rows_of(out)
+    assert_goods_ok(rows)
+    assert (rows["slow.jpg"]["status"], rows["slow.jpg"]["error"]) == \
+        ("error", "decoding took longer than the 0.3 s limit per image")
+    assert rows["corrupt.png"]["status"] == "error"
+    assert time.monotonic() - started < 60
+    # --resume screens the timed-out image again (its cause may pass), not the corrupt one.
+    result = screen(images, out, tiny_bundle, "--resume", "--decode-timeout", 600)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "results.summary.json").read_text())
+    assert (summary["screened"], summary["reused"]) == (1, 3)
+    assert rows_of(out)["slow.jpg"]["status"] == "ok"
+
+
+# -- PNG bombs -------------------------------------------------------------------------------------
+
+def test_png_bomb_is_refused_from_its_header(tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    bomb = png_bomb(3000, 3000)  # 16-bit RGBA: 72 MB of pixels in well under a megabyte
+    assert len(bomb) < 2**20
+    (images / "bomb.png").write_bytes(bomb)
+    out = tmp_path / "results.csv"
+    result = screen(images, out, tiny_bundle, "--max-decode-mib", 64)
+    assert result.exit_code == 0, result.output
+    rows = rows_of(out)
+    assert_goods_ok(rows)
+    assert rows["bomb.png"]["error"] == \
+        "decoding needs 120 MiB (3000x3000 pixels x 4 channels x 2 bytes), above the 64 MiB limit"
+
+
+# -- empty files -----------------------------------------------------------------------------------
+
+def test_zero_byte_files_of_every_suffix_are_error_rows(tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    for ext in (".jpg", ".JPEG", ".png", ".bmp", ".tif", ".TIFF"):
+        (images / f"empty{ext}").write_bytes(b"")
+    out = tmp_path / "results.csv"
+    assert screen(images, out, tiny_bundle).exit_code == 0
+    rows = rows_of(out)
+    assert_goods_ok(rows)
+    assert {name: row["error"] for name, row in rows.items() if name.startswith("empty")} == \
+        {f"empty{ext}": "empty file (0 bytes)" for ext in (".jpg", ".JPEG", ".png", ".bmp", ".tif", ".TIFF")}
+
+
+# -- FIFOs, devices and sockets named like images -------------------------------------------------
+
+def test_fifo_device_and_socket_named_like_images_are_error_rows_and_never_block(
+        tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    os.mkfifo(images / "pipe.jpg")  # opened blocking, this would wait forever for a writer
+    (images / "zero.png").symlink_to("/dev/zero")  # read whole, this would never end
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(images / "sock.png"))
+    out = tmp_path / "results.csv"
+    try:
+        # A real process with a timeout: a hang must fail the test, not freeze it.
+        done = subprocess.run([sys.executable, "-m", "screening", *folder_args(images, out, tiny_bundle)],
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    rows = rows_of(out)
+    assert_goods_ok(rows)
+    assert {name: rows[name]["error"] for name in ("pipe.jpg", "zero.png", "sock.png")} == {
+        "pipe.jpg": "not a regular file (a FIFO)",
+        "zero.png": "not a regular file (a character device)",
+        "sock.png": "not a regular file (a socket)",
+    }
+
+
+# -- linked folders --------------------------------------------------------------------------------
+
+def test_linked_folders_are_followed_once_and_loops_reported(tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    write_image(images / "day1" / "a.png", lesion_rgb(3))
+    outside = tmp_path / "archive"
+    write_image(outside / "b.png", lesion_rgb(4))
+    (images / "day1" / "loop").symlink_to("..")  # back to the images folder
+    (images / "alias").symlink_to("day1")  # a second name for a folder inside
+    (images / "archive").symlink_to(outside)  # outside: followed
+    (images / "archive2").symlink_to(outside)  # the same outside folder again
+    (outside / "back").symlink_to(outside)  # a loop outside
+    out = tmp_path / "results.csv"
+    result = screen(images, out, tiny_bundle)
+    assert result.exit_code == 0, result.output
+    assert sorted(rows_of(out)) == ["archive/b.png", "day1/a.png", "good_0.png", "good_1.png"]
+    assert sorted(result.stderr.splitlines()) == sorted([
+        "Warning: linked folder alias not followed: it leads to day1 in the images folder, whose images "
+        "are screened there",
+        "Warning: folder archive2 not walked: it is the same folder as archive (a link loop or a second mount)",
+        "Warning: folder archive/back not walked: it is the same folder as archive (a link loop or a "
+        "second mount)",
+        "Warning: linked folder day1/loop not followed: it leads to the images folder itself, whose "
+        "images are screened there",
+    ])
+
+
+def test_a_dangling_link_named_like_an_image_is_an_error_row(tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    (images / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    out = tmp_path / "results.csv"
+    assert screen(images, out, tiny_bundle).exit_code == 0
+    assert rows_of(out)["gone.jpg"]["error"] == "cannot read file (No such file or directory)"
+
+
+# -- names that are not UTF-8 ----------------------------------------------------------------------
+
+def test_names_in_any_bytes_are_rows_with_escaped_names_and_resume(tmp_path: Path, tiny_bundle: Path) -> None:
+    images = tmp_path / "images"
+    with_good_images(images)
+    raw = os.fsencode(images)
+    for index, name in enumerate((b"caf\xe9.png", b"\xff\xfe\x80.jpg", b"ok\xc3\xa9.png")):
+        ok, data = __import__("cv2").imencode(".png", blocky(32, seed=index))
+        with open(raw + b"/" + name, "wb") as fh:
+            fh.write(data.tobytes())
+    out = tmp_path / "results.csv"
+    result = screen(images, out, tiny_bundle)
+    assert result.exit_code == 0, result.output
+    rows = rows_of(out)
+    assert {"caf\\xe9.png", "\\xff\\xfe\\x80.jpg", "oké.png"} <= set(rows)
+    assert all(row["status"] == "ok" for row in rows.values())
+    result = screen(images, out, tiny_bundle, "--resume")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "results.summary.json").read_text())
+    assert (summary["reused"], summary["screened"]) == (5, 0)  # every name read back from the journal
+    assert "caf\\xe9.png" in json.dumps(summary["top_risks"]) or summary["top_risks"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(names=st.sets(st.binary(min_size=1, max_size=40).filter(
+    lambda b: b"/" not in b and b"\x00" not in b and not b.startswith(b".")), min_size=1, max_size=6))
+def test_discovery_and_journal_keep_any_byte_name(tmp_path_factory, names: set[bytes]) -> None:
+    from screening.results import Outcome, display_name
+
+    folder = tmp_path_factory.mktemp("names")
+    for name in names:
+        with open(os.fsencode(folder) + b"/" + name + b".png", "wb"):
+            pass
+    found = discover_images(folder)
+    assert sorted(os.fsencode(image) for image in found.images) == sorted(name + b".png" for name in names)
+    for image in found.images:
+        shown = display_name(image)
+        shown.encode("utf-8")  # always writable to the CSV
+        line = Outcome(image, "f", "error", error="x").to_json().encode("utf-8", "backslashreplace")
+        assert Outcome.from_json(line.decode("utf-8")).image == image  # the journal key survives
+
+
+# -- Ctrl-C and kill while a decoder is busy -------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+def test_first_signal_stops_promptly_while_a_decoder_is_busy(tmp_path: Path, tiny_bundle: Path,
+                                                             signum: int) -> None:
+    images = tmp_path / "images"
+    (images).mkdir()
+    (images / "a_slow.jpg").write_bytes(progressive_jpeg(2048, MAX_JPEG_SCANS))  # a minute or more
+    with_good_images(images)
+    out = tmp_path / "out" / "results.csv"
+    out.parent.mkdir()
+    run = subprocess.Popen([sys.executable, "-m", "screening", *folder_args(images, out, tiny_bundle, "--batch-size", 1,
+                                                                            "--workers", 1, "--decode-timeout", 600)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 240
+        while not journal_path(out).exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the decoder is now in the slow file
+        children = _children(run.pid)
+        assert run.poll() is None and children, "the run did not reach the slow decode"
+        run.send_signal(signum)
+        sent = time.monotonic()
+        stdout, stderr = run.communicate(timeout=60)
+        stopped_in = time.monotonic() - sent
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 128 + signum
+    assert stopped_in < 10, f"took {stopped_in:.1f} s to stop"
+    assert stderr.splitlines()[-1] == (f"Interrupted ({signal.Signals(signum).name}): finished images are kept "
+                                       f"in the journal; rerun the same command with --resume to continue")
+    assert all(not Path(f"/proc/{pid}").exists() for pid in children), "a decoder process outlived the run"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["results.csv.journal"]  # no temp file, no lock
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            found += [int(child) for child in fh.read().split()]
+    return found
