@@ -25,7 +25,8 @@ Exit codes:
   3  model bundle missing, malformed or modified
   4  requested backend unavailable on this machine
   5  output locked by another running screen
-  6  screen engines verify: FP16 engines disagree with ONNX Runtime FP32"""
+  6  screen engines verify: FP16 engines disagree with ONNX Runtime FP32
+  130  interrupted by Ctrl-C (143: by SIGTERM); rerun with --resume"""
 
 FOLDER_EPILOG = """\b
 Examples:
@@ -38,7 +39,7 @@ Files written beside --out (results.csv):
   results.summary.json  counts, top risks, speed, backend, bundle
   results.csv.journal   finished images; kept so --resume screens only new
                         or changed images
-  results.csv.lock      present while a run writes results.csv
+  results.csv.lock      locked by the kernel while a run writes results.csv
 
 """ + EXIT_CODES_HELP
 
