@@ -63,6 +63,6 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
         meta = metadata_as_read(jobs, manifest.metadata)
         patients = {job.image: job.patient_id for job in jobs}
     stats = build_report(ReportRequest(results=results, images_dir=images_dir, out=out, manifest=manifest,
-                                       bundle_dir=bundle_dir, patients=patients, meta=meta))
+                                       patients=patients, meta=meta))
     missing = f"; {stats.missing} images of the folder have no result" if stats.missing else ""
     click.echo(f"Report: {stats.out} ({stats.rows} rows, {stats.pictures_made} thumbnails made{missing})")

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from ..attention import QUERY_LABELS
 from ..errors import InputError
 from ..images import discover_images
-from ..manifest import MANIFEST_NAME, Manifest, sha256_file
+from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
 from ..results import OK, summary_path
 from .render import ReportHeader, asset_folder, render_report, write_report
@@ -31,7 +31,6 @@ class ReportRequest:
     images_dir: Path | None  # the screened folder: for missing thumbnails and images without a result
     out: Path  # the HTML file; its pictures go in ``<stem>_files/`` beside it
     manifest: Manifest | None = None  # readable class names, attention queries, statement
-    bundle_dir: Path | None = None  # for the manifest hash shown in the header
     patients: dict[str, str] | None = None  # image -> patient id, for a journal (the CSV has them)
     meta: dict[str, str] | None = None  # image -> metadata as the model read it
     backend: str = ""  # what ran; default: from the run's summary JSON
@@ -108,12 +107,11 @@ def _header(request: ReportRequest, results: Results, manifest: Manifest | None)
     summary = _summary(request.results)
     notes = []
     bundle_hash = ""
-    if manifest is not None and results.bundle and not results.bundle.startswith(manifest.tag):
+    if manifest is not None and results.bundle and results.bundle not in (manifest.tag, manifest.identity):
         notes.append(f"the results name bundle {results.bundle} but the report was built with "
-                     f"{manifest.tag}: class names and attention labels may not match")
-    elif manifest is not None and request.bundle_dir is not None \
-            and (Path(request.bundle_dir) / MANIFEST_NAME).is_file():
-        bundle_hash = "manifest sha256 " + sha256_file(Path(request.bundle_dir) / MANIFEST_NAME)[:12]
+                     f"{manifest.identity}: class names and attention labels may not match")
+    elif manifest is not None:
+        bundle_hash = f"manifest sha256 {manifest.digest[:12]}"
     if results.source != "results CSV":
         notes.append(f"built from the {results.source}: only the images it holds are listed")
     return ReportHeader(
