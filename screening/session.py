@@ -129,7 +129,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
         from .report.build import ReportRequest, build_report, metadata_as_read
 
         build_report(ReportRequest(results=request.output, images_dir=request.images_dir, out=request.report,
-                                   manifest=manifest, bundle_dir=request.bundle_dir, backend=backend.description,
+                                   manifest=manifest, backend=backend.description,
                                    meta=metadata_as_read(jobs, manifest.metadata)))
         reporter.info(f"report: {request.report}")
     return summary
