@@ -162,7 +162,8 @@ def _split_dataset(config: Config, rows: pd.DataFrame, mask_dir: Path | None) ->
     return ClassificationDataset(rows, input_size=config.data.input_size, mean=mean, std=std,
                                  vocabulary=DEFAULT_VOCABULARY,
                                  class_names=get_class_config(config.data.classes).class_names,
-                                 mask_dir=mask_dir, augment=False, meta_dropout=0.0, seed=config.seed)
+                                 mask_dir=mask_dir, augment=False, meta_dropout=0.0, seed=config.seed,
+                                 preprocessing=config.data.preprocessing)
 
 
 @torch.inference_mode()

@@ -28,6 +28,9 @@ class DataConfig:
     classes: Any = "ham7"  # built-in class configuration name, or an inline list of classes
     input_size: int = 224  # square model input, pixels (the paper's 224)
     workers: int = 2  # DataLoader worker processes
+    # Steps applied to every model input after the resize, in training and screening alike, and
+    # saved in the manifest, e.g. [{name: shades_of_gray, power: 6}] (screening/preprocess.py).
+    preprocessing: list = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class SegmenterTrainConfig:
     model: SegmenterConfig = field(default_factory=SegmenterConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: bool = True  # rotation, flips, colour jitter; masks move with their images
+    augment_preset: str = "default"  # "default" or "acquisition" (other cameras; data/augment.py)
 
 
 @dataclass
@@ -60,6 +64,9 @@ class ClassifierTrainConfig:
     model: FusionConfig = field(default_factory=FusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: bool = True
+    augment_preset: str = "default"  # "default" or "acquisition" (other cameras; data/augment.py)
+    # Test-time augmentation the bundle declares as its default (screening/tta.py).
+    tta: str = "none"
     balanced_sampling: bool = True  # class-balanced sampler (paper), else plain shuffling
     # Weight of each image = count(its class) ** -sampling_power: 1 balances the classes fully
     # (paper), lower values keep more of the common classes (see training/data/sampling.py).
@@ -82,6 +89,9 @@ class ExportConfig:
     opset: int = 17
     parity_images: int = 16  # validation images used for the PyTorch vs ONNX Runtime check
     parity_atol: float = 1e-4  # max |delta| allowed on probabilities and mask probabilities
+    # Model card texts a person writes (training/card.py): data_sources [{name, licence, url}],
+    # limitations (e.g. measured domain-shift figures), changelog, optionally intended_use.
+    card: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -200,6 +210,18 @@ def _check_choices(config: Config) -> None:
             raise ConfigError(f"{stage}.optim.schedule: {optim.schedule!r} is not one of {list(SCHEDULES)}")
         if not 0.0 <= optim.min_lr_ratio <= 1.0:
             raise ConfigError(f"{stage}.optim.min_lr_ratio: expected 0..1, got {optim.min_lr_ratio}")
+    from screening.preprocess import preprocessing_problems
+    from screening.tta import TTA_MODES
+
+    from .data.augment import AUGMENT_PRESETS
+    for problem in preprocessing_problems(config.data.preprocessing):
+        raise ConfigError(f"data.{problem}")
+    for stage in ("segmenter", "classifier"):
+        preset = getattr(config, stage).augment_preset
+        if preset not in AUGMENT_PRESETS:
+            raise ConfigError(f"{stage}.augment_preset: {preset!r} is not one of {list(AUGMENT_PRESETS)}")
+    if config.classifier.tta not in TTA_MODES:
+        raise ConfigError(f"classifier.tta: {config.classifier.tta!r} is not one of {list(TTA_MODES)}")
     if not 0.0 <= config.classifier.sampling_power <= 1.0:
         raise ConfigError(f"classifier.sampling_power: expected 0..1, got {config.classifier.sampling_power}")
 

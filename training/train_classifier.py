@@ -13,6 +13,7 @@ from .common import (Distributed, config_argument_parser, config_from_args, read
                      split, unwrap, write_run_files)
 from .config import Config
 from .data.classes import get_class_config
+from .data.augment import AUGMENT_PRESETS
 from .data.dataset import ClassificationDataset
 from .data.sampling import class_balanced_sampler
 from .inference import classifier_state
@@ -32,8 +33,9 @@ def build_datasets(config: Config, index, mask_dir: Path | None):
     classes = get_class_config(config.data.classes)
     mean, std = classifier_normalisation(config)
     common = dict(input_size=config.data.input_size, mean=mean, std=std, vocabulary=DEFAULT_VOCABULARY,
-                  class_names=classes.class_names, mask_dir=mask_dir)
+                  class_names=classes.class_names, mask_dir=mask_dir, preprocessing=config.data.preprocessing)
     train_set = ClassificationDataset(split(index, "train"), augment=config.classifier.augment,
+                                      augment_config=AUGMENT_PRESETS[config.classifier.augment_preset],
                                       meta_dropout=config.classifier.meta_dropout, seed=config.seed, **common)
     val_set = ClassificationDataset(split(index, "val"), augment=False, meta_dropout=0.0,
                                     seed=config.seed, **common)

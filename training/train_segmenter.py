@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .common import (Distributed, config_argument_parser, config_from_args, read_index, seed_everything,
                      split, unwrap, write_run_files)
 from .config import Config
+from .data.augment import AUGMENT_PRESETS
 from .data.dataset import SegmentationDataset
 from .inference import segmenter_state
 from .loop import Validation, fit, make_optimizer
@@ -37,9 +38,12 @@ def train(config: Config, resume: bool = False) -> Path:
     index = index[index["mask_path"] != ""]
     mean, std = segmenter_normalisation(config)
     size = config.data.input_size
-    train_set = SegmentationDataset(split(index, "train"), size, mean, std,
-                                    augment=config.segmenter.augment, seed=config.seed)
-    val_set = SegmentationDataset(split(index, "val"), size, mean, std, augment=False, seed=config.seed)
+    steps = config.data.preprocessing
+    train_set = SegmentationDataset(split(index, "train"), size, mean, std, augment=config.segmenter.augment,
+                                    seed=config.seed, preprocessing=steps,
+                                    augment_config=AUGMENT_PRESETS[config.segmenter.augment_preset])
+    val_set = SegmentationDataset(split(index, "val"), size, mean, std, augment=False, seed=config.seed,
+                                  preprocessing=steps)
     optim = config.segmenter.optim
     sampler = DistributedSampler(train_set, seed=config.seed) if dist.enabled else None
     train_loader = DataLoader(train_set, batch_size=optim.batch_size, shuffle=sampler is None,

@@ -26,19 +26,32 @@ def setup(tmp_path, monkeypatch):
         cv2.imwrite(str(path), np.full((40, 50, 3), 100 + i, np.uint8))
         images.append({"image_id": f"img{i}", "image_path": str(path)})
     calls = []
-    monkeypatch.setattr(masks, "load_segmenter", lambda ckpt: (_Model(), {"mean": 0, "std": 1}))
 
-    def predict(model, batch, mean, std, device):
-        calls.append(len(batch))
-        return np.full((len(batch), 32, 32), 0.5, np.float32)
+    def predictor(ckpt, size, device, batch_size):
+        def predict(batch):
+            calls.append(len(batch))
+            return np.full((len(batch), 32, 32), 0.5, np.float32)
+        return predict, batch_size
 
-    monkeypatch.setattr(masks, "predict_mask_probabilities", predict)
+    monkeypatch.setattr(masks, "mask_predictor", predictor)
     return config, pd.DataFrame(images), checkpoint, calls
 
 
-class _Model:
-    def to(self, device):
-        return self
+def test_onnxruntime_masks_match_pytorch(tmp_path):
+    """The cache predicts through ONNX Runtime on a CPU: the same probabilities as PyTorch."""
+    import torch
+
+    from training.inference import predict_mask_probabilities
+    from training.models.segmenter import SegmenterConfig, create_segmenter
+
+    torch.manual_seed(0)
+    model = create_segmenter(SegmenterConfig(encoder="tu-test_efficientnet", weights=None,
+                                             decoder_channels=[16, 16, 16, 16, 16])).eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    mean, std = [0.5] * 3, [0.25] * 3
+    expected = predict_mask_probabilities(model, images, mean, std, torch.device("cpu"))
+    got = masks.onnxruntime_predictor(model, 64, mean, std)(images)
+    assert got.shape == (3, 64, 64) and np.abs(got - expected).max() < 1e-4
 
 
 def test_masks_are_predicted_once_and_reused(setup):

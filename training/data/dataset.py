@@ -25,9 +25,9 @@ from torch.utils.data import Dataset, get_worker_info
 
 from screening.images import ImageDecodeError, load_image
 from screening.metadata import MetaCodes, MetadataVocabulary
-from screening.preprocess import normalise, resize_mask, resize_rgb
+from screening.preprocess import apply_preprocessing, normalise, resize_mask, resize_rgb
 
-from .augment import augment_pair
+from .augment import DEFAULT_AUGMENT, AugmentConfig, augment_pair
 from .errors import DataError
 from .sources import is_missing
 
@@ -44,9 +44,10 @@ def read_rgb(path: str | Path, min_size: tuple[int, int] = (0, 0)) -> np.ndarray
         raise DataError(f"{path}: cannot read or decode the image ({exc})") from exc
 
 
-def load_resized(path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode like the runtime and resize to ``size`` = (height, width): a model's input pixels."""
-    return resize_rgb(read_rgb(path, size), size)
+def load_resized(path: str | Path, size: tuple[int, int], preprocessing: Sequence[dict] = ()) -> np.ndarray:
+    """Decode like the runtime, resize to ``size`` = (height, width) and apply the bundle's
+    preprocessing steps (``screening.preprocess.apply_preprocessing``): a model's input pixels."""
+    return apply_preprocessing(resize_rgb(read_rgb(path, size), size), preprocessing)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -76,8 +77,11 @@ class _IndexDataset(Dataset):
     """Shared plumbing: rows, preprocessing parameters and the per-item generator."""
 
     def __init__(self, index: pd.DataFrame, input_size: int | tuple[int, int], mean: Sequence[float],
-                 std: Sequence[float], augment: bool, seed: int) -> None:
+                 std: Sequence[float], augment: bool, seed: int, preprocessing: Sequence[dict] = (),
+                 augment_config: AugmentConfig = DEFAULT_AUGMENT) -> None:
         self.rows = index.reset_index(drop=True)
+        self.preprocessing = [dict(step) for step in preprocessing]
+        self.augment_config = augment_config
         _require(self.rows, "image_path", "prepare the index with an images folder")
         self.input_size = _size(input_size)
         self.mean, self.std = list(mean), list(std)
@@ -103,11 +107,13 @@ class _IndexDataset(Dataset):
 
     def _pair(self, item: int, mask_path: str | Path) -> tuple[torch.Tensor, np.ndarray, np.random.Generator]:
         """Resized (and augmented) image, normalised, with its uint8 mask at input size."""
-        image = load_resized(self.rows.at[item, "image_path"], self.input_size)
+        # Preprocessing (colour constancy) before augmentation: the model learns around the
+        # normalised colours it will see at screening time, jittered by what it fails to remove.
+        image = load_resized(self.rows.at[item, "image_path"], self.input_size, self.preprocessing)
         mask = resize_mask(read_mask(mask_path), self.input_size)
         rng = self.next_rng(item)
         if self.augment:
-            image, mask = augment_pair(image, mask, rng)
+            image, mask = augment_pair(image, mask, rng, self.augment_config)
         return torch.from_numpy(normalise(image, self.mean, self.std)), mask, rng
 
 
@@ -120,11 +126,14 @@ class SegmentationDataset(_IndexDataset):
         mean, std: per-channel normalisation on 0..1 pixels.
         augment: apply ``augment_pair`` (training only).
         seed: base seed of the per-item generators.
+        preprocessing: the bundle's preprocessing steps (manifest ``preprocessing``).
+        augment_config: augmentation strengths (``augment.AUGMENT_PRESETS``).
     """
 
     def __init__(self, index: pd.DataFrame, input_size: int | tuple[int, int], mean: Sequence[float],
-                 std: Sequence[float], augment: bool = False, seed: int = 0) -> None:
-        super().__init__(index, input_size, mean, std, augment, seed)
+                 std: Sequence[float], augment: bool = False, seed: int = 0, preprocessing: Sequence[dict] = (),
+                 augment_config: AugmentConfig = DEFAULT_AUGMENT) -> None:
+        super().__init__(index, input_size, mean, std, augment, seed, preprocessing, augment_config)
         _require(self.rows, "mask_path", "the segmenter trains only on images with a ground-truth mask")
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,13 +160,16 @@ class ClassificationDataset(_IndexDataset):
         augment: apply ``augment_pair`` (training only).
         meta_dropout: per-field probability of replacing a value by unknown.
         seed: base seed of the per-item generators.
+        preprocessing: the bundle's preprocessing steps (manifest ``preprocessing``).
+        augment_config: augmentation strengths (``augment.AUGMENT_PRESETS``).
     """
 
     def __init__(self, index: pd.DataFrame, input_size: int | tuple[int, int], mean: Sequence[float],
                  std: Sequence[float], vocabulary: MetadataVocabulary, class_names: Sequence[str], *,
                  mask_dir: str | Path | None = None, augment: bool = False, meta_dropout: float = 0.0,
-                 seed: int = 0) -> None:
-        super().__init__(index, input_size, mean, std, augment, seed)
+                 seed: int = 0, preprocessing: Sequence[dict] = (),
+                 augment_config: AugmentConfig = DEFAULT_AUGMENT) -> None:
+        super().__init__(index, input_size, mean, std, augment, seed, preprocessing, augment_config)
         if not 0.0 <= meta_dropout <= 1.0:
             raise ValueError(f"meta_dropout must lie in [0, 1], got {meta_dropout}")
         self.vocabulary = vocabulary

@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+# Curated labels CSVs (sources named by their folder, e.g. ham10000_dev) rank with "labels".
 SOURCE_PREFERENCE = ("labels", "ham10000", "isic2019", "isic2020", "isic2017")
 RICHNESS_COLUMNS = ("image_path", "mask_path", "age", "sex", "site", "lesion_id", "patient_id")
+
+
+def source_preference(source: str) -> int:
+    """Rank of a source in ``SOURCE_PREFERENCE``; a labels CSV is named by its folder and ranks first."""
+    return SOURCE_PREFERENCE.index(source) if source in SOURCE_PREFERENCE else 0
 
 
 @dataclass
@@ -43,8 +49,7 @@ def drop_cross_source_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, Ded
     ranked = frame.assign(
         _order=range(len(frame)),
         _rich=-frame[list(RICHNESS_COLUMNS)].notna().sum(axis=1),
-        _pref=frame["source"].map(lambda s: SOURCE_PREFERENCE.index(s) if s in SOURCE_PREFERENCE
-                                  else len(SOURCE_PREFERENCE)),
+        _pref=frame["source"].map(source_preference),
     ).sort_values(["image_id", "_rich", "_pref", "_order"], kind="stable")
     first = ~ranked["image_id"].duplicated()
     kept_rows = ranked[first].set_index("image_id")

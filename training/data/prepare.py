@@ -2,7 +2,8 @@
 
 Steps, in order: read every source -> keep rows whose diagnosis is in a class -> drop images
 shipped by several sources and ISIC 2020's listed duplicates -> optionally drop rows whose
-age, sex or site would encode as unknown -> grouped, stratified train/val split. The index CSV
+age, sex or site would encode as unknown -> held-out sources to ``external`` -> grouped,
+stratified test and validation splits, the rest ``train``. The index CSV
 has the columns of ``INDEX_COLUMNS``; the report says what every step removed and why.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from screening.metadata import DEFAULT_VOCABULARY, MetadataVocabulary
@@ -78,11 +80,13 @@ class PrepareReport:
         if self.dropped_missing:
             fields = ", ".join(f"{f} {self.missing_metadata[f]}" for f in META_FIELDS)
             out.append(f"Dropped for missing metadata: {self.dropped_missing} rows ({fields})")
-        out.append("Classes (train / val):")
+        splits = list(self.class_counts.columns)
+        out.append(f"Classes ({' / '.join(splits)}):")
         for name, row in self.class_counts.iterrows():
-            out.append(f"  {name:<8} {row['train']:>6} / {row['val']}")
-        out.append(f"Groups (lesion, else patient, else image): train {self.groups.get('train', 0)}, "
-                   f"val {self.groups.get('val', 0)}, on both sides {self.groups_on_both_sides}")
+            out.append(f"  {name:<8} " + " / ".join(f"{row[s]:>6}" for s in splits))
+        counts = ", ".join(f"{s} {self.groups.get(s, 0)}" for s in splits)
+        out.append(f"Groups (lesion, else patient, else image): {counts}, "
+                   f"on both sides {self.groups_on_both_sides}")
         return out
 
 
@@ -133,7 +137,8 @@ def _unknown_sites(frame: pd.DataFrame, vocabulary: MetadataVocabulary) -> Count
 
 def build_index(sources: Sequence[Source | str | Path], class_config: ClassConfig | str | list | dict, *,
                 images_dir: Path | None = None, drop_missing_metadata: bool = False,
-                val_fraction: float = 0.3, seed: int = 0,
+                val_fraction: float = 0.3, seed: int = 0, test_fraction: float = 0.0,
+                holdout_sources: Sequence[str] = (),
                 vocabulary: MetadataVocabulary = DEFAULT_VOCABULARY) -> PreparedIndex:
     """Build the split index from source tables.
 
@@ -144,6 +149,10 @@ def build_index(sources: Sequence[Source | str | Path], class_config: ClassConfi
         drop_missing_metadata: drop rows whose age, sex or site would encode as unknown.
         val_fraction: share of every class (and so of all rows) put in validation.
         seed: the split is a pure function of the inputs and this seed.
+        test_fraction: share of every class put in a test split, touched once for the report
+            (validation picks epochs, temperature and operating points, so it flatters).
+        holdout_sources: sources kept out of training whole (split ``external``): the
+            leave-one-source-out measure of how the model does on a camera it never saw.
         vocabulary: decides which metadata values count as usable.
 
     Raises:
@@ -151,6 +160,9 @@ def build_index(sources: Sequence[Source | str | Path], class_config: ClassConfi
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"validation fraction must lie in [0, 1), got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise DataError(f"test fraction must lie in [0, 1) and leave rows for training, got {test_fraction} "
+                        f"with validation {val_fraction}")
     if not sources:
         raise DataError("no source tables given")
     config = get_class_config(class_config)
@@ -171,23 +183,57 @@ def build_index(sources: Sequence[Source | str | Path], class_config: ClassConfi
                         f"in no class of {config.name}, {report.dedup.total + report.listed_duplicates} "
                         f"were duplicates and {report.dropped_missing} missed metadata")
     groups = group_keys(frame)
-    is_val = grouped_stratified_split(frame["label"], groups, val_fraction, seed)
-    frame["split"] = ["val" if v else "train" for v in is_val]
+    frame["split"] = assign_splits(frame, groups, val_fraction, test_fraction, holdout_sources, seed)
+    splits = [s for s in SPLITS if (frame["split"] == s).any() or s in ("train", "val")]
     report.class_counts = (pd.crosstab(frame["label"], frame["split"])
-                           .reindex(index=config.class_names, columns=["train", "val"], fill_value=0))
-    report.groups = {s: int(groups[frame["split"] == s].nunique()) for s in ("train", "val")}
-    report.groups_on_both_sides = len(set(groups[is_val]) & set(groups[~is_val]))
+                           .reindex(index=config.class_names, columns=splits, fill_value=0))
+    report.groups = {s: int(groups[frame["split"] == s].nunique()) for s in splits}
+    sides = frame.groupby(groups.values)["split"].nunique()
+    report.groups_on_both_sides = int((sides > 1).sum())
     return PreparedIndex(frame[INDEX_COLUMNS], report)
+
+
+SPLITS = ("train", "val", "test", "external")
+
+
+def assign_splits(frame: pd.DataFrame, groups: pd.Series, val_fraction: float, test_fraction: float,
+                  holdout_sources: Sequence[str], seed: int) -> list[str]:
+    """Per row ``train``, ``val``, ``test`` or ``external``; a group never spans two splits.
+
+    A group with any row in a held-out source goes wholly to ``external``, so a lesion photographed
+    for two sources cannot leak its held-out image into training. Test is drawn first, then
+    validation from the rest, each a grouped, class-stratified share of all non-external rows.
+    """
+    unknown = sorted(set(holdout_sources) - set(frame["source"]))
+    if unknown:
+        raise DataError(f"held-out source(s) {', '.join(unknown)} not among the sources read: "
+                        f"{', '.join(sorted(set(frame['source'])))}")
+    held_groups = set(groups[frame["source"].isin(list(holdout_sources))])
+    external = groups.isin(held_groups).to_numpy()
+    split = np.where(external, "external", "train").astype(object)
+    inside = np.flatnonzero(~external)
+    labels, keys = frame["label"].iloc[inside], groups.iloc[inside]
+    if test_fraction > 0:
+        is_test = grouped_stratified_split(labels, keys, test_fraction, seed)
+        split[inside[is_test]] = "test"
+        inside, labels, keys = inside[~is_test], labels[~is_test], keys[~is_test]
+    # Validation's share is of all non-external rows, so rescale it to what test left over.
+    is_val = grouped_stratified_split(labels, keys, val_fraction / (1.0 - test_fraction), seed + 1
+                                      if test_fraction > 0 else seed)
+    split[inside[is_val]] = "val"
+    return list(split)
 
 
 def prepare_index(sources: Sequence[Source | str | Path], class_config: ClassConfig | str | list | dict, *,
                   images_dir: Path | None = None, drop_missing_metadata: bool = False,
-                  val_fraction: float = 0.3, seed: int = 0,
+                  val_fraction: float = 0.3, seed: int = 0, test_fraction: float = 0.0,
+                  holdout_sources: Sequence[str] = (),
                   vocabulary: MetadataVocabulary = DEFAULT_VOCABULARY) -> pd.DataFrame:
     """The index frame of ``build_index`` (columns ``INDEX_COLUMNS``), without the report."""
     return build_index(sources, class_config, images_dir=images_dir,
                        drop_missing_metadata=drop_missing_metadata, val_fraction=val_fraction,
-                       seed=seed, vocabulary=vocabulary).index
+                       seed=seed, test_fraction=test_fraction, holdout_sources=holdout_sources,
+                       vocabulary=vocabulary).index
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -210,6 +256,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="drop rows whose age, sex or site is missing or unusable")
     parser.add_argument("--val-fraction", type=float, default=0.3,
                         help="validation share of every class (default: 0.3)")
+    parser.add_argument("--test-fraction", type=float, default=0.0,
+                        help="test share of every class, kept for the final report (default: 0)")
+    parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
+                        help="keep this source (a labels CSV's folder name, or a format such as "
+                             "isic2019) out of training as split 'external' (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
     parser.add_argument("--out", type=Path, default=Path("index.csv"),
                         help="index CSV to write (default: index.csv)")
@@ -222,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepared = build_index(args.source, args.classes, images_dir=args.images,
                                drop_missing_metadata=args.drop_missing_metadata,
-                               val_fraction=args.val_fraction, seed=args.seed)
+                               val_fraction=args.val_fraction, seed=args.seed,
+                               test_fraction=args.test_fraction, holdout_sources=args.holdout_source)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

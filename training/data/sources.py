@@ -256,7 +256,10 @@ def read_labels(path: Path) -> pd.DataFrame:
             return None
         return t[column].map(lambda f: str(root / f) if not is_missing(f) else np.nan)
 
-    return _frame("labels", image_id=t["image_id"], image_path=under_root("file"),
+    # A labels CSV names its source by its folder (ham10000_dev, isic2019_bcn_msk_84px, ...): the
+    # unit a whole-source hold-out and the per-source figures work on. The CSV's own ``source``
+    # column, where present, is a free-text provenance note, not a short name.
+    return _frame(root.name or "labels", image_id=t["image_id"], image_path=under_root("file"),
                   mask_path=under_root("mask_file"),
                   diagnosis=canonical_diagnoses(list(t["diagnosis"]), str(path)), age=t.get("age"),
                   sex=t.get("sex"), site=t.get("site"), lesion_id=t.get("lesion_id"),

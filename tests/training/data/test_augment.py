@@ -91,3 +91,60 @@ def test_size_mismatch_is_refused():
     image, mask = blob_pair()
     with pytest.raises(ValueError, match=r"image \(64, 64\) and mask \(32, 32\) differ in size"):
         augment_pair(image, mask[:32, :32], np.random.default_rng(0))
+
+
+# -- acquisition augmentation: other cameras, same lesion ------------------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from training.data.augment import (ACQUISITION_AUGMENT, AUGMENT_PRESETS, add_hair, add_vignette,  # noqa: E402
+                                   degrade_optics, shift_white_balance)
+
+
+def test_default_preset_draws_no_acquisition_change():
+    image, mask = blob_pair()
+    rng = np.random.default_rng(0)
+    assert AUGMENT_PRESETS["default"].jpeg == 0 and AUGMENT_PRESETS["default"].vignette == 0
+    out, out_mask = augment_pair(image, mask, rng, STILL)
+    assert np.array_equal(out, image) and np.array_equal(out_mask, mask)
+
+
+def test_acquisition_moves_pixels_but_never_the_mask():
+    image, mask = blob_pair()
+    still_geometry = replace(ACQUISITION_AUGMENT, rotate=False, hflip=0.0, vflip=0.0, scale=(1.0, 1.0))
+    changed = 0
+    for seed in range(20):
+        out, out_mask = augment_pair(image, mask, np.random.default_rng(seed), still_geometry)
+        assert out.shape == image.shape and out.dtype == np.uint8
+        assert np.array_equal(out_mask, mask)
+        changed += int(np.abs(out.astype(int) - image.astype(int)).mean() > 2)
+    assert changed >= 15
+
+
+def test_white_balance_changes_channel_ratios():
+    image, _ = blob_pair()
+    config = replace(ACQUISITION_AUGMENT, gamma=0.0, channel_gain=0.3)
+    ratios = {tuple(np.round(shift_white_balance(image, np.random.default_rng(s), config)[0, 0] / image[0, 0], 2))
+              for s in range(5)}
+    assert len(ratios) == 5
+
+
+def test_vignette_darkens_corners_and_keeps_the_centre():
+    image = np.full((64, 64, 3), 200, np.uint8)
+    out = add_vignette(image, np.random.default_rng(0))
+    assert out[0, 0].max() < 60 and out[32, 32].min() >= 195
+
+
+def test_hair_draws_dark_thin_strokes():
+    image = np.full((64, 64, 3), 200, np.uint8)
+    out = add_hair(image, np.random.default_rng(3))
+    dark_share = float((out.max(axis=-1) < 120).mean())
+    assert 0.0 < dark_share < 0.25
+
+
+def test_thumbnail_resolution_loses_detail():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    config = replace(ACQUISITION_AUGMENT, downscale=1.0, blur=0.0, jpeg=0.0)
+    out = degrade_optics(image, rng, config)
+    assert out.shape == image.shape and out.std() < image.std() * 0.8

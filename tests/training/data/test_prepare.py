@@ -1,5 +1,7 @@
 """The index builder on the real-format fixtures: class mapping, de-duplication, split, CLI."""
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -108,3 +110,64 @@ def test_cli_unknown_classes_exit_2_with_one_line(fixtures, tmp_path, capsys):
 def test_cli_bad_fraction_exit_2(fixtures, capsys):
     assert main(["--source", str(fixtures), "--val-fraction", "1.5"]) == 2
     assert capsys.readouterr().err == "error: validation fraction must lie in [0, 1), got 1.5\n"
+
+
+# -- three-way split and whole sources held out ---------------------------------------------------
+
+def _labels_folder(root, name, rows):
+    folder = root / name
+    folder.mkdir()
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    return folder / "labels.csv"
+
+
+def _clinic(prefix, n, shared_lesion=None):
+    rows = []
+    for i in range(n):
+        diagnosis = ("mel", "nv", "bcc", "bkl")[i % 4]
+        lesion = shared_lesion if (shared_lesion and i == 0) else f"{prefix}_L{i // 2}"
+        rows.append({"image_id": f"{prefix}_{i:04d}", "file": f"images/{prefix}_{i:04d}.jpg",
+                     "diagnosis": diagnosis, "lesion_id": lesion})
+    return rows
+
+
+def test_labels_sources_are_named_by_their_folder(tmp_path):
+    csv = _labels_folder(tmp_path, "clinic_a", _clinic("A", 8))
+    index = prepare_index([csv], "ham7", val_fraction=0.25)
+    assert set(index["source"]) == {"clinic_a"}
+
+
+def test_three_way_split_with_a_held_out_source(tmp_path):
+    a = _labels_folder(tmp_path, "clinic_a", _clinic("A", 400))
+    b = _labels_folder(tmp_path, "clinic_b", _clinic("B", 80, shared_lesion="A_L0"))
+    prepared = build_index([a, b], "ham7", val_fraction=0.1, test_fraction=0.2, holdout_sources=["clinic_b"])
+    index = prepared.index
+    # The held-out source is external whole, and so is the clinic-A lesion it shares.
+    assert (index.loc[index["source"] == "clinic_b", "split"] == "external").all()
+    assert (index.loc[index["lesion_id"] == "A_L0", "split"] == "external").all()
+    inside = index[index["split"] != "external"]
+    shares = inside["split"].value_counts(normalize=True)
+    assert abs(shares["test"] - 0.2) < 0.03 and abs(shares["val"] - 0.1) < 0.03
+    for _, part in inside.groupby("label"):
+        assert abs((part["split"] == "test").mean() - 0.2) < 0.05
+    assert (index.groupby("lesion_id")["split"].nunique() == 1).all()
+    assert prepared.report.groups_on_both_sides == 0
+    assert "Classes (train / val / test / external):" in prepared.report.lines()
+
+
+def test_split_is_a_pure_function_of_inputs_and_seed(tmp_path):
+    a = _labels_folder(tmp_path, "clinic_a", _clinic("A", 200))
+    first = prepare_index([a], "ham7", val_fraction=0.1, test_fraction=0.2, seed=3)
+    again = prepare_index([a], "ham7", val_fraction=0.1, test_fraction=0.2, seed=3)
+    other = prepare_index([a], "ham7", val_fraction=0.1, test_fraction=0.2, seed=4)
+    assert first["split"].tolist() == again["split"].tolist() != other["split"].tolist()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"holdout_sources": ["clinic_z"]}, "held-out source(s) clinic_z not among the sources read: clinic_a"),
+    ({"test_fraction": 0.8, "val_fraction": 0.3}, "test fraction must lie in [0, 1) and leave rows"),
+])
+def test_bad_split_requests_are_refused(tmp_path, kwargs, message):
+    a = _labels_folder(tmp_path, "clinic_a", _clinic("A", 20))
+    with pytest.raises(DataError, match=re.escape(message)):
+        build_index([a], "ham7", **kwargs)

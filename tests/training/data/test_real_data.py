@@ -61,7 +61,7 @@ def test_ham10000_dev_labels_grouped_split():
 
 def test_ham10000_dev_labels_win_over_the_metadata_table():
     prepared = build_index([HAM_DEV / "labels.csv", ISIC_METADATA / "HAM10000_metadata.csv"], "ham7")
-    assert dict(prepared.report.dedup.removed) == {("ham10000", "labels"): 7036}
+    assert dict(prepared.report.dedup.removed) == {("ham10000", "ham10000_dev"): 7036}
     assert prepared.index["mask_path"].notna().all()
 
 
