@@ -10,7 +10,7 @@ STARTER := engines/starter
 SAMPLE_BUNDLE := engines/sample
 DEMO_BUNDLE := $(if $(wildcard $(STARTER)/manifest.json),$(STARTER),$(SAMPLE_BUNDLE))
 
-.PHONY: demo test test-all clean sample-data sample-bundle starter-bundle browser
+.PHONY: demo test test-all test-gpu clean sample-data sample-bundle starter-bundle browser
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test: $(INSTALLED) browser
 
 test-all: $(INSTALLED) browser
 	$(PY) -m pytest -q
+
+# On a GPU machine: install the GPU extra (pycuda compiles: CUDA toolkit headers and a C++
+# compiler needed, see docs/tensorrt.md) and run the gpu-marked tests. Any skip fails the run,
+# so a missing GPU, TensorRT or pycuda can never pass for a green GPU check.
+test-gpu: $(INSTALLED)
+	$(PY) -m pip install -q -e '.[gpu]'
+	$(PY) -m pytest -q -m gpu --fail-on-skip -p no:cacheprovider
 
 sample-data: $(INSTALLED)
 	$(PY) sample_data/generate.py

@@ -67,3 +67,31 @@ def trained_tiny(tmp_path_factory):
     evaluate(config)
     export_bundle(config)
     return config
+
+
+# -- `make test-gpu`: a GPU check must not pass by skipping ------------------------------------------
+
+_skipped: list[str] = []  # "node id: reason" of every skipped test of this session
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fail-on-skip", action="store_true",
+                     help="fail the run when any selected test is skipped (make test-gpu)")
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if session.config.getoption("--fail-on-skip") and _skipped and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if config.getoption("--fail-on-skip") and _skipped:
+        terminalreporter.write_line(f"FAILED (--fail-on-skip): {len(_skipped)} test(s) skipped", red=True)
+        for line in _skipped:
+            terminalreporter.write_line(f"  {line}")

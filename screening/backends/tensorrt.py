@@ -23,9 +23,11 @@ from ..engines.environment import Environment, detect_environment, import_proble
 from ..engines.profile import batch_slices
 from ..engines.record import ROLES, BuildRecord, load_record
 from ..engines.staleness import find_engine
+from ..engines.trt_logger import tensorrt_logger
 from ..errors import BackendUnavailable, BundleError, ScreeningError
 from ..manifest import Manifest
 from .bundle import BatchOutputs, BundleBackend
+from .cuda_context import current, primary_context
 
 
 @dataclass(frozen=True)
@@ -110,36 +112,29 @@ class TensorRTBackend(BundleBackend):
         trt, cuda = _import_gpu_modules()
         self._cuda = cuda
         try:
-            cuda.init()
-            self._cuda_context = cuda.Device(0).retain_primary_context()
+            context = primary_context(cuda)
         except Exception as exc:
             raise BackendUnavailable(f"cannot open the GPU: {one_line(exc)}") from exc
-        self._cuda_context.push()
-        try:
-            self._load_engines(trt)
-            self._allocate(cuda)
-        except BaseException:
-            self._release()
-            self._cuda_context.pop()
-            self._cuda_context.detach()
-            self._cuda_context = None
-            raise
-        self._cuda_context.pop()
+        with current(context):
+            try:
+                self._load_engines(trt)
+                self._allocate(cuda)
+            except BaseException:
+                self._release()
+                raise
+        self._cuda_context = context
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._cuda_context is None:
             return
-        self._cuda_context.push()
-        try:
+        # The primary context itself stays retained for the next backend (see cuda_context).
+        with current(self._cuda_context):
             self._release()
-        finally:
-            self._cuda_context.pop()
-            self._cuda_context.detach()
-            self._cuda_context = None
+        self._cuda_context = None
 
     def _load_engines(self, trt: Any) -> None:
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._runtime = trt.Runtime(tensorrt_logger(trt))
         rebuild = rebuild_command(self.bundle_dir)
         for role in ROLES:
             build = self.record.models[role]
@@ -174,7 +169,9 @@ class TensorRTBackend(BundleBackend):
         # Addresses never change, so they are set once; only shapes change per batch.
         for role, tensors in self.plan.bindings.items():
             for tensor, key in tensors.items():
-                self._contexts[role].set_tensor_address(tensor, int(self._device[key]))
+                if not self._contexts[role].set_tensor_address(tensor, int(self._device[key])):
+                    raise ScreeningError(f"TensorRT refused the device buffer of {role} tensor {tensor!r} "
+                                         f"({self.plan.device[key].nbytes} bytes)")
 
     def _release(self) -> None:
         # Contexts before engines before the runtime: each holds the next.
@@ -201,12 +198,9 @@ class TensorRTBackend(BundleBackend):
         feeds = {"seg_image": seg_image, "cls_image": cls_image, "meta": meta}
         outputs = {field: np.empty(plan.device[key].batch_shape(count), dtype=plan.device[key].dtype)
                    for field, key in plan.host_outputs.items()}
-        self._cuda_context.push()
-        try:
+        with current(self._cuda_context):
             for part in batch_slices(count, plan.max_batch):
                 self._run_part(feeds, outputs, part)
-        finally:
-            self._cuda_context.pop()
         return BatchOutputs(mask=outputs["mask"], logits=outputs["logits"], attention=outputs.get(ATTENTION_OUTPUT))
 
     def _run_part(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], part: slice) -> None:
@@ -217,8 +211,7 @@ class TensorRTBackend(BundleBackend):
             cuda.memcpy_htod_async(self._device[key], host, stream)
         for role in ROLES:
             context = self._contexts[role]
-            for tensor in getattr(self.manifest, role).inputs:
-                context.set_input_shape(tensor, plan.device[plan.bindings[role][tensor]].batch_shape(size))
+            self._set_shapes(role, context, size)
             if not context.execute_async_v3(stream.handle):
                 raise ScreeningError(f"TensorRT failed to run the {role} engine on a batch of {size}")
         for field, key in plan.host_outputs.items():
@@ -226,6 +219,22 @@ class TensorRTBackend(BundleBackend):
         stream.synchronize()
         for field, key in plan.host_outputs.items():
             outputs[field][part] = self._host[key][:size]
+
+    def _set_shapes(self, role: str, context: Any, size: int) -> None:
+        """Set this batch's input shapes and check that TensorRT's output shapes fit our buffers."""
+        plan, spec = self.plan, getattr(self.manifest, role)
+        for tensor in spec.inputs:
+            shape = plan.device[plan.bindings[role][tensor]].batch_shape(size)
+            if not context.set_input_shape(tensor, shape):
+                raise ScreeningError(f"TensorRT refused the shape {list(shape)} for {role} input {tensor!r} "
+                                     f"(the engine takes batches of 1..{plan.max_batch})")
+        for tensor in spec.outputs:
+            planned = plan.device[plan.bindings[role][tensor]].batch_shape(size)
+            actual = tuple(int(d) for d in context.get_tensor_shape(tensor))
+            if actual != planned:
+                raise ScreeningError(f"TensorRT's {role} output {tensor!r} has shape {list(actual)} for a batch "
+                                     f"of {size}, but its buffer is planned for {list(planned)}; "
+                                     f"rebuild with: {rebuild_command(self.bundle_dir)}")
 
     @property
     def description(self) -> str:

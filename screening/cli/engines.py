@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import BackendUnavailable, FidelityError, InputError
+from ..interrupt import Interrupted, interruptible
 from .folder import BUNDLE_ENV, DEFAULT_BATCH_SIZE, resolve_bundle
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding screening/, engines/, sample_data/
@@ -44,6 +45,9 @@ def engines() -> None:
 def build(bundle: Path | None, max_batch: int | None, opt_batch: int | None, workspace: float | None) -> None:
     """Compile the bundle's two models into FP16 engines for this machine's GPU (takes minutes).
 
+    Ctrl-C stops the build at TensorRT's next step (exit code 130); an interrupted build never
+    looks finished, and the next build starts over.
+
     \b
     Example:
       screen engines build --bundle engines/starter --max-batch 64 --opt-batch 32
@@ -63,7 +67,13 @@ def build(bundle: Path | None, max_batch: int | None, opt_batch: int | None, wor
     env = detect_environment()
     if env.problem:
         raise BackendUnavailable(env.problem)
-    folder, record = build_engines(bundle, manifest, env, opt_batch, max_batch, workspace, echo=click.echo)
+    with interruptible():
+        try:
+            folder, record = build_engines(bundle, manifest, env, opt_batch, max_batch, workspace, echo=click.echo)
+        except Interrupted as stop:
+            click.echo(f"Interrupted ({stop}): the engine build was stopped and nothing was recorded; "
+                       f"run the same command again to build", err=True)
+            raise click.exceptions.Exit(stop.exit_code) from None
     click.echo(f"Built {folder} in {record.build_seconds:.0f} s with {len(record.warnings)} builder warnings "
                f"(listed in its build.json). Check it with: screen engines verify --bundle {bundle}")
 

@@ -2,13 +2,16 @@
 
 Per model: FP32 ONNX -> mixed-precision ONNX (``fp16``) -> a strongly typed network -> one
 optimisation profile over the batch axis -> a serialized plan, written atomically. One timing
-cache per GPU and TensorRT version is loaded before and saved after. The build record is
-written last, and the old one is removed first, so an interrupted build never looks finished.
+cache per GPU and TensorRT version is loaded before and merged back after (``timing_cache``).
+The build record is written last, and the old one is removed first, so an interrupted build
+never looks finished. TensorRT builds on a worker thread: the main thread stays free to take
+Ctrl-C, which cancels the build through the progress monitor at TensorRT's next step.
 TensorRT is imported here, inside the functions, never at package import.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +22,8 @@ from ..errors import BackendUnavailable, BundleError, InputError, ScreeningError
 from ..manifest import Manifest, sha256_file
 from .environment import Environment, one_line
 from ..atomic import atomic_write
+from .trt_logger import routed_to, tensorrt_logger
+from .timing_cache import TimingCache
 from .fp16 import convert_file, fp32_ops
 from .naming import engine_dir, timing_cache_path
 from .profile import InputProfile, check_batches, profile_shapes
@@ -44,21 +49,6 @@ def network_flags(trt: Any) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def _logger(trt: Any, log: BuildLog) -> Any:
-    severity = trt.ILogger.Severity
-    names = {severity.INTERNAL_ERROR: "internal_error", severity.ERROR: "error", severity.WARNING: "warning",
-             severity.INFO: "info", severity.VERBOSE: "verbose"}
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, level: Any, msg: str) -> None:
-            log.log(names.get(level, "info"), msg)
-
-    return _Logger()
-
-
 def _monitor(trt: Any, progress: BuildProgress) -> Any | None:
     base = getattr(trt, "IProgressMonitor", None)
     if base is None:  # older TensorRT: the stage lines printed by build_engines must do
@@ -80,35 +70,41 @@ def _monitor(trt: Any, progress: BuildProgress) -> Any | None:
     return _Monitor()
 
 
-class _TimingCache:
-    """One ITimingCache shared by both builds, loaded from and saved to its file."""
+def _run_build(builder: Any, network: Any, config: Any, progress: BuildProgress, echo: Echo) -> Any:
+    """``build_serialized_network`` on a worker thread, cancelled when the main thread is interrupted.
 
-    def __init__(self, path: Path, echo: Echo) -> None:
-        self.path = path
-        self.echo = echo
-        self.cache: Any = None
+    The binding releases the GIL while TensorRT builds, but Python runs signal handlers only on
+    the main thread, and only between bytecodes: a build on the main thread would ignore Ctrl-C
+    for minutes. Here the main thread waits in short joins, and on Ctrl-C (KeyboardInterrupt, or
+    ``screening.interrupt.Interrupted`` under the CLI) asks the progress monitor to stop,
+    waits for TensorRT to return, and re-raises.
+    """
+    result: dict[str, Any] = {}
 
-    def attach(self, config: Any) -> None:
-        if self.cache is None:
-            data = self.path.read_bytes() if self.path.is_file() else b""
-            try:
-                self.cache = config.create_timing_cache(data)
-            except Exception as exc:  # a cache from another build of TensorRT: start afresh
-                self.echo(f"  ignoring unreadable timing cache {self.path} ({one_line(exc)})")
-                self.cache = None
-            if self.cache is None:
-                self.cache = config.create_timing_cache(b"")
-            elif data:
-                self.echo(f"  timing cache: {self.path}")
-        config.set_timing_cache(self.cache, False)
+    def work() -> None:
+        try:
+            result["plan"] = builder.build_serialized_network(network, config)
+        except BaseException as exc:  # handed to the main thread
+            result["error"] = exc
 
-    def save(self) -> None:
-        if self.cache is not None:
-            atomic_write(self.path, memoryview(self.cache.serialize()))
+    thread = threading.Thread(target=work, name="tensorrt-build", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except BaseException:
+        progress.cancelled = True
+        echo("  stopping the TensorRT build at its next step ...")
+        thread.join()
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result["plan"]
 
 
 def _build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, profile: dict[str, InputProfile],
-                workspace: int, cache: _TimingCache, monitor: Any | None, log: BuildLog) -> Any:
+                workspace: int, cache: TimingCache, monitor: Any | None, progress: BuildProgress,
+                log: BuildLog) -> Any:
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -126,11 +122,34 @@ def _build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, profile: d
     for name, shapes in profile.items():
         optimisation.set_shape(name, shapes.min, shapes.opt, shapes.max)
     config.add_optimization_profile(optimisation)
-    plan = builder.build_serialized_network(network, config)
+    plan = _run_build(builder, network, config, progress, log.echo)
     if plan is None:
         raise ScreeningError(f"TensorRT could not build an engine from {onnx_path.name}: "
                              f"{log.errors[-1] if log.errors else 'see the TensorRT messages above'}")
     return plan
+
+
+def _build_models(trt: Any, builder: Any, logger: Any, bundle_dir: Path, manifest: Manifest, folder: Path,
+                  opt_batch: int, max_batch: int, workspace: int, cache: TimingCache, monitor: Any | None,
+                  progress: BuildProgress, log: BuildLog) -> dict[str, ModelBuild]:
+    """Convert and build each model of the bundle into ``folder``; returns what each build made."""
+    echo = log.echo
+    models = {}
+    for role in ROLES:
+        spec = getattr(manifest, role)
+        fp16_path = folder / f"{role}.fp16.onnx"
+        echo(f"{role}: converting {spec.file} to mixed-precision FP16")
+        for note in convert_file(Path(bundle_dir) / spec.file, fp16_path):
+            log.log("warning", note)
+        profile = profile_shapes(spec, role, opt_batch, max_batch)
+        echo(f"{role}: building the engine (batch 1..{max_batch}, tuned for {opt_batch}); this takes minutes")
+        plan = _build_plan(trt, builder, logger, fp16_path, profile, workspace, cache, monitor, progress,
+                           log)
+        plan_path = atomic_write(folder / f"{role}.plan", memoryview(plan))
+        models[role] = ModelBuild(onnx_sha256=spec.sha256, fp16_onnx_sha256=sha256_file(fp16_path),
+                                  plan=plan_path.name, plan_sha256=sha256_file(plan_path), profile=profile)
+        echo(f"{role}: wrote {plan_path} ({plan_path.stat().st_size / 1e6:.1f} MB)")
+    return models
 
 
 def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_batch: int, max_batch: int,
@@ -157,6 +176,8 @@ def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_ba
         BundleError: the manifest's shapes do not use its input size; a model cannot be
             converted or parsed.
         ScreeningError: TensorRT could not build an engine.
+        KeyboardInterrupt, screening.interrupt.Interrupted: Ctrl-C; TensorRT stops at its next
+            step, no plan of the interrupted model and no build record are written.
     """
     check_batches(opt_batch, max_batch)
     workspace = workspace_bytes(workspace_gb)
@@ -171,26 +192,16 @@ def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_ba
     echo(f"Building FP16 TensorRT engines of {manifest.tag} for {env.gpu.describe()} "
          f"with TensorRT {env.tensorrt_version} into {folder}")
     log, progress = BuildLog(echo), BuildProgress(echo)
-    logger = _logger(trt, log)
+    logger = tensorrt_logger(trt)
     monitor = _monitor(trt, progress)  # kept referenced: TensorRT calls it during the builds
-    builder = trt.Builder(logger)
-    cache = _TimingCache(timing_cache_path(env.gpu, env.tensorrt_version, cache_dir), echo)
+    cache = TimingCache(timing_cache_path(env.gpu, env.tensorrt_version, cache_dir), echo)
     started = time.monotonic()
-    models = {}
-    for role in ROLES:
-        spec = getattr(manifest, role)
-        fp16_path = folder / f"{role}.fp16.onnx"
-        echo(f"{role}: converting {spec.file} to mixed-precision FP16")
-        for note in convert_file(Path(bundle_dir) / spec.file, fp16_path):
-            log.log("warning", note)
-        profile = profile_shapes(spec, role, opt_batch, max_batch)
-        echo(f"{role}: building the engine (batch 1..{max_batch}, tuned for {opt_batch}); this takes minutes")
-        plan = _build_plan(trt, builder, logger, fp16_path, profile, workspace, cache, monitor, log)
-        plan_path = atomic_write(folder / f"{role}.plan", memoryview(plan))
-        models[role] = ModelBuild(onnx_sha256=spec.sha256, fp16_onnx_sha256=sha256_file(fp16_path),
-                                  plan=plan_path.name, plan_sha256=sha256_file(plan_path), profile=profile)
-        echo(f"{role}: wrote {plan_path} ({plan_path.stat().st_size / 1e6:.1f} MB)")
-    cache.save()
+    with routed_to(log.log):
+        builder = trt.Builder(logger)
+        models = _build_models(trt, builder, logger, bundle_dir, manifest, folder, opt_batch, max_batch, workspace,
+                               cache, monitor, progress, log)
+    if not cache.save():
+        echo("  timing cache not saved (see above)")
     record = BuildRecord(
         bundle=manifest.tag, tensorrt_version=env.tensorrt_version, gpu=env.gpu, models=models,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
