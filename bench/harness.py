@@ -297,7 +297,8 @@ class ScreenRun:
 
 def run_screen(images: Path, meta: Path, bundle: Path, output: Path, *, batch_size: int,
                workers: int | None = None, backend: str = "onnxruntime", ort_variant: str = "runtime",
-               timeout: float | None = None) -> ScreenRun:
+               timeout: float | None = None, extra: Sequence[str] = (),
+               env: dict[str, str] | None = None) -> ScreenRun:
     """Run ``python -m screening folder`` as a child process and measure it.
 
     The peak RSS comes from ``wait4`` on that one child, so earlier children (and this
@@ -312,6 +313,8 @@ def run_screen(images: Path, meta: Path, bundle: Path, output: Path, *, batch_si
         ort_variant: ONNX Runtime session settings (``ort_variants.py``); other than
             "runtime", the run goes through ``bench/screen_with.py``.
         timeout: seconds before the child is killed.
+        extra: more ``screen folder`` arguments (e.g. ``--ray=ADDRESS``).
+        env: the child's environment (default: this process's).
 
     Raises:
         BenchError: the run failed or timed out; the message quotes the end of its log.
@@ -325,10 +328,11 @@ def run_screen(images: Path, meta: Path, bundle: Path, output: Path, *, batch_si
                "--batch-size", str(batch_size), "--quiet"]
     if workers:
         command += ["--workers", str(workers)]
+    command += list(extra)
     log = Path(output).with_name(Path(output).name + ".log")
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
-        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         timer = threading.Timer(timeout, child.kill) if timeout else None
         if timer:
             timer.start()

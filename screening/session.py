@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from .backends import open_backend
 from .backends.bundle import BundleBackend
@@ -23,6 +24,8 @@ from .patients import PatientTable, read_patients
 from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
 from .progress import Reporter
 from .report.build import check_report_path, view_writer
+if TYPE_CHECKING:  # Ray is an optional extra, imported only by a --ray run
+    from .distributed.run import RayScreening, RaySettings
 from .results import (OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
                       write_summary_json)
 
@@ -40,6 +43,7 @@ class FolderRequest:
     workers: int | None = None  # decoder threads; None = one per CPU
     resume: bool = False  # reuse the journal of an earlier run
     save_masks: Path | None = None
+    ray: RaySettings | None = None  # screen on a Ray cluster (screening.distributed); None = here
     decode_timeout_s: float = DEFAULT_TIME_BUDGET_S  # wall-clock seconds per image
     max_decode_mib: int = DEFAULT_MAX_DECODE_BYTES // 2**20  # decoder memory per image
     keep_columns: bool = False  # copy extra patients.csv columns to the output
@@ -103,8 +107,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     table = read_patients(request.meta_csv, images=discovery.images)
     manifest = load_manifest(request.bundle_dir)
     point = manifest.operating_point(request.operating_point)
-    backend, note = open_backend(request.backend, request.bundle_dir, manifest,
-                                 batch_size=request.batch_size)
+    backend, note = _open_backend(request, manifest)
     with backend:
         reporter.info(f"backend: {backend.description} ({note})")
         with OutputLock(request.output) as lock:
@@ -142,6 +145,23 @@ class _RunResult:
     reused: int
 
 
+def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
+    """The backend of this process, or with ``--ray`` the cluster (whose workers open the bundle)."""
+    if request.ray is None:
+        return open_backend(request.backend, request.bundle_dir, manifest, batch_size=request.batch_size)
+    from .distributed.run import RayScreening
+
+    return (RayScreening(request.ray, request.bundle_dir, manifest, request.backend, request.batch_size),
+            f"--ray {request.ray.address}")
+
+
+def _stream(backend: BundleBackend | RayScreening, jobs: list[ImageJob], root: Path,
+            options: PipelineOptions, done: dict[str, Outcome]) -> Iterator[list[Outcome]]:
+    if isinstance(backend, BundleBackend):
+        return screen_jobs(jobs, root, backend, options, done=done)
+    return backend.screen_jobs(jobs, root, options, done=done)
+
+
 def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, journal: Journal,
          reporter: Reporter) -> _RunResult:
     """Screen the jobs the journal does not already hold, journaling each batch."""
@@ -157,7 +177,9 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
     if reused:
         reporter.info(f"resuming: {len(reused)} of {len(jobs)} images already screened "
                       f"({journal.path}), {len(todo)} to go")
-    views = view_writer(request.report, backend.manifest)
+    # Report pictures are made from the pixels decoded here; on a Ray cluster the report
+    # decodes its thumbnails at the end instead.
+    views = view_writer(request.report, backend.manifest) if isinstance(backend, BundleBackend) else None
     options = PipelineOptions(batch_size=request.batch_size,
                               workers=workers,
                               save_masks=Path(request.save_masks) if request.save_masks else None,
@@ -167,7 +189,7 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
     # closing(): an interrupt stops the stream (and kills its decoder processes) right here,
     # not whenever the garbage collector gets to it.
     with views or nullcontext(), reporter.progress(len(todo)) as progress, \
-            closing(screen_jobs(jobs, Path(request.images_dir), backend, options, done=reused)) as stream:
+            closing(_stream(backend, jobs, Path(request.images_dir), options, reused)) as stream:
         for batch in stream:
             journal.append(batch)
             outcomes.update((outcome.image, outcome) for outcome in batch)

@@ -11,7 +11,7 @@ import screening
 
 from ..backends import BACKEND_CHOICES
 from ..interrupt import Interrupted, interruptible
-from ..errors import BundleError, OutputError, describe_os_error
+from ..errors import BundleError, InputError, OutputError, describe_os_error
 
 BUNDLE_ENV = "SCREEN_BUNDLE"
 DEFAULT_BATCH_SIZE = 8
@@ -33,6 +33,7 @@ Examples:
   screen folder sample_data/images --meta sample_data/patients.csv --out results.csv
   screen folder /data/clinic/2025-01-07 --meta /data/clinic/patients.csv --resume --quiet
   screen folder sample_data/images --meta sample_data/patients.csv --report report.html
+  screen folder /shared/archive --meta /shared/archive/patients.csv --ray auto
 
 \b
 Files written beside --out (results.csv):
@@ -50,6 +51,17 @@ def default_bundle() -> Path:
     if configured:
         return Path(configured)
     return Path(screening.__file__).resolve().parents[1] / "engines" / "starter"
+
+
+def ray_settings(address: str | None, actors: int | None):
+    """``--ray`` and ``--ray-actors`` as the request's RaySettings; None for a run in this process."""
+    if address is None:
+        if actors is not None:
+            raise InputError("--ray-actors needs --ray")
+        return None
+    from ..distributed.run import RaySettings  # Ray itself is imported only when the run starts
+
+    return RaySettings(address=address, actors=actors)
 
 
 def resolve_bundle(bundle: Path | None) -> Path:
@@ -105,13 +117,22 @@ def resolve_bundle(bundle: Path | None) -> Path:
 @click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
               help="Decoder memory limit per image, from its header (width x height x channels "
                    "x bytes per sample, before decoding); larger images become error rows.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Screen on a Ray cluster (extra [distributed]): --ray alone starts Ray on this "
+                   "machine; --ray auto joins the cluster started here with `ray start`; or give "
+                   "the head's address. Same CSV, journal and guarantees; this process alone "
+                   "writes them. Put it after IMAGES_DIR, or write --ray=ADDRESS.")
+@click.option("--ray-actors", type=int, default=None, metavar="N",
+              help="With --ray: model-holding actors.  [default: one per GPU of the cluster, "
+                   "else one per 2 CPUs]")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress, notes or summary on stdout; warnings and errors still go "
                    "to stderr.")
 def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, backend: str,
            batch_size: int, workers: int | None, resume: bool, save_masks: Path | None,
            report: Path | None, keep_columns: bool, operating_point: str | None,
-           decode_timeout: float, max_decode_mib: int, quiet: bool) -> None:
+           decode_timeout: float, max_decode_mib: int, ray_address: str | None,
+           ray_actors: int | None, quiet: bool) -> None:
     """Screen every image in IMAGES_DIR and write a CSV ranked by risk.
 
     Each image (.jpg .jpeg .png .bmp .tif .tiff, found recursively) is segmented, then
@@ -131,7 +152,8 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
         decode_timeout_s=decode_timeout, max_decode_mib=max_decode_mib,
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
-        save_masks=save_masks, report=report, keep_columns=keep_columns, operating_point=operating_point)
+        save_masks=save_masks, report=report, keep_columns=keep_columns, operating_point=operating_point,
+        ray=ray_settings(ray_address, ray_actors))
     with interruptible():
         try:
             summary = screen_folder(request, Reporter(quiet=quiet))

@@ -1,0 +1,205 @@
+"""Ray: ``screen folder --ray`` against one process on the same images, memory as the count grows,
+and how long the run takes to recover when an inference worker is killed.
+
+A one-node Ray cluster is started here with ``ray start`` (the machine's CPUs, a small object
+store), and every ``--ray`` run joins it, so cluster start-up is reported apart from the runs.
+Each run is a fresh ``python -m screening folder`` child; its peak RSS comes from ``wait4``,
+and the Ray workers' peaks (VmHWM) are sampled from /proc while it runs. The overhead goal is
+under 20 % on 1,000 images; the CSVs of both runs must be byte-identical.
+
+    python bench/ray_overhead.py                          # 1,000 ham10000_dev images
+    python bench/ray_overhead.py --counts 1000 10000      # + --ray memory at 10,000 (links, cycled)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from harness import (REPO, SHARED_DATA, BenchError, cell, default_bundle, default_out, format_table,
+                     machine_info, read_dataset, replicate, run_main, run_screen, warn_if_busy, write_json)
+
+sys.path.insert(0, str(REPO / "tests" / "screening" / "distributed"))
+from ray_cluster import ENV, RayStartCluster  # noqa: E402  (the tests' cluster starter)
+
+ACTOR = "ScreeningActor"  # in the actor process's title, ray::MapWorker(Map(ScreeningActor))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="bundle folder (default: engines/starter, else engines/sample)")
+    parser.add_argument("--source", type=Path, default=SHARED_DATA / "ham10000_dev",
+                        help="data set folder with labels.csv (default: ../shared/data/ham10000_dev)")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1000],
+                        help="images per run; the first is also the overhead and recovery run")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the Ray node")
+    parser.add_argument("--actors", type=int, default=None, help="--ray-actors (default: screen's)")
+    parser.add_argument("--compare-all", action="store_true",
+                        help="also run one process at the later counts (default: the first only)")
+    parser.add_argument("--no-kill", action="store_true", help="skip the worker-death run")
+    parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
+    parser.add_argument("--out", type=Path, default=default_out("ray_overhead"),
+                        help="JSON report (default: bench/results/ray_overhead.json)")
+    return parser.parse_args(argv)
+
+
+# -- watching the Ray workers ---------------------------------------------------------------------
+
+def ray_workers() -> dict[int, str]:
+    """pid -> process title of this machine's Ray worker processes (``ray::...``)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::"):
+                found[int(entry.name)] = title.strip()
+        # Other processes' entries vanish while we look: skipped above.
+    return found
+
+
+def peak_mib(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else None
+
+
+class Watcher(threading.Thread):
+    """Samples the Ray workers' peak RSS by role; optionally kills the inference actor once
+    ``kill_at`` images are journaled, and times the recovery."""
+
+    def __init__(self, journal: Path, kill_at: int | None = None, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.journal, self.kill_at, self.interval = journal, kill_at, interval
+        self.peaks: dict[str, float] = {}  # role -> largest peak RSS seen (MiB)
+        self.killed_at: float | None = None
+        self.killed_pid: int | None = None
+        self.replacement_after_s: float | None = None  # a new actor process exists
+        self.resumed_after_s: float | None = None  # the journal grows past its size at the kill
+        self.stop = threading.Event()
+
+    def lines(self) -> int:
+        try:
+            return self.journal.read_bytes().count(b"\n")
+        except OSError:
+            return 0
+
+    def run(self) -> None:
+        at_kill = 0
+        while not self.stop.is_set():
+            workers = ray_workers()
+            for pid, title in workers.items():
+                role = title.split()[0].split(".")[0]
+                peak = peak_mib(pid)
+                if peak is not None:
+                    self.peaks[role] = max(self.peaks.get(role, 0.0), peak)
+            if self.kill_at is not None and self.killed_at is None and self.lines() - 1 >= self.kill_at:
+                actors = [pid for pid, title in workers.items() if ACTOR in title]
+                if actors:
+                    self.killed_pid = actors[0]
+                    at_kill = self.lines()
+                    os.kill(self.killed_pid, signal.SIGKILL)
+                    self.killed_at = time.monotonic()
+            elif self.killed_at is not None:
+                now = time.monotonic() - self.killed_at
+                if self.replacement_after_s is None and any(
+                        ACTOR in t and p != self.killed_pid for p, t in workers.items()):
+                    self.replacement_after_s = now
+                if self.resumed_after_s is None and self.replacement_after_s is not None \
+                        and self.lines() > at_kill:
+                    self.resumed_after_s = now
+            self.stop.wait(self.interval)
+
+
+def ray_run(images: Path, meta: Path, bundle: Path, out: Path, args: argparse.Namespace, address: str,
+            kill_at: int | None = None):
+    extra = [f"--ray={address}"] + (["--ray-actors", str(args.actors)] if args.actors else [])
+    watcher = Watcher(out.with_name(out.name + ".journal"), kill_at)
+    watcher.start()
+    try:
+        run = run_screen(images, meta, bundle, out, batch_size=args.batch_size, extra=extra,
+                         env={**os.environ, **ENV}, timeout=args.timeout)
+    finally:
+        watcher.stop.set()
+        watcher.join()
+    return run, watcher
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    machine = machine_info()
+    warn_if_busy(machine)
+    bundle = args.bundle or default_bundle()
+    source = read_dataset(args.source)
+    report: dict = {"machine": machine, "bundle": str(bundle), "batch_size": args.batch_size,
+                    "ray_cpus": args.cpus, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        started = time.monotonic()
+        with RayStartCluster(head_cpus=args.cpus) as cluster:
+            report["cluster_start_s"] = round(time.monotonic() - started, 1)
+            for index, count in enumerate(args.counts):
+                work = Path(tmp) / str(count)
+                images, meta = replicate(source, count, work)
+                # The later counts measure memory only, unless asked: a single-process run of
+                # 10,000 images doubles the time for a figure the first count already gives.
+                local = run_screen(images, meta, bundle, work / "local.csv", batch_size=args.batch_size,
+                                   timeout=args.timeout) if index == 0 or args.compare_all else None
+                distributed, watcher = ray_run(images, meta, bundle, work / "ray.csv", args, cluster.address)
+                identical = None if local is None else \
+                    (work / "local.csv").read_bytes() == (work / "ray.csv").read_bytes()
+                if identical is False:
+                    raise BenchError(f"{count} images: the --ray CSV differs from the single-process CSV")
+                entry = {"images": count, "local_wall_s": round(local.wall_s, 2) if local else None,
+                         "ray_wall_s": round(distributed.wall_s, 2),
+                         "overhead": distributed.wall_s / local.wall_s - 1.0 if local else None,
+                         "local_peak_rss_mib": round(local.peak_rss_mib, 1) if local else None,
+                         "driver_peak_rss_mib": round(distributed.peak_rss_mib, 1),
+                         "worker_peak_rss_mib": {k: round(v, 1) for k, v in sorted(watcher.peaks.items())},
+                         "ray_backend": distributed.summary["backend"], "csv_identical": identical}
+                if index == 0 and not args.no_kill:
+                    killed, kill = ray_run(images, meta, bundle, work / "killed.csv", args, cluster.address,
+                                           kill_at=count // 3)
+                    if kill.killed_at is None:
+                        raise BenchError("the run ended before its inference actor could be killed")
+                    entry["kill"] = {"killed_after_images": count // 3, "wall_s": round(killed.wall_s, 2),
+                                     "replacement_actor_after_s": kill.replacement_after_s,
+                                     "journal_grows_again_after_s": kill.resumed_after_s,
+                                     "csv_identical": (work / "killed.csv").read_bytes()
+                                     == (work / "local.csv").read_bytes()}
+                report["runs"].append(entry)
+    print(f"Ray cluster start (ray start, {args.cpus} CPUs): {report['cluster_start_s']} s")
+    rows = [[e["images"], cell(e["local_wall_s"]), cell(e["ray_wall_s"]),
+             "" if e["overhead"] is None else f"{100 * e['overhead']:+.1f} %",
+             cell(e["local_peak_rss_mib"]), cell(e["driver_peak_rss_mib"]),
+             ", ".join(f"{k} {cell(v)}" for k, v in e["worker_peak_rss_mib"].items())] for e in report["runs"]]
+    print(format_table(["images", "1 process s", "--ray s", "overhead", "1 process MiB", "driver MiB",
+                        "worker peaks MiB"], rows))
+    for entry in report["runs"]:
+        if "kill" in entry:
+            kill = entry["kill"]
+            print(f"Inference actor killed after {kill['killed_after_images']} images: replacement actor "
+                  f"after {cell(kill['replacement_actor_after_s'])} s, journal growing again after "
+                  f"{cell(kill['journal_grows_again_after_s'])} s; run {cell(kill['wall_s'])} s "
+                  f"(vs {cell(entry['ray_wall_s'])} s); CSV identical: {kill['csv_identical']}")
+    write_json(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
