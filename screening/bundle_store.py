@@ -16,9 +16,10 @@ import ctypes.util
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .atomic import fsync_dir
 from .errors import BundleError, InputError
@@ -79,6 +80,25 @@ def check_destination(dest: Path, tag: str, force: bool) -> None:
             raise BundleExists(f"{other.path} already holds bundle {tag}: bump the version, or pass --force")
 
 
+@contextmanager
+def staged_bundle(dest: Path, tag: str, force: bool = False) -> Iterator[Path]:
+    """A temp folder beside ``dest`` to build a bundle in; installed when the block ends.
+
+    The same as :func:`install_bundle` for builders that are a block of code rather than a
+    function: if the block raises, the temp folder is removed and ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    check_destination(dest, tag, force)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _install_built(tmp, dest, tag, force)
+
+
 def install_bundle(build: Callable[[Path], None], dest: Path, tag: str, force: bool = False) -> Path:
     """Build a bundle in a temp folder beside ``dest``, check it, and move it into place.
 
@@ -98,6 +118,16 @@ def install_bundle(build: Callable[[Path], None], dest: Path, tag: str, force: b
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
     try:
         build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _install_built(tmp, dest, tag, force)
+
+
+def _install_built(tmp: Path, dest: Path, tag: str, force: bool) -> Path:
+    """Check the bundle built in ``tmp`` and move it to ``dest``; ``tmp`` is gone afterwards."""
+    try:
+        check_destination(dest, tag, force)  # again: another export may have finished meanwhile
         built = load_manifest(tmp)  # every file present and matching its sha256
         if built.tag != tag:
             raise BundleError(f"the built bundle is {built.tag}, expected {tag}")

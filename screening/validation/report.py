@@ -217,8 +217,11 @@ def format_report(report: dict[str, Any]) -> str:
                           for k, v in figures.items() if k.startswith("auc_"))
     lines.append(f"  per-class AUC: {per_class}")
     for key, groups in report["breakdowns"].items():
-        cells = [f"{value} n={g['n']} AUC {_fmt(g['figures']['malignant_auc']).split(' (')[0]}"
-                 for value, g in groups.items()]
+        cells = [f"{value} {g['figures']['malignant_auc']['value']:.3f} (n={g['n']})"
+                 for value, g in groups.items() if g["figures"]["malignant_auc"]["value"] is not None]
+        small = sum(1 for g in groups.values() if g["figures"]["malignant_auc"]["value"] is None)
+        if small:
+            cells.append(f"{small} group{'s' if small != 1 else ''} n too small")
         lines.append(f"  malignant AUC by {key}: " + "; ".join(cells))
     if not report["operating_points"]:
         lines.append("  (this bundle has no operating points: no sensitivity/specificity; "

@@ -62,3 +62,17 @@ def test_find_bundles_reports_broken_ones(tmp_path, tiny_bundle):
     found = {b.path.name: b for b in find_bundles([tmp_path])}
     assert found["good"].manifest.tag == "tiny@2.0"
     assert found["bad"].manifest is None and re.search("schema.version", found["bad"].problem)
+
+
+def test_staged_bundle_installs_on_success_and_cleans_up_on_failure(tmp_path, tiny_bundle):
+    from screening.bundle_store import staged_bundle
+
+    dest = tmp_path / "tiny"
+    with pytest.raises(RuntimeError, match="export failed"):
+        with staged_bundle(dest, "tiny@4.0") as folder:
+            builder(tiny_bundle, "4.0")(folder)
+            raise RuntimeError("export failed")
+    assert list(tmp_path.iterdir()) == []
+    with staged_bundle(dest, "tiny@4.0") as folder:
+        builder(tiny_bundle, "4.0")(folder)
+    assert load_manifest(dest).tag == "tiny@4.0"
