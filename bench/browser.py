@@ -15,6 +15,7 @@ from typing import Iterator
 
 CHROMIUM = os.environ.get("SCREEN_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SCREEN_CHROMEDRIVER", "/usr/bin/chromedriver")
+STARTS = 3  # attempts to start Chromium
 
 
 def missing() -> str | None:
@@ -34,6 +35,7 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator["object"]:
     """A headless Chromium WebDriver with the browser console captured; quit on exit."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
+    from selenium.common.exceptions import SessionNotCreatedException
     from selenium.webdriver.chrome.service import Service
 
     options = Options()
@@ -43,7 +45,16 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator["object"]:
                      f"--window-size={width},{height}"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = None
+    for attempt in range(STARTS):
+        try:
+            driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+            break
+        except SessionNotCreatedException:
+            # chromedriver gives Chromium 60 s to come up; on a machine loaded far beyond its
+            # cores that is sometimes not enough, and a second start usually is.
+            if attempt == STARTS - 1:
+                raise
     try:
         yield driver
     finally:

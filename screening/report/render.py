@@ -57,15 +57,16 @@ def _environment() -> Environment:
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
 
-def _row_data(row: ReportRow, view: View | None, labels: dict[str, str], meta: str, thumbs: str) -> dict[str, Any]:
+def _row_data(row: ReportRow, view: View | None, labels: dict[str, str], meta: str, thumbs: str,
+              mark_new: bool) -> dict[str, Any]:
     """The compact object the page's script draws one worklist row from."""
     data: dict[str, Any] = {
         "r": row.rank, "i": row.image, "p": row.patient_id, "k": row.risk,
         "c": [[labels.get(code, code), code, round(p, 4)] for code, p in row.top_classes()],
         "a": row.lesion_area, "w": row.warnings, "m": meta, "f": row.flag,
     }
-    if row.new is not None:
-        data["n"] = row.new
+    if mark_new and row.new:
+        data["n"] = True
     if view is not None and view.thumb:
         data["t"] = f"{thumbs}/{view.thumb}"
         data["s"] = list(view.size)
@@ -96,7 +97,8 @@ def render_report(results: Results, views: dict[str, View], header: ReportHeader
     ok = [r for r in results.rows if r.status == OK]
     errors = [r for r in results.rows if r.status != OK]
     payload = {
-        "rows": [_row_data(r, views.get(r.image), labels, meta.get(r.image, ""), thumbs) for r in ok],
+        "rows": [_row_data(r, views.get(r.image), labels, meta.get(r.image, ""), thumbs, results.has_new)
+                 for r in ok],
         "classes": sorted({(labels.get(c, c), c) for r in ok for c, _ in r.top_classes(1)}),
         "queries": queries or [],
         "hasFlag": results.has_flag, "hasNew": results.has_new,

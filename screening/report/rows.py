@@ -94,7 +94,9 @@ def read_results_csv(path: Path) -> Results:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     # A flag column left empty (no operating point) is no flag at all for the reviewer.
-    return Results(rows, "results CSV", has_flag=any(r.flag for r in rows), has_new="new" in columns,
+    # "New" only tells the reviewer something when the run resumed: some rows new, some not.
+    return Results(rows, "results CSV", has_flag=any(r.flag for r in rows),
+                   has_new=any(r.new for r in rows) and any(r.new is False for r in rows),
                    bundle=next((r.bundle for r in rows if r.bundle), ""))
 
 

@@ -172,13 +172,15 @@ def read_views(folder: Path) -> dict[str, View]:
     views: dict[str, View] = {}
     if not path.is_file():
         return views
+    thumbs = Path(folder) / THUMBS
+    present = set(os.listdir(thumbs)) if thumbs.is_dir() else set()  # one listing, not a stat per image
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
                 view = View.from_json(line)
             except (ValueError, KeyError, TypeError, IndexError):
                 continue
-            if view.thumb and not (Path(folder) / THUMBS / view.thumb).is_file():
+            if view.thumb and view.thumb not in present:
                 view = View(view.image, "", (0, 0), view.outline, view.attention)
             views[view.image] = view
     return views

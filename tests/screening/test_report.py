@@ -163,3 +163,16 @@ def test_any_bytes_as_a_results_csv_give_rows_or_one_input_error(tmp_path_factor
     except InputError:
         return
     assert all(isinstance(row.image, str) for row in results.rows)
+
+
+def test_new_marker_and_flag_only_when_they_tell_something(tmp_path):
+    header = "rank,image,patient_id,risk,flag,status,screened_at,new\n"
+    resumed = tmp_path / "resumed.csv"
+    resumed.write_text(header + "1,a.jpg,P1,0.9,refer,ok,2026-11-29T02:00:00+00:00,yes\n"
+                                "2,b.jpg,P2,0.1,routine,ok,2026-11-28T02:00:00+00:00,no\n", encoding="utf-8")
+    results = read_results_csv(resumed)
+    assert results.has_new and results.has_flag and [r.new for r in results.rows] == [True, False]
+    fresh = tmp_path / "fresh.csv"
+    fresh.write_text(header + "1,a.jpg,P1,0.9,,ok,2026-11-29T02:00:00+00:00,yes\n", encoding="utf-8")
+    results = read_results_csv(fresh)
+    assert not results.has_new and not results.has_flag  # every row new, no operating point
