@@ -28,9 +28,11 @@ OBJECT_STORE_BYTES = 200 * 2**20  # Ray's default is 30 % of RAM: far too much b
 RAY = str(Path(sys.executable).with_name("ray"))
 NODE_TAG = "SCREENING_TEST_RAY_NODE"  # "<temp dir>:<node name>" in every process of a node
 # No token auth (a throwaway local cluster), no usage reporting actor.
-# Longer start-up deadlines for the GCS and raylet than Ray's (the agent's 15 s is fixed).
+# Longer start-up deadlines than Ray's for the GCS, the raylet and each worker process (a raylet
+# gives up on a worker that has not registered after 60 s; the agent's 15 s is fixed).
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-       "RAY_gcs_server_request_timeout_seconds": "120", "RAY_raylet_start_wait_time_s": "300"}
+       "RAY_gcs_server_request_timeout_seconds": "120", "RAY_raylet_start_wait_time_s": "300",
+       "RAY_worker_register_timeout_seconds": "900"}
 
 
 def free_port() -> int:
