@@ -47,3 +47,62 @@ def test_an_unknown_mode_lists_the_valid_ones():
     with pytest.raises(ValueError, match="none, flip, flip4"):
         check_mode("rotate")
     assert TTA_MODES == ("none", "flip", "flip4")
+
+
+# -- through the CLI: --tta, the bundle's default, and resume never mixing the two ----------------
+
+import csv  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+from click.testing import CliRunner  # noqa: E402
+
+from screening.cli import cli  # noqa: E402
+
+
+def _screen(images, meta, out, bundle, *extra):
+    return CliRunner().invoke(cli, ["folder", str(images), "--meta", str(meta), "--out", str(out), "--bundle",
+                                    str(bundle), "--backend", "onnxruntime", "--batch-size", "3", *extra])
+
+
+def _rows(path):
+    return {r["image"]: r for r in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))}
+
+
+def test_flip_tta_screens_every_image_and_keeps_a_symmetric_model_exact(tmp_path, make_folder, tiny_bundle,
+                                                                           monkeypatch):
+    """The tiny bundle's models pool over the whole image, so a mirrored image gives the same
+    numbers: flip TTA must then reproduce them exactly (masks un-flipped, logits averaged)."""
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+    images, meta = make_folder(5)
+    plain, flipped = tmp_path / "plain.csv", tmp_path / "flip.csv"
+    assert _screen(images, meta, plain, tiny_bundle).exit_code == 0
+    result = _screen(images, meta, flipped, tiny_bundle, "--tta", "flip")
+    assert result.exit_code == 0, result.output
+    a, b = _rows(plain), _rows(flipped)
+    assert set(a) == set(b) and all(r["status"] == "ok" for r in b.values())
+    for key in ("risk", "lesion_area", "prediction"):
+        assert [a[k][key] for k in sorted(a)] == [b[k][key] for k in sorted(b)]
+    # Another TTA is another bundle identity: the rows say so, and a resume would not mix them.
+    assert {r["bundle"] for r in a.values()} != {r["bundle"] for r in b.values()}
+
+
+def test_the_bundle_default_tta_applies_without_the_option(tmp_path, make_folder, tiny_bundle, monkeypatch):
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+    images, meta = make_folder(4)
+    bundle = tmp_path / "tiny-flip"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["tta"] = "flip"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    by_default, explicit = tmp_path / "default.csv", tmp_path / "explicit.csv"
+    assert _screen(images, meta, by_default, bundle).exit_code == 0
+    assert _screen(images, meta, explicit, tiny_bundle, "--tta", "flip").exit_code == 0
+    assert [r["risk"] for r in _rows(by_default).values()] == [r["risk"] for r in _rows(explicit).values()]
+
+
+def test_an_unknown_tta_is_refused_with_the_choices(tmp_path, make_folder, tiny_bundle):
+    images, meta = make_folder(1)
+    result = _screen(images, meta, tmp_path / "r.csv", tiny_bundle, "--tta", "rotate")
+    assert result.exit_code == 2 and "'rotate' is not one of 'none', 'flip', 'flip4'" in result.output
