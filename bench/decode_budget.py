@@ -9,6 +9,7 @@ and PSS of the whole process tree (parent plus decoder processes, sampled every 
 
     python bench/decode_budget.py                         # 1,000 ham10000_dev images, 3 runs each
     python bench/decode_budget.py --count 300 --repeats 1 --workers 2
+    python bench/decode_budget.py --decode-only               # the decode stage alone, no models
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="decoders (default: one per CPU)")
     parser.add_argument("--out", type=Path, default=default_out("decode_budget"),
                         help="JSON report (default: bench/results/decode_budget.json)")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="time reading + decoding + resizing alone (no models): the per-image "
+                             "cost of the decoder processes, without the models' noise")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -96,6 +100,9 @@ def worker(spec: dict) -> None:
     table = read_patients(Path(spec["meta"]), images=discovery.images)
     jobs = plan_jobs(root, discovery.images, table, manifest.metadata)
     limits = DecodeLimits(DEFAULT_TIME_BUDGET_S, DEFAULT_MAX_DECODE_BYTES) if spec["mode"] == "processes" else None
+    if spec.get("decode_only"):
+        decode_worker(spec, root, jobs, manifest.input_size, limits)
+        return
     options = PipelineOptions(batch_size=spec["batch_size"], workers=spec["workers"], limits=limits)
     backend, _ = open_backend("onnxruntime", bundle, manifest, batch_size=spec["batch_size"])
     sampler = _PeakSampler()
@@ -110,6 +117,31 @@ def worker(spec: dict) -> None:
     sampler.stopped.set()
     sampler.join()
     worker_result({"images_per_s": len(jobs) / elapsed, "elapsed_s": elapsed, "status": statuses,
+                   "peak_tree_rss_mib": sampler.peak_rss / 2**20, "peak_tree_pss_mib": sampler.peak_pss / 2**20})
+
+
+def decode_worker(spec: dict, root: Path, jobs: list, input_size: tuple[int, int], limits) -> None:
+    """Decode every image (read, decode, resize) through the pipeline's decode stage only."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
+
+    from screening.decode_pool import DecodePool
+    from screening.images import load_image
+    from screening.pipeline import decode_ahead, plan_batches
+
+    sampler = _PeakSampler()
+    sampler.start()
+    with ThreadPoolExecutor(spec["workers"]) as pool, (DecodePool(spec["workers"], limits) if limits
+                                                       else nullcontext()) as decoders:
+        load = decoders.load if decoders is not None else load_image
+        started = time.monotonic()
+        count = sum(len(batch) for batch in decode_ahead(plan_batches(jobs, spec["batch_size"]), root,
+                                                         input_size, pool, load=load))
+        elapsed = time.monotonic() - started
+    sampler.stopped.set()
+    sampler.join()
+    worker_result({"images_per_s": count / elapsed, "elapsed_s": elapsed, "status": {},
+                   "ms_per_image": 1000 * elapsed / count,
                    "peak_tree_rss_mib": sampler.peak_rss / 2**20, "peak_tree_pss_mib": sampler.peak_pss / 2**20})
 
 
@@ -129,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             order = MODES if index % 2 == 0 else MODES[::-1]  # alternate, so drift hits both
             for mode in order:
                 spec = {"mode": mode, "bundle": str(bundle), "images": str(images), "meta": str(meta),
-                        "batch_size": args.batch_size, "workers": workers}
+                        "batch_size": args.batch_size, "workers": workers, "decode_only": args.decode_only}
                 result = run_worker(Path(__file__), spec, timeout=3600)
                 runs[mode].append(result)
                 print(f"  {mode:<9} run {index + 1}: {result['images_per_s']:.1f} images/s, peak tree RSS "
@@ -142,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[mode, cell(summary[mode]["images_per_s"]["median"]), cell(summary[mode]["peak_tree_rss_mib"]["median"], 0),
              cell(summary[mode]["peak_tree_pss_mib"]["median"], 0)] for mode in MODES]
     print(format_table(["decoding in", "images/s (median)", "peak tree RSS MiB", "peak tree PSS MiB"], rows))
-    print(f"decoder processes vs threads: {100 * change:+.1f} % images/s "
+    what = "decode stage only" if args.decode_only else "end to end"
+    print(f"decoder processes vs threads ({what}): {100 * change:+.1f} % images/s "
           f"({args.count} images, {workers} decoders, batch {args.batch_size}, {args.repeats} runs each)")
     write_json(args.out, {"machine": machine, "bundle": str(bundle), "count": args.count, "workers": workers,
+                          "decode_only": args.decode_only,
                           "batch_size": args.batch_size, "summary": summary, "change": change, "runs": runs})
     return 0
 

@@ -1,12 +1,16 @@
-"""Image decoding in child processes, so that a time budget per image can be enforced.
+"""Image decoding under a time budget: the images that could be slow decode in child processes.
 
 A C decoder (libjpeg, libpng, libtiff through OpenCV) cannot be interrupted from Python: a
 thread stuck in a pathological progressive JPEG holds its worker, and the run's exit, for as
-long as the decoder likes. Each decoder here is a child process (``python -m
-screening.decode_pool``) that reads and decodes one file at a time with
-:func:`screening.images.load_image`; the parent waits for the answer at most ``time_budget_s``
-and otherwise kills the child (the image becomes an error row, retried by ``--resume``) and
-starts a fresh one. Interrupting the run kills the children at once, whatever they are doing.
+long as the decoder likes. So each file is read and its header checked in the calling thread;
+an image whose decoding is bounded by its header (:func:`screening.images.decodes_quickly`:
+baseline JPEG, PNG, BMP of moderate size, the bulk of a clinic's photos) is decoded right
+there, at no extra cost. Every other image (progressive JPEG, TIFF, large pictures) goes to a
+child process (``python -m screening.decode_pool``, started on first need, one per thread)
+that decodes it with :func:`screening.images.load_image`; the parent waits at most
+``time_budget_s`` and otherwise kills the child (the image becomes an error row, retried by
+``--resume``) and starts a fresh one. Interrupting the run kills the children at once,
+whatever they are doing.
 
 The children run in their own session, so a Ctrl-C on the terminal reaches only the parent,
 which decides how the run stops; a child whose parent vanished reads end-of-file and exits.
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from .image_header import ImageDecodeError
+from .image_header import ImageDecodeError, read_header
+from .images import decode_image, decodes_quickly, read_image_file
 
 # Wall-clock seconds per image: a 100-megapixel TIFF decodes in a few seconds on a slow CPU;
 # a decoder busy for longer is stuck in a hostile file.
@@ -109,8 +114,8 @@ class DecodePool:
         self._children: list[_Child] = []
         self._lock = threading.Lock()
         self._closed = False
-        for _ in range(workers):  # started together: their imports overlap the model loading
-            self._idle.put(self._start())
+        for _ in range(workers):  # a child is started when a slow-looking image first needs it
+            self._idle.put(None)
 
     def _start(self) -> _Child:
         child = _Child()
@@ -119,12 +124,20 @@ class DecodePool:
         return child
 
     def load(self, path: Path, min_size: tuple[int, int]):
-        """Read and decode one image in a child: :func:`screening.images.load_image`'s result.
+        """:func:`screening.images.load_image`'s result, decoded here or in a child process.
 
         Raises:
             ImageDecodeError: the image cannot be used, took longer than the time budget, or
                 crashed its decoder.
         """
+        data = read_image_file(path)
+        try:
+            quick = decodes_quickly(read_header(data), len(data))
+        except ImageDecodeError:
+            quick = True  # decode_image says why at once, without decoding
+        if quick:
+            return decode_image(data, min_size, max_decode_bytes=self.limits.max_decode_bytes)
+        del data  # the child reads the file itself: no copy through the pipe
         child = self._idle.get()
         try:
             if self._closed:

@@ -25,6 +25,9 @@ DEFAULT_MAX_DECODE_BYTES = 256 * 2**20
 # scans make the decoder pass over all coefficients thousands of times, a known way to hold a
 # decoder for minutes with a small file.
 MAX_JPEG_SCANS = 100
+# Pictures that decode in milliseconds in any case (see decodes_quickly): 16 megapixels, 32 MiB.
+QUICK_MAX_PIXELS = 16_000_000
+QUICK_MAX_FILE_BYTES = 32 * 2**20
 # Largest first: the smallest image that is still big enough decodes fastest.
 _REDUCTIONS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                (2, cv2.IMREAD_REDUCED_COLOR_2), (1, cv2.IMREAD_COLOR))
@@ -348,6 +351,16 @@ def load_image(path: Path, min_size: tuple[int, int], *,
     Raises:
         ImageDecodeError: The file cannot be read or decoded; the reason says why.
     """
+    data = read_image_file(path, max_file_bytes)
+    return decode_image(data, min_size, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+
+
+def read_image_file(path: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The whole content of an image file; FIFOs, devices and sockets are refused, not read.
+
+    Raises:
+        ImageDecodeError: the file cannot be read, is not a regular file, or is too large.
+    """
     try:
         # Non-blocking: opening a FIFO named like an image would otherwise wait for a writer
         # forever. Only regular files are read.
@@ -374,4 +387,17 @@ def load_image(path: Path, min_size: tuple[int, int], *,
         except OSError as error:
             raise ImageDecodeError(f"cannot read file ({error.strerror or error})",
                                    transient=True) from None
-    return decode_image(data, min_size, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+    return data
+
+
+def decodes_quickly(header: Header, file_bytes: int) -> bool:
+    """Whether decoding can be trusted to take milliseconds, from the header alone.
+
+    Baseline JPEG, PNG and BMP decoders do work in proportion to the file and its pixels, so a
+    moderate picture in a moderate file is quick whatever its content. Progressive JPEGs (work
+    grows with the number of scans), TIFF (many codecs) and large pictures are not vouched for.
+    """
+    if header.format not in ("JPEG", "PNG", "BMP") or header.progressive:
+        return False
+    return header.width * header.height <= QUICK_MAX_PIXELS and file_bytes <= QUICK_MAX_FILE_BYTES
+
