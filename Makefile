@@ -68,7 +68,7 @@ starter-bundle: $(INSTALLED)
 	$(PY) -m training segmenter --config $(STARTER_CONFIG)
 	$(PY) -m training classifier --config $(STARTER_CONFIG)
 	$(PY) -m training evaluate --config $(STARTER_CONFIG)
-	$(PY) -m training export --config $(STARTER_CONFIG)
+	$(PY) -m training export --config $(STARTER_CONFIG) --force  # replaces engines/starter on purpose
 
 $(STARTER)/manifest.json:
 	@echo "engines/starter is committed with the repository; run git checkout -- engines/starter" >&2

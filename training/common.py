@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 
 from screening.atomic import atomic_file
-from screening.manifest import sha256_file
 
+from .card import data_sha256
 from .config import Config, ConfigError, git_commit, load_config, save_config, to_dict
 
 
@@ -28,12 +28,29 @@ def config_argument_parser(prog: str, description: str) -> argparse.ArgumentPars
     parser.add_argument("--config", type=Path, help="YAML configuration (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set classifier.optim.epochs=3 (repeatable)")
+    parser.add_argument("--run-name", nargs="?", const="", default=None, metavar="NAME",
+                        help="keep this run in its own folder, <out_dir>/NAME (bare --run-name: a new "
+                             "UTC timestamp, printed; give the same NAME to the later stages). "
+                             "Without it, out_dir as configured")
     return parser
+
+
+def run_name_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     try:
-        return load_config(args.config, args.overrides)
+        config = load_config(args.config, args.overrides)
+        run_name = getattr(args, "run_name", None)
+        if run_name is None:
+            return config
+        name = run_name or run_name_now()
+        if "/" in name or name in (".", ".."):
+            raise ConfigError(f"--run-name {name!r} must be a plain folder name")
+        folder = Path(config.out_dir) / name
+        print(f"run folder: {folder} (pass --run-name {name} to the later stages)")
+        return load_config(args.config, [*args.overrides, f"out_dir={folder}"])
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from exc
 
@@ -126,7 +143,8 @@ def provenance(config: Config) -> dict[str, Any]:
     return {
         "config": to_dict(config),
         "data_index": str(index),
-        "data_index_sha256": sha256_file(index) if index.is_file() else None,
+        # Paths reduced to file names: the same data on another machine has the same hash.
+        "data_index_sha256": data_sha256(index),
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,

@@ -22,13 +22,16 @@ import onnxruntime as ort
 import torch
 
 from screening.manifest import ATTENTION_OUTPUT, Manifest, ModelSpec, save_manifest, sha256_file
+from screening.bundle_store import BundleExists, check_destination, staged_bundle
 from screening.metadata import DEFAULT_VOCABULARY
 from screening.preprocess import normalise, softmax
 
+from .card import git_state, model_card
 from .common import config_argument_parser, config_from_args, provenance, read_index, split
 from .config import Config
 from .data.classes import get_class_config
 from .evaluate import eval_dir
+from .gates import GateError, check_gates
 from .data.dataset import load_resized
 from .inference import SegmenterWithSigmoid, load_classifier, load_segmenter
 from .models.fusion import FusionClassifier, WithAttention
@@ -38,6 +41,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class ParityError(RuntimeError):
     """ONNX Runtime does not reproduce PyTorch within the stated tolerance."""
+
+
+class ReleaseError(RuntimeError):
+    """A release bundle was asked for from a working tree that differs from its git commit."""
 
 
 def bundle_dir(config: Config) -> Path:
@@ -128,8 +135,22 @@ def check_parity(seg: torch.nn.Module, cls: torch.nn.Module, seg_path: Path, cls
     return result
 
 
-def export_bundle(config: Config) -> Path:
-    """Export the trained models of ``config`` into a verified bundle; returns its folder."""
+def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] = (),
+                  release: bool = False) -> Path:
+    """Export the trained models of ``config`` into a verified bundle; returns its folder.
+
+    The bundle is built in a temp folder beside its destination and moved into place only when
+    complete and verified (screening.bundle_store). An existing folder, or another bundle with
+    the same name@version beside it, is replaced only with ``force``, by an atomic swap.
+
+    Args:
+        require: quality gates such as "malignant_auc>=0.90" (training.gates), checked first.
+        release: refuse when the working tree differs from its git commit (else the
+            manifest names the modified files).
+
+    Raises:
+        BundleExists, GateError, ReleaseError: before anything is exported.
+    """
     seg, seg_state = load_segmenter(config.out / "segmenter" / "best.pt")
     cls, cls_state = load_classifier(config.out / "classifier" / "best.pt")
     seg = SegmenterWithSigmoid(seg).eval()
@@ -139,57 +160,62 @@ def export_bundle(config: Config) -> Path:
                          f"config says {classes.class_names}")
     evaluation = _evaluation(config)
     temperature = float(evaluation.get("temperature", 1.0))
+    gates = check_gates(list(require), _headline(evaluation)) if require else []
+    git = git_state(REPO_ROOT)
+    if release and not git["clean"]:
+        raise ReleaseError(f"a release bundle needs a clean git commit: {git['modified_count']} tracked files "
+                           f"differ from {git['commit'][:12]} ({', '.join(git['modified'][:5])}...)")
+    tag = f"{config.export.name}@{config.export.version}"
 
     out = bundle_dir(config)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    size = config.data.input_size
-    image = torch.zeros(2, 3, size, size)
-    mask = torch.zeros(2, 1, size, size)
-    meta = torch.zeros(2, DEFAULT_VOCABULARY.dim)
-    export_onnx(seg, {"image": image}, "mask", staging / "segmenter.onnx", config.export.opset)
-    exported, outputs = classifier_for_export(cls)
-    export_onnx(exported, {"image": image, "mask": mask, "meta": meta}, outputs,
-                staging / "classifier.onnx", config.export.opset)
-    classifier_outputs = {"logits": ["N", len(classes.class_names)]}
-    if ATTENTION_OUTPUT in outputs:
-        with torch.no_grad():
-            _, attention = cls.forward_with_attention(image, mask, meta)
-        classifier_outputs[ATTENTION_OUTPUT] = _shape(attention)
+    check_destination(out, tag, force)  # before minutes of exporting, not after
+    with staged_bundle(out, tag, force) as staging:
+        size = config.data.input_size
+        image = torch.zeros(2, 3, size, size)
+        mask = torch.zeros(2, 1, size, size)
+        meta = torch.zeros(2, DEFAULT_VOCABULARY.dim)
+        export_onnx(seg, {"image": image}, "mask", staging / "segmenter.onnx", config.export.opset)
+        exported, outputs = classifier_for_export(cls)
+        export_onnx(exported, {"image": image, "mask": mask, "meta": meta}, outputs,
+                    staging / "classifier.onnx", config.export.opset)
+        classifier_outputs = {"logits": ["N", len(classes.class_names)]}
+        if ATTENTION_OUTPUT in outputs:
+            with torch.no_grad():
+                _, attention = cls.forward_with_attention(image, mask, meta)
+            classifier_outputs[ATTENTION_OUTPUT] = _shape(attention)
 
-    feed = parity_inputs(config, seg_state, cls_state, config.export.parity_images)
-    parity = check_parity(seg, cls, staging / "segmenter.onnx", staging / "classifier.onnx", feed,
-                          config.export.parity_atol)
-    manifest = Manifest(
-        name=config.export.name,
-        version=config.export.version,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        classes=classes.to_manifest_classes(),
-        input_size=(size, size),
-        segmenter=ModelSpec(
-            file="segmenter.onnx", sha256=sha256_file(staging / "segmenter.onnx"),
-            inputs={"image": _shape(image)}, outputs={"mask": _shape(mask)},
-            mean=seg_state["mean"], std=seg_state["std"],
-            architecture=f"smp Unet encoder={seg_state['model_config']['encoder']}, sigmoid output"),
-        classifier=ModelSpec(
-            file="classifier.onnx", sha256=sha256_file(staging / "classifier.onnx"),
-            inputs={"image": _shape(image), "mask": _shape(mask), "meta": _shape(meta)},
-            outputs=classifier_outputs,
-            mean=cls_state["mean"], std=cls_state["std"],
-            architecture=_classifier_description(cls_state["model_config"])),
-        attention_queries=cls.attention_queries,
-        metadata=DEFAULT_VOCABULARY,
-        mask_threshold=float(cls_state["model_config"]["mask_threshold"]),
-        mask_input_mode=str(cls_state["model_config"]["mask_input_mode"]),
-        temperature=temperature,
-        training={**provenance(config), "evaluation": _headline(evaluation), "onnx_parity": parity},
-    )
-    manifest.check()
-    save_manifest(manifest, staging)
-    # Replace the old bundle only once the new one is complete and verified.
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+        feed = parity_inputs(config, seg_state, cls_state, config.export.parity_images)
+        parity = check_parity(seg, cls, staging / "segmenter.onnx", staging / "classifier.onnx", feed,
+                              config.export.parity_atol)
+        manifest = Manifest(
+            name=config.export.name,
+            version=config.export.version,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            classes=classes.to_manifest_classes(),
+            input_size=(size, size),
+            segmenter=ModelSpec(
+                file="segmenter.onnx", sha256=sha256_file(staging / "segmenter.onnx"),
+                inputs={"image": _shape(image)}, outputs={"mask": _shape(mask)},
+                mean=seg_state["mean"], std=seg_state["std"],
+                architecture=f"smp Unet encoder={seg_state['model_config']['encoder']}, sigmoid output"),
+            classifier=ModelSpec(
+                file="classifier.onnx", sha256=sha256_file(staging / "classifier.onnx"),
+                inputs={"image": _shape(image), "mask": _shape(mask), "meta": _shape(meta)},
+                outputs=classifier_outputs,
+                mean=cls_state["mean"], std=cls_state["std"],
+                architecture=_classifier_description(cls_state["model_config"])),
+            attention_queries=cls.attention_queries,
+            metadata=DEFAULT_VOCABULARY,
+            mask_threshold=float(cls_state["model_config"]["mask_threshold"]),
+            mask_input_mode=str(cls_state["model_config"]["mask_input_mode"]),
+            temperature=temperature,
+            training={**provenance(config), "evaluation": _headline(evaluation), "onnx_parity": parity,
+                      "git": git, "release": release, "quality_gates": gates},
+            card=model_card(config.export.card, Path(config.data.index),
+                            [c.to_dict() for c in classes.classes]),
+        )
+        manifest.check()
+        save_manifest(manifest, staging)
     return out
 
 
@@ -222,14 +248,20 @@ def _classifier_description(model_config: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_argument_parser("export", "Write the ONNX bundle and check ONNX Runtime parity.")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing bundle folder or name@version (swapped atomically)")
+    parser.add_argument("--require", action="append", default=[], metavar="FIGURE>=VALUE",
+                        help="quality gate on the evaluation, e.g. malignant_auc>=0.90 or dice>=0.85 "
+                             "(repeatable); export refuses below it")
+    parser.add_argument("--release", action="store_true",
+                        help="refuse unless the working tree is a clean git commit")
     args = parser.parse_args(argv)
     config = config_from_args(args)
     try:
-        out = export_bundle(config)
-    except ParityError as exc:
+        out = export_bundle(config, force=args.force, require=tuple(args.require), release=args.release)
+    except (ParityError, GateError, ReleaseError, BundleExists) as exc:
         raise SystemExit(f"error: {exc}") from exc
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"bundle written to {out} ({manifest['name']}@{manifest['version']}); "
           f"ONNX Runtime parity: {json.dumps(manifest['training']['onnx_parity'])}")
     return 0
-

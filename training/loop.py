@@ -6,6 +6,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -85,7 +86,9 @@ def fit(
         if dist.is_main:
             print(f"resuming from {last_path} at epoch {start_epoch + 1}")
     elif history_path.exists() and dist.is_main:
-        history_path.unlink()
+        # A fresh start in the same folder: the earlier run's history is kept, never deleted.
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        history_path.rename(history_path.with_name(f"history.before-{stamp}.jsonl"))
 
     for epoch in range(start_epoch, optim.epochs):
         if on_epoch_start is not None:

@@ -1,0 +1,102 @@
+"""Bundle lifecycle on the training side: export never replaces without --force, gates, card, run folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from screening.bundle_store import BundleExists
+from screening.manifest import load_manifest
+from training import export as export_module
+from training.card import data_sha256
+from training.common import config_argument_parser, config_from_args
+from training.export import ReleaseError, export_bundle
+from training.gates import GateError, check_gates, parse_gate
+
+
+def test_export_never_replaces_a_bundle_without_force(trained_tiny):
+    bundle = trained_tiny.out / "bundle"
+    before = (bundle / "manifest.json").read_bytes()
+    with pytest.raises(BundleExists, match="already exists: choose another folder, or pass --force"):
+        export_bundle(trained_tiny)
+    other_folder = replace(trained_tiny, export=replace(trained_tiny.export, out_dir=str(trained_tiny.out / "copy")))
+    with pytest.raises(BundleExists, match=r"already holds bundle tiny@0.0.1: bump the version"):
+        export_bundle(other_folder)
+    assert (bundle / "manifest.json").read_bytes() == before
+    assert not (trained_tiny.out / "copy").exists()
+
+
+def test_forced_export_swaps_in_a_complete_bundle(trained_tiny):
+    bundle = trained_tiny.out / "bundle"
+    export_bundle(trained_tiny, force=True, require=("malignant_auc>=0.0",))
+    manifest = load_manifest(bundle)  # whole: every sha256 matches
+    assert manifest.training["quality_gates"][0].startswith("malignant_auc ")
+    assert sorted(p.name for p in bundle.parent.iterdir() if p.name.startswith(".bundle")) == []
+
+
+def test_quality_gates_refuse_before_anything_is_written(trained_tiny, tmp_path):
+    moved = replace(trained_tiny, export=replace(trained_tiny.export, out_dir=str(tmp_path / "gated"),
+                                                  version="9.9.9"))
+    with pytest.raises(GateError, match=r"quality gate failed: malignant_auc is [01]\.\d{4}, required >= 1.01"):
+        export_bundle(moved, require=("malignant_auc>=1.01",))
+    assert not (tmp_path / "gated").exists()
+
+
+def test_release_needs_a_clean_tree(trained_tiny, tmp_path, monkeypatch):
+    moved = replace(trained_tiny, export=replace(trained_tiny.export, out_dir=str(tmp_path / "rel"), version="9.9.8"))
+    monkeypatch.setattr(export_module, "git_state", lambda root: {
+        "commit": "0123456789abcdef", "clean": False, "modified": ["training/export.py"], "modified_count": 1})
+    with pytest.raises(ReleaseError, match="a release bundle needs a clean git commit: 1 tracked files differ"):
+        export_bundle(moved, release=True)
+    assert not (tmp_path / "rel").exists()
+
+
+def test_manifest_carries_a_model_card(trained_tiny):
+    manifest = load_manifest(trained_tiny.out / "bundle")
+    card = manifest.card
+    assert "Not a medical device" in card["intended_use"]
+    assert card["class_definitions"]["mel"]["malignant"] is True
+    assert card["population"]["images"] > 0 and card["population"]["per_class"]
+    assert "onnxruntime" in card["package_versions"] and "torch" in card["package_versions"]
+    assert any("screen evaluate" in text for text in card["limitations"])
+    assert set(manifest.training["git"]) == {"commit", "clean", "modified", "modified_count"}
+
+
+def test_gates_parse_and_look_in_segmentation():
+    assert parse_gate("dice>=0.85") == ("dice", ">=", 0.85)
+    with pytest.raises(GateError, match="expected FIGURE>=NUMBER"):
+        parse_gate("dice=0.85")
+    evaluation = {"malignant_auc": 0.91, "segmentation": {"dice": 0.9}}
+    assert check_gates(["malignant_auc>=0.90", "dice>=0.85"], evaluation) == [
+        "malignant_auc 0.9100 >= 0.9", "dice 0.9000 >= 0.85"]
+    with pytest.raises(GateError, match="iou was not measured"):
+        check_gates(["iou>=0.5"], evaluation)
+
+
+def test_data_hash_ignores_where_the_files_are(tmp_path):
+    def index(path: Path, root: str, label: str = "mel") -> Path:
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image_id", "image_path", "mask_path", "label", "split"])
+            writer.writerow(["ISIC_1", f"{root}/images/ISIC_1.jpg", f"{root}/masks/ISIC_1.png", label, "train"])
+        return path
+
+    here = data_sha256(index(tmp_path / "a.csv", "/work/shared/data/ham10000_dev"))
+    assert here == data_sha256(index(tmp_path / "b.csv", "../../data/ham"))
+    assert here != data_sha256(index(tmp_path / "c.csv", "/work/shared/data/ham10000_dev", label="nv"))
+
+
+def test_run_name_gives_a_folder_per_run_and_none_keeps_out_dir(capsys):
+    parser = config_argument_parser("segmenter", "test")
+    assert str(config_from_args(parser.parse_args(["--set", "out_dir=runs/x"])).out) == "runs/x"
+    named = config_from_args(parser.parse_args(["--set", "out_dir=runs/x", "--run-name", "try2"]))
+    assert str(named.out) == "runs/x/try2"
+    stamped = config_from_args(parser.parse_args(["--set", "out_dir=runs/x", "--run-name"]))
+    assert str(stamped.out).startswith("runs/x/20") and str(stamped.out).endswith("Z")
+    assert "pass --run-name" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="must be a plain folder name"):
+        config_from_args(parser.parse_args(["--run-name", "../elsewhere"]))
