@@ -42,7 +42,11 @@ def engines() -> None:
               help=f"Batch size TensorRT tunes its kernels for. [default: screen folder's --batch-size, "
                    f"{DEFAULT_BATCH_SIZE}, at most --max-batch]")
 @click.option("--workspace", type=float, default=None, help="Builder workspace memory limit in GB. [default: 2]")
-def build(bundle: Path | None, max_batch: int | None, opt_batch: int | None, workspace: float | None) -> None:
+@click.option("--detailed-layers", is_flag=True,
+              help="Keep each layer's precision and tactic in the engines, for TensorRT's engine inspector "
+                   "(bench/trt_inspect.py).")
+def build(bundle: Path | None, max_batch: int | None, opt_batch: int | None, workspace: float | None,
+          detailed_layers: bool) -> None:
     """Compile the bundle's two models into FP16 engines for this machine's GPU (takes minutes).
 
     Ctrl-C stops the build at TensorRT's next step (exit code 130); an interrupted build never
@@ -69,7 +73,8 @@ def build(bundle: Path | None, max_batch: int | None, opt_batch: int | None, wor
         raise BackendUnavailable(env.problem)
     with interruptible():
         try:
-            folder, record = build_engines(bundle, manifest, env, opt_batch, max_batch, workspace, echo=click.echo)
+            folder, record = build_engines(bundle, manifest, env, opt_batch, max_batch, workspace, echo=click.echo,
+                                           detailed_layers=detailed_layers)
         except Interrupted as stop:
             click.echo(f"Interrupted ({stop}): the engine build was stopped and nothing was recorded; "
                        f"run the same command again to build", err=True)

@@ -104,7 +104,7 @@ def _run_build(builder: Any, network: Any, config: Any, progress: BuildProgress,
 
 def _build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, profile: dict[str, InputProfile],
                 workspace: int, cache: TimingCache, monitor: Any | None, progress: BuildProgress,
-                log: BuildLog) -> Any:
+                log: BuildLog, detailed_layers: bool = False) -> Any:
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -117,6 +117,8 @@ def _build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, profile: d
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     if monitor is not None:
         config.progress_monitor = monitor
+    if detailed_layers:  # each layer's precision, formats and tactic, for the engine inspector
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     cache.attach(config)
     optimisation = builder.create_optimization_profile()
     for name, shapes in profile.items():
@@ -131,7 +133,7 @@ def _build_plan(trt: Any, builder: Any, logger: Any, onnx_path: Path, profile: d
 
 def _build_models(trt: Any, builder: Any, logger: Any, bundle_dir: Path, manifest: Manifest, folder: Path,
                   opt_batch: int, max_batch: int, workspace: int, cache: TimingCache, monitor: Any | None,
-                  progress: BuildProgress, log: BuildLog) -> dict[str, ModelBuild]:
+                  progress: BuildProgress, log: BuildLog, detailed_layers: bool) -> dict[str, ModelBuild]:
     """Convert and build each model of the bundle into ``folder``; returns what each build made."""
     echo = log.echo
     models = {}
@@ -144,7 +146,7 @@ def _build_models(trt: Any, builder: Any, logger: Any, bundle_dir: Path, manifes
         profile = profile_shapes(spec, role, opt_batch, max_batch)
         echo(f"{role}: building the engine (batch 1..{max_batch}, tuned for {opt_batch}); this takes minutes")
         plan = _build_plan(trt, builder, logger, fp16_path, profile, workspace, cache, monitor, progress,
-                           log)
+                           log, detailed_layers)
         plan_path = atomic_write(folder / f"{role}.plan", memoryview(plan))
         models[role] = ModelBuild(onnx_sha256=spec.sha256, fp16_onnx_sha256=sha256_file(fp16_path),
                                   plan=plan_path.name, plan_sha256=sha256_file(plan_path), profile=profile)
@@ -154,7 +156,7 @@ def _build_models(trt: Any, builder: Any, logger: Any, bundle_dir: Path, manifes
 
 def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_batch: int, max_batch: int,
                   workspace_gb: float = DEFAULT_WORKSPACE_GB, echo: Echo = print,
-                  cache_dir: Path | None = None) -> tuple[Path, BuildRecord]:
+                  cache_dir: Path | None = None, detailed_layers: bool = False) -> tuple[Path, BuildRecord]:
     """Build both engines of a bundle for this machine and write their folder.
 
     Args:
@@ -166,6 +168,8 @@ def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_ba
         workspace_gb: builder workspace memory pool limit, in GiB.
         echo: prints one progress line.
         cache_dir: folder of timing caches (default: ``naming.default_cache_dir()``).
+        detailed_layers: keep each layer's precision and tactic in the plans for TensorRT's
+            engine inspector (``bench/trt_inspect.py``); adds NVTX detail to every run.
 
     Returns:
         (the engine folder, its build record).
@@ -199,7 +203,7 @@ def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_ba
     with routed_to(log.log):
         builder = trt.Builder(logger)
         models = _build_models(trt, builder, logger, bundle_dir, manifest, folder, opt_batch, max_batch, workspace,
-                               cache, monitor, progress, log)
+                               cache, monitor, progress, log, detailed_layers)
     if not cache.save():
         echo("  timing cache not saved (see above)")
     record = BuildRecord(

@@ -13,6 +13,7 @@ from screening.manifest import Manifest
 # their helper module (engine_helpers.py, beside this file) by name.
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_helpers import build_tiny_bundle, write_bundle  # noqa: E402
+from onnx_bundle import build_onnx_bundle  # noqa: E402
 
 
 @pytest.fixture
@@ -26,3 +27,9 @@ def fake_bundle(tmp_path: Path) -> tuple[Path, Manifest]:
 def torch_bundle(tmp_path_factory) -> tuple[Path, Manifest]:
     """A real 64 px ONNX bundle exported by torch (skips when torch is absent)."""
     return build_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(tmp_path_factory) -> tuple[Path, Manifest]:
+    """A real 64 px ONNX bundle written with the onnx helper API: no torch needed (the GPU tests use it)."""
+    return build_onnx_bundle(tmp_path_factory.mktemp("onnx_bundles") / "tiny")

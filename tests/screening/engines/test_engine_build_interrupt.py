@@ -15,7 +15,7 @@ from screening.engines.progress import BuildProgress
 
 
 class SteppingBuilder:
-    def __init__(self, progress: BuildProgress, steps: int = 3000) -> None:
+    def __init__(self, progress: BuildProgress, steps: int = 20_000) -> None:  # 40 s or more in all
         self.progress, self.steps, self.done = progress, steps, 0
 
     def build_serialized_network(self, network, config):
@@ -40,13 +40,11 @@ def test_ctrl_c_cancels_the_build_and_is_re_raised():
     builder = SteppingBuilder(progress)
     timer = threading.Timer(0.3, _thread.interrupt_main)  # what Ctrl-C does to the main thread
     timer.start()
-    started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         _run_build(builder, None, None, progress, lines.append)
     timer.join()
     assert progress.cancelled
-    assert 0 < builder.done < builder.steps  # stopped at a step, well before the end
-    assert time.monotonic() - started < 5
+    assert 0 < builder.done < builder.steps  # stopped at a step, long before the end
     assert "  stopping the TensorRT build at its next step ..." in lines
 
 
