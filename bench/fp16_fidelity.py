@@ -23,7 +23,8 @@ from pathlib import Path
 
 import onnxruntime
 
-from screening.backends.onnxrt import OnnxRuntimeBackend
+from screening.backends.bundle import RunnerPairBackend
+from screening.backends.onnxrt import OnnxRuntimeBackend, OnnxRuntimeRunner
 from screening.engines.fidelity import FidelityReport, compare_backends
 from screening.atomic import atomic_write_text
 from screening.engines.fp16 import convert_file, fp32_ops
@@ -54,6 +55,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class ExtendedOptimisationRunner(OnnxRuntimeRunner):
+    """ONNX Runtime with graph optimisations up to EXTENDED, for the FP16 models.
+
+    ONNX Runtime 1.32's ORT_ENABLE_ALL (its layout transformations) crashes with a segmentation
+    fault while loading the starter's folded FP16 classifier; EXTENDED loads and runs it. The
+    level changes how ONNX Runtime fuses kernels, not the FP16 arithmetic being measured.
+    """
+
+    def session_options(self) -> onnxruntime.SessionOptions:
+        options = super().session_options()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        return options
+
+
+def fp16_backend(folder: Path, manifest, threads: int | None) -> RunnerPairBackend:
+    def runner(role: str, spec) -> ExtendedOptimisationRunner:
+        return ExtendedOptimisationRunner(folder / spec.file, threads=threads, name=role,
+                                          expected_inputs=spec.inputs, expected_outputs=spec.outputs)
+
+    return RunnerPairBackend(manifest, runner("segmenter", manifest.segmenter),
+                             runner("classifier", manifest.classifier))
+
+
 def measure(args: argparse.Namespace) -> tuple[FidelityReport, dict]:
     """Convert, run both precisions; returns the report and the JSON-ready result."""
     manifest = load_manifest(args.bundle)
@@ -66,7 +90,7 @@ def measure(args: argparse.Namespace) -> tuple[FidelityReport, dict]:
             notes += convert_file(args.bundle / spec.file, Path(tmp) / spec.file)
         batches = iter_batches(args.images, manifest, args.batch_size, args.meta, args.limit or None, skipped)
         with OnnxRuntimeBackend(args.bundle, manifest, threads=args.threads) as fp32, \
-                OnnxRuntimeBackend(Path(tmp), manifest, threads=args.threads) as fp16:
+                fp16_backend(Path(tmp), manifest, args.threads) as fp16:
             report = compare_backends(manifest, fp32, fp16, batches)
     return report, {
         "bundle": manifest.tag, "bundle_dir": str(args.bundle), "images_dir": str(args.images),
