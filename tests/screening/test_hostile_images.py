@@ -316,7 +316,8 @@ def test_first_signal_stops_promptly_while_a_decoder_is_busy(tmp_path: Path, tin
                                                              signum: int) -> None:
     images = tmp_path / "images"
     (images).mkdir()
-    (images / "a_slow.jpg").write_bytes(progressive_jpeg(2048, MAX_JPEG_SCANS))  # a minute or more
+    # Minutes of decoding, within the memory and scan limits: only killing the decoder ends it.
+    (images / "a_slow.jpg").write_bytes(progressive_jpeg(4096, MAX_JPEG_SCANS))
     with_good_images(images)
     out = tmp_path / "out" / "results.csv"
     out.parent.mkdir()
@@ -338,7 +339,8 @@ def test_first_signal_stops_promptly_while_a_decoder_is_busy(tmp_path: Path, tin
         if run.poll() is None:
             run.kill()
     assert run.returncode == 128 + signum
-    assert stopped_in < 10, f"took {stopped_in:.1f} s to stop"
+    # Seconds on a quiet machine; the bound leaves room for a loaded CI runner.
+    assert stopped_in < 30, f"took {stopped_in:.1f} s to stop"
     assert stderr.splitlines()[-1] == (f"Interrupted ({signal.Signals(signum).name}): finished images are kept "
                                        f"in the journal; rerun the same command with --resume to continue")
     assert all(not Path(f"/proc/{pid}").exists() for pid in children), "a decoder process outlived the run"
