@@ -15,7 +15,11 @@ from typing import Iterator
 
 CHROMIUM = os.environ.get("SCREEN_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SCREEN_CHROMEDRIVER", "/usr/bin/chromedriver")
-STARTS = 3  # attempts to start Chromium
+STARTS = 2  # attempts to start Chromium
+
+
+class BrowserDidNotStart(RuntimeError):
+    """Chromium is installed but did not come up in time."""
 
 
 def missing() -> str | None:
@@ -36,6 +40,7 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator["object"]:
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.common.exceptions import SessionNotCreatedException
+    from urllib3.exceptions import ReadTimeoutError
     from selenium.webdriver.chrome.service import Service
 
     options = Options()
@@ -50,11 +55,12 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator["object"]:
         try:
             driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
             break
-        except SessionNotCreatedException:
-            # chromedriver gives Chromium 60 s to come up; on a machine loaded far beyond its
-            # cores that is sometimes not enough, and a second start usually is.
+        except (SessionNotCreatedException, ReadTimeoutError) as exc:
+            # chromedriver gives Chromium 60 s to come up (and Selenium gives chromedriver 120 s);
+            # on a machine loaded far beyond its cores that is sometimes not enough.
             if attempt == STARTS - 1:
-                raise
+                raise BrowserDidNotStart(f"Chromium did not start after {STARTS} attempts "
+                                         f"({exc.__class__.__name__}): is the machine overloaded?") from exc
     try:
         yield driver
     finally:

