@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             driver.get(report.as_uri())
             browser.wait_ready(driver)
             driver.find_element("css selector", f"input[name=overlay][value='{args.overlay}']").click()
-            driver.execute_script("return Promise.all(Array.from(document.images, i => i.decode().catch(() => 0)))")
+            driver.set_script_timeout(120)
+            # Lazy images below the fold would never load in a still picture: load them all.
+            driver.execute_script("return Promise.all(Array.from(document.images, i => { i.loading = 'eager';"
+                                  " return i.decode().catch(() => 0); }))")
+            driver.execute_script("window.scrollTo(0, 0)")
             problems = browser.console_problems(driver)
             if problems:
                 raise BenchError(f"console problems: {problems[:3]}")
