@@ -18,17 +18,20 @@ import itertools
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import InputError, OutputError, OutputLocked
 from .manifest import Manifest
 from .atomic import atomic_write_chunks, create_exclusive, fsync_dir, open_no_follow, remove_stale_temp_files
+from .journal_lines import BadLine, read_outcome
 from .results import Outcome
 
 JOURNAL_FORMAT = "screening-journal"
 JOURNAL_VERSION = 1
+# What --resume does with a journal written by another bundle (or another manifest).
+ON_BUNDLE_CHANGE = ("rescreen", "fail")
 
 
 def journal_path(output: Path) -> Path:
@@ -151,6 +154,9 @@ class JournalHeader:
     classifier_sha256: str
     classes: tuple[str, ...]
     manifest_sha256: str = ""  # of the canonical manifest: any edit makes another bundle
+    # Outcome lines that a finished run left (written by compact); lines after them are from a
+    # run that was interrupted, so the job that resumes it still counts them as new.
+    settled: int = field(default=0, compare=False)
 
     @classmethod
     def of(cls, manifest: Manifest) -> "JournalHeader":
@@ -173,9 +179,11 @@ class JournalHeader:
             return None
         try:
             # Journals from before manifest hashing have no manifest_sha256: another bundle.
+            settled = data.get("settled", 0)
             return cls(str(data["bundle"]), str(data["segmenter_sha256"]),
                        str(data["classifier_sha256"]), tuple(data["classes"]),
-                       str(data.get("manifest_sha256", "")))
+                       str(data.get("manifest_sha256", "")),
+                       settled if isinstance(settled, int) and not isinstance(settled, bool) else 0)
         except (KeyError, TypeError):
             return None
 
@@ -198,9 +206,13 @@ class Journal:
         self._handle = handle
         self.finished = finished
         self.notes = notes  # warnings for the user: torn or unreadable lines dropped
+        # Images journaled by an interrupted run of this job (after the last finished run):
+        # reused now, but still new to whoever reads this job's results.
+        self.fresh: set[str] = set()
 
     @classmethod
-    def open(cls, output: Path, manifest: Manifest, *, resume: bool) -> "Journal":
+    def open(cls, output: Path, manifest: Manifest, *, resume: bool,
+             on_bundle_change: str = "rescreen") -> "Journal":
         """Open the journal of ``output`` for appending.
 
         Args:
@@ -208,6 +220,10 @@ class Journal:
             manifest: the bundle of this run; an existing journal must come from the same one.
             resume: reuse an existing journal; without it an existing journal is an error, so
                 that results are never silently reused (or silently thrown away).
+            on_bundle_change: with ``resume``, a journal of another bundle (or another manifest)
+                is replaced and everything screened again, with a note ("rescreen", so that a
+                nightly job survives an upgrade), or is an error ("fail"). Results of two
+                bundles are never mixed.
 
         Raises:
             InputError: a journal exists without ``resume``, was written by another bundle, or
@@ -221,6 +237,17 @@ class Journal:
             raise InputError(f"{path} exists from an earlier run: pass --resume to reuse its "
                              f"results (only new or changed images are screened), or delete it "
                              f"to screen everything again")
+        if on_bundle_change not in ON_BUNDLE_CHANGE:
+            raise InputError(f"--on-bundle-change must be one of {', '.join(ON_BUNDLE_CHANGE)}, "
+                             f"got {on_bundle_change!r}")
+        found = _peek_header(path)
+        if on_bundle_change == "rescreen" and found is not None and found != header:
+            path.unlink()
+            journal = cls._create(path, header)
+            journal.notes.append(f"{path} holds results of bundle {found.bundle}, this run uses "
+                                 f"{header.bundle}: screening every image again with the new bundle "
+                                 f"(--on-bundle-change fail stops instead)")
+            return journal
         return cls._reopen(path, header)
 
     @classmethod
@@ -254,18 +281,23 @@ class Journal:
             raise InputError(f"{path} is not a screening journal: delete it or choose another --out")
         if found != header:
             raise InputError(f"{path} holds results of bundle {found.describe()} but this run uses "
-                             f"{header.describe()}: delete it to screen everything with this bundle")
-        finished, unreadable = _read_outcomes(lines[1:])
+                             f"{header.describe()}: delete it, or pass --on-bundle-change rescreen, "
+                             f"to screen everything with this bundle")
+        finished, dropped, fresh = _read_outcomes(lines[1:], header.classes, found.settled)
+        unreadable = len(dropped)
         notes = []
         if complete < len(data):
             notes.append(f"dropped a torn last line of {path} (the previous run was killed mid-write)")
         if unreadable:
+            first_line, reason = dropped[0]
             notes.append(f"ignored {unreadable} unreadable line{'s' if unreadable != 1 else ''} "
-                         f"of {path}; those images are screened again")
+                         f"of {path} (line {first_line}: {reason}); those images are screened again")
         # Cut the torn tail so the next append starts on a fresh line.
         handle.truncate(complete)
         handle.seek(complete)
-        return cls(path, header, handle, finished, notes)
+        journal = cls(path, header, handle, finished, notes)
+        journal.fresh = fresh
+        return journal
 
     def append(self, outcomes: Iterable[Outcome]) -> None:
         """Persist outcomes: one write, flushed and fsync'd before returning."""
@@ -283,7 +315,9 @@ class Journal:
     def compact(self, outcomes: Iterable[Outcome]) -> None:
         """Atomically replace the journal with exactly ``outcomes`` (those in the final CSV)."""
         self.close()
-        lines = itertools.chain([self.header.to_json()], (outcome.to_json() for outcome in outcomes))
+        outcomes = list(outcomes)  # the outcomes are in memory anyway; their count goes first
+        settled = replace(self.header, settled=len(outcomes))
+        lines = itertools.chain([settled.to_json()], (outcome.to_json() for outcome in outcomes))
         # Line by line: the text of a 10,000-image journal never sits in memory whole.
         atomic_write_chunks(self.path, (f"{line}\n".encode("utf-8", "backslashreplace") for line in lines))
 
@@ -304,15 +338,36 @@ def _os_reason(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def _read_outcomes(lines: list[bytes]) -> tuple[dict[str, Outcome], int]:
-    """Outcomes by image path (a later line wins) and the number of unreadable lines."""
+def _peek_header(path: Path) -> JournalHeader | None:
+    """The header of an existing journal; None when it has none or cannot be read."""
+    try:  # never through a planted link: _reopen reports one
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as handle:
+            first = handle.readline(1 << 20)
+    except OSError:
+        return None
+    return JournalHeader.from_json(first.decode("utf-8", errors="replace")) if first.endswith(b"\n") else None
+
+
+def _read_outcomes(lines: list[bytes], classes: tuple[str, ...],
+                   settled: int = 0) -> tuple[dict[str, Outcome], list[tuple[int, str]], set[str]]:
+    """Outcomes by image path (a later line wins), the dropped lines (line number, reason), and
+    the images of the lines after the first ``settled`` (an interrupted run's).
+
+    Every line is checked against the bundle's classes (screening.journal_lines): one that
+    does not fit is dropped and its image screened again, never copied into the CSV.
+    """
     finished: dict[str, Outcome] = {}
-    unreadable = 0
-    for line in lines:
+    dropped: list[tuple[int, str]] = []
+    fresh: set[str] = set()
+    for number, line in enumerate(lines, start=2):  # line 1 is the header
         try:
-            outcome = Outcome.from_json(line.decode("utf-8"))
-        except ValueError:  # includes JSON and UTF-8 decoding errors
-            unreadable += 1
+            outcome = read_outcome(line, classes)
+        except BadLine as reason:
+            dropped.append((number, str(reason)))
             continue
         finished[outcome.image] = outcome
-    return finished, unreadable
+        if number - 1 > settled:
+            fresh.add(outcome.image)
+        else:
+            fresh.discard(outcome.image)
+    return finished, dropped, fresh

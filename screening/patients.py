@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .errors import MetadataError
+from .errors import InputError, MetadataError
 
 # Accepted header names of each field, in priority order: the first present wins.
 KEY_COLUMNS = ("image", "image_id", "image_name", "isic_id")
@@ -314,23 +314,47 @@ def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str
     return header, records
 
 
-def _columns(path: Path, header: list[str],
-             warnings: list[str]) -> tuple[dict[str, int], list[int]]:
-    """(field -> column index, extra column indices); raises when there is no key column."""
+def column_field(name: str) -> str:
+    """The field a ``--column FIELD=HEADER`` names ('image' and 'key' are the key column).
+
+    Raises:
+        InputError: not one of the fields; the message lists them.
+    """
+    field_name = "key" if name.strip().lower() in ("image", "key") else name.strip().lower()
+    if field_name != "key" and field_name not in FIELD_COLUMNS:
+        raise InputError(f"--column {name}=...: no such field; choose one of image, "
+                         f"{', '.join(FIELD_COLUMNS)}")
+    return field_name
+
+
+def _columns(path: Path, header: list[str], warnings: list[str],
+             overrides: dict[str, str] | None = None) -> tuple[dict[str, int], list[int]]:
+    """(field -> column index, extra column indices); raises when there is no key column.
+
+    ``overrides`` (field -> header, from ``--column``) name a clinic's own columns; they win
+    over the usual names.
+    """
     original = [name.strip() for name in header]
     normal = [_normal_header(name) for name in header]
     for position, name in enumerate(normal):
         if name and normal.index(name) != position:
             raise MetadataError(f"cannot read metadata CSV {path}: column "
                                 f"'{original[position]}' appears twice")
-    key = _pick(normal, KEY_COLUMNS)
+    chosen: dict[str, int] = {}
+    for field_name, wanted in (overrides or {}).items():
+        if _normal_header(wanted) not in normal:
+            raise MetadataError(f"--column {'image' if field_name == 'key' else field_name}={wanted}: "
+                                f"metadata CSV {path} has no column '{wanted}'; found: "
+                                f"{', '.join(original)}")
+        chosen[field_name] = normal.index(_normal_header(wanted))
+    key = chosen["key"] if "key" in chosen else _pick(normal, KEY_COLUMNS)
     if key is None:
         raise MetadataError(f"metadata CSV {path} has no image column: expected one of "
                             f"{', '.join(KEY_COLUMNS)}; found: {', '.join(original)}")
     fields = {"key": key}
     for name, aliases in FIELD_COLUMNS.items():
-        index = _pick(normal, aliases)
-        if index is not None:
+        index = chosen[name] if name in chosen else _pick(normal, aliases)
+        if index is not None and index not in fields.values():
             fields[name] = index
     used = set(fields.values())
     extra = []
@@ -367,7 +391,8 @@ def _rows(records: list[tuple[int, list[str]]], fields: dict[str, int],
     return rows, counts, blank_keys
 
 
-def read_patients(path: Path, *, images: Iterable[str] | None = None) -> PatientTable:
+def read_patients(path: Path, *, images: Iterable[str] | None = None,
+                  columns: dict[str, str] | None = None) -> PatientTable:
     """Read a patient metadata CSV.
 
     Headers are matched case-insensitively (spaces and hyphens count as '_'); the file may be
@@ -379,6 +404,8 @@ def read_patients(path: Path, *, images: Iterable[str] | None = None) -> Patient
         images: The relative paths of all images to be screened. Give them so that a key
             fitting several images (one stem in two sub-folders) is reported as ambiguous
             instead of being used for each of them.
+        columns: field ('key', 'patient_id', 'age', 'sex', 'site') -> the CSV's header for it,
+            for a clinic's own column names (``--column age=Alter``).
 
     Returns:
         The table; the first row of each key wins, later duplicates only count.
@@ -397,7 +424,7 @@ def read_patients(path: Path, *, images: Iterable[str] | None = None) -> Patient
         raise MetadataError(f"cannot read metadata CSV {path}: {error.strerror}") from None
     warnings: list[str] = []
     header, records = _records(path, _decode(path, data, warnings))
-    fields, extra = _columns(path, header, warnings)
+    fields, extra = _columns(path, header, warnings, columns)
     names = [name.strip() for name in header]
     rows, counts, blank_keys = _rows(records, fields, {names[i]: i for i in extra})
     if blank_keys:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from datetime import datetime, timezone
 from typing import Callable, TextIO
 
 BAR_WIDTH = 24
@@ -34,7 +36,8 @@ class Progress:
 
     def __init__(self, total: int, *, stream: TextIO | None = None, quiet: bool = False,
                  tty: bool | None = None, log_interval_s: float = LOG_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, log: "LogFile | None" = None,
+                 width: Callable[[], int] | None = None) -> None:
         self.total = total
         self.done = 0
         self.stream = stream if stream is not None else sys.stdout
@@ -45,6 +48,11 @@ class Progress:
         self.started = clock()
         self.last_shown = self.started
         self.closed = False
+        self.log = log  # --log-file: a timestamped line every log_interval_s, whatever the terminal
+        self.log_interval = log_interval_s
+        self.last_logged = self.started
+        self.logged_done = -1
+        self.width = width or terminal_width
 
     def _isatty(self) -> bool:
         try:
@@ -65,6 +73,9 @@ class Progress:
         if now - self.last_shown >= self.interval:
             self.last_shown = now
             self._show(now)
+        if self.log is not None and now - self.last_logged >= self.log_interval:
+            self.last_logged, self.logged_done = now, self.done
+            self.log.write(self.plain_line(now))
 
     def close(self) -> None:
         """Show the final state once (ends the bar's line on a terminal)."""
@@ -72,22 +83,39 @@ class Progress:
             return
         self.closed = True
         self._show(self.clock())
+        if self.log is not None and self.logged_done != self.done:
+            self.log.write(self.plain_line(self.clock()))
         if self.tty and not self.quiet:
             self.stream.write("\n")
             self.stream.flush()
 
-    def line(self, now: float) -> str:
-        """The text shown at time ``now``, without bar redraw control characters."""
+    def _counts(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)
         rate = self.done / elapsed
         remaining = self.total - self.done
         eta = format_duration(remaining / rate) if rate > 0 else "?"
         percent = 100.0 * self.done / self.total if self.total else 100.0
-        counts = f"{self.done}/{self.total} images ({percent:.0f}%), {rate:.1f} images/s, ETA {eta}"
+        return f"{self.done}/{self.total} images ({percent:.0f}%), {rate:.1f} images/s, ETA {eta}"
+
+    def plain_line(self, now: float) -> str:
+        """The progress as a log line: no bar."""
+        return f"screening: {self._counts(now)}"
+
+    def line(self, now: float) -> str:
+        """The text shown at time ``now``, without bar redraw control characters.
+
+        On a terminal it fits the terminal's width (a line that wraps cannot be redrawn in
+        place): the bar shrinks first, then the text is cut.
+        """
+        counts = self._counts(now)
         if not self.tty:
             return f"screening: {counts}"
-        filled = int(BAR_WIDTH * self.done / self.total) if self.total else BAR_WIDTH
-        return f"screening [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {counts}"
+        room = self.width() - 1  # the cursor sits after the last character
+        bar_width = max(0, min(BAR_WIDTH, room - len(counts) - len("screening [] ")))
+        if bar_width < 5:
+            return f"screening {counts}"[:room]
+        filled = int(bar_width * self.done / self.total) if self.total else bar_width
+        return f"screening [{'#' * filled}{'.' * (bar_width - filled)}] {counts}"
 
     def _show(self, now: float) -> None:
         if self.quiet:
@@ -98,13 +126,52 @@ class Progress:
         self.stream.flush()
 
 
-class Reporter:
-    """Where a run's messages go: notes and progress to stdout (unless quiet), warnings to stderr."""
+def terminal_width() -> int:
+    """Columns of the terminal (80 when unknown)."""
+    return shutil.get_terminal_size((80, 24)).columns
 
-    def __init__(self, *, quiet: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> None:
+
+class LogFile:
+    """``--log-file``: lines appended with a UTC timestamp, flushed at once (a cron job's record).
+
+    Opened for appending, so every night adds to the same file; a log that cannot be written
+    is reported once and then skipped, never the reason a run fails halfway.
+    """
+
+    def __init__(self, path: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.path = path
+        self.clock = clock
+        self._handle: TextIO | None = open(path, "a", encoding="utf-8", errors="backslashreplace")
+
+    def write(self, message: str) -> None:
+        if self._handle is None:
+            return
+        stamp = self.clock().isoformat(timespec="seconds")
+        try:
+            for line in str(message).splitlines() or [""]:
+                self._handle.write(f"{stamp} {line}\n")
+            self._handle.flush()
+        except OSError as error:
+            self._handle = None
+            print(f"Warning: cannot write the log file {self.path} ({error.strerror}); "
+                  f"logging stopped", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class Reporter:
+    """Where a run's messages go: notes and progress to stdout (unless quiet), warnings to stderr,
+    and everything, timestamped, to the ``--log-file`` when there is one."""
+
+    def __init__(self, *, quiet: bool = False, out: TextIO | None = None, err: TextIO | None = None,
+                 log: LogFile | None = None) -> None:
         self.quiet = quiet
         self._out = out
         self._err = err
+        self.log = log
 
     @property
     def out(self) -> TextIO:
@@ -119,11 +186,15 @@ class Reporter:
         """A note for the user (backend picked, results resumed); silent when quiet."""
         if not self.quiet:
             print(message, file=self.out, flush=True)
+        if self.log is not None:
+            self.log.write(message)
 
     def warn(self, message: str) -> None:
         """Something the user must see even when quiet (a stale lock taken over, a torn journal)."""
         print(f"Warning: {message}", file=self.err, flush=True)
+        if self.log is not None:
+            self.log.write(f"Warning: {message}")
 
     def progress(self, total: int) -> Progress:
         """A progress display for ``total`` images on this reporter's stdout."""
-        return Progress(total, stream=self.out, quiet=self.quiet)
+        return Progress(total, stream=self.out, quiet=self.quiet, log=self.log)

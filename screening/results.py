@@ -46,6 +46,7 @@ class Outcome:
     lesion_area: float | None = None  # fraction of mask pixels above the threshold
     error: str = ""  # why an error row failed
     warnings: tuple[str, ...] = ()  # image-level warnings
+    screened_at: str = ""  # when the image was screened (UTC, ISO 8601, seconds)
     # An error whose cause may pass (read error, time-out): --resume screens the image again.
     retry: bool = False
 
@@ -92,6 +93,7 @@ class ResultRow:
     patient_id: str = ""
     warnings: tuple[str, ...] = ()  # metadata warnings first, then the outcome's
     extra: dict[str, str] = field(default_factory=dict)  # extra patients.csv columns
+    new: bool = False  # screened by this job (not reused from an earlier, finished run)
 
 
 def rank_rows(rows: Iterable[ResultRow]) -> list[tuple[int | None, ResultRow]]:
@@ -111,7 +113,7 @@ def columns(manifest: Manifest, extra_columns: Iterable[str] = ()) -> list[str]:
     """Output column names; extra patients.csv columns come last, renamed ``csv_<name>`` on a clash."""
     base = ["rank", "image", "patient_id", "risk", "flag", "prediction", "confidence",
             *(f"p_{name}" for name in manifest.class_names), "lesion_area", "status", "error",
-            "warnings", "bundle"]
+            "warnings", "bundle", "screened_at", "new"]
     return base + [output_name(name, base) for name in extra_columns]
 
 
@@ -148,7 +150,8 @@ def _cells(rank: int | None, row: ResultRow, manifest: Manifest, extra_columns: 
     cells = ["" if rank is None else str(rank), *map(neutralise, text), *numbers,
              _flag(out.risk, threshold), neutralise(out.prediction), _number(out.confidence), *map(_number, probabilities),
              _number(out.lesion_area), out.status, neutralise(out.error),
-             neutralise("; ".join(row.warnings)), neutralise(manifest.identity)]
+             neutralise("; ".join(row.warnings)), neutralise(manifest.identity),
+             neutralise(out.screened_at), "yes" if row.new else "no"]
     return cells + [neutralise(row.extra.get(name, "")) for name in extra_columns]
 
 
@@ -190,6 +193,13 @@ def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], ma
     atomic_write_chunks(path, itertools.chain([codecs.BOM_UTF8], (line.encode("utf-8", "backslashreplace") for line in lines)))
 
 
+def history_path(csv_path: Path, started_at: str) -> Path:
+    """``results.csv`` started 2026-11-29T02:00:00+00:00 -> ``results.history/20261129T020000Z.summary.json``."""
+    csv_path = Path(csv_path)
+    stamp = started_at.replace("-", "").replace(":", "").replace("+0000", "Z")
+    return csv_path.with_name(f"{csv_path.stem}.history") / f"{stamp}.summary.json"
+
+
 def summary_path(csv_path: Path) -> Path:
     """``results.csv`` -> ``results.summary.json`` beside it."""
     csv_path = Path(csv_path)
@@ -222,6 +232,14 @@ class Summary:
     # rows it refers; None for a bundle without operating points.
     operating_point: dict[str, Any] | None = None
     referrals: int | None = None
+    # For the audit of a nightly job: when, where, with what, on what.
+    started_at: str = ""  # UTC, ISO 8601
+    finished_at: str = ""
+    host: str = ""
+    tool_version: str = ""  # lesion-screening version
+    bundle_sha256: str = ""  # of the canonical manifest (``bundle`` shows its first 8 digits)
+    inputs: dict[str, str] = field(default_factory=dict)  # absolute images_dir, meta_csv, bundle_dir, output
+    new_rows: int = 0  # rows marked new: screened by this job
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from . import __version__
 from .backends import open_backend
 from .backends.bundle import BundleBackend
 from .errors import InputError
@@ -26,7 +29,7 @@ from .progress import Reporter
 from .report.build import check_report_path, view_writer
 if TYPE_CHECKING:  # Ray is an optional extra, imported only by a --ray run
     from .distributed.run import RayScreening, RaySettings
-from .results import (OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
+from .results import (history_path, OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
                       write_summary_json)
 
 
@@ -47,6 +50,8 @@ class FolderRequest:
     decode_timeout_s: float = DEFAULT_TIME_BUDGET_S  # wall-clock seconds per image
     max_decode_mib: int = DEFAULT_MAX_DECODE_BYTES // 2**20  # decoder memory per image
     keep_columns: bool = False  # copy extra patients.csv columns to the output
+    on_bundle_change: str = "rescreen"  # --resume with another bundle: "rescreen" all, or "fail"
+    columns: tuple[tuple[str, str], ...] = ()  # --column FIELD=HEADER: the clinic's own names
     report: Path | None = None  # the HTML review report (screening.report); None = none
     operating_point: str | None = None  # name of the bundle's point for the flag; None = its default
 
@@ -96,6 +101,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
             image is screened.
     """
     started = time.monotonic()
+    started_at = utc_now()
     reporter = reporter or Reporter()
     check_request(request)
     discovery = discover_images(request.images_dir)
@@ -104,7 +110,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     for message in discovery.skipped:
         reporter.warn(message)
     # The table sees every image so that a key fitting several images is reported, not guessed.
-    table = read_patients(request.meta_csv, images=discovery.images)
+    table = read_patients(request.meta_csv, images=discovery.images, columns=dict(request.columns))
     manifest = load_manifest(request.bundle_dir)
     point = manifest.operating_point(request.operating_point)
     backend, note = _open_backend(request, manifest)
@@ -113,21 +119,24 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
         with OutputLock(request.output) as lock:
             for message in lock.notes:
                 reporter.warn(message)
-            with Journal.open(request.output, manifest, resume=request.resume) as journal:
+            with Journal.open(request.output, manifest, resume=request.resume,
+                              on_bundle_change=request.on_bundle_change) as journal:
                 for message in (*table.warnings, *journal.notes):
                     reporter.warn(message)
                 jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
                 run = _run(request, jobs, backend, journal, reporter)
                 ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
                                              (*job.warnings, *run.outcomes[job.image].warnings),
-                                             job.extra) for job in jobs)
+                                             job.extra, new=job.image in run.new) for job in jobs)
                 write_results_csv(request.output, ranked, manifest,
                                   table.extra_columns if request.keep_columns else [],
                                   threshold=point["threshold"] if point else None)
                 journal.compact(run.outcomes[job.image] for job in jobs)
     summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
-                        jobs, ranked, run, time.monotonic() - started, point)
+                        jobs, ranked, run, time.monotonic() - started, point, started_at)
     write_summary_json(summary, summary_path(request.output))
+    # The run history: one dated copy per run, so last week's nights can still be audited.
+    write_summary_json(summary, history_path(request.output, started_at))
     if request.report is not None:
         from .report.build import ReportRequest, build_report, metadata_as_read
 
@@ -143,6 +152,7 @@ class _RunResult:
     outcomes: dict[str, Outcome]  # by image path: reused and new
     screened: int
     reused: int
+    new: frozenset[str] = frozenset()  # images screened by this job: this run or an interrupted one
 
 
 def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
@@ -191,10 +201,19 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
     with views or nullcontext(), reporter.progress(len(todo)) as progress, \
             closing(_stream(backend, jobs, Path(request.images_dir), options, reused)) as stream:
         for batch in stream:
+            stamp = utc_now()
+            batch = [replace(outcome, screened_at=stamp) for outcome in batch]
             journal.append(batch)
             outcomes.update((outcome.image, outcome) for outcome in batch)
             progress.update(len(batch))
-    return _RunResult(outcomes, screened=len(todo), reused=len(reused))
+    # New to the reader: screened now, or by an interrupted run of this job (journal.fresh).
+    new = frozenset(job.image for job in todo) | (journal.fresh & set(reused))
+    return _RunResult(outcomes, screened=len(todo), reused=len(reused), new=new)
+
+
+def utc_now() -> str:
+    """The time now in UTC, ISO 8601 to the second: what rows and summaries are stamped with."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def default_workers() -> int:
@@ -208,7 +227,7 @@ def default_workers() -> int:
 def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: str,
               ignored: list[str], table: PatientTable, jobs: list[ImageJob],
               ranked: list[tuple[int | None, ResultRow]], run: _RunResult, elapsed: float,
-              point: dict | None = None) -> Summary:
+              point: dict | None = None, started_at: str = "") -> Summary:
     """The end-of-run summary: counts, what did not match, top risks, referrals and speed."""
     status = {"ok": 0, "error": 0}
     for _, row in ranked:
@@ -225,6 +244,12 @@ def summarise(request: FolderRequest, manifest: Manifest, backend: str, note: st
         top_risks=top_risks(ranked), elapsed_s=round(elapsed, 3),
         images_per_s=round(run.screened / elapsed, 3) if elapsed > 0 else 0.0,
         statement=manifest.statement,
+        started_at=started_at, finished_at=utc_now(), host=socket.gethostname(),
+        tool_version=__version__, bundle_sha256=manifest.digest, new_rows=len(run.new),
+        inputs={"images_dir": str(Path(request.images_dir).resolve()),
+                "meta_csv": str(Path(request.meta_csv).resolve()),
+                "bundle_dir": str(Path(request.bundle_dir).resolve()),
+                "output": str(Path(request.output).resolve())},
         operating_point=point,
         referrals=None if point is None else sum(
             1 for _, row in ranked if row.outcome.status == OK and flag(row.outcome.risk, point["threshold"]) == REFER),

@@ -8,6 +8,9 @@ Exit codes (documented in `screen --help` and the README):
 
 from __future__ import annotations
 
+import difflib
+import os
+
 import click
 
 from .. import __version__
@@ -28,6 +31,10 @@ class DefaultToFolder(click.Group):
 
     def resolve_command(self, ctx, args):
         if args and args[0] not in self.commands and not args[0].startswith("-"):
+            # A word close to a command name that is not a folder here is a typo, not a folder.
+            close = difflib.get_close_matches(args[0], list(self.commands), n=1, cutoff=0.7)
+            if close and not os.path.exists(args[0]):
+                ctx.fail(f"No such command '{args[0]}': did you mean `{close[0]}`?")
             args = ["folder", *args]
         return super().resolve_command(ctx, args)
 

@@ -10,6 +10,7 @@ import click
 import screening
 
 from ..backends import BACKEND_CHOICES
+from .job import JobOptions, job_options, run_check
 from ..interrupt import Interrupted, interruptible
 from ..errors import BundleError, InputError, OutputError, describe_os_error
 
@@ -37,7 +38,8 @@ Examples:
 
 \b
 Files written beside --out (results.csv):
-  results.summary.json  counts, top risks, speed, backend, bundle
+  results.summary.json  counts, top risks, speed, backend, bundle, when, host
+  results.history/      a dated copy of each run's summary
   results.csv.journal   finished images; kept so --resume screens only new
                         or changed images
   results.csv.lock      locked by the kernel while a run writes results.csv
@@ -46,11 +48,17 @@ Files written beside --out (results.csv):
 
 
 def default_bundle() -> Path:
-    """$SCREEN_BUNDLE, else the repository's ``engines/starter`` next to the installed package."""
+    """$SCREEN_BUNDLE; else, in a checkout, the repository's ``engines/starter``; else the
+    starter bundle installed with the package (``screening/bundled/starter``)."""
     configured = os.environ.get(BUNDLE_ENV)
     if configured:
         return Path(configured)
-    return Path(screening.__file__).resolve().parents[1] / "engines" / "starter"
+    checkout = Path(screening.__file__).resolve().parents[1] / "engines" / "starter"
+    if (checkout / "manifest.json").is_file():
+        return checkout
+    from ..bundled import STARTER
+
+    return STARTER
 
 
 def ray_settings(address: str | None, actors: int | None):
@@ -70,13 +78,19 @@ def resolve_bundle(bundle: Path | None) -> Path:
         return bundle
     path = default_bundle()
     if not path.is_dir():
-        source = f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV) else "the default bundle"
-        raise BundleError(f"no model bundle at {path} ({source}): run `make demo` to build a "
-                          f"sample bundle, or pass --bundle engines/NAME")
+        if os.environ.get(BUNDLE_ENV):
+            raise BundleError(f"no model bundle at {path} (${BUNDLE_ENV}): point ${BUNDLE_ENV} at a "
+                              f"bundle folder (manifest.json, segmenter.onnx, classifier.onnx), or "
+                              f"pass --bundle PATH")
+        raise BundleError(f"no model bundle: the starter bundle is not installed ({path} is "
+                          f"missing); reinstall with `pip install lesion-screening` (or `pip "
+                          f"install .` in a checkout with engines/starter), pass --bundle PATH, or "
+                          f"set ${BUNDLE_ENV}=PATH")
     return path
 
 
 @click.command(epilog=FOLDER_EPILOG)
+@job_options
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--meta", "meta_csv", required=True, type=click.Path(path_type=Path),
               help="Patient metadata CSV: one row per image; key column image (or image_id, "
@@ -132,7 +146,7 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
            batch_size: int, workers: int | None, resume: bool, save_masks: Path | None,
            report: Path | None, keep_columns: bool, operating_point: str | None,
            decode_timeout: float, max_decode_mib: int, ray_address: str | None,
-           ray_actors: int | None, quiet: bool) -> None:
+           ray_actors: int | None, quiet: bool, job: JobOptions = JobOptions()) -> None:
     """Screen every image in IMAGES_DIR and write a CSV ranked by risk.
 
     Each image (.jpg .jpeg .png .bmp .tif .tiff, found recursively) is segmented, then
@@ -148,7 +162,10 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     from ..results import format_summary
     from ..session import FolderRequest, screen_folder
 
+    if job.check:
+        return run_check(images_dir, meta_csv, bundle if bundle is not None else default_bundle(), job)
     request = FolderRequest(
+        on_bundle_change=job.on_bundle_change, columns=job.columns,
         decode_timeout_s=decode_timeout, max_decode_mib=max_decode_mib,
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
@@ -156,7 +173,7 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
         ray=ray_settings(ray_address, ray_actors))
     with interruptible():
         try:
-            summary = screen_folder(request, Reporter(quiet=quiet))
+            summary = screen_folder(request, Reporter(quiet=quiet, log=job.log))
         except Interrupted as stop:
             click.echo(f"Interrupted ({stop}): finished images are kept in the journal; rerun the "
                        f"same command with --resume to continue", err=True)
@@ -165,3 +182,5 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
             raise OutputError(f"cannot write the results ({describe_os_error(error)})") from None
     if not quiet:
         click.echo(format_summary(summary))
+    if job.log is not None:
+        job.log.write(format_summary(summary))

@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bundle_factory import lesion_rgb, patient_row, write_image, write_patients
+from csv_compare import rows_without
 from screening.cli import cli
 from screening.journal import journal_path, lock_path
 from screening.manifest import load_manifest, sha256_file
@@ -125,7 +126,49 @@ def test_missing_default_bundle_says_how_to_get_one(tmp_path: Path, make_folder)
     result = screen(images, "--meta", meta, "--out", tmp_path / "results.csv")
     assert result.exit_code == 3
     assert only_stderr_line(result) == (f"Error: no model bundle at {tmp_path / 'no-such-bundle'} ($SCREEN_BUNDLE): "
-                                        f"run `make demo` to build a sample bundle, or pass --bundle engines/NAME")
+                                        f"point $SCREEN_BUNDLE at a bundle folder (manifest.json, segmenter.onnx, "
+                                        f"classifier.onnx), or pass --bundle PATH")
+
+
+def test_without_an_installed_starter_a_pip_user_is_told_what_to_do(tmp_path: Path, make_folder,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    folder_cli = sys.modules["screening.cli.folder"]  # the package's `folder` is the command
+
+    monkeypatch.delenv("SCREEN_BUNDLE")
+    monkeypatch.setattr(folder_cli, "default_bundle", lambda: tmp_path / "site-packages" / "starter")
+    images, meta = make_folder(1)
+    result = screen(images, "--meta", meta, "--out", tmp_path / "results.csv")
+    assert result.exit_code == 3
+    assert only_stderr_line(result) == (
+        f"Error: no model bundle: the starter bundle is not installed ({tmp_path / 'site-packages' / 'starter'} "
+        f"is missing); reinstall with `pip install lesion-screening` (or `pip install .` in a checkout with "
+        f"engines/starter), pass --bundle PATH, or set $SCREEN_BUNDLE=PATH")
+
+
+def test_the_starter_bundle_is_found_without_a_checkout_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import screening
+    from screening.bundled import STARTER
+
+    folder_cli = sys.modules["screening.cli.folder"]
+
+    monkeypatch.delenv("SCREEN_BUNDLE")
+    monkeypatch.setattr(screening, "__file__", "/nonexistent/site-packages/screening/__init__.py")
+    assert folder_cli.default_bundle() == STARTER
+
+
+@pytest.mark.parametrize("typo, command", [("fodler", "folder"), ("egnines", "engines")])
+def test_a_mistyped_subcommand_suggests_the_right_one(typo: str, command: str) -> None:
+    result = screen(typo, "--meta", "x.csv")
+    assert result.exit_code == 2
+    assert f"No such command '{typo}': did you mean `{command}`?" in result.stderr
+
+
+def test_an_existing_folder_named_like_a_command_is_still_screened(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fodler").mkdir()
+    result = screen("fodler", "--meta", tmp_path / "missing.csv")
+    # screened as a folder: it gets as far as the bundle (none here, exit 3), no "No such command"
+    assert "No such command" not in result.output and result.exit_code == 3
 
 
 def test_modified_bundle(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
@@ -250,7 +293,8 @@ def test_csv_is_ranked_by_risk_and_risk_is_the_malignant_sum(tmp_path: Path, mak
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert list(rows[0]) == ["rank", "image", "patient_id", "risk", "flag", "prediction", "confidence", "p_nv",
-                             "p_bkl", "p_mel", "p_bcc", "lesion_area", "status", "error", "warnings", "bundle"]
+                             "p_bkl", "p_mel", "p_bcc", "lesion_area", "status", "error", "warnings", "bundle",
+                             "screened_at", "new"]
     assert {r["flag"] for r in rows} == {""}  # the tiny bundle has no operating points
     ok = [r for r in rows if r["status"] == "ok"]
     assert [r["rank"] for r in ok] == [str(i) for i in range(1, 13)]
@@ -324,7 +368,9 @@ def test_rerun_after_adding_images_screens_only_the_new_ones(tmp_path: Path, mak
     assert "resuming: 6 of 9 images already screened" in result.stdout
     fresh = tmp_path / "fresh.csv"
     assert run(images, meta, fresh, tiny_bundle).exit_code == 0
-    assert out.read_bytes() == fresh.read_bytes()
+    assert rows_without(out, ("screened_at", "new")) == rows_without(fresh, ("screened_at", "new"))
+    assert [r["new"] for r in read_csv(out) if r["image"] >= "img_006"] == ["yes"] * 3
+    assert sum(r["new"] == "yes" for r in read_csv(out)) == 3
 
 
 def test_changed_image_is_screened_again(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
@@ -385,7 +431,7 @@ def test_screen_dir_means_screen_folder_dir(tmp_path: Path, make_folder, tiny_bu
                     SCREEN_BUNDLE=str(tiny_bundle))
     assert result.exit_code == 0, result.output
     assert run(images, meta, tmp_path / "b.csv", tiny_bundle).exit_code == 0
-    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert rows_without(tmp_path / "a.csv") == rows_without(tmp_path / "b.csv")
 
 
 def test_printed_summary(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:

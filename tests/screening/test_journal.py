@@ -100,8 +100,8 @@ def test_unreadable_lines_are_counted_and_those_images_redone(tmp_path: Path, ma
         fh.write(outcome("c.png").to_json().encode() + b"\n")
     with Journal.open(out, manifest, resume=True) as journal:
         assert sorted(journal.finished) == ["a.png", "c.png"]
-        assert journal.notes == [f"ignored 2 unreadable lines of {journal_path(out)}; "
-                                 f"those images are screened again"]
+        assert journal.notes == [f"ignored 2 unreadable lines of {journal_path(out)} (line 3: not JSON "
+                                 f"(JSONDecodeError)); those images are screened again"]
 
 
 def test_journal_of_another_bundle_is_refused(tmp_path: Path, manifest) -> None:
@@ -110,13 +110,62 @@ def test_journal_of_another_bundle_is_refused(tmp_path: Path, manifest) -> None:
     with Journal.open(out, other, resume=False) as journal:
         journal.append([outcome("a.png")])
     with pytest.raises(InputError) as info:
-        Journal.open(out, manifest, resume=True)
+        Journal.open(out, manifest, resume=True, on_bundle_change="fail")
     seg, cls = manifest.segmenter.sha256[:12], manifest.classifier.sha256[:12]
     assert str(info.value) == (
         f"{out}.journal holds results of bundle {other.identity} (manifest sha256 {other.digest[:12]}, "
         f"segmenter sha256 {seg}, classifier sha256 {cls}) but this run uses {manifest.identity} "
         f"(manifest sha256 {manifest.digest[:12]}, segmenter sha256 {seg}, classifier sha256 {cls}): "
-        f"delete it to screen everything with this bundle")
+        f"delete it, or pass --on-bundle-change rescreen, to screen everything with this bundle")
+
+
+def test_journal_of_another_bundle_is_replaced_by_default(tmp_path: Path, manifest) -> None:
+    out = tmp_path / "results.csv"
+    other = build_bundle(tmp_path / "other", version="2.0")
+    with Journal.open(out, other, resume=False) as journal:
+        journal.append([outcome("a.png")])
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert journal.finished == {}  # nothing of the other bundle is reused
+        assert journal.notes == [f"{journal_path(out)} holds results of bundle {other.identity}, this run "
+                                 f"uses {manifest.identity}: screening every image again with the new "
+                                 f"bundle (--on-bundle-change fail stops instead)"]
+    assert json.loads(lines(journal_path(out))[0])["bundle"] == manifest.identity
+
+
+def test_an_edited_manifest_is_another_bundle(tmp_path: Path, manifest) -> None:
+    from dataclasses import replace
+    out = tmp_path / "results.csv"
+    with Journal.open(out, manifest, resume=False) as journal:
+        journal.append([outcome("a.png")])
+    edited = replace(manifest, temperature=manifest.temperature * 2)  # same name, version, ONNX files
+    assert edited.tag == manifest.tag and edited.identity != manifest.identity
+    with pytest.raises(InputError, match="holds results of bundle"):
+        Journal.open(out, edited, resume=True, on_bundle_change="fail")
+
+
+def test_lines_that_do_not_fit_the_bundle_are_dropped_and_redone(tmp_path: Path, manifest) -> None:
+    out = tmp_path / "results.csv"
+    with Journal.open(out, manifest, resume=False) as journal:
+        journal.append([outcome("a.png"), outcome("b.png")])
+    path = journal_path(out)
+    text = path.read_text().replace('"probabilities":[0.25,0.25,0.25,0.25]', '"probabilities":[0.5,0.5]', 1)
+    path.write_text(text)
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert sorted(journal.finished) == ["b.png"]
+        assert journal.notes == [f"ignored 1 unreadable line of {path} (line 2: 2 probabilities for the "
+                                 f"bundle's 4 classes); those images are screened again"]
+
+
+def test_lines_of_an_interrupted_run_stay_new_until_a_run_finishes(tmp_path: Path, manifest) -> None:
+    out = tmp_path / "results.csv"
+    with Journal.open(out, manifest, resume=False) as journal:
+        journal.append([outcome("a.png")])  # then killed: no compact
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert journal.fresh == {"a.png"}
+        journal.append([outcome("b.png")])
+        journal.compact([outcome("a.png"), outcome("b.png")])  # the run finished
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert journal.fresh == set() and sorted(journal.finished) == ["a.png", "b.png"]
 
 
 def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path, manifest) -> None:

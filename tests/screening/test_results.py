@@ -62,10 +62,10 @@ def test_csv_columns_and_cells(manifest) -> None:
     text = render_csv(rank_rows(rows), manifest)
     lines = text.splitlines()
     assert lines[0] == ("rank,image,patient_id,risk,flag,prediction,confidence,p_nv,p_bkl,p_mel,p_bcc,"
-                        "lesion_area,status,error,warnings,bundle")
+                        "lesion_area,status,error,warnings,bundle,screened_at,new")
     assert lines[1] == ("1,x/a.jpg,P001,0.700000,,bcc,0.400000,0.100000,0.200000,0.300000,0.400000,"
-                        f"0.250000,ok,,age unknown; no metadata row,{manifest.identity}")
-    assert lines[2] == f",b.png,P002,,,,,,,,,,error,truncated image file,,{manifest.identity}"
+                        f"0.250000,ok,,age unknown; no metadata row,{manifest.identity},,no")
+    assert lines[2] == f",b.png,P002,,,,,,,,,,error,truncated image file,,{manifest.identity},,no"
     assert len(lines) == 3
     flagged = render_csv(rank_rows(rows), manifest, threshold=0.7).splitlines()
     assert flagged[1].startswith("1,x/a.jpg,P001,0.700000,refer,bcc,")
@@ -89,7 +89,7 @@ def test_text_cells_are_neutralised_but_numbers_are_not(manifest) -> None:
 
 def test_extra_columns_come_last(manifest) -> None:
     names = columns(manifest, ["clinic", "status"])
-    assert names[-3:] == ["bundle", "clinic", "csv_status"]
+    assert names[-5:] == ["bundle", "screened_at", "new", "clinic", "csv_status"]
 
 
 def test_outcome_json_round_trip_is_exact() -> None:

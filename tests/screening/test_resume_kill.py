@@ -13,6 +13,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from screening.cli import cli
+from csv_compare import rows_without
 from screening.journal import journal_path, lock_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,7 +98,8 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_csv(tmp_path: Path, 
     reference = tmp_path / "uninterrupted.csv"
     straight = CliRunner().invoke(cli, _args(images, meta, reference, tiny_bundle))
     assert straight.exit_code == 0, straight.output
-    assert out.read_bytes() == reference.read_bytes()
+    # the same CSV but for the times rows were screened; rows the killed run screened are new too
+    assert rows_without(out) == rows_without(reference)
     # every image exactly once, in the CSV and in the compacted journal
     images_in_journal = [r["image"] for r in _journal_records(out)]
     assert sorted(images_in_journal) == sorted(p.name for p in images.iterdir())

@@ -1,0 +1,99 @@
+"""``screen folder --check``: read everything a run would read, write nothing, say what it found.
+
+For setting up a nightly job: before the first night, a clinic sees how many images there
+are, how many metadata rows match them, which columns are used or ignored, how many values
+of each field would be unknown, and whether the bundle is valid, without a lock, journal,
+CSV or summary being written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BundleError
+from .images import discover_images
+from .manifest import load_manifest
+from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
+from .patients import read_patients
+
+_SHOWN = 5  # keys listed by name; the rest are counted
+
+
+@dataclass
+class CheckReport:
+    """What ``--check`` found."""
+
+    images: int
+    ignored_files: int
+    metadata_rows: int
+    images_with_row: int
+    images_without_row: int
+    rows_without_image: list[str]
+    columns_used: dict[str, str]  # field -> header
+    columns_ignored: list[str]
+    unknown: dict[str, int]  # field -> images whose value would be unknown
+    metadata_warnings: list[str]
+    bundle: str  # identity, or "" when invalid
+    bundle_error: str = ""  # why the bundle is not usable; "" when valid
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.bundle_error
+
+    def lines(self) -> list[str]:
+        rows = self.rows_without_image
+        shown = ", ".join(rows[:_SHOWN]) + (f" and {len(rows) - _SHOWN} more" if len(rows) > _SHOWN else "")
+        used = ", ".join(f"{name}={header}" for name, header in self.columns_used.items())
+        return [
+            f"images: {self.images} found ({self.ignored_files} other files ignored)",
+            f"metadata: {self.metadata_rows} rows; {self.images_with_row} images matched, "
+            f"{self.images_without_row} without a row; {len(rows)} rows without an image"
+            + (f" ({shown})" if rows else ""),
+            f"columns used: {used}",
+            f"columns ignored: {', '.join(self.columns_ignored) or 'none'} (copied only with --keep-columns)",
+            "unknown values: " + ", ".join(f"{name} {count}" for name, count in self.unknown.items()),
+            *(f"metadata warning: {message}" for message in self.metadata_warnings),
+            f"bundle: {self.bundle} valid" if self.ok else f"bundle: NOT usable: {self.bundle_error}",
+            "nothing was written" if self.ok else "nothing was written; fix the bundle before the first run",
+        ]
+
+
+def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
+                 columns: dict[str, str] | None = None) -> CheckReport:
+    """Read the folder, the metadata CSV and the bundle as ``screen folder`` would; write nothing.
+
+    Raises:
+        InputError, MetadataError: the folder or the CSV cannot be used at all (as for a run).
+    """
+    discovery = discover_images(images_dir)
+    table = read_patients(meta_csv, images=discovery.images, columns=columns)
+    bundle, error = "", ""
+    vocab: MetadataVocabulary = DEFAULT_VOCABULARY
+    try:
+        manifest = load_manifest(bundle_dir)
+        bundle, vocab = manifest.identity, manifest.metadata
+    except BundleError as exc:
+        error = str(exc)
+    unknown = {"age": 0, "sex": 0, "site": 0}
+    used_keys, with_row = [], 0
+    for image in discovery.images:
+        row = table.match(image).row
+        if row is None:
+            for name in unknown:
+                unknown[name] += 1
+            continue
+        with_row += 1
+        used_keys.append(row.key)
+        codes = vocab.codes(row.age, row.sex, row.site)[0]
+        unknown_codes = vocab.unknown_codes()
+        unknown["age"] += codes.age == unknown_codes.age
+        unknown["sex"] += codes.sex == unknown_codes.sex
+        unknown["site"] += codes.site == unknown_codes.site
+    return CheckReport(
+        images=len(discovery.images), ignored_files=len(discovery.ignored), metadata_rows=len(table),
+        images_with_row=with_row, images_without_row=len(discovery.images) - with_row,
+        rows_without_image=table.unmatched_keys(used_keys), columns_used=dict(table.columns_found),
+        columns_ignored=list(table.extra_columns), unknown=unknown, metadata_warnings=list(table.warnings),
+        bundle=bundle, bundle_error=error)

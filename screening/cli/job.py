@@ -1,0 +1,158 @@
+"""The options that make `screen folder` a nightly job: --config, --check, --column,
+--on-bundle-change and --log-file.
+
+They are added to the command by :func:`job_options`, which hands the command one
+:class:`JobOptions` (``job=``) and writes every error to the log file before it reaches the
+terminal, so that the morning's reader of the log sees why a night failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..errors import InputError, ScreeningError
+
+ON_BUNDLE_CHANGE = ("rescreen", "fail")  # = screening.journal.ON_BUNDLE_CHANGE (not imported: keeps --help light)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the job options asked for."""
+
+    check: bool = False
+    columns: tuple[tuple[str, str], ...] = ()  # (field, header) from --column FIELD=HEADER
+    on_bundle_change: str = "rescreen"
+    log: Any = None  # screening.progress.LogFile for --log-file, else None
+
+
+def _option_keys(command: click.Command) -> dict[str, click.Parameter]:
+    """Config keys -> parameters: each option's long name without dashes (``batch-size`` and
+    ``batch_size``), and ``images_dir`` / ``images`` for the argument."""
+    keys: dict[str, click.Parameter] = {}
+    for param in command.params:
+        names = [opt.lstrip("-") for opt in param.opts if opt.startswith("--")] or [param.name]
+        if isinstance(param, click.Argument):
+            names = [param.name, "images"]
+        for name in names:
+            if name in ("config", "help"):
+                continue
+            keys[name] = keys[name.replace("-", "_")] = param
+    return keys
+
+
+def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    """``--config job.toml``: its keys become the defaults of the options (the command line wins)."""
+    if value is None:
+        return None
+    try:
+        with open(value, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise click.BadParameter(f"{value} is larger than 1 MiB: not a job config")
+        table = tomllib.loads(data.decode("utf-8"))
+    except OSError as error:
+        raise click.BadParameter(f"cannot read {value}: {error.strerror or error}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise click.BadParameter(f"{value} is not valid TOML: {error}") from None
+    keys = _option_keys(ctx.command)
+    defaults: dict[str, Any] = {}
+    for key, setting in table.items():
+        param = keys.get(key)
+        if param is None:
+            valid = sorted(k for k in keys if "_" not in k or k == "images_dir")
+            raise click.BadParameter(f"{value}: unknown key {key!r}; the keys are the options' names: "
+                                     f"{', '.join(valid)}")
+        if param.name == "columns" and isinstance(setting, dict):
+            setting = [f"{name}={header}" for name, header in setting.items()]
+        if isinstance(setting, dict):
+            raise click.BadParameter(f"{value}: {key} must be a single value, not a table")
+        defaults[param.name] = setting
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _column(text: str) -> tuple[str, str]:
+    from ..patients import column_field
+
+    name, sep, header = text.partition("=")
+    if not sep or not name.strip() or not header.strip():
+        raise InputError(f"--column {text!r}: write FIELD=HEADER, e.g. --column age=Alter")
+    return column_field(name), header.strip()
+
+
+def job_options(command: Callable) -> Callable:
+    """Add the job options to a Click command function that takes ``job: JobOptions``."""
+
+    @functools.wraps(command)
+    def run(*args: Any, config: Path | None, check: bool, columns: tuple[str, ...], on_bundle_change: str,
+            log_file: Path | None, **kwargs: Any) -> Any:
+        log = None
+        if log_file is not None:
+            from ..progress import LogFile
+
+            try:
+                log = LogFile(str(log_file))
+            except OSError as error:
+                raise InputError(f"cannot open --log-file {log_file}: {error.strerror or error}") from None
+            ctx = click.get_current_context()
+            given = ", ".join(f"{name}={value}" for name, value in ctx.params.items()
+                              if value not in (None, False, ()) and name != "config")
+            log.write(f"{ctx.command_path} started (pid {os.getpid()}): {given}")
+        try:
+            job = JobOptions(check=check, columns=tuple(_column(text) for text in columns),
+                             on_bundle_change=on_bundle_change, log=log)
+            return command(*args, job=job, **kwargs)
+        except (ScreeningError, click.ClickException) as error:
+            if log is not None:
+                log.write(f"Error: {error}")
+            raise
+        finally:
+            if log is not None:
+                log.close()
+
+    options = [
+        click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     is_eager=True, expose_value=True, callback=load_config, metavar="JOB.toml",
+                     help="Read options from a TOML file: the same keys as the options (meta, out, "
+                          "bundle, resume, log-file, column = [\"age=Alter\"], images_dir ...); "
+                          "options given on the command line win. See docs/nightly.md."),
+        click.option("--check", is_flag=True,
+                     help="Read the folder, the metadata CSV and the bundle, write nothing, and report "
+                          "images found, rows matched and unmatched, columns used and ignored, unknown "
+                          "values per field and whether the bundle is valid (exit 3 if not)."),
+        click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
+                     help="The metadata CSV's own name for a field (image, patient_id, age, sex, site), "
+                          "e.g. --column age=Alter; repeatable."),
+        click.option("--on-bundle-change", type=click.Choice(ON_BUNDLE_CHANGE), default="rescreen",
+                     show_default=True,
+                     help="With --resume, when the journal is from another bundle (or an edited "
+                          "manifest): screen everything again with this bundle (a warning says so), "
+                          "or fail (exit 2)."),
+        click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Append timestamped lines to this file: the command, progress every 30 s, "
+                          "warnings, errors and the summary."),
+    ]
+    for option in reversed(options):
+        run = option(run)
+    return run
+
+
+def run_check(images_dir: Path, meta_csv: Path, bundle_dir: Path, job: JobOptions) -> None:
+    """``--check``: print what a run would find; exit 3 when the bundle is not usable."""
+    from ..check import check_folder
+
+    report = check_folder(images_dir, meta_csv, bundle_dir, dict(job.columns))
+    for line in report.lines():
+        click.echo(line)
+        if job.log is not None:
+            job.log.write(line)
+    if not report.ok:
+        raise click.exceptions.Exit(3)

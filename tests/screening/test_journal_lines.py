@@ -1,0 +1,85 @@
+"""Journal lines are checked against the bundle before reuse: a line that does not fit is dropped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from screening.journal_lines import BadLine, read_outcome
+from screening.results import Outcome, error_outcome
+
+CLASSES = ("nv", "bkl", "mel", "bcc")
+
+
+def ok_line(**changes) -> bytes:
+    data = {"image": "a.png", "fingerprint": "b2:00:1,1,1", "status": "ok",
+            "probabilities": [0.1, 0.2, 0.3, 0.4], "risk": 0.7, "prediction": "bcc", "confidence": 0.4,
+            "lesion_area": 0.25, "error": "", "warnings": []}
+    data.update(changes)
+    return json.dumps(data).encode()
+
+
+def test_a_good_line_round_trips():
+    outcome = Outcome(image="sub/é.png", fingerprint="b2:aa:1,0,2", status="ok", probabilities=(0.1, 0.2, 0.3, 0.4),
+                      risk=0.7, prediction="bcc", confidence=0.4, lesion_area=0.25, warnings=("age unknown",))
+    assert read_outcome(outcome.to_json().encode(), CLASSES) == outcome
+    error = error_outcome("b.png", "b2:bb:0,0,0", "truncated image file")
+    assert read_outcome(error.to_json().encode(), CLASSES) == error
+
+
+@pytest.mark.parametrize("line, reason", [
+    (ok_line(probabilities=[0.5, 0.5]), "2 probabilities for the bundle's 4 classes"),
+    (ok_line(probabilities=[0.1, 0.2, 0.3, "0.4"]), "probability '0.4' is not a number between 0 and 1"),
+    (ok_line(probabilities=[0.1, 0.2, 0.3, float("nan")]), "probability nan is not a number"),
+    (ok_line(risk=1.5), "risk 1.5 is not a number between 0 and 1"),
+    (ok_line(risk=None), "risk None is not a number"),
+    (ok_line(confidence=True), "confidence True is not a number"),
+    (ok_line(prediction="akiec"), "prediction 'akiec' is not one of the bundle's classes"),
+    (ok_line(status="maybe"), "status 'maybe' is neither 'ok' nor 'error'"),
+    (ok_line(image=""), "image is not a non-empty text"),
+    (ok_line(image=7), "image is not a non-empty text"),
+    (ok_line(warnings="x"), "warnings is not a list of texts"),
+    (ok_line(extra_column=1), "unknown field 'extra_column'"),
+    (ok_line(error="boom"), "an ok row has an error"),
+    (ok_line(status="error", error="x"), "an error row has a probabilities"),
+    (b"[1, 2]", "not a JSON object"),
+    (b"\xff\xfe", "not JSON"),
+    (b'{"image": "a.png"', "not JSON"),
+])
+def test_lines_that_do_not_fit_the_bundle_are_refused_with_a_reason(line, reason):
+    with pytest.raises(BadLine) as caught:
+        read_outcome(line, CLASSES)
+    assert reason in str(caught.value)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+                     max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(["image", "fingerprint", "status", "probabilities", "risk", "prediction", "confidence",
+                            "lesion_area", "error", "warnings", "screened_at"]), value=_JSON)
+def test_any_mangled_field_gives_a_valid_outcome_or_badline(key, value):
+    line = json.loads(ok_line())
+    line[key] = value
+    try:
+        outcome = read_outcome(json.dumps(line).encode(), CLASSES)
+    except BadLine:
+        return
+    # Reused only when it fits: as many probabilities as classes, a known prediction, numbers in range.
+    assert len(outcome.probabilities) == len(CLASSES) and outcome.prediction in CLASSES
+    assert all(0 <= p <= 1.00001 for p in outcome.probabilities)
+    assert isinstance(outcome.image, str) and outcome.image
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=60))
+def test_random_bytes_never_crash(data):
+    try:
+        read_outcome(data, CLASSES)
+    except BadLine:
+        pass

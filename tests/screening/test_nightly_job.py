@@ -1,0 +1,187 @@
+"""The nightly job around `screen folder`: --check, --column, --config, --log-file, the run history,
+upgrades under --resume, and the summary's audit fields."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bundle_factory import build_bundle
+from screening.cli import cli
+from screening.journal import journal_path
+from screening.progress import Progress
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+
+
+@pytest.fixture(autouse=True)
+def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+
+
+def screen(*args: object) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def run(images: Path, meta: Path, out: Path, bundle: Path, *extra: object) -> Result:
+    return screen("folder", images, "--meta", meta, "--out", out, "--bundle", bundle,
+                  "--backend", "onnxruntime", "--batch-size", 3, "--workers", 2, *extra)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# -- --check -------------------------------------------------------------------------------------
+
+def test_check_reports_and_writes_nothing(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    images, meta = make_folder(5)
+    meta.write_text(meta.read_text() + "ghost.png,P9,40,male,back\n")
+    (images / "notes.txt").write_text("x")
+    before = files_under(tmp_path)
+    result = run(images, meta, tmp_path / "results.csv", tiny_bundle, "--check")
+    assert result.exit_code == 0, result.output
+    assert files_under(tmp_path) == before  # no CSV, journal, lock, summary or history
+    lines = result.stdout.splitlines()
+    assert lines[0] == "images: 5 found (1 other files ignored)"
+    assert lines[1] == "metadata: 6 rows; 5 images matched, 0 without a row; 1 rows without an image (ghost.png)"
+    assert lines[2].startswith("columns used: key=image, patient_id=patient_id, age=age")
+    assert re.fullmatch(r"unknown values: age \d+, sex \d+, site \d+", lines[4])
+    assert re.fullmatch(r"bundle: tiny@1\.0\+[0-9a-f]{8} valid", lines[-2])
+
+
+def test_check_with_a_broken_bundle_reports_it_and_exits_3(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    images, meta = make_folder(2)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    (broken / "classifier.onnx").write_bytes(b"tampered")
+    result = run(images, meta, tmp_path / "results.csv", broken, "--check")
+    assert result.exit_code == 3
+    assert "bundle: NOT usable: " in result.stdout and "does not match its manifest sha256" in result.stdout
+    assert not (tmp_path / "results.csv").exists()
+
+
+# -- --column --------------------------------------------------------------------------------------
+
+def test_column_maps_a_clinics_own_headers(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    images, meta = make_folder(3)
+    text = meta.read_text().splitlines()
+    text[0] = text[0].replace("image", "Bild").replace("age", "Alter").replace("sex", "Geschlecht")
+    meta.write_text("\n".join(text) + "\n")
+    out = tmp_path / "results.csv"
+    result = run(images, meta, out, tiny_bundle, "--column", "image=Bild", "--column", "age=Alter",
+                 "--column", "sex=Geschlecht")
+    assert result.exit_code == 0, result.output
+    assert all(row["patient_id"] and "unknown" not in row["warnings"] for row in read_csv(out))
+
+
+@pytest.mark.parametrize("column, message", [
+    ("height=Groesse", "--column height=...: no such field; choose one of image, patient_id, age, sex, site"),
+    ("age=Alter", "--column age=Alter: metadata CSV"),
+    ("age", "--column 'age': write FIELD=HEADER, e.g. --column age=Alter"),
+])
+def test_bad_column_options_are_exit_2(tmp_path: Path, make_folder, tiny_bundle: Path, column, message) -> None:
+    images, meta = make_folder(2)
+    result = run(images, meta, tmp_path / "results.csv", tiny_bundle, "--column", column)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+# -- --config --------------------------------------------------------------------------------------
+
+def test_config_file_has_the_options_keys_and_the_command_line_wins(tmp_path: Path, make_folder,
+                                                                    tiny_bundle: Path) -> None:
+    images, meta = make_folder(3)
+    config = tmp_path / "nightly.toml"
+    config.write_text(f'images_dir = "{images}"\nmeta = "{meta}"\nout = "{tmp_path / "from_config.csv"}"\n'
+                      f'bundle = "{tiny_bundle}"\nbackend = "onnxruntime"\nbatch-size = 3\nresume = true\n'
+                      f'on-bundle-change = "fail"\ncolumn = {{ age = "age" }}\nquiet = true\n')
+    result = screen("folder", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert len(read_csv(tmp_path / "from_config.csv")) == 3 and result.stdout == ""
+    result = screen("folder", "--config", config, "--out", tmp_path / "from_cli.csv")
+    assert result.exit_code == 0 and (tmp_path / "from_cli.csv").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('colour = "red"\n', "unknown key 'colour'"),
+    ('meta = \n', "is not valid TOML"),
+    ('batch-size = "many"\n', "'many' is not a valid integer"),
+])
+def test_bad_config_files_are_exit_2(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "nightly.toml"
+    config.write_text(f'images_dir = "{tmp_path}"\nmeta = "{tmp_path / "p.csv"}"\n' + text)
+    result = screen("folder", "--config", config)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+# -- --log-file, summary and run history ------------------------------------------------------------
+
+def test_log_file_summary_audit_fields_and_history(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    images, meta = make_folder(4)
+    out, log = tmp_path / "results.csv", tmp_path / "screen.log"
+    assert run(images, meta, out, tiny_bundle, "--log-file", log, "--quiet").exit_code == 0
+    assert run(images, meta, out, tiny_bundle, "--log-file", log, "--resume").exit_code == 0
+    lines = log.read_text().splitlines()
+    assert all(re.match(STAMP + " ", line) for line in lines)
+    assert sum("folder started (pid " in line for line in lines) == 2  # the command of each night
+    assert any(re.match(STAMP + r" Screened 4 images \(ok 4, error 0\)", line) for line in lines)
+    summary = json.loads((tmp_path / "results.summary.json").read_text())
+    assert re.fullmatch(STAMP, summary["started_at"]) and summary["finished_at"] >= summary["started_at"]
+    assert summary["host"] and summary["tool_version"] and len(summary["bundle_sha256"]) == 64
+    assert summary["bundle"].endswith("+" + summary["bundle_sha256"][:8])
+    assert summary["inputs"]["images_dir"] == str(images.resolve()) and summary["inputs"]["output"] == str(out.resolve())
+    assert (summary["screened"], summary["reused"], summary["new_rows"]) == (0, 4, 0)
+    history = sorted((tmp_path / "results.history").iterdir())
+    assert 1 <= len(history) <= 2 and all(p.name.endswith("Z.summary.json") for p in history)
+    rows = read_csv(out)
+    assert all(re.fullmatch(STAMP, row["screened_at"]) and row["new"] == "no" for row in rows)
+
+
+def test_an_error_goes_to_the_log_file_too(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    images, meta = make_folder(1)
+    log = tmp_path / "screen.log"
+    result = run(images, tmp_path / "missing.csv", tmp_path / "results.csv", tiny_bundle, "--log-file", log)
+    assert result.exit_code == 2
+    assert re.search(STAMP + r" Error: metadata file not found: ", log.read_text())
+
+
+# -- upgrades under --resume ------------------------------------------------------------------------
+
+def test_resume_with_a_new_bundle_rescreens_everything_with_a_warning(tmp_path: Path, make_folder,
+                                                                       tiny_bundle: Path) -> None:
+    images, meta = make_folder(3)
+    out = tmp_path / "results.csv"
+    assert run(images, meta, out, tiny_bundle).exit_code == 0
+    upgraded = tmp_path / "engines" / "tiny2"
+    build_bundle(upgraded, version="2.0")
+    strict = run(images, meta, out, upgraded, "--resume", "--on-bundle-change", "fail")
+    assert strict.exit_code == 2 and "holds results of bundle tiny@1.0+" in strict.stderr
+    result = run(images, meta, out, upgraded, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "screening every image again with the new bundle" in result.stderr
+    rows = read_csv(out)
+    assert {row["bundle"].split("+")[0] for row in rows} == {"tiny@2.0"} and all(r["new"] == "yes" for r in rows)
+    assert json.loads(journal_path(out).read_text().splitlines()[0])["bundle"].startswith("tiny@2.0+")
+
+
+# -- the terminal progress bar ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("columns", [20, 40, 60, 200])
+def test_progress_bar_fits_the_terminal(columns: int) -> None:
+    stream = io.StringIO()
+    progress = Progress(10_000, stream=stream, tty=True, width=lambda: columns)
+    progress.update(1234)
+    assert len(progress.line(progress.started + 7)) < columns
+    assert "1234/10000" in progress.line(progress.started + 7) or columns < 40
