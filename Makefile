@@ -10,7 +10,7 @@ STARTER := engines/starter
 SAMPLE_BUNDLE := engines/sample
 DEMO_BUNDLE := $(if $(wildcard $(STARTER)/manifest.json),$(STARTER),$(SAMPLE_BUNDLE))
 
-.PHONY: demo test test-all test-gpu clean sample-data sample-bundle starter-bundle browser
+.PHONY: demo test test-all test-gpu clean sample-data sample-bundle starter-bundle starter-candidate browser
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,7 +60,8 @@ $(SAMPLE_BUNDLE)/manifest.json: $(INSTALLED) configs/sample.yaml sample_data/lab
 	$(PY) -m training evaluate --config configs/sample.yaml
 	$(PY) -m training export --config configs/sample.yaml
 
-# Retrain the starter bundle from ../shared/data/ham10000_dev (about an hour on 2 CPU cores).
+# Retrain the shipped starter bundle (starter@1.1.0) from ../shared/data/ham10000_dev (about an hour
+# on 2 CPU cores).
 STARTER_CONFIG := configs/starter_ham10000.yaml
 starter-bundle: $(INSTALLED)
 	$(PY) -m training prepare --source ../shared/data/ham10000_dev/labels.csv --classes ham7 \
@@ -69,6 +70,25 @@ starter-bundle: $(INSTALLED)
 	$(PY) -m training classifier --config $(STARTER_CONFIG)
 	$(PY) -m training evaluate --config $(STARTER_CONFIG)
 	$(PY) -m training export --config $(STARTER_CONFIG) --force  # replaces engines/starter on purpose
+
+# The starter 2.0 candidate (runs/starter2/bundle): HAM10000 plus the other clinics of isic_extra,
+# three sources held out whole for the external test, then the report of it and starter@1.1.0 on the
+# test and external splits (about 2.5 hours on 2 CPU cores; docs/results.md). Interrupted? Run it
+# again: both stages resume from their last epoch.
+SHARED_DATA := ../shared/data
+CANDIDATE_CONFIG := configs/starter_v2.yaml
+CANDIDATE_SOURCES := $(SHARED_DATA)/ham10000_dev/labels.csv $(wildcard $(SHARED_DATA)/isic_extra/*/labels.csv)
+starter-candidate: $(INSTALLED)
+	$(PY) -m training prepare $(addprefix --source ,$(CANDIDATE_SOURCES)) --classes ham7 \
+		--val-fraction 0.1 --test-fraction 0.15 --holdout-source isic_archive_uda1 \
+		--holdout-source isic2017_256px --holdout-source isic2017_fullres_800px \
+		--seed 0 --out runs/starter2/index.csv
+	$(PY) -m training segmenter --config $(CANDIDATE_CONFIG) --resume
+	$(PY) -m training classifier --config $(CANDIDATE_CONFIG) --resume
+	$(PY) -m training evaluate --config $(CANDIDATE_CONFIG)
+	$(PY) -m training export --config $(CANDIDATE_CONFIG) --force
+	$(PY) bench/starter_report.py --index runs/starter2/index.csv --bundle runs/starter2/bundle \
+		--bundle $(STARTER) --out runs/starter2/report
 
 $(STARTER)/manifest.json:
 	@echo "engines/starter is committed with the repository; run git checkout -- engines/starter" >&2

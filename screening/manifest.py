@@ -22,6 +22,8 @@ from .manifest_schema import FIELDS, MAX_MANIFEST_BYTES, parse_manifest_json, va
 from .metadata import MetadataVocabulary
 from .operating_points import default_point_name, find_point
 from .operating_points import problems as operating_point_problems
+from .preprocess import preprocessing_problems
+from .tta import TTA_MODES
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -80,6 +82,10 @@ class Manifest:
     # How this bundle was made from another without retraining (`screen calibrate`): the parent's
     # name@version and temperature, the local data, and the figures before and after; {} otherwise.
     derived: dict[str, Any] = field(default_factory=dict)
+    # Steps on the uint8 RGB input before normalisation, for both models, in order
+    # (screening.preprocess.apply_preprocessing), e.g. [{"name": "shades_of_gray", "power": 6}].
+    preprocessing: list[dict[str, Any]] = field(default_factory=list)
+    tta: str = "none"  # default test-time augmentation (screening.tta); --tta overrides it
     # Queries of the classifier's optional "attention" output (screening.attention), in its
     # order, e.g. ["meta", "mask"]; [] when the classifier has no such output.
     attention_queries: list[str] = field(default_factory=list)
@@ -136,7 +142,7 @@ class Manifest:
         # Keys in reading order for humans opening the file.
         order = ["schema_version", "name", "version", "created", "statement", "classes",
                  "input_size", "mask_threshold", "mask_input_mode", "temperature", "metadata",
-                 "operating_points", "default_operating_point", "segmenter", "classifier", "attention_queries", "training"]
+                 "operating_points", "default_operating_point", "preprocessing", "tta", "segmenter", "classifier", "attention_queries", "training"]
         out = {k: data[k] for k in order}
         # For people, not the runtime: last, after the training provenance.
         out.update(card=data["card"], derived=data["derived"])
@@ -167,6 +173,8 @@ class Manifest:
                 derived=dict(data.get("derived") or {}),
                 operating_points=data.get("operating_points", []),
                 default_operating_point=data.get("default_operating_point"),
+                preprocessing=[dict(step) for step in data.get("preprocessing", [])],
+                tta=str(data.get("tta", "none")),
                 attention_queries=data.get("attention_queries", []),
                 statement=str(data.get("statement", NOT_FOR_DIAGNOSIS)),
                 extra={key: value for key, value in data.items() if key not in FIELDS},
@@ -188,6 +196,10 @@ class Manifest:
             raise BundleError(f"mask_threshold {self.mask_threshold} must lie strictly between 0 and 1")
         if self.temperature <= 0:
             raise BundleError(f"temperature {self.temperature} must be positive")
+        for problem in preprocessing_problems(self.preprocessing):
+            raise BundleError(problem)
+        if self.tta not in TTA_MODES:
+            raise BundleError(f"tta {self.tta!r} is not one of {', '.join(TTA_MODES)}")
         point_problems = operating_point_problems(self.operating_points, self.default_operating_point)
         if point_problems:
             raise BundleError("; ".join(point_problems))

@@ -31,9 +31,10 @@ from .images import DEFAULT_MAX_DECODE_BYTES, DecodedImage, ImageDecodeError, lo
 from .manifest import Manifest
 from .metadata import MetaCodes, MetadataVocabulary
 from .patients import PatientTable
-from .preprocess import normalise, resize_mask, resize_rgb, risk_score, softmax
+from .preprocess import apply_preprocessing, normalise, resize_mask, resize_rgb, risk_score, softmax
 from .report.views import ViewWriter, thumbnail
 from .results import DECIMALS, OK, Outcome, error_outcome
+from .tta import run_views
 
 DEFAULT_BATCH_SIZE = 8
 # Batches decoding ahead of the one being inferred: enough to keep the decoder threads busy
@@ -245,7 +246,7 @@ def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tupl
 
 def preprocess(ready: list[Decoded], manifest: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack a batch into the three model inputs: segmenter image, classifier image, metadata."""
-    pixels = np.stack([item.pixels for item in ready])
+    pixels = apply_preprocessing(np.stack([item.pixels for item in ready]), manifest.preprocessing)
     vocab = manifest.metadata
     seg = normalise(pixels, manifest.segmenter.mean, manifest.segmenter.std)
     same_statistics = (manifest.segmenter.mean, manifest.segmenter.std) == (manifest.classifier.mean,
@@ -259,22 +260,33 @@ def preprocess(ready: list[Decoded], manifest: Manifest) -> tuple[np.ndarray, np
 
 # -- infer ---------------------------------------------------------------------------------------
 
-def _run_models(ready: list[Decoded], backend: BundleBackend) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | str]:
+def _run_models(ready: list[Decoded], backend: BundleBackend,
+                tta: str = "none") -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | str]:
     """(mask, logits, attention maps or None) per image, or the reason inference failed for it.
 
-    A failing batch is retried image by image, so one poisonous input cannot take its batch
-    mates down with it.
+    With test-time augmentation the models run once per view (``screening.tta``) and the mask
+    and logits are averaged. A failing batch is retried image by image, so one poisonous input
+    cannot take its batch mates down with it.
     """
+    attention: list[np.ndarray | None] = []
+
+    def run(seg: np.ndarray, cls: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = backend.run_batch(seg, cls, meta)
+        # The maps of the first (upright) view only: a flipped view's map would need un-flipping,
+        # and an average of maps is no longer where any one pass of the model looked.
+        attention.append(outputs.attention)
+        return outputs.mask, outputs.logits
+
     try:
-        outputs = backend.run_batch(*preprocess(ready, backend.manifest))
-        maps = outputs.attention
-        return [(outputs.mask[i, 0], outputs.logits[i], None if maps is None else maps[i]) for i in range(len(ready))]
+        mask, logits = run_views(tta, run, *preprocess(ready, backend.manifest))
+        maps = attention[0] if attention else None
+        return [(mask[i, 0], logits[i], None if maps is None else maps[i]) for i in range(len(ready))]
     except Exception as exc:
         if len(ready) == 1:
             return [f"inference failed ({exc.__class__.__name__}: {_one_line(exc)})"]
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | str] = []
     for item in ready:
-        results.extend(_run_models([item], backend))
+        results.extend(_run_models([item], backend, tta))
     return results
 
 
@@ -328,12 +340,17 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 # -- one batch, then the stream ------------------------------------------------------------------
 
 def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
-                save_masks: Path | None = None, views: ViewWriter | None = None) -> list[Outcome]:
-    """Outcomes of one decoded batch, in batch order: model results or error rows."""
+                save_masks: Path | None = None, tta: str | None = None,
+                views: ViewWriter | None = None) -> list[Outcome]:
+    """Outcomes of one decoded batch, in batch order: model results or error rows.
+
+    ``tta`` None uses the bundle's default test-time augmentation (manifest ``tta``).
+    """
     manifest = backend.manifest
+    tta = manifest.tta if tta is None else tta
     ready = [item for item in batch if isinstance(item, Decoded)]
     by_image: dict[str, Outcome] = {}
-    for item, result in zip(ready, _run_models(ready, backend) if ready else []):
+    for item, result in zip(ready, _run_models(ready, backend, tta) if ready else []):
         if isinstance(result, str):
             by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, result)
             continue
@@ -368,6 +385,7 @@ class PipelineOptions:
     prefetch: int = DEFAULT_PREFETCH  # batches decoding ahead of inference
     save_masks: Path | None = None  # folder for mask and overlay PNGs
     views: ViewWriter | None = None  # the HTML report's thumbnails, outlines and attention maps
+    tta: str | None = None  # test-time augmentation (screening.tta); None = the bundle's default
 
 
 def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
@@ -393,4 +411,4 @@ def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
         for batch in decode_ahead(batches, root, input_size, pool, options.prefetch,
                                   keep_preview=options.save_masks is not None,
                                   keep_thumbnail=options.views is not None, load=load):
-            yield infer_batch(batch, backend, options.save_masks, options.views)
+            yield infer_batch(batch, backend, options.save_masks, options.tta, options.views)

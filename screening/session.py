@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -16,6 +17,7 @@ from . import __version__
 from .backends import open_backend
 from .backends.bundle import BundleBackend
 from .errors import InputError
+from .tta import TTA_MODES
 from .images import discover_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
@@ -46,14 +48,15 @@ class FolderRequest:
     workers: int | None = None  # decoder threads; None = one per CPU
     resume: bool = False  # reuse the journal of an earlier run
     save_masks: Path | None = None
-    ray: RaySettings | None = None  # screen on a Ray cluster (screening.distributed); None = here
     decode_timeout_s: float = DEFAULT_TIME_BUDGET_S  # wall-clock seconds per image
     max_decode_mib: int = DEFAULT_MAX_DECODE_BYTES // 2**20  # decoder memory per image
+    ray: RaySettings | None = None  # screen on a Ray cluster (screening.distributed); None = here
     keep_columns: bool = False  # copy extra patients.csv columns to the output
     on_bundle_change: str = "rescreen"  # --resume with another bundle: "rescreen" all, or "fail"
     columns: tuple[tuple[str, str], ...] = ()  # --column FIELD=HEADER: the clinic's own names
     report: Path | None = None  # the HTML review report (screening.report); None = none
     operating_point: str | None = None  # name of the bundle's point for the flag; None = its default
+    tta: str | None = None  # test-time augmentation (screening.tta); None = the bundle's default
 
 
 def check_request(request: FolderRequest) -> None:
@@ -64,6 +67,8 @@ def check_request(request: FolderRequest) -> None:
     """
     if request.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if request.tta is not None and request.tta not in TTA_MODES:
+        raise InputError(f"--tta {request.tta!r} is not one of {', '.join(TTA_MODES)}")
     if request.workers is not None and request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
     if not request.decode_timeout_s > 0:
@@ -112,6 +117,10 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     # The table sees every image so that a key fitting several images is reported, not guessed.
     table = read_patients(request.meta_csv, images=discovery.images, columns=dict(request.columns))
     manifest = load_manifest(request.bundle_dir)
+    if request.tta is not None and request.tta != manifest.tta:
+        # Another TTA gives other numbers: carried in the manifest it is part of what the
+        # journal compares, so a resume never mixes rows screened with and without it.
+        manifest = dataclasses.replace(manifest, tta=request.tta)
     point = manifest.operating_point(request.operating_point)
     backend, note = _open_backend(request, manifest)
     with backend:

@@ -92,9 +92,6 @@ class ExportConfig:
     # Model card texts a person writes (training/card.py): data_sources [{name, licence, url}],
     # limitations (e.g. measured domain-shift figures), changelog, optionally intended_use.
     card: dict = field(default_factory=dict)
-    # Model card texts a person writes (training/card.py): data_sources [{name, licence, url}],
-    # limitations (e.g. measured domain-shift figures), changelog, optionally intended_use.
-    card: dict = field(default_factory=dict)
 
 
 @dataclass

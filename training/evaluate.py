@@ -18,7 +18,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from screening.preprocess import resize_mask, softmax
+from screening.operating_points import DEFAULT_SENSITIVITIES, TooFewCases, fit_operating_points
+from screening.preprocess import resize_mask, risk_score, softmax
+from screening.results import DECIMALS
 
 from .calibration import expected_calibration_error, fit_temperature
 from .common import config_argument_parser, config_from_args, read_index, split
@@ -58,6 +60,8 @@ def evaluate(config: Config) -> dict[str, Any]:
         "calibrated": classification_report(labels, calibrated, classes.class_names, classes.malignant_indices),
     }
     val = split(index, "val")
+    report["operating_points"] = validation_operating_points(calibrated, labels, classes.malignant_indices,
+                                                             f"validation split of {config.data.index}")
     if mask_dir is not None:
         report["segmentation"] = _segmentation(config, val)
 
@@ -68,6 +72,23 @@ def evaluate(config: Config) -> dict[str, Any]:
     plot_reliability(raw, calibrated, labels, out / "reliability.png", temperature=temperature)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def validation_operating_points(calibrated: np.ndarray, labels: np.ndarray, malignant: list[int],
+                                fitted_on: str) -> list[dict[str, Any]]:
+    """Risk thresholds at 90 % and 95 % malignant sensitivity, from the risk exactly as screening
+    computes it (calibrated probabilities rounded to the CSV's precision, malignant ones summed).
+
+    Returns no point when the split has too few malignant cases to place a threshold: a bundle
+    without operating points screens with an empty flag column rather than with a guessed one.
+    """
+    risk = risk_score(np.round(calibrated, DECIMALS), malignant)
+    try:
+        return fit_operating_points(risk, np.isin(labels, malignant), DEFAULT_SENSITIVITIES,
+                                    fitted_on=f"{fitted_on}: {len(labels)} images")
+    except TooFewCases as exc:
+        print(f"no operating points: {exc}")
+        return []
 
 
 def _segmentation(config: Config, val: pd.DataFrame) -> dict[str, Any]:

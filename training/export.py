@@ -10,7 +10,6 @@ validation images.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,7 +91,7 @@ def parity_inputs(config: Config, seg_state: dict, cls_state: dict, count: int) 
     """Real validation images (and their metadata) preprocessed exactly as the runtime does."""
     index = split(read_index(config), "val").head(count)
     size = config.data.input_size
-    images = np.stack([load_resized(p, (size, size)) for p in index["image_path"]])
+    images = np.stack([load_resized(p, (size, size), config.data.preprocessing) for p in index["image_path"]])
     meta = np.stack([DEFAULT_VOCABULARY.encode(r.age, r.sex, r.site)[0] for r in index.itertuples()])
     return {
         "seg_image": normalise(images, seg_state["mean"], seg_state["std"]),
@@ -209,6 +208,9 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
             mask_threshold=float(cls_state["model_config"]["mask_threshold"]),
             mask_input_mode=str(cls_state["model_config"]["mask_input_mode"]),
             temperature=temperature,
+            operating_points=list(evaluation.get("operating_points", [])),
+            preprocessing=[dict(step) for step in config.data.preprocessing],
+            tta=config.classifier.tta,
             training={**provenance(config), "evaluation": _headline(evaluation), "onnx_parity": parity,
                       "git": git, "release": release, "quality_gates": gates},
             card=model_card(config.export.card, Path(config.data.index),
@@ -265,3 +267,4 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle written to {out} ({manifest['name']}@{manifest['version']}); "
           f"ONNX Runtime parity: {json.dumps(manifest['training']['onnx_parity'])}")
     return 0
+

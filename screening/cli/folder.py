@@ -125,12 +125,10 @@ def resolve_bundle(bundle: Path | None) -> Path:
                    "malignant sensitivity) that sets the flag column, refer or routine.  "
                    "[default: the bundle's default; bundles without operating points leave the "
                    "flag empty]")
-@click.option("--decode-timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
-              help="Time limit to read and decode one image; a decoder stuck in a hostile file "
-                   "is stopped and the image becomes an error row (retried by --resume).")
-@click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
-              help="Decoder memory limit per image, from its header (width x height x channels "
-                   "x bytes per sample, before decoding); larger images become error rows.")
+@click.option("--tta", type=click.Choice(["none", "flip", "flip4"]), default=None,
+              help="Test-time augmentation: also screen each image mirrored (flip: 2 passes; "
+                   "flip4: 4) and average; slower, slightly steadier rankings.  [default: the "
+                   "bundle's]")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Screen on a Ray cluster (extra [distributed]): --ray alone starts Ray on this "
                    "machine; --ray auto joins the cluster started here with `ray start`; or give "
@@ -139,14 +137,19 @@ def resolve_bundle(bundle: Path | None) -> Path:
 @click.option("--ray-actors", type=int, default=None, metavar="N",
               help="With --ray: model-holding actors.  [default: one per GPU of the cluster, "
                    "else one per 2 CPUs]")
+@click.option("--decode-timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="Time limit to read and decode one image; a decoder stuck in a hostile file "
+                   "is stopped and the image becomes an error row (retried by --resume).")
+@click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
+              help="Decoder memory limit per image, from its header (width x height x channels "
+                   "x bytes per sample, before decoding); larger images become error rows.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress, notes or summary on stdout; warnings and errors still go "
                    "to stderr.")
 def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, backend: str,
            batch_size: int, workers: int | None, resume: bool, save_masks: Path | None,
-           report: Path | None, keep_columns: bool, operating_point: str | None,
-           decode_timeout: float, max_decode_mib: int, ray_address: str | None,
-           ray_actors: int | None, quiet: bool, job: JobOptions = JobOptions()) -> None:
+           report: Path | None, keep_columns: bool, operating_point: str | None, tta: str | None, ray_address: str | None, ray_actors: int | None,
+           decode_timeout: float, max_decode_mib: int, quiet: bool, job: JobOptions = JobOptions()) -> None:
     """Screen every image in IMAGES_DIR and write a CSV ranked by risk.
 
     Each image (.jpg .jpeg .png .bmp .tif .tiff, found recursively) is segmented, then
@@ -169,7 +172,7 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
         decode_timeout_s=decode_timeout, max_decode_mib=max_decode_mib,
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
-        save_masks=save_masks, report=report, keep_columns=keep_columns, operating_point=operating_point,
+        save_masks=save_masks, report=report, keep_columns=keep_columns, operating_point=operating_point, tta=tta,
         ray=ray_settings(ray_address, ray_actors))
     with interruptible():
         try:
