@@ -25,7 +25,8 @@ def test_the_file_is_synced_before_the_rename_and_the_folder_after(tmp_path, mon
     events = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync file"), real_fsync(fd))[1])
-    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))[1])
+    monkeypatch.setattr(atomic.os, "replace",
+                        lambda a, b, **kw: (events.append("rename"), real_replace(a, b, **kw))[1])
     monkeypatch.setattr(atomic, "fsync_dir", lambda folder: events.append(f"fsync {folder.name}/"))
     save_checkpoint(tmp_path / "ckpt" / "best.pt", {"epoch": 1})
     assert events == ["fsync file", "rename", "fsync ckpt/"]
