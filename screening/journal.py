@@ -20,7 +20,7 @@ import os
 import socket
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Sequence
 
 from .errors import InputError, OutputError, OutputLocked
 from .manifest import Manifest
@@ -315,7 +315,10 @@ class Journal:
     def compact(self, outcomes: Iterable[Outcome]) -> None:
         """Atomically replace the journal with exactly ``outcomes`` (those in the final CSV)."""
         self.close()
-        outcomes = list(outcomes)  # the outcomes are in memory anyway; their count goes first
+        # The count goes first, so a stream is listed (8 bytes an image: the outcomes themselves
+        # are in memory anyway); a list given is not copied.
+        if not isinstance(outcomes, Sequence):
+            outcomes = list(outcomes)
         settled = replace(self.header, settled=len(outcomes))
         lines = itertools.chain([settled.to_json()], (outcome.to_json() for outcome in outcomes))
         # Line by line: the text of a 10,000-image journal never sits in memory whole.

@@ -27,7 +27,9 @@ ROWS = 20_000
 WRITE_PEAK_LIMIT = 256 * 1024
 # Per-image bytes of the state a run holds until its CSV is written (see the module docstring);
 # 1.87 KB on CPython 3.11 with slotted records and shared extra-column dicts, 2.28 KB before.
-PER_IMAGE_LIMIT = 2_200
+# The content digest (BLAKE2b hex), the matched patients.csv key and the journal's validation
+# added about 0.85 KB (2.73 KB measured): 27 MB per 10,000 images, still flat per batch.
+PER_IMAGE_LIMIT = 3_000
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,10 @@ def test_journal_compaction_is_written_without_holding_its_text(tmp_path: Path, 
     peak = peak_bytes_of(lambda: journal.compact(outcomes))
     size = journal_path(out).stat().st_size
     assert size > 4 * WRITE_PEAK_LIMIT
-    assert peak < WRITE_PEAK_LIMIT, f"compacting a {size} byte journal peaked at {peak} bytes"
+    # The journal keeps a list of the outcomes (8 bytes each) to write their count first: 160 KB
+    # for ROWS, on top of the writer's own peak (428 KB measured in all, against 17 MB when the
+    # whole text was built first).
+    assert peak < WRITE_PEAK_LIMIT + 8 * ROWS + 64 * 1024, f"compacting a {size} byte journal peaked at {peak} bytes"
     with Journal.open(out, manifest, resume=True) as again:
         assert len(again.finished) == ROWS
         assert again.finished[outcomes[123].image] == outcomes[123]
