@@ -13,7 +13,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -71,17 +72,18 @@ def cache_masks(config: Config, index: pd.DataFrame, batch_size: int = 32) -> Pa
     if not todo:
         return cache
     size = config.data.input_size
-    predict, batch_size = mask_predictor(checkpoint, size, Distributed().device(config.device), batch_size)
-    started, total = time.monotonic(), len(todo)
-    for done, rows in enumerate(batched(todo, batch_size)):
-        images = np.stack([load_resized(row.image_path, (size, size), config.data.preprocessing) for row in rows])
-        for row, prob in zip(rows, predict(images)):
-            png = np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
-            cv2.imwrite(str(cache / f"{row.image_id}.png"), png)
-        if done % 100 == 0:
-            count = min(total, (done + 1) * batch_size)
-            print(f"predicting masks: {count}/{total} ({count / max(1e-9, time.monotonic() - started):.1f} images/s)",
-                  flush=True)
+    with mask_predictor(checkpoint, size, Distributed().device(config.device), batch_size) as (predict, batch_size):
+        started, total = time.monotonic(), len(todo)
+        for done, rows in enumerate(batched(todo, batch_size)):
+            images = np.stack([load_resized(row.image_path, (size, size), config.data.preprocessing)
+                               for row in rows])
+            for row, prob in zip(rows, predict(images)):
+                png = np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(cache / f"{row.image_id}.png"), png)
+            if done % 100 == 0:
+                count = min(total, (done + 1) * batch_size)
+                print(f"predicting masks: {count}/{total} "
+                      f"({count / max(1e-9, time.monotonic() - started):.1f} images/s)", flush=True)
     return cache
 
 
@@ -91,23 +93,28 @@ def cache_masks(config: Config, index: pd.DataFrame, batch_size: int = 32) -> Pa
 ORT_BATCH = 8
 
 
+@contextmanager
 def mask_predictor(checkpoint: Path, size: int, device: torch.device,
-                   batch_size: int) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+                   batch_size: int) -> Iterator[tuple[Callable[[np.ndarray], np.ndarray], int]]:
     """(uint8 (N, H, W, 3) -> float32 (N, H, W) lesion probabilities, its batch size) for a checkpoint:
     ONNX Runtime on a CPU, PyTorch on a GPU."""
     model, state = load_segmenter(checkpoint)
     if device.type == "cpu":
-        return onnxruntime_predictor(model, size, state["mean"], state["std"]), ORT_BATCH
+        with onnxruntime_predictor(model, size, state["mean"], state["std"]) as predict:
+            yield predict, ORT_BATCH
+        return
     model.to(device)
 
     def predict(images: np.ndarray) -> np.ndarray:
         return predict_mask_probabilities(model, images, state["mean"], state["std"], device)
-    return predict, batch_size
+    yield predict, batch_size
 
 
-def onnxruntime_predictor(model: torch.nn.Module, size: int, mean, std) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 (N, H, W, 3) -> float32 (N, H, W) lesion probabilities, through ONNX Runtime."""
-    import onnxruntime as ort
+@contextmanager
+def onnxruntime_predictor(model: torch.nn.Module, size: int, mean, std) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+    """uint8 (N, H, W, 3) -> float32 (N, H, W) lesion probabilities, through the runtime's own
+    ONNX Runtime runner (same session settings as screening)."""
+    from screening.backends.onnxrt import OnnxRuntimeRunner  # ONNX Runtime only when predicting
 
     from .export import export_onnx  # export imports this module's neighbours; import late
 
@@ -115,21 +122,5 @@ def onnxruntime_predictor(model: torch.nn.Module, size: int, mean, std) -> Calla
         path = Path(tmp) / "segmenter.onnx"
         export_onnx(SegmenterWithSigmoid(model.cpu().eval()), {"image": torch.zeros(2, 3, size, size)}, "mask",
                     path, opset=17)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return session.run(["mask"], {"image": normalise(images, mean, std)})[0][:, 0]
-    return predict
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = config_argument_parser("masks", "Predict and cache the segmenter's mask of every indexed image.")
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
-    with torch.inference_mode():
-        cache = cache_masks(config, read_index(config))
-    print(f"masks cached in {cache}")
-    return 0
+        with OnnxRuntimeRunner(path, threads=max(1, torch.get_num_threads())) as runner:
+            yield lambda images: runner.infer({"image": normalise(images, mean, std)})["mask"][:, 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import cv2
@@ -27,11 +28,12 @@ def setup(tmp_path, monkeypatch):
         images.append({"image_id": f"img{i}", "image_path": str(path)})
     calls = []
 
+    @contextlib.contextmanager
     def predictor(ckpt, size, device, batch_size):
         def predict(batch):
             calls.append(len(batch))
             return np.full((len(batch), 32, 32), 0.5, np.float32)
-        return predict, batch_size
+        yield predict, batch_size
 
     monkeypatch.setattr(masks, "mask_predictor", predictor)
     return config, pd.DataFrame(images), checkpoint, calls
@@ -50,7 +52,8 @@ def test_onnxruntime_masks_match_pytorch(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     mean, std = [0.5] * 3, [0.25] * 3
     expected = predict_mask_probabilities(model, images, mean, std, torch.device("cpu"))
-    got = masks.onnxruntime_predictor(model, 64, mean, std)(images)
+    with masks.onnxruntime_predictor(model, 64, mean, std) as predict:
+        got = predict(images)
     assert got.shape == (3, 64, 64) and np.abs(got - expected).max() < 1e-4
 
 
