@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import link_or_copy, run_screen  # noqa: E402
 from screening.manifest import load_manifest  # noqa: E402
 from screening.validation import metrics  # noqa: E402
 from screening.validation.bootstrap import group_index, intervals  # noqa: E402
 from training.data.split import group_keys  # noqa: E402
 
 RESAMPLES = 1000
-SCREEN = [sys.executable, "-m", "screening"]
 
 
 def build_folder(rows: pd.DataFrame, folder: Path) -> None:
@@ -43,25 +40,20 @@ def build_folder(rows: pd.DataFrame, folder: Path) -> None:
     names = []
     for row in rows.itertuples():
         name = f"{row.image_id}{Path(row.image_path).suffix.lower()}"
-        target = images / name
-        if not target.exists():
-            try:
-                os.link(row.image_path, target)
-            except OSError:
-                shutil.copyfile(row.image_path, target)
+        if not (images / name).exists():
+            link_or_copy(Path(row.image_path), images / name)
         names.append(name)
     pd.DataFrame({"image": names, "patient_id": rows["group"], "age": rows["age"], "sex": rows["sex"],
                   "site": rows["site"]}).to_csv(folder / "patients.csv", index=False)
 
 
 def screen(folder: Path, bundle: Path, out: Path, batch_size: int, tta: str | None) -> pd.DataFrame:
+    """The ranked CSV of the split's folder screened by ``bundle`` (kept, and reused when rerun)."""
     if not out.exists():
         for stale in out.parent.glob(out.name + ".*"):
             stale.unlink()
-        subprocess.run([*SCREEN, "folder", str(folder / "images"), "--meta", str(folder / "patients.csv"),
-                        "--out", str(out), "--bundle", str(bundle), "--backend", "onnxruntime",
-                        "--batch-size", str(batch_size), "--quiet", *(["--tta", tta] if tta else [])],
-                       check=True)
+        run_screen(folder / "images", folder / "patients.csv", bundle, out, batch_size=batch_size,
+                   extra=["--tta", tta] if tta else [])
     return pd.read_csv(out, encoding="utf-8-sig", dtype={"image": str})
 
 
