@@ -14,11 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from screening.preprocess import softmax
+from screening.validation.temperature import golden_section_minimum
 
 DEFAULT_BINS = 15
 # Search range of T; outside it a model is broken, not miscalibrated.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
-_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
 @dataclass(frozen=True)
@@ -110,23 +110,9 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int],
         T > 1 when the model was over-confident, T < 1 when under-confident.
     """
     logits, labels = _check(logits, labels)
-    lo, hi = np.log(bounds[0]), np.log(bounds[1])
-
-    def loss(log_t: float) -> float:
-        return negative_log_likelihood(logits, labels, float(np.exp(log_t)))
-
-    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    loss_a, loss_b = loss(a), loss(b)
-    while hi - lo > tolerance:
-        if loss_a <= loss_b:
-            hi, b, loss_b = b, a, loss_a
-            a = hi - _GOLDEN * (hi - lo)
-            loss_a = loss(a)
-        else:
-            lo, a, loss_a = a, b, loss_b
-            b = lo + _GOLDEN * (hi - lo)
-            loss_b = loss(b)
-    return float(np.exp((lo + hi) / 2))
+    best = golden_section_minimum(lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
+                                  float(np.log(bounds[0])), float(np.log(bounds[1])), tolerance)
+    return float(np.exp(best))
 
 
 def calibration_report(logits: np.ndarray, labels: Sequence[int], temperature: float,

@@ -10,6 +10,7 @@ screened with its recalibrated copy (same ONNX files, new temperature).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -18,6 +19,26 @@ from ..errors import InputError
 # A probability of exactly 0 (an underflow) has no logarithm: it is taken as the smallest float.
 FLOOR = float(np.finfo(np.float64).tiny)
 T_RANGE = (0.05, 20.0)  # searched on a log scale; outside it the model is broken, not miscalibrated
+
+
+def golden_section_minimum(loss: Callable[[float], float], low: float, high: float, tolerance: float) -> float:
+    """The minimiser of a unimodal ``loss`` on [low, high], to within ``tolerance``.
+
+    Shared by the runtime's and the training's temperature fits (both search log T).
+    """
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    loss_a, loss_b = loss(a), loss(b)
+    while high - low > tolerance:
+        if loss_a <= loss_b:
+            high, b, loss_b = b, a, loss_a
+            a = high - ratio * (high - low)
+            loss_a = loss(a)
+        else:
+            low, a, loss_a = a, b, loss_b
+            b = low + ratio * (high - low)
+            loss_b = loss(b)
+    return (low + high) / 2
 
 
 def rescale(probabilities: np.ndarray, t_from: float, t_to: float) -> np.ndarray:
@@ -48,25 +69,10 @@ def fit_temperature(probabilities: np.ndarray, truth: np.ndarray, t_from: float)
     """
     if len(truth) == 0:
         raise InputError("no labelled cases to fit a temperature on")
-    low, high = math.log(T_RANGE[0]), math.log(T_RANGE[1])
     # NLL is unimodal in log T for temperature scaling: golden-section search to ~1e-6.
-    ratio = (math.sqrt(5) - 1) / 2
-
-    def loss(log_t: float) -> float:
-        return nll(rescale(probabilities, t_from, math.exp(log_t)), truth)
-
-    a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = loss(a), loss(b)
-    while high - low > 1e-6:
-        if fa < fb:
-            high, b, fb = b, a, fa
-            a = high - ratio * (high - low)
-            fa = loss(a)
-        else:
-            low, a, fa = a, b, fb
-            b = low + ratio * (high - low)
-            fb = loss(b)
-    best = math.exp((low + high) / 2)
+    best = math.exp(golden_section_minimum(
+        lambda log_t: nll(rescale(probabilities, t_from, math.exp(log_t)), truth),
+        math.log(T_RANGE[0]), math.log(T_RANGE[1]), 1e-6))
     if not T_RANGE[0] * 1.01 < best < T_RANGE[1] / 1.01:
         raise InputError(f"the best temperature lies at the edge of {T_RANGE[0]}..{T_RANGE[1]} ({best:.3g}): "
                          f"the labels and the scores do not belong together (wrong labels file or classes?)")
