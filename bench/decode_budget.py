@@ -23,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from harness import (SHARED_DATA, cell, default_bundle, default_out, format_table, machine_info, read_dataset,
+from harness import (add_bundle_and_source,
+                     cell, default_bundle, default_out, format_table, machine_info, read_dataset,
                      replicate, run_main, run_worker, spread, warn_if_busy, worker_result, write_json)
 
 MODES = ("threads", "processes")
@@ -31,10 +32,7 @@ MODES = ("threads", "processes")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=None,
-                        help="bundle folder (default: engines/starter, else engines/sample)")
-    parser.add_argument("--source", type=Path, default=SHARED_DATA / "ham10000_dev",
-                        help="data set folder with labels.csv (default: ../shared/data/ham10000_dev)")
+    add_bundle_and_source(parser)
     parser.add_argument("--count", type=int, default=1000, help="images (default: 1000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per mode, alternating (default: 3)")
     parser.add_argument("--batch-size", type=int, default=8)

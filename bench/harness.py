@@ -56,6 +56,14 @@ def default_bundle() -> Path:
     return starter if (starter / "manifest.json").is_file() else REPO / "engines" / "sample"
 
 
+def add_bundle_and_source(parser: "argparse.ArgumentParser") -> None:
+    """The --bundle and --source options of the scripts that screen a real data set."""
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="bundle folder (default: engines/starter, else engines/sample)")
+    parser.add_argument("--source", type=Path, default=SHARED_DATA / "ham10000_dev",
+                        help="data set folder with labels.csv (default: ../shared/data/ham10000_dev)")
+
+
 def default_out(script: str) -> Path:
     """bench/results/<script>.json."""
     return RESULTS_DIR / f"{script}.json"

@@ -15,16 +15,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from harness import (SHARED_DATA, BenchError, cell, default_bundle, default_out, format_table, machine_info,
+from harness import (add_bundle_and_source,
+                     BenchError, cell, default_bundle, default_out, format_table, machine_info,
                      read_dataset, replicate, run_screen, spread, run_main, warn_if_busy, write_json)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=None,
-                        help="bundle folder (default: engines/starter, else engines/sample)")
-    parser.add_argument("--source", type=Path, default=SHARED_DATA / "ham10000_dev",
-                        help="data set folder with labels.csv (default: ../shared/data/ham10000_dev)")
+    add_bundle_and_source(parser)
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None, help="decoder threads (default: screen's)")

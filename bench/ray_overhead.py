@@ -23,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from harness import (REPO, SHARED_DATA, BenchError, cell, default_bundle, default_out, format_table,
+from harness import (add_bundle_and_source,
+                     REPO, BenchError, cell, default_bundle, default_out, format_table,
                      machine_info, read_dataset, replicate, run_main, run_screen, warn_if_busy, write_json)
 
 sys.path.insert(0, str(REPO / "tests" / "screening" / "distributed"))
@@ -34,10 +35,7 @@ ACTOR = "ScreeningActor"  # in the actor process's title, ray::MapWorker(Map(Scr
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=None,
-                        help="bundle folder (default: engines/starter, else engines/sample)")
-    parser.add_argument("--source", type=Path, default=SHARED_DATA / "ham10000_dev",
-                        help="data set folder with labels.csv (default: ../shared/data/ham10000_dev)")
+    add_bundle_and_source(parser)
     parser.add_argument("--counts", type=int, nargs="+", default=[1000],
                         help="images per run; the first is also the overhead and recovery run")
     parser.add_argument("--batch-size", type=int, default=8)
