@@ -44,7 +44,9 @@ def run_views(mode: str, run: Callable[[np.ndarray, np.ndarray, np.ndarray], tup
     """
     masks, logits = [], []
     for axes in TTA_VIEWS[check_mode(mode)]:
-        mask, view_logits = run(_flip(seg, axes), cls if cls is seg and not axes else _flip(cls, axes), meta)
+        view_seg = _flip(seg, axes)
+        # One normalised batch serves both models when they share statistics: flip it once.
+        mask, view_logits = run(view_seg, view_seg if cls is seg else _flip(cls, axes), meta)
         masks.append(_flip(np.asarray(mask), axes))
         logits.append(np.asarray(view_logits, dtype=np.float64))
     if len(logits) == 1:
