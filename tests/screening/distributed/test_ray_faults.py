@@ -73,7 +73,9 @@ def test_worker_node_killed_mid_run(tmp_path: Path, make_folder, tiny_bundle: Pa
         finally:
             ray.shutdown()
     assert "worker" not in cluster.nodes  # it was killed during the run, not after
-    assert "(2 nodes, 2 actors, results from 2 nodes)" in summary.backend
+    # Both actors were placed (SPREAD); whether the worker node's actor answered before it died
+    # is timing (on a quiet machine the head's actor alone may deliver the first 12 images).
+    assert "(2 nodes, 2 actors, results from" in summary.backend
     assert (summary.images, summary.screened) == (60, 60)
     assert rows_without(out) == expected
 
