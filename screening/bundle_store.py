@@ -90,13 +90,23 @@ def staged_bundle(dest: Path, tag: str, force: bool = False) -> Iterator[Path]:
     dest = Path(dest)
     check_destination(dest, tag, force)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    tmp = _new_folder_beside(dest)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _install_built(tmp, dest, tag, force)
+
+
+def _new_folder_beside(dest: Path) -> Path:
+    """A temp folder to build in, with the permissions a plain mkdir would give (mkdtemp's 0700
+    would survive the rename and hide the installed bundle from a clinic's other accounts)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
 
 
 def install_bundle(build: Callable[[Path], None], dest: Path, tag: str, force: bool = False) -> Path:
@@ -115,7 +125,7 @@ def install_bundle(build: Callable[[Path], None], dest: Path, tag: str, force: b
     dest = Path(dest)
     check_destination(dest, tag, force)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    tmp = _new_folder_beside(dest)
     try:
         build(tmp)
     except BaseException:

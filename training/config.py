@@ -49,6 +49,10 @@ class OptimConfig:
     plateau_factor: float = 0.5
     freeze_epochs: int = 0  # epochs with frozen backbones before fine-tuning everything
     max_steps_per_epoch: int | None = None  # cap for quick runs; None = one pass over the data
+    # Average the weights of the last N epochs into averaged.pt (0 = off). Epochs at the end of a
+    # cosine schedule sit around one minimum; their mean usually generalises better than any one
+    # of them (stochastic weight averaging). It replaces best.pt only if it validates better.
+    average_last: int = 0
 
 
 @dataclass
@@ -79,6 +83,11 @@ class ClassifierTrainConfig:
     # Masks the classifier trains on: "predicted" (from the trained segmenter, as at
     # screening time, cached once per image) or "ground_truth" (the index's mask_path).
     masks: str = "predicted"
+    # Start from the weights of an earlier classifier checkpoint (same model config), with a new
+    # optimizer and schedule: a second fine-tuning stage. Ignored when --resume finds last.pt.
+    init_from: str | None = None
+    # Folder under out_dir for this stage's checkpoints (best.pt, which evaluate and export read).
+    stage_dir: str = "classifier"
 
 
 @dataclass
@@ -107,6 +116,11 @@ class Config:
     @property
     def out(self) -> Path:
         return Path(self.out_dir)
+
+    @property
+    def classifier_dir(self) -> Path:
+        """Where the classifier's checkpoints go (a second fine-tuning stage has its own)."""
+        return self.out / self.classifier.stage_dir
 
 
 class ConfigError(ValueError):
@@ -182,21 +196,36 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file <- ``key=value`` overrides, validated against the dataclasses."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        data = loaded or {}
+    """Defaults <- YAML file (after the files it names as ``base``) <- ``key=value`` overrides,
+    validated against the dataclasses."""
     merged = to_dict(Config())
-    _deep_update(merged, data)
+    if path is not None:
+        for layer in _config_layers(Path(path)):
+            _deep_update(merged, layer)
     for assignment in overrides:
         apply_override(merged, assignment)
     config = from_dict(Config, merged)
     _check_choices(config)
     return config
+
+
+def _config_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The YAML mappings to merge, the farthest ``base`` first. ``base: other.yaml`` (relative to
+    the file that names it) lets a second training stage say only what it changes."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path}: its base chain comes back to itself")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config {path}: expected a mapping of sections, got {type(loaded).__name__}")
+    base = loaded.pop("base", None)
+    if base is None:
+        return [loaded]
+    if not isinstance(base, str):
+        raise ConfigError(f"config {path}: base must be a file name, got {base!r}")
+    return [*_config_layers(path.parent / base, (*seen, path.resolve())), loaded]
 
 
 SCHEDULES = ("plateau", "cosine")

@@ -43,7 +43,7 @@ def evaluate(config: Config) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     mask_dir = mask_source(config, index)
     _, val_set, classes = build_datasets(config, index, mask_dir)
-    model, _ = load_classifier(config.out / "classifier" / "best.pt")
+    model, _ = load_classifier(config.classifier_dir / "best.pt")
     loader = DataLoader(val_set, batch_size=config.classifier.optim.batch_size, num_workers=config.data.workers)
     logits, labels = predict_logits(model, loader, torch.device("cpu"))
 

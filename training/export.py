@@ -151,7 +151,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
         BundleExists, GateError, ReleaseError: before anything is exported.
     """
     seg, seg_state = load_segmenter(config.out / "segmenter" / "best.pt")
-    cls, cls_state = load_classifier(config.out / "classifier" / "best.pt")
+    cls, cls_state = load_classifier(config.classifier_dir / "best.pt")
     seg = SegmenterWithSigmoid(seg).eval()
     classes = get_class_config(config.data.classes)
     if cls_state["class_names"] != classes.class_names:

@@ -120,8 +120,64 @@ def fit(
             if result.score > best_score:
                 best_score = result.score
                 save_checkpoint(best_path, {**state, "metrics": result.metrics})
+            if epoch >= optim.epochs - optim.average_last:
+                save_checkpoint(_epoch_weights_path(stage_dir, epoch + 1), {"model": unwrap(model).state_dict()})
             save_checkpoint(last_path, state)
+    if optim.average_last > 0:
+        _average_last_epochs(model, optim, validate, stage_dir, dist, best_score, extra_state)
     return best_path
+
+
+def _epoch_weights_path(stage_dir: Path, epoch: int) -> Path:
+    return stage_dir / f"epoch-{epoch:03d}.weights.pt"
+
+
+def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of same-shaped state dicts (floating tensors, BatchNorm running
+    statistics included); integer tensors such as ``num_batches_tracked`` come from the last one."""
+    if not states:
+        raise ValueError("no state dicts to average")
+    averaged = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            averaged[key] = torch.stack([s[key].float() for s in states]).mean(dim=0).to(last.dtype)
+        else:
+            averaged[key] = last.clone()
+    return averaged
+
+
+def _average_last_epochs(model, optim: OptimConfig, validate, stage_dir: Path, dist: Distributed,
+                         best_score: float, extra_state: dict[str, Any] | None) -> None:
+    """Average the saved weights of the last ``optim.average_last`` epochs into averaged.pt,
+    validate them, and make them best.pt if they score higher than every single epoch."""
+    if dist.enabled:
+        torch.distributed.barrier()  # rank 0 wrote the epoch weights every rank reads here
+    first = max(1, optim.epochs - optim.average_last + 1)
+    paths = [_epoch_weights_path(stage_dir, e) for e in range(first, optim.epochs + 1)]
+    present = [p for p in paths if p.is_file()]
+    if len(present) < 2:
+        if dist.is_main:
+            print(f"weight averaging skipped: {len(present)} of {len(paths)} epoch weights saved")
+        return
+    own = {k: v.clone() for k, v in unwrap(model).state_dict().items()}
+    unwrap(model).load_state_dict(average_state_dicts([load_checkpoint(p)["model"] for p in present]))
+    model.eval()
+    with torch.no_grad():
+        result = validate()
+    if dist.is_main:
+        epochs = [int(p.name.split("-")[1].split(".")[0]) for p in present]
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
+        print(f"average of epochs {epochs[0]}-{epochs[-1]}: val loss {result.loss:.4f}, {shown}")
+        state = {"model": unwrap(model).state_dict(), "averaged_epochs": epochs, "epoch": optim.epochs - 1,
+                 "best_score": max(best_score, result.score), "metrics": result.metrics, **(extra_state or {})}
+        save_checkpoint(stage_dir / "averaged.pt", state)
+        with (stage_dir / "history.jsonl").open("a") as fh:
+            fh.write(json.dumps({"averaged_epochs": epochs, "val_loss": result.loss, "score": result.score,
+                                 "metrics": result.metrics}) + "\n")
+        if result.score > best_score:
+            save_checkpoint(stage_dir / "best.pt", state)
+            print("the averaged weights validate best: best.pt is the average")
+    unwrap(model).load_state_dict(own)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, steps_per_epoch: int):

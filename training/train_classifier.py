@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from screening.metadata import DEFAULT_VOCABULARY
 
-from .common import (Distributed, config_argument_parser, config_from_args, read_index, seed_everything,
+from .common import (Distributed, config_argument_parser, config_from_args, load_checkpoint, read_index, seed_everything,
                      split, unwrap, write_run_files)
 from .config import Config
 from .data.classes import get_class_config
@@ -67,7 +67,7 @@ def train(config: Config, resume: bool = False) -> Path:
     """Train the classifier of ``config``; returns the best checkpoint (highest validation score)."""
     dist = Distributed.from_env()
     device = dist.device(config.device)
-    stage_dir = config.out / "classifier"
+    stage_dir = config.classifier_dir
     index = read_index(config)
     mask_dir = mask_source(config, index) if dist.is_main else None
     if dist.enabled:
@@ -93,6 +93,11 @@ def train(config: Config, resume: bool = False) -> Path:
     mean, std = classifier_normalisation(config)
     net = FusionClassifier(config.classifier.model, meta_dim=DEFAULT_VOCABULARY.dim, num_classes=len(classes.class_names))
     model = dist.wrap(net.to(device), device)
+    if config.classifier.init_from and not (resume and (stage_dir / "last.pt").is_file()):
+        start = load_checkpoint(Path(config.classifier.init_from))
+        net.load_state_dict(start["model"])
+        if dist.is_main:
+            print(f"starting from the weights of {config.classifier.init_from}")
     optimizer = make_optimizer(model, optim, backbone_parameters(net))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.classifier.label_smoothing)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -76,3 +78,13 @@ def test_staged_bundle_installs_on_success_and_cleans_up_on_failure(tmp_path, ti
     with staged_bundle(dest, "tiny@4.0") as folder:
         builder(tiny_bundle, "4.0")(folder)
     assert load_manifest(dest).tag == "tiny@4.0"
+
+
+def test_an_installed_bundle_folder_is_readable_by_the_clinics_other_accounts(tmp_path, tiny_bundle):
+    old = os.umask(0o022)
+    try:
+        dest = tmp_path / "engines" / "tiny"
+        install_bundle(builder(tiny_bundle, "2.0"), dest, "tiny@2.0")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755  # as mkdir gives, not the temp folder's 0700
