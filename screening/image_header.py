@@ -8,6 +8,7 @@ from dataclasses import dataclass
 # JPEG start-of-frame markers; C4 (DHT), C8 (reserved) and CC (DAC) share the range.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_JPEG_HUFFMAN = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})  # the others are arithmetic-coded
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Samples per pixel OpenCV returns for each PNG colour type (palette and gray+alpha may come
 # back as 4 channels): an upper bound.
@@ -49,6 +50,10 @@ class Header:
     sample_bytes: int = 1  # bytes per sample (2 for 16-bit PNG/TIFF)
     progressive: bool = False  # a progressive JPEG keeps every DCT coefficient in memory
     scans: int = 1  # JPEG scans: a progressive decoder passes over the coefficients once per scan
+    # Huffman-coded JPEG: bytes from the first scan on. Every MCU (at most 32x32 pixels) costs at
+    # least one bit of them, so a header claiming far more pixels than the data can hold is
+    # forged or corrupt: libjpeg would pad the missing picture with grey and report success.
+    huffman_bytes: int | None = None
 
 
 def _unpack(fmt: str, data: bytes, offset: int) -> tuple:
@@ -94,7 +99,7 @@ def _exif_orientation(tiff: bytes) -> int:
 def _jpeg_header(data: bytes) -> Header:
     size: tuple[int, int] | None = None
     orientation = 1
-    components, progressive = 3, False
+    components, progressive, huffman = 3, False, False
     pos = 2
     while True:
         if pos >= len(data):
@@ -123,6 +128,7 @@ def _jpeg_header(data: bytes) -> Header:
             height, width, components = _unpack(">HHB", segment, 1)
             size = (width, height)
             progressive = marker in _JPEG_PROGRESSIVE
+            huffman = marker in _JPEG_HUFFMAN
         elif marker == 0xDA:  # start of scan: the entropy-coded data follows
             break
         pos += length
@@ -134,7 +140,7 @@ def _jpeg_header(data: bytes) -> Header:
     # For the same reason FF DA is always a start-of-scan marker: one C-speed count.
     scans = data.count(b"\xff\xda", pos - 2)
     return Header("JPEG", size[0], size[1], orientation, complete, channels=max(1, components),
-                  progressive=progressive, scans=scans)
+                  progressive=progressive, scans=scans, huffman_bytes=len(data) - pos if huffman else None)
 
 
 def _png_header(data: bytes) -> Header:

@@ -318,7 +318,19 @@ def _file_kind(path: Path) -> str:
         return "a special file"
 
 
+def _check_data_fits_header(header: Header) -> None:
+    """Refuse a Huffman JPEG whose data is too short for the picture its header claims."""
+    if header.huffman_bytes is None:
+        return
+    mcus = -(-header.width // 32) * -(-header.height // 32)  # the fewest MCUs the picture can have
+    if header.huffman_bytes * 8 < mcus:
+        raise ImageDecodeError(f"JPEG data ({header.huffman_bytes} bytes) is too short for the "
+                               f"{header.width}x{header.height} picture its header claims (corrupt or "
+                               f"forged header)")
+
+
 def _check_cost(header: Header, factor: int, max_decode_bytes: int) -> None:
+    _check_data_fits_header(header)
     if header.progressive and header.scans > MAX_JPEG_SCANS:
         raise ImageDecodeError(f"progressive JPEG with {header.scans} scans, above the {MAX_JPEG_SCANS} "
                                f"scan limit (decoding time grows with every scan)")

@@ -79,7 +79,10 @@ def test_ray_resume_screens_only_new_images(tmp_path: Path, make_folder, tiny_bu
     assert (summary["screened"], summary["reused"]) == (5, 8)
     fresh = tmp_path / "fresh.csv"
     assert screen(images, meta, fresh, tiny_bundle).exit_code == 0
-    assert rows_without(out) == rows_without(fresh)
+    # The same results as one fresh run, but for the run-time columns: `new` says which rows
+    # this resume screened (yes) and which it reused from the first run (no).
+    assert rows_without(out, ("screened_at", "new")) == rows_without(fresh, ("screened_at", "new"))
+    assert sorted(row["new"] for row in rows(out)) == ["no"] * 8 + ["yes"] * 5
 
 
 def test_ray_run_keeps_the_lock_and_journal_rules(tmp_path: Path, make_folder, tiny_bundle: Path,
