@@ -151,30 +151,29 @@ class Watcher(threading.Thread):
         self._note_progress()
 
 
-def local_run(images: Path, meta: Path, bundle: Path, out: Path, args: argparse.Namespace):
-    """The single-process run, with its journal watched for the time to its first result."""
-    watcher = Watcher(out.with_name(out.name + ".journal"))
+def watched(out: Path, screen, kill_at: int | None = None):
+    """Run ``screen()`` (a ``screen folder`` child writing ``out``) with its journal watched."""
+    watcher = Watcher(out.with_name(out.name + ".journal"), kill_at)
     watcher.start()
     try:
-        run = run_screen(images, meta, bundle, out, batch_size=args.batch_size, timeout=args.timeout)
+        run = screen()
     finally:
         watcher.stop.set()
         watcher.join()
     return run, watcher
+
+
+def local_run(images: Path, meta: Path, bundle: Path, out: Path, args: argparse.Namespace):
+    """The single-process run, with its journal watched for the time to its first result."""
+    return watched(out, lambda: run_screen(images, meta, bundle, out, batch_size=args.batch_size,
+                                           timeout=args.timeout))
 
 
 def ray_run(images: Path, meta: Path, bundle: Path, out: Path, args: argparse.Namespace, address: str,
             kill_at: int | None = None):
     extra = [f"--ray={address}"] + (["--ray-actors", str(args.actors)] if args.actors else [])
-    watcher = Watcher(out.with_name(out.name + ".journal"), kill_at)
-    watcher.start()
-    try:
-        run = run_screen(images, meta, bundle, out, batch_size=args.batch_size, extra=extra,
-                         env={**os.environ, **ENV}, timeout=args.timeout)
-    finally:
-        watcher.stop.set()
-        watcher.join()
-    return run, watcher
+    return watched(out, lambda: run_screen(images, meta, bundle, out, batch_size=args.batch_size, extra=extra,
+                                           env={**os.environ, **ENV}, timeout=args.timeout), kill_at)
 
 
 # -- the report -----------------------------------------------------------------------------------

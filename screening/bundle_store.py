@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .atomic import fsync_dir
+from .atomic import fsync_dir, umask
 from .errors import BundleError, InputError
 from .manifest import MANIFEST_NAME, Manifest, load_manifest
 
@@ -103,9 +103,7 @@ def _new_folder_beside(dest: Path) -> Path:
     """A temp folder to build in, with the permissions a plain mkdir would give (mkdtemp's 0700
     would survive the rename and hide the installed bundle from a clinic's other accounts)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    tmp.chmod(0o777 & ~umask())
     return tmp
 
 

@@ -107,9 +107,8 @@ def fit(
         record = EpochRecord(epoch + 1, train_loss, val_loss, result.score,
                              optimizer.param_groups[0]["lr"], result.metrics)
         if dist.is_main:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
             print(f"epoch {epoch + 1}/{optim.epochs}: train loss {train_loss:.4f}, "
-                  f"val loss {val_loss:.4f}, {shown}")
+                  f"val loss {val_loss:.4f}, {_metrics_line(result.metrics)}")
             with history_path.open("a") as fh:
                 fh.write(json.dumps(asdict(record)) + "\n")
             state = {
@@ -126,6 +125,10 @@ def fit(
     if optim.average_last > 0:
         _average_last_epochs(model, optim, validate, stage_dir, dist, best_score, extra_state)
     return best_path
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
 def _epoch_weights_path(stage_dir: Path, epoch: int) -> Path:
@@ -152,22 +155,21 @@ def _average_last_epochs(model, optim: OptimConfig, validate, stage_dir: Path, d
     validate them, and make them best.pt if they score higher than every single epoch."""
     if dist.enabled:
         torch.distributed.barrier()  # rank 0 wrote the epoch weights every rank reads here
-    first = max(1, optim.epochs - optim.average_last + 1)
-    paths = [_epoch_weights_path(stage_dir, e) for e in range(first, optim.epochs + 1)]
-    present = [p for p in paths if p.is_file()]
-    if len(present) < 2:
+    wanted = range(max(1, optim.epochs - optim.average_last + 1), optim.epochs + 1)
+    epochs = [e for e in wanted if _epoch_weights_path(stage_dir, e).is_file()]
+    if len(epochs) < 2:
         if dist.is_main:
-            print(f"weight averaging skipped: {len(present)} of {len(paths)} epoch weights saved")
+            print(f"weight averaging skipped: {len(epochs)} of {len(wanted)} epoch weights saved")
         return
     own = {k: v.clone() for k, v in unwrap(model).state_dict().items()}
-    unwrap(model).load_state_dict(average_state_dicts([load_checkpoint(p)["model"] for p in present]))
+    unwrap(model).load_state_dict(average_state_dicts(
+        [load_checkpoint(_epoch_weights_path(stage_dir, e))["model"] for e in epochs]))
     model.eval()
     with torch.no_grad():
         result = validate()
     if dist.is_main:
-        epochs = [int(p.name.split("-")[1].split(".")[0]) for p in present]
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
-        print(f"average of epochs {epochs[0]}-{epochs[-1]}: val loss {result.loss:.4f}, {shown}")
+        print(f"average of epochs {epochs[0]}-{epochs[-1]}: val loss {result.loss:.4f}, "
+              f"{_metrics_line(result.metrics)}")
         state = {"model": unwrap(model).state_dict(), "averaged_epochs": epochs, "epoch": optim.epochs - 1,
                  "best_score": max(best_score, result.score), "metrics": result.metrics, **(extra_state or {})}
         save_checkpoint(stage_dir / "averaged.pt", state)

@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 
 from screening.metadata import DEFAULT_VOCABULARY
 
-from .common import (Distributed, config_argument_parser, config_from_args, load_checkpoint, read_index, seed_everything,
-                     split, unwrap, write_run_files)
+from .common import (Distributed, config_argument_parser, config_from_args, load_checkpoint, read_index,
+                     seed_everything, split, unwrap, write_run_files)
 from .config import Config
 from .data.classes import get_class_config
 from .data.augment import AUGMENT_PRESETS
