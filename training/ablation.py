@@ -373,7 +373,12 @@ def train_variant(config: Config, variant: Variant, cache: FeatureCache, epochs:
             "report": best["report"]}
 
 
-def _check_segmenter(config: Config) -> None:
+def _check_runnable(config: Config) -> None:
+    """Refuse, before the expensive feature caching, what the ablation cannot run."""
+    if config.classifier.source_sampling_power > 0.0:
+        # The feature caches do not keep the sources: refused rather than silently unbalanced.
+        raise SystemExit("error: the frozen-feature ablation does not balance sources; set "
+                         "classifier.source_sampling_power to 0 for it")
     if config.classifier.masks == "predicted" and not segmenter_checkpoint(config).is_file():
         raise SystemExit(f"error: classifier.masks is 'predicted' but {segmenter_checkpoint(config)} does not "
                          f"exist; train the segmenter first (python -m training segmenter --config ...)")
@@ -420,7 +425,7 @@ def run_ablation(config: Config, epochs: int = DEFAULT_EPOCHS, command: str | No
     """
     if epochs < 1:
         raise SystemExit(f"error: --epochs must be at least 1, got {epochs}")
-    _check_segmenter(config)
+    _check_runnable(config)
     index = read_index(config)
     out = ablation_dir(config)
     write_run_files(config, out)

@@ -75,6 +75,10 @@ class ClassifierTrainConfig:
     # Weight of each image = count(its class) ** -sampling_power: 1 balances the classes fully
     # (paper), lower values keep more of the common classes (see training/data/sampling.py).
     sampling_power: float = 1.0
+    # And times count(its source) ** -source_sampling_power: 0 ignores sources; 0.5 draws each
+    # source in proportion to the square root of its size, so that one big source (one camera)
+    # does not make most of an epoch.
+    source_sampling_power: float = 0.0
     meta_dropout: float = 0.1  # probability each metadata field is replaced by `unknown`
     # Keep the mask branch's backbone frozen for the whole run (its pretrained features of the
     # binary mask still describe shape; saves about half the backward pass on a CPU).
@@ -251,8 +255,9 @@ def _check_choices(config: Config) -> None:
             raise ConfigError(f"{stage}.augment_preset: {preset!r} is not one of {list(AUGMENT_PRESETS)}")
     if config.classifier.tta not in TTA_MODES:
         raise ConfigError(f"classifier.tta: {config.classifier.tta!r} is not one of {list(TTA_MODES)}")
-    if not 0.0 <= config.classifier.sampling_power <= 1.0:
-        raise ConfigError(f"classifier.sampling_power: expected 0..1, got {config.classifier.sampling_power}")
+    for name in ("sampling_power", "source_sampling_power"):
+        if not 0.0 <= getattr(config.classifier, name) <= 1.0:
+            raise ConfigError(f"classifier.{name}: expected 0..1, got {getattr(config.classifier, name)}")
 
 
 def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:

@@ -82,7 +82,9 @@ def train(config: Config, resume: bool = False) -> Path:
     labels = train_set.labels
     if config.classifier.balanced_sampling:
         sampler = class_balanced_sampler(labels, num_samples=len(labels) // dist.world_size,
-                                         seed=config.seed + dist.rank, power=config.classifier.sampling_power)
+                                         seed=config.seed + dist.rank, power=config.classifier.sampling_power,
+                                         groups=train_set.sources,
+                                         group_power=config.classifier.source_sampling_power)
     else:
         sampler = torch.utils.data.RandomSampler(train_set, num_samples=len(labels) // dist.world_size)
     train_loader = DataLoader(train_set, batch_size=optim.batch_size, sampler=sampler,

@@ -191,3 +191,9 @@ def test_an_ablation_without_a_segmenter_says_what_to_train_first(tmp_path):
     with pytest.raises(SystemExit, match=r"segmenter[/\\]best.pt does not exist; train the segmenter first"):
         main(_argv(tmp_path))
     assert not ablation_dir(load_config(None, tiny_overrides(tmp_path))).exists()
+
+
+def test_an_ablation_refuses_source_balancing_it_cannot_do(tmp_path):
+    with pytest.raises(SystemExit, match=r"does not balance sources; set classifier.source_sampling_power to 0"):
+        main([*_argv(tmp_path), "--set", "classifier.source_sampling_power=0.5"])
+    assert not ablation_dir(load_config(None, tiny_overrides(tmp_path))).exists()

@@ -46,6 +46,7 @@ def test_a_misspelt_schedule_is_refused_before_training():
         load_config(None, ["classifier.optim.schedule=cosinus"])
 
 
-def test_sampling_power_outside_zero_to_one_is_refused():
-    with pytest.raises(ConfigError, match="^classifier.sampling_power: expected 0..1, got 2.0$"):
-        load_config(None, ["classifier.sampling_power=2"])
+@pytest.mark.parametrize("name", ["sampling_power", "source_sampling_power"])
+def test_sampling_powers_outside_zero_to_one_are_refused(name):
+    with pytest.raises(ConfigError, match=f"^classifier.{name}: expected 0..1, got 2.0$"):
+        load_config(None, [f"classifier.{name}=2"])

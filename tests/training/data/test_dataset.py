@@ -136,3 +136,13 @@ def test_no_dropout_keeps_known_metadata(index):
     for epoch in range(3):
         data.set_epoch(epoch)
         assert np.array_equal(data[0]["meta"].numpy(), expected)
+
+
+def test_every_item_knows_its_source_for_source_balanced_sampling(index):
+    sources = ["ham10000_dev", "isic2019_bcn_msk_84px"] * len(index)
+    data = ClassificationDataset(index.assign(source=sources[:len(index)]), SIZE, MEAN, STD, DEFAULT_VOCABULARY,
+                                 CLASSES)
+    assert data.sources == sources[:len(index)]
+    without = ClassificationDataset(index.drop(columns="source", errors="ignore"), SIZE, MEAN, STD,
+                                    DEFAULT_VOCABULARY, CLASSES)
+    assert without.sources == [""] * len(index)  # an index without sources is one source
