@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-all", action="store_true",
                         help="also run one process at the later counts (default: the first only)")
     parser.add_argument("--no-kill", action="store_true", help="skip the worker-death run")
+    parser.add_argument("--cold", action="store_true",
+                        help="time the first --ray run on the new cluster (default: a 16-image run goes first, "
+                             "as on a cluster that has screened before: Ray Data's detached system actors exist)")
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
     parser.add_argument("--out", type=Path, default=default_out("ray_overhead"),
                         help="JSON report (default: bench/results/ray_overhead.json)")
@@ -69,6 +72,45 @@ def ray_workers() -> dict[int, str]:
     return found
 
 
+# Which process a command line belongs to, for the CPU-time table: Ray's daemons and workers, the
+# screen process (the driver of a --ray run) and its decoder children.
+ROLES = (("dashboard", "dashboard agent"), ("log_monitor", "log_monitor"), ("monitor.py", "autoscaler monitor"),
+         ("runtime_env", "runtime_env agent"), ("screening.decode_pool", "decoder child"),
+         ("-m screening folder", "screen (driver)"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def role_of(pid: int) -> str | None:
+    """What the process is now (a Ray worker's title changes with the task it runs), or None."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    return role_from(comm, cmdline)
+
+
+def role_from(comm: str, cmdline: list[str]) -> str | None:
+    """The role of a process with this name and command line, or None for one the runs do not use."""
+    if comm in ("raylet", "gcs_server"):
+        return comm
+    if cmdline and cmdline[0].startswith("ray::"):
+        return cmdline[0].split()[0].split(".")[0]
+    joined = " ".join(cmdline)
+    if "default_worker.py" in joined:
+        return "ray worker starting"  # not yet titled ray::IDLE
+    return next((role for marker, role in ROLES if marker in joined), None)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def peak_mib(pid: int) -> float | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -86,6 +128,9 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.journal, self.kill_at, self.interval = journal, kill_at, interval
         self.peaks: dict[str, float] = {}  # role -> largest peak RSS seen (MiB)
+        self._cpu: dict[str, float] = {}  # role -> CPU seconds spent during the run
+        self._cpu_seen: dict[int, float] = {}  # pid -> its CPU seconds at the last sample
+        self._existing = {int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()}
         self.killed_at: float | None = None
         self.killed_pid: int | None = None
         self.replacement_after_s: float | None = None  # a new actor process exists
@@ -116,6 +161,26 @@ class Watcher(threading.Thread):
             return None
         return round((self.last_result[1] - self.first_result[1]) / (self.last_result[0] - self.first_result[0]), 1)
 
+    def _note_cpu(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            role, now = role_of(pid), cpu_seconds(pid)
+            if role is None or now is None:
+                continue
+            # Daemons that ran before the run count from their first sample; processes it
+            # started, from 0. Each interval's CPU goes to the role the process has now.
+            before = self._cpu_seen.get(pid, now if pid in self._existing else 0.0)
+            self._cpu_seen[pid] = now
+            self._cpu[role] = self._cpu.get(role, 0.0) + now - before
+
+    @property
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds each kind of process used during the run (sampled: a process's last
+        fraction of a second before it exits is missed)."""
+        return {role: round(seconds, 1) for role, seconds in sorted(self._cpu.items(), key=lambda kv: -kv[1])}
+
     def lines(self) -> int:
         try:
             return self.journal.read_bytes().count(b"\n")
@@ -126,6 +191,7 @@ class Watcher(threading.Thread):
         at_kill = 0
         while not self.stop.is_set():
             self._note_progress()
+            self._note_cpu()
             workers = ray_workers()
             for pid, title in workers.items():
                 role = title.split()[0].split(".")[0]
@@ -149,6 +215,7 @@ class Watcher(threading.Thread):
                     self.resumed_after_s = now
             self.stop.wait(self.interval)
         self._note_progress()
+        self._note_cpu()
 
 
 def watched(out: Path, screen, kill_at: int | None = None):
@@ -190,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         with RayStartCluster(head_cpus=args.cpus) as cluster:
             report["cluster_start_s"] = round(time.monotonic() - started, 1)
+            if not args.cold:
+                # Ray Data creates three detached actors (stats, autoscaling coordinator, actor
+                # locations) in the first job on a cluster and later jobs reuse them: a nightly
+                # job on a standing cluster does not pay for them, so the timed runs do not either.
+                images, meta = replicate(source, 16, Path(tmp) / "warm-up")
+                warm_up, _ = ray_run(images, meta, bundle, Path(tmp) / "warm-up" / "ray.csv", args, cluster.address)
+                report["first_job_16_images_s"] = round(warm_up.wall_s, 2)
             for index, count in enumerate(args.counts):
                 work = Path(tmp) / str(count)
                 images, meta = replicate(source, count, work)
@@ -215,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                          "local_first_result_s": local_watch.first_result_s if local_watch else None,
                          "ray_first_result_s": watcher.first_result_s,
                          "local_steady_images_per_s": local_watch.steady_images_per_s if local_watch else None,
-                         "ray_steady_images_per_s": watcher.steady_images_per_s}
+                         "ray_steady_images_per_s": watcher.steady_images_per_s,
+                         "local_cpu_s": local_watch.cpu_by_role if local_watch else None,
+                         "ray_cpu_s": watcher.cpu_by_role}
                 if index == 0 and not args.no_kill:
                     killed, kill = ray_run(images, meta, bundle, work / "killed.csv", args, cluster.address,
                                            kill_at=count // 3)
@@ -227,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "csv_identical": rows_without(work / "killed.csv")
                                      == rows_without(work / "local.csv")}
                 report["runs"].append(entry)
-    print(f"Ray cluster start (ray start, {args.cpus} CPUs): {report['cluster_start_s']} s")
+    print(f"Ray cluster start (ray start, {args.cpus} CPUs): {report['cluster_start_s']} s" +
+          ("" if args.cold else f"; its first job (16 images, untimed warm-up): {report['first_job_16_images_s']} s"))
     rows = [[e["images"], cell(e["local_wall_s"]), cell(e["ray_wall_s"]),
              "" if e["overhead"] is None else f"{100 * e['overhead']:+.1f} %",
              cell(e["local_peak_rss_mib"]), cell(e["driver_peak_rss_mib"]),
@@ -239,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
                        [[e["images"], cell(e["local_first_result_s"]), cell(e["ray_first_result_s"]),
                          cell(e["local_steady_images_per_s"]), cell(e["ray_steady_images_per_s"])]
                         for e in report["runs"]]))
+    for entry in report["runs"]:
+        for mode in ("local", "ray"):
+            if entry[f"{mode}_cpu_s"]:
+                spent = entry[f"{mode}_cpu_s"]
+                print(f"{entry['images']} images, {'one process' if mode == 'local' else '--ray'}: CPU seconds "
+                      f"{sum(spent.values()):.1f} = " + ", ".join(f"{role} {seconds}" for role, seconds in spent.items()))
     for entry in report["runs"]:
         if "kill" in entry:
             kill = entry["kill"]
