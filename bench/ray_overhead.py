@@ -3,9 +3,13 @@ and how long the run takes to recover when an inference worker is killed.
 
 A one-node Ray cluster is started here with ``ray start`` (the machine's CPUs, a small object
 store), and every ``--ray`` run joins it, so cluster start-up is reported apart from the runs.
-Each run is a fresh ``python -m screening folder`` child; its peak RSS comes from ``wait4``,
-and the Ray workers' peaks (VmHWM) are sampled from /proc while it runs. The overhead goal is
-under 20 % on 1,000 images; the CSVs of both runs must be identical but for the run-time screened_at column.
+Unless ``--cold``, an untimed 16-image ``--ray`` job runs first: Ray Data creates detached helper
+actors in the first job on a cluster, which a standing cluster's later jobs reuse. Each run is a
+fresh ``python -m screening folder`` child; its peak RSS comes from ``wait4``, and while it runs
+the Ray workers' peaks (VmHWM) and the CPU seconds of every process it uses (Ray's daemons and
+workers, screen and its decoder children, by role) are sampled from /proc. The overhead goal
+is under 20 % on 1,000 images; the CSVs of both runs must be identical but for the run-time
+screened_at column. Run it on an otherwise idle machine: the CPU table counts processes by name.
 
     python bench/ray_overhead.py                          # 1,000 ham10000_dev images
     python bench/ray_overhead.py --counts 1000 10000      # + --ray memory at 10,000 (links, cycled)
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import (add_bundle_and_source,
@@ -57,37 +62,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # -- watching the Ray workers ---------------------------------------------------------------------
 
-def ray_workers() -> dict[int, str]:
-    """pid -> process title of this machine's Ray worker processes (``ray::...``)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith("ray::"):
-                found[int(entry.name)] = title.strip()
-        # Other processes' entries vanish while we look: skipped above.
-    return found
-
-
 # Which process a command line belongs to, for the CPU-time table: Ray's daemons and workers, the
-# screen process (the driver of a --ray run) and its decoder children.
-ROLES = (("dashboard", "dashboard agent"), ("log_monitor", "log_monitor"), ("monitor.py", "autoscaler monitor"),
+# screen process (the driver of a --ray run) and its decoder children. The first marker found in
+# the command line wins, so "log_monitor" comes before the bare "monitor.py".
+ROLES = (("log_monitor", "log_monitor"), ("monitor.py", "autoscaler monitor"), ("dashboard", "dashboard agent"),
          ("runtime_env", "runtime_env agent"), ("screening.decode_pool", "decoder child"),
          ("-m screening folder", "screen (driver)"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def role_of(pid: int) -> str | None:
-    """What the process is now (a Ray worker's title changes with the task it runs), or None."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    return role_from(comm, cmdline)
+@dataclass(frozen=True)
+class Process:
+    """One process a run uses, as /proc shows it now."""
+
+    title: str  # the first word of its command line (a Ray worker's ray::... title)
+    role: str  # role_from's answer
+    cpu_s: float  # user + system CPU seconds so far
+    start: int  # clock ticks after boot: with the pid, tells a reused pid apart
 
 
 def role_from(comm: str, cmdline: list[str]) -> str | None:
@@ -102,13 +93,28 @@ def role_from(comm: str, cmdline: list[str]) -> str | None:
     return next((role for marker, role in ROLES if marker in joined), None)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds the process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
+def processes() -> dict[int, Process]:
+    """pid -> Process for this machine's processes that have a role, in one walk of /proc (a Ray
+    worker's title, and so its role, changes with the task it runs)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:  # other processes' entries vanish while we look: skipped
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            comm = (entry / "comm").read_text().strip()
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        role = role_from(comm, cmdline)
+        if role is not None:
+            found[int(entry.name)] = Process(cmdline[0].strip(), role, (int(stat[11]) + int(stat[12])) / TICKS,
+                                             int(stat[19]))
+    return found
+
+
+def uptime_ticks() -> int:
+    return int(float(Path("/proc/uptime").read_text().split()[0]) * TICKS)
 
 
 def peak_mib(pid: int) -> float | None:
@@ -121,16 +127,17 @@ def peak_mib(pid: int) -> float | None:
 
 
 class Watcher(threading.Thread):
-    """Samples the Ray workers' peak RSS by role; optionally kills the inference actor once
-    ``kill_at`` images are journaled, and times the recovery."""
+    """Samples the Ray workers' peak RSS and every role's CPU seconds; notes when results reach
+    the journal; optionally kills the inference actor once ``kill_at`` images are journaled, and
+    times the recovery."""
 
     def __init__(self, journal: Path, kill_at: int | None = None, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.journal, self.kill_at, self.interval = journal, kill_at, interval
         self.peaks: dict[str, float] = {}  # role -> largest peak RSS seen (MiB)
         self._cpu: dict[str, float] = {}  # role -> CPU seconds spent during the run
-        self._cpu_seen: dict[int, float] = {}  # pid -> its CPU seconds at the last sample
-        self._existing = {int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()}
+        self._cpu_seen: dict[tuple[int, int], float] = {}  # (pid, start) -> CPU seconds at the last sample
+        self._started_ticks = uptime_ticks()
         self.killed_at: float | None = None
         self.killed_pid: int | None = None
         self.replacement_after_s: float | None = None  # a new actor process exists
@@ -161,19 +168,14 @@ class Watcher(threading.Thread):
             return None
         return round((self.last_result[1] - self.first_result[1]) / (self.last_result[0] - self.first_result[0]), 1)
 
-    def _note_cpu(self) -> None:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            role, now = role_of(pid), cpu_seconds(pid)
-            if role is None or now is None:
-                continue
-            # Daemons that ran before the run count from their first sample; processes it
-            # started, from 0. Each interval's CPU goes to the role the process has now.
-            before = self._cpu_seen.get(pid, now if pid in self._existing else 0.0)
-            self._cpu_seen[pid] = now
-            self._cpu[role] = self._cpu.get(role, 0.0) + now - before
+    def _note_cpu(self, found: dict[int, Process]) -> None:
+        for pid, process in found.items():
+            key = (pid, process.start)
+            # Processes that ran before the run (Ray's daemons) count from their first sample;
+            # those it started, from 0. Each interval's CPU goes to the role the process has now.
+            before = self._cpu_seen.get(key, process.cpu_s if process.start < self._started_ticks else 0.0)
+            self._cpu_seen[key] = process.cpu_s
+            self._cpu[process.role] = self._cpu.get(process.role, 0.0) + process.cpu_s - before
 
     @property
     def cpu_by_role(self) -> dict[str, float]:
@@ -191,8 +193,9 @@ class Watcher(threading.Thread):
         at_kill = 0
         while not self.stop.is_set():
             self._note_progress()
-            self._note_cpu()
-            workers = ray_workers()
+            found = processes()
+            self._note_cpu(found)
+            workers = {pid: p.title for pid, p in found.items() if p.title.startswith("ray::")}
             for pid, title in workers.items():
                 role = title.split()[0].split(".")[0]
                 peak = peak_mib(pid)
@@ -215,7 +218,7 @@ class Watcher(threading.Thread):
                     self.resumed_after_s = now
             self.stop.wait(self.interval)
         self._note_progress()
-        self._note_cpu()
+        self._note_cpu(processes())
 
 
 def watched(out: Path, screen, kill_at: int | None = None):
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                 # job on a standing cluster does not pay for them, so the timed runs do not either.
                 images, meta = replicate(source, 16, Path(tmp) / "warm-up")
                 warm_up, _ = ray_run(images, meta, bundle, Path(tmp) / "warm-up" / "ray.csv", args, cluster.address)
+                if not warm_up.summary["backend"].startswith("ray "):
+                    raise BenchError(f"the warm-up job did not run on Ray: {warm_up.summary['backend']}")
                 report["first_job_16_images_s"] = round(warm_up.wall_s, 2)
             for index, count in enumerate(args.counts):
                 work = Path(tmp) / str(count)

@@ -75,9 +75,9 @@ class ClassifierTrainConfig:
     # Weight of each image = count(its class) ** -sampling_power: 1 balances the classes fully
     # (paper), lower values keep more of the common classes (see training/data/sampling.py).
     sampling_power: float = 1.0
-    # And times count(its source) ** -source_sampling_power: 0 ignores sources; 0.5 draws each
-    # source in proportion to the square root of its size, so that one big source (one camera)
-    # does not make most of an epoch.
+    # Above 0, each source is drawn in proportion to its size ** (1 - source_sampling_power) (0.5:
+    # the square root, 1: every source equally) and the classes are balanced within each source,
+    # so that one big source (one camera) does not make most of an epoch. 0 ignores sources.
     source_sampling_power: float = 0.0
     meta_dropout: float = 0.1  # probability each metadata field is replaced by `unknown`
     # Keep the mask branch's backbone frozen for the whole run (its pretrained features of the
@@ -258,6 +258,9 @@ def _check_choices(config: Config) -> None:
     for name in ("sampling_power", "source_sampling_power"):
         if not 0.0 <= getattr(config.classifier, name) <= 1.0:
             raise ConfigError(f"classifier.{name}: expected 0..1, got {getattr(config.classifier, name)}")
+    if config.classifier.source_sampling_power > 0.0 and not config.classifier.balanced_sampling:
+        raise ConfigError("classifier.source_sampling_power needs classifier.balanced_sampling: true "
+                          "(plain shuffling ignores sources)")
 
 
 def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:

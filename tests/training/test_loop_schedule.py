@@ -50,3 +50,8 @@ def test_a_misspelt_schedule_is_refused_before_training():
 def test_sampling_powers_outside_zero_to_one_are_refused(name):
     with pytest.raises(ConfigError, match=f"^classifier.{name}: expected 0..1, got 2.0$"):
         load_config(None, [f"classifier.{name}=2"])
+
+
+def test_source_balancing_without_the_balanced_sampler_is_refused():
+    with pytest.raises(ConfigError, match="^classifier.source_sampling_power needs classifier.balanced_sampling: true"):
+        load_config(None, ["classifier.source_sampling_power=0.5", "classifier.balanced_sampling=false"])

@@ -178,7 +178,7 @@ class ClassificationDataset(_IndexDataset):
         self.mask_paths = self._mask_paths(mask_dir)
         self.labels = self._labels()
         # The source of every item, for source-balanced sampling (an index without one is one source).
-        self.sources = list(self.rows["source"].astype(str)) if "source" in self.rows else [""] * len(self.rows)
+        self.sources = list(self.rows["source"].fillna("")) if "source" in self.rows else [""] * len(self.rows)
         self.codes = [vocabulary.codes(r.age, r.sex, r.site)[0]
                       for r in self.rows[["age", "sex", "site"]].itertuples()]
 

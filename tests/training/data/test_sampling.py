@@ -44,20 +44,37 @@ def test_power_outside_zero_to_one_is_refused():
         class_balanced_sampler([0, 1], groups=["a", "b"], group_power=-0.5)
 
 
-def _share_of_small_source(group_power):
-    # A big source (900 images) and a small one (100), both half class 0 and half class 1.
-    labels = [0, 1] * 450 + [0, 1] * 50
+def _draws_by_source(group_power, power=1.0):
+    """Shares of the small source and, per source, of class 1, over 40,000 draws. The sources'
+    class mixes differ, as real ones do: the big one is 8:1 class 0, the small one 1:4."""
+    labels = [0] * 800 + [1] * 100 + [0] * 20 + [1] * 80
     groups = ["thumbnails"] * 900 + ["clinic"] * 100
-    draws = list(class_balanced_sampler(labels, num_samples=20000, seed=0, power=1.0, groups=groups,
+    draws = list(class_balanced_sampler(labels, num_samples=40000, seed=0, power=power, groups=groups,
                                         group_power=group_power))
-    return sum(groups[i] == "clinic" for i in draws) / len(draws), sum(labels[i] for i in draws) / len(draws)
+    small = [i for i in draws if groups[i] == "clinic"]
+    big = [i for i in draws if groups[i] == "thumbnails"]
+    return (len(small) / len(draws), sum(labels[i] for i in big) / len(big),
+            sum(labels[i] for i in small) / len(small), sum(labels[i] for i in draws) / len(draws))
 
 
-def test_group_power_draws_small_sources_more_often_and_keeps_the_classes_balanced():
-    assert _share_of_small_source(0.0)[0] == pytest.approx(0.10, abs=0.01)  # as often as it occurs
-    assert _share_of_small_source(0.5)[0] == pytest.approx(0.25, abs=0.01)  # sqrt(100) / (sqrt(900) + sqrt(100))
-    assert _share_of_small_source(1.0)[0] == pytest.approx(0.50, abs=0.01)
-    assert _share_of_small_source(1.0)[1] == pytest.approx(0.50, abs=0.01)
+def test_group_power_gives_each_source_its_share_and_balances_the_classes_within_it():
+    small, class_1_big, class_1_small, class_1 = _draws_by_source(0.5)
+    assert small == pytest.approx(0.25, abs=0.01)  # sqrt(100) / (sqrt(900) + sqrt(100))
+    assert class_1_big == pytest.approx(0.5, abs=0.015) and class_1_small == pytest.approx(0.5, abs=0.02)
+    assert class_1 == pytest.approx(0.5, abs=0.01)
+    assert _draws_by_source(1.0)[0] == pytest.approx(0.50, abs=0.01)
+
+
+def test_group_power_with_natural_class_frequencies_keeps_each_source_s_mix():
+    small, class_1_big, class_1_small, _ = _draws_by_source(0.5, power=0.0)
+    assert small == pytest.approx(0.25, abs=0.01)
+    assert class_1_big == pytest.approx(100 / 900, abs=0.01) and class_1_small == pytest.approx(0.8, abs=0.02)
+
+
+def test_group_power_zero_is_the_plain_class_balanced_sampler():
+    labels, groups = [0] * 30 + [1] * 10, ["a"] * 35 + ["b"] * 5
+    assert list(class_balanced_sampler(labels, seed=1, groups=groups, group_power=0.0)) == \
+        list(class_balanced_sampler(labels, seed=1))
 
 
 def test_groups_must_match_the_labels():
