@@ -33,8 +33,9 @@ from training.data.split import group_keys  # noqa: E402
 RESAMPLES = 1000
 
 
-def build_folder(rows: pd.DataFrame, folder: Path) -> None:
-    """The split's images (hard links, else copies) and its patients.csv, as a clinic would give them."""
+def build_folder(rows: pd.DataFrame, folder: Path, metadata: bool = True) -> None:
+    """The split's images (hard links, else copies) and its patients.csv, as a clinic would give
+    them; without ``metadata`` its age, sex and site are blank (a clinic that records none)."""
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
     names = []
@@ -43,8 +44,8 @@ def build_folder(rows: pd.DataFrame, folder: Path) -> None:
         if not (images / name).exists():
             link_or_copy(Path(row.image_path), images / name)
         names.append(name)
-    pd.DataFrame({"image": names, "patient_id": rows["group"], "age": rows["age"], "sex": rows["sex"],
-                  "site": rows["site"]}).to_csv(folder / "patients.csv", index=False)
+    fields = {name: rows[name] if metadata else "" for name in ("age", "sex", "site")}
+    pd.DataFrame({"image": names, "patient_id": rows["group"], **fields}).to_csv(folder / "patients.csv", index=False)
 
 
 def screen(folder: Path, bundle: Path, out: Path, batch_size: int, tta: str | None) -> pd.DataFrame:
@@ -143,16 +144,19 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tta", choices=["none", "flip", "flip4"], default=None,
                         help="test-time augmentation for every bundle (default: each bundle's own)")
+    parser.add_argument("--no-metadata", action="store_true",
+                        help="screen with blank age, sex and site: what the metadata adds, by difference")
     args = parser.parse_args()
     index = pd.read_csv(args.index, dtype=str, keep_default_na=False)
     index["group"] = group_keys(index.replace("", np.nan)).to_numpy()
     report: dict = {}
     for split in args.splits:
         rows = index[index["split"] == split].reset_index(drop=True)
-        folder = args.out / split
-        build_folder(rows, folder)
+        folder = args.out / (split + ("-no-metadata" if args.no_metadata else ""))
+        build_folder(rows, folder, metadata=not args.no_metadata)
         for bundle in args.bundle:
-            tag = load_manifest(bundle).tag + (f" tta={args.tta}" if args.tta else "")
+            tag = load_manifest(bundle).tag + (f" tta={args.tta}" if args.tta else "") + \
+                (" no-metadata" if args.no_metadata else "")
             started = time.monotonic()
             results = screen(folder, bundle, folder / f"{tag.replace(' ', '_')}.csv", args.batch_size, args.tta)
             print(f"{tag} {split}: screened {len(rows)} images in {time.monotonic() - started:.0f} s")
