@@ -196,10 +196,10 @@ class Watcher(threading.Thread):
             found = processes()
             self._note_cpu(found)
             workers = {pid: p.title for pid, p in found.items() if p.title.startswith("ray::")}
-            for pid, title in workers.items():
-                role = title.split()[0].split(".")[0]
+            for pid in workers:
                 peak = peak_mib(pid)
                 if peak is not None:
+                    role = found[pid].role  # the title's first word, as role_from names Ray workers
                     self.peaks[role] = max(self.peaks.get(role, 0.0), peak)
             if self.kill_at is not None and self.killed_at is None and self.lines() - 1 >= self.kill_at:
                 actors = [pid for pid, title in workers.items() if ACTOR in title]
