@@ -3,7 +3,9 @@
 Writes ``<out_dir>/eval/evaluation.json`` (classification metrics before and after temperature
 scaling, expected calibration error, segmentation Dice/IoU/thresholded Jaccard),
 ``predictions.csv`` (calibrated per-image probabilities) and PNG plots. The temperature found
-here is what `export` writes into the bundle manifest.
+here is what `export` writes into the bundle manifest. The report names the checkpoint it
+evaluated (path and sha256): every training stage shares this folder, and `export` refuses to
+pair one stage's weights with another stage's temperature and thresholds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from screening.manifest import sha256_file
 from screening.operating_points import DEFAULT_SENSITIVITIES, TooFewCases, fit_operating_points
 from screening.preprocess import resize_mask, risk_score, softmax
 from screening.results import DECIMALS
@@ -43,7 +46,8 @@ def evaluate(config: Config) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     mask_dir = mask_source(config, index)
     _, val_set, classes = build_datasets(config, index, mask_dir)
-    model, _ = load_classifier(config.classifier_dir / "best.pt")
+    checkpoint = config.classifier_dir / "best.pt"
+    model, _ = load_classifier(checkpoint)
     loader = DataLoader(val_set, batch_size=config.classifier.optim.batch_size, num_workers=config.data.workers)
     logits, labels = predict_logits(model, loader, torch.device("cpu"))
 
@@ -51,6 +55,7 @@ def evaluate(config: Config) -> dict[str, Any]:
     raw, calibrated = softmax(logits), softmax(logits, temperature)
     report: dict[str, Any] = {
         "split": "val",
+        "checkpoint": checkpoint_record(checkpoint),
         "images": int(len(labels)),
         "classes": classes.class_names,
         "temperature": temperature,
@@ -72,6 +77,11 @@ def evaluate(config: Config) -> dict[str, Any]:
     plot_reliability(raw, calibrated, labels, out / "reliability.png", temperature=temperature)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def checkpoint_record(path: Path) -> dict[str, str]:
+    """What identifies the evaluated weights: a retrained or another stage's best.pt differs."""
+    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def validation_operating_points(calibrated: np.ndarray, labels: np.ndarray, malignant: list[int],

@@ -29,7 +29,7 @@ from .card import git_state, model_card
 from .common import config_argument_parser, config_from_args, provenance, read_index, split
 from .config import Config
 from .data.classes import get_class_config
-from .evaluate import eval_dir
+from .evaluate import checkpoint_record, eval_dir
 from .gates import GateError, check_gates
 from .data.dataset import load_resized
 from .inference import SegmenterWithSigmoid, load_classifier, load_segmenter
@@ -40,6 +40,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class ParityError(RuntimeError):
     """ONNX Runtime does not reproduce PyTorch within the stated tolerance."""
+
+
+class EvaluationMismatch(RuntimeError):
+    """evaluation.json measured other weights than the checkpoint being exported."""
 
 
 class ReleaseError(RuntimeError):
@@ -148,16 +152,17 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
             manifest names the modified files).
 
     Raises:
-        BundleExists, GateError, ReleaseError: before anything is exported.
+        BundleExists, EvaluationMismatch, GateError, ReleaseError: before anything is exported.
     """
     seg, seg_state = load_segmenter(config.out / "segmenter" / "best.pt")
-    cls, cls_state = load_classifier(config.classifier_dir / "best.pt")
+    checkpoint = config.classifier_dir / "best.pt"
+    cls, cls_state = load_classifier(checkpoint)
     seg = SegmenterWithSigmoid(seg).eval()
     classes = get_class_config(config.data.classes)
     if cls_state["class_names"] != classes.class_names:
         raise SystemExit(f"error: classifier was trained on classes {cls_state['class_names']}, "
                          f"config says {classes.class_names}")
-    evaluation = _evaluation(config)
+    evaluation = _evaluation(config, checkpoint)
     temperature = float(evaluation.get("temperature", 1.0))
     gates = check_gates(list(require), _headline(evaluation)) if require else []
     git = git_state(REPO_ROOT)
@@ -221,12 +226,27 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
     return out
 
 
-def _evaluation(config: Config) -> dict[str, Any]:
+def _evaluation(config: Config, checkpoint: Path) -> dict[str, Any]:
+    """The validation report whose temperature and operating points go into the manifest.
+
+    Every stage of a run writes to the same eval folder, so the report must be of exactly the
+    weights being exported: another stage's (or a since-retrained) thresholds would flag the
+    wrong patients without any other sign.
+    """
     path = eval_dir(config) / "evaluation.json"
     if not path.is_file():
         print(f"warning: {path} not found: exporting with temperature 1.0 (run `evaluate` first to calibrate)")
         return {}
-    return json.loads(path.read_text())
+    evaluation = json.loads(path.read_text())
+    evaluated = evaluation.get("checkpoint")
+    if evaluated is None:
+        print(f"warning: {path} does not say which checkpoint it evaluated (written before they were "
+              f"recorded): make sure it is of {checkpoint}")
+    elif evaluated["sha256"] != checkpoint_record(checkpoint)["sha256"]:
+        raise EvaluationMismatch(
+            f"{path} evaluated {evaluated['path']} (sha256 {evaluated['sha256'][:12]}), not the {checkpoint} "
+            f"being exported: run `python -m training evaluate` with this config first")
+    return evaluation
 
 
 def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     try:
         out = export_bundle(config, force=args.force, require=tuple(args.require), release=args.release)
-    except (ParityError, GateError, ReleaseError, BundleExists) as exc:
+    except (ParityError, EvaluationMismatch, GateError, ReleaseError, BundleExists) as exc:
         raise SystemExit(f"error: {exc}") from exc
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"bundle written to {out} ({manifest['name']}@{manifest['version']}); "

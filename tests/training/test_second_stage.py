@@ -4,6 +4,7 @@ first stage, and the weights of the last epochs averaged."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -82,3 +83,28 @@ def test_every_shipped_config_loads(path):
     if config.classifier.init_from:  # a second stage starts from a first stage of the same out_dir
         assert config.classifier.init_from.startswith(config.out_dir)
         assert config.classifier.stage_dir != "classifier"
+
+
+def test_export_refuses_one_stages_weights_with_another_stages_evaluation(trained_tiny, tmp_path):
+    from training.evaluate import evaluate
+    from training.export import EvaluationMismatch, export_bundle
+    from training.train_classifier import train
+
+    # A copy of the run: this test re-evaluates, and the session's other tests read its eval folder.
+    run = tmp_path / "run"
+    shutil.copytree(trained_tiny.out, run, ignore=shutil.ignore_patterns("bundle", "classifier2"))
+    second = load_config(None, tiny_overrides(run) + [
+        f"classifier.init_from={run / 'classifier' / 'last.pt'}", "classifier.stage_dir=classifier2",
+        "classifier.optim.epochs=1", "classifier.optim.lr=0.0005", "export.version=0.0.2"])
+    train(second)
+
+    # eval/ holds the first stage's evaluation: its temperature and thresholds are not the second's.
+    with pytest.raises(EvaluationMismatch, match=r"evaluated .*classifier/best.pt .*not the .*classifier2/best.pt "
+                                                 r"being exported: run `python -m training evaluate`"):
+        export_bundle(second)
+    assert not (run / "bundle").exists()
+
+    report = evaluate(second)
+    assert report["checkpoint"]["path"].endswith("classifier2/best.pt")
+    manifest = json.loads((export_bundle(second) / "manifest.json").read_text())
+    assert manifest["temperature"] == pytest.approx(report["temperature"])
