@@ -1,7 +1,11 @@
 """Class-balanced sampling."""
 
+import pandas as pd
 import pytest
 
+from ...conftest import tiny_overrides
+from training import train_classifier
+from training.config import load_config
 from training.data.sampling import class_balanced_sampler
 
 
@@ -80,3 +84,29 @@ def test_group_power_zero_is_the_plain_class_balanced_sampler():
 def test_groups_must_match_the_labels():
     with pytest.raises(ValueError, match="^1 groups for 2 labels$"):
         class_balanced_sampler([0, 1], groups=["a"], group_power=0.5)
+
+
+def test_training_draws_by_the_source_of_every_training_image(trained_tiny, tmp_path, monkeypatch):
+    """The sampler is tested above; this checks that training hands it each image's source."""
+    index = pd.read_csv(trained_tiny.out / "index.csv", keep_default_na=False)
+    index["source"] = ["clinic_a" if i % 3 else "clinic_b" for i in range(len(index))]
+    index.to_csv(tmp_path / "index.csv", index=False)
+    config = load_config(None, tiny_overrides(trained_tiny.out) + [
+        f"data.index={tmp_path / 'index.csv'}", "classifier.stage_dir=sampler_wiring",
+        "classifier.balanced_sampling=true", "classifier.source_sampling_power=0.5"])
+
+    class Drawn(Exception):
+        pass
+
+    seen = {}
+
+    def spy(labels, **kwargs):
+        seen.update(kwargs, labels=list(labels))
+        raise Drawn  # the sampler is all this test needs; no training
+
+    monkeypatch.setattr(train_classifier, "class_balanced_sampler", spy)
+    with pytest.raises(Drawn):
+        train_classifier.train(config)
+    assert seen["groups"] == list(index.loc[index["split"] == "train", "source"])
+    assert {"clinic_a", "clinic_b"} <= set(seen["groups"]) and seen["group_power"] == 0.5
+    assert len(seen["labels"]) == len(seen["groups"])
