@@ -60,18 +60,19 @@ $(SAMPLE_BUNDLE)/manifest.json: $(INSTALLED) configs/sample.yaml sample_data/lab
 	$(PY) -m training evaluate --config configs/sample.yaml
 	$(PY) -m training export --config configs/sample.yaml
 
-# Retrain the shipped starter bundle (starter@2.1.0, docs/results.md) from ../shared/data: HAM10000
+# Retrain the shipped starter bundle (starter@2.2.0, docs/results.md) from ../shared/data: HAM10000
 # plus the other clinics of isic_extra, three sources held out whole for the external test; then
-# the report on the test and external splits. About 5 hours on 2 CPU cores (segmenter 19 min,
-# mask cache 8, classifier stage 1 about 75, stage 2 about 80, stage 3 about 90). Interrupted? Run it again: every
-# stage resumes from its last epoch. starter@1.1.0 (HAM10000 only) came from
+# the report on the test and external splits. About 6.5 hours on 2 CPU cores (segmenter 19 min,
+# mask cache 8, classifier stage 1 about 75, stages 2, 3 and 4 about 80-100 each). Interrupted? Run
+# it again: every stage resumes from its last epoch. starter@1.1.0 (HAM10000 only) came from
 # configs/starter_ham10000.yaml.
 SHARED_DATA := ../shared/data
 STARTER_CONFIG := configs/starter_v2.yaml
-# The second and third fine-tuning stages each start from the previous stage's last weights; the
-# third exports engines/starter.
+# The second, third and fourth fine-tuning stages each start from the previous stage's last
+# weights; the fourth (source-balanced sampling) exports engines/starter.
 STARTER_STAGE2 := configs/starter_v2_stage2.yaml
 STARTER_STAGE3 := configs/starter_v2_stage3.yaml
+STARTER_STAGE4 := configs/starter_v2_stage4.yaml
 STARTER_SOURCES := $(SHARED_DATA)/ham10000_dev/labels.csv $(wildcard $(SHARED_DATA)/isic_extra/*/labels.csv)
 starter-bundle: $(INSTALLED)
 	$(PY) -m training prepare $(addprefix --source ,$(STARTER_SOURCES)) --classes ham7 \
@@ -82,8 +83,9 @@ starter-bundle: $(INSTALLED)
 	$(PY) -m training classifier --config $(STARTER_CONFIG) --resume
 	$(PY) -m training classifier --config $(STARTER_STAGE2) --resume
 	$(PY) -m training classifier --config $(STARTER_STAGE3) --resume
-	$(PY) -m training evaluate --config $(STARTER_STAGE3)
-	$(PY) -m training export --config $(STARTER_STAGE3) --force  # replaces engines/starter on purpose
+	$(PY) -m training classifier --config $(STARTER_STAGE4) --resume
+	$(PY) -m training evaluate --config $(STARTER_STAGE4)
+	$(PY) -m training export --config $(STARTER_STAGE4) --force  # replaces engines/starter on purpose
 	$(PY) bench/starter_report.py --index runs/starter2/index.csv --bundle $(STARTER) --out runs/starter2/report
 
 $(STARTER)/manifest.json:
