@@ -242,10 +242,13 @@ def _evaluation(config: Config, checkpoint: Path) -> dict[str, Any]:
     if evaluated is None:
         print(f"warning: {path} does not say which checkpoint it evaluated (written before they were "
               f"recorded): make sure it is of {checkpoint}")
-    elif evaluated["sha256"] != checkpoint_record(checkpoint)["sha256"]:
+        return evaluation
+    sha = evaluated.get("sha256") if isinstance(evaluated, dict) else None
+    if sha != checkpoint_record(checkpoint)["sha256"]:
+        where = evaluated.get("path", "?") if isinstance(evaluated, dict) else "?"
         raise EvaluationMismatch(
-            f"{path} evaluated {evaluated['path']} (sha256 {evaluated['sha256'][:12]}), not the {checkpoint} "
-            f"being exported: run `python -m training evaluate` with this config first")
+            f"{path} evaluated {where} (sha256 {str(sha)[:12]}), not the {checkpoint} being exported: "
+            f"run `python -m training evaluate` with this config first")
     return evaluation
 
 

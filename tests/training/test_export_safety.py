@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import tiny_overrides
 from screening.bundle_store import BundleExists
 from screening.manifest import load_manifest
 from training import export as export_module
 from training.card import data_sha256
 from training.common import config_argument_parser, config_from_args
-from training.export import ReleaseError, export_bundle
+from training.config import load_config
+from training.evaluate import eval_dir
+from training.export import EvaluationMismatch, ReleaseError, _evaluation, export_bundle
 from training.gates import GateError, check_gates, parse_gate
 
 
@@ -100,3 +103,14 @@ def test_run_name_gives_a_folder_per_run_and_none_keeps_out_dir(capsys):
     assert "pass --run-name" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="must be a plain folder name"):
         config_from_args(parser.parse_args(["--run-name", "../elsewhere"]))
+
+
+@pytest.mark.parametrize("record", ["not a record", {"path": "best.pt"}, {"sha256": "0" * 64}])
+def test_an_unreadable_checkpoint_record_is_refused_with_a_message(tmp_path, record):
+    config = load_config(None, tiny_overrides(tmp_path))
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
+    eval_dir(config).mkdir(parents=True)
+    (eval_dir(config) / "evaluation.json").write_text(json.dumps({"temperature": 1.2, "checkpoint": record}))
+    with pytest.raises(EvaluationMismatch, match="run `python -m training evaluate` with this config first"):
+        _evaluation(config, checkpoint)
