@@ -243,12 +243,12 @@ def _evaluation(config: Config, checkpoint: Path) -> dict[str, Any]:
         print(f"warning: {path} does not say which checkpoint it evaluated (written before they were "
               f"recorded): make sure it is of {checkpoint}")
         return evaluation
-    sha = evaluated.get("sha256") if isinstance(evaluated, dict) else None
-    if sha != checkpoint_record(checkpoint)["sha256"]:
-        where = evaluated.get("path", "?") if isinstance(evaluated, dict) else "?"
+    if not isinstance(evaluated, dict):
+        evaluated = {}  # unreadable: refused below like any other checkpoint
+    if evaluated.get("sha256") != checkpoint_record(checkpoint)["sha256"]:
         raise EvaluationMismatch(
-            f"{path} evaluated {where} (sha256 {str(sha)[:12]}), not the {checkpoint} being exported: "
-            f"run `python -m training evaluate` with this config first")
+            f"{path} evaluated {evaluated.get('path', '?')} (sha256 {str(evaluated.get('sha256'))[:12]}), "
+            f"not the {checkpoint} being exported: run `python -m training evaluate` with this config first")
     return evaluation
 
 
