@@ -74,7 +74,14 @@ STARTER_STAGE2 := configs/starter_v2_stage2.yaml
 STARTER_STAGE3 := configs/starter_v2_stage3.yaml
 STARTER_STAGE4 := configs/starter_v2_stage4.yaml
 STARTER_SOURCES := $(SHARED_DATA)/ham10000_dev/labels.csv $(wildcard $(SHARED_DATA)/isic_extra/*/labels.csv)
+# engines/starter is a release: exported from a clean commit, so its manifest names exactly the code
+# and configs that made it. Checked first (not after hours of training); to experiment on a
+# modified tree, run `make starter-bundle STARTER_RELEASE=` (the manifest then lists what differs).
+STARTER_RELEASE ?= --release
 starter-bundle: $(INSTALLED)
+	@test -z "$(STARTER_RELEASE)" || git diff --quiet HEAD -- . ':(exclude)$(STARTER)' \
+		|| { echo "error: tracked files differ from the commit (git status); commit them, or run" \
+		     "make starter-bundle STARTER_RELEASE= for a bundle marked as not a release" >&2; exit 1; }
 	$(PY) -m training prepare $(addprefix --source ,$(STARTER_SOURCES)) --classes ham7 \
 		--val-fraction 0.1 --test-fraction 0.15 --holdout-source isic_archive_uda1 \
 		--holdout-source isic2017_256px --holdout-source isic2017_fullres_800px \
@@ -85,7 +92,7 @@ starter-bundle: $(INSTALLED)
 	$(PY) -m training classifier --config $(STARTER_STAGE3) --resume
 	$(PY) -m training classifier --config $(STARTER_STAGE4) --resume
 	$(PY) -m training evaluate --config $(STARTER_STAGE4)
-	$(PY) -m training export --config $(STARTER_STAGE4) --force  # replaces engines/starter on purpose
+	$(PY) -m training export --config $(STARTER_STAGE4) --force $(STARTER_RELEASE)  # replaces engines/starter on purpose
 	$(PY) bench/starter_report.py --index runs/starter2/index.csv --bundle $(STARTER) --out runs/starter2/report
 
 $(STARTER)/manifest.json:

@@ -54,8 +54,12 @@ def data_sha256(index: Path) -> str | None:
     return digest.hexdigest()
 
 
-def git_state(root: Path) -> dict[str, Any]:
-    """The commit and, if the working tree differs from it, which tracked files do."""
+def git_state(root: Path, exclude: Path | None = None) -> dict[str, Any]:
+    """The commit and, if the working tree differs from it, which tracked files do.
+
+    Files under ``exclude`` do not count: an export's own destination (engines/starter) differs
+    from the commit after every rebuild, and it is an output, not an input of the bundle.
+    """
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -64,6 +68,13 @@ def git_state(root: Path) -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "clean": False, "modified": [], "modified_count": 0}
     modified = sorted(line[3:] for line in status if line.strip())
+    if exclude is not None:
+        try:
+            skipped = Path(exclude).resolve().relative_to(Path(root).resolve()).as_posix().rstrip("/") + "/"
+        except ValueError:  # outside the repository: nothing of it is tracked
+            skipped = None
+        if skipped and skipped != "./":
+            modified = [path for path in modified if not (path + "/").startswith(skipped)]
     return {"commit": sha, "clean": not modified, "modified": modified[:DIRT_LISTED],
             "modified_count": len(modified)}
 

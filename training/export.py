@@ -148,8 +148,8 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
 
     Args:
         require: quality gates such as "malignant_auc>=0.90" (training.gates), checked first.
-        release: refuse when the working tree differs from its git commit (else the
-            manifest names the modified files).
+        release: refuse when the working tree differs from its git commit, the destination
+            folder excepted (else the manifest names the modified files).
 
     Raises:
         BundleExists, EvaluationMismatch, GateError, ReleaseError: before anything is exported.
@@ -165,13 +165,12 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
     evaluation = _evaluation(config, checkpoint)
     temperature = float(evaluation.get("temperature", 1.0))
     gates = check_gates(list(require), _headline(evaluation)) if require else []
-    git = git_state(REPO_ROOT)
+    out = bundle_dir(config)
+    git = git_state(REPO_ROOT, exclude=out)  # the bundle being replaced is not an input
     if release and not git["clean"]:
         raise ReleaseError(f"a release bundle needs a clean git commit: {git['modified_count']} tracked files "
                            f"differ from {git['commit'][:12]} ({', '.join(git['modified'][:5])}...)")
     tag = f"{config.export.name}@{config.export.version}"
-
-    out = bundle_dir(config)
     check_destination(out, tag, force)  # before minutes of exporting, not after
     with staged_bundle(out, tag, force) as staging:
         size = config.data.input_size
@@ -261,7 +260,9 @@ def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
             "macro_auc", "malignant_auc", "melanoma_auc")
     return {"split": evaluation["split"], "images": evaluation["images"],
             **{k: cal.get(k) for k in keys}, "ece_before": evaluation["ece_before"],
-            "ece_after": evaluation["ece_after"], "segmentation": evaluation.get("segmentation")}
+            "ece_after": evaluation["ece_after"], "segmentation": evaluation.get("segmentation"),
+            # which weights these figures are of: a bundle can be traced back to its checkpoint
+            "checkpoint": evaluation.get("checkpoint")}
 
 
 def _classifier_description(model_config: dict[str, Any]) -> str:
@@ -279,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="quality gate on the evaluation, e.g. malignant_auc>=0.90 or dice>=0.85 "
                              "(repeatable); export refuses below it")
     parser.add_argument("--release", action="store_true",
-                        help="refuse unless the working tree is a clean git commit")
+                        help="refuse unless the working tree is a clean git commit (the bundle folder being "
+                             "replaced excepted)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
     try:

@@ -51,11 +51,36 @@ def test_quality_gates_refuse_before_anything_is_written(trained_tiny, tmp_path)
 
 def test_release_needs_a_clean_tree(trained_tiny, tmp_path, monkeypatch):
     moved = replace(trained_tiny, export=replace(trained_tiny.export, out_dir=str(tmp_path / "rel"), version="9.9.8"))
-    monkeypatch.setattr(export_module, "git_state", lambda root: {
+    monkeypatch.setattr(export_module, "git_state", lambda root, exclude=None: {
         "commit": "0123456789abcdef", "clean": False, "modified": ["training/export.py"], "modified_count": 1})
     with pytest.raises(ReleaseError, match="a release bundle needs a clean git commit: 1 tracked files differ"):
         export_bundle(moved, release=True)
     assert not (tmp_path / "rel").exists()
+
+
+def test_release_ignores_only_the_bundle_being_replaced(tmp_path):
+    import subprocess
+
+    from training.card import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "engines" / "starter").mkdir(parents=True)
+    (tmp_path / "engines" / "starter" / "manifest.json").write_text("{}")
+    (tmp_path / "engines" / "starter-old.txt").write_text("a sibling, not inside the bundle")
+    (tmp_path / "train.py").write_text("lr = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+
+    (tmp_path / "engines" / "starter" / "manifest.json").write_text('{"rebuilt": true}')
+    assert git_state(tmp_path, exclude=tmp_path / "engines" / "starter")["clean"]
+    assert not git_state(tmp_path)["clean"]
+    (tmp_path / "engines" / "starter-old.txt").write_text("changed")
+    (tmp_path / "train.py").write_text("lr = 2\n")
+    state = git_state(tmp_path, exclude=tmp_path / "engines" / "starter")
+    assert not state["clean"] and state["modified"] == ["engines/starter-old.txt", "train.py"]
 
 
 def test_manifest_carries_a_model_card(trained_tiny):

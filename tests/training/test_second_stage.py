@@ -108,3 +108,5 @@ def test_export_refuses_one_stages_weights_with_another_stages_evaluation(traine
     assert report["checkpoint"]["path"].endswith("classifier2/best.pt")
     manifest = json.loads((export_bundle(second) / "manifest.json").read_text())
     assert manifest["temperature"] == pytest.approx(report["temperature"])
+    # The bundle says which weights its figures are of.
+    assert manifest["training"]["evaluation"]["checkpoint"] == report["checkpoint"]

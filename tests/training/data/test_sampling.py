@@ -92,7 +92,7 @@ def test_training_draws_by_the_source_of_every_training_image(trained_tiny, tmp_
     index["source"] = ["clinic_a" if i % 3 else "clinic_b" for i in range(len(index))]
     index.to_csv(tmp_path / "index.csv", index=False)
     config = load_config(None, tiny_overrides(trained_tiny.out) + [
-        f"data.index={tmp_path / 'index.csv'}", "classifier.stage_dir=sampler_wiring",
+        f"data.index={tmp_path / 'index.csv'}", f"classifier.stage_dir={tmp_path / 'stage'}",
         "classifier.balanced_sampling=true", "classifier.source_sampling_power=0.5"])
 
     class Drawn(Exception):
