@@ -79,9 +79,8 @@ STARTER_SOURCES := $(SHARED_DATA)/ham10000_dev/labels.csv $(wildcard $(SHARED_DA
 # modified tree, run `make starter-bundle STARTER_RELEASE=` (the manifest then lists what differs).
 STARTER_RELEASE ?= --release
 starter-bundle: $(INSTALLED)
-	@test -z "$(STARTER_RELEASE)" || git diff --quiet HEAD -- . ':(exclude)$(STARTER)' \
-		|| { echo "error: tracked files differ from the commit (git status); commit them, or run" \
-		     "make starter-bundle STARTER_RELEASE= for a bundle marked as not a release" >&2; exit 1; }
+	test -z "$(STARTER_RELEASE)" || $(PY) -m training export --config $(STARTER_STAGE4) --check-release \
+		|| { echo "(to build from a modified tree anyway: make starter-bundle STARTER_RELEASE=)" >&2; exit 1; }
 	$(PY) -m training prepare $(addprefix --source ,$(STARTER_SOURCES)) --classes ham7 \
 		--val-fraction 0.1 --test-fraction 0.15 --holdout-source isic_archive_uda1 \
 		--holdout-source isic2017_256px --holdout-source isic2017_fullres_800px \

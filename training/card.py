@@ -55,26 +55,28 @@ def data_sha256(index: Path) -> str | None:
 
 
 def git_state(root: Path, exclude: Path | None = None) -> dict[str, Any]:
-    """The commit and, if the working tree differs from it, which tracked files do.
+    """The commit and, if the working tree or the index differs from it, which tracked files do.
 
     Files under ``exclude`` do not count: an export's own destination (engines/starter) differs
-    from the commit after every rebuild, and it is an output, not an input of the bundle.
+    from the commit after every rebuild, and it is an output, not an input of the bundle. git
+    itself leaves them out (a pathspec), so a file renamed out of that folder still counts.
     """
+    command = ["git", "status", "--porcelain", "-z", "--no-renames", "--untracked-files=no"]
+    if exclude is not None:
+        try:
+            skipped = Path(exclude).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:  # outside the repository: nothing of it is tracked
+            skipped = "."
+        if skipped != ".":
+            command += ["--", ".", f":(exclude,literal){skipped}"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, check=True).stdout.splitlines()
+        status = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "clean": False, "modified": [], "modified_count": 0}
-    modified = sorted(line[3:] for line in status if line.strip())
-    if exclude is not None:
-        try:
-            skipped = Path(exclude).resolve().relative_to(Path(root).resolve()).as_posix().rstrip("/") + "/"
-        except ValueError:  # outside the repository: nothing of it is tracked
-            skipped = None
-        if skipped and skipped != "./":
-            modified = [path for path in modified if not (path + "/").startswith(skipped)]
+    # -z: "XY path" entries ended by NUL, paths neither quoted nor escaped
+    modified = sorted(entry[3:] for entry in status.split("\0") if entry.strip())
     return {"commit": sha, "clean": not modified, "modified": modified[:DIRT_LISTED],
             "modified_count": len(modified)}
 

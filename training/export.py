@@ -166,10 +166,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
     temperature = float(evaluation.get("temperature", 1.0))
     gates = check_gates(list(require), _headline(evaluation)) if require else []
     out = bundle_dir(config)
-    git = git_state(REPO_ROOT, exclude=out)  # the bundle being replaced is not an input
-    if release and not git["clean"]:
-        raise ReleaseError(f"a release bundle needs a clean git commit: {git['modified_count']} tracked files "
-                           f"differ from {git['commit'][:12]} ({', '.join(git['modified'][:5])}...)")
+    git = release_state(config, release)
     tag = f"{config.export.name}@{config.export.version}"
     check_destination(out, tag, force)  # before minutes of exporting, not after
     with staged_bundle(out, tag, force) as staging:
@@ -223,6 +220,22 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
         manifest.check()
         save_manifest(manifest, staging)
     return out
+
+
+def release_state(config: Config, release: bool = True) -> dict[str, Any]:
+    """The git state the manifest records; with ``release``, ReleaseError unless it is clean.
+
+    The bundle folder being replaced is left out: it is an output, and after one rebuild it
+    always differs from the commit.
+    """
+    git = git_state(REPO_ROOT, exclude=bundle_dir(config))
+    if release and not git["clean"]:
+        if git["commit"] == "unknown":
+            raise ReleaseError(f"a release bundle needs a git checkout: {REPO_ROOT} is not one (or git is missing)")
+        listed = ", ".join(git["modified"][:5]) + ("..." if git["modified_count"] > 5 else "")
+        raise ReleaseError(f"a release bundle needs a clean git commit: {git['modified_count']} tracked files "
+                           f"differ from {git['commit'][:12]} ({listed}); commit them, or export without --release")
+    return git
 
 
 def _evaluation(config: Config, checkpoint: Path) -> dict[str, Any]:
@@ -282,8 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--release", action="store_true",
                         help="refuse unless the working tree is a clean git commit (the bundle folder being "
                              "replaced excepted)")
+    parser.add_argument("--check-release", action="store_true",
+                        help="only check what --release would refuse, and exit (seconds, before hours of training)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
+    if args.check_release:
+        try:
+            git = release_state(config)
+        except ReleaseError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+        print(f"release check passed: tracked files match commit {git['commit'][:12]}")
+        return 0
     try:
         out = export_bundle(config, force=args.force, require=tuple(args.require), release=args.release)
     except (ParityError, EvaluationMismatch, GateError, ReleaseError, BundleExists) as exc:

@@ -58,29 +58,76 @@ def test_release_needs_a_clean_tree(trained_tiny, tmp_path, monkeypatch):
     assert not (tmp_path / "rel").exists()
 
 
-def test_release_ignores_only_the_bundle_being_replaced(tmp_path):
+def _git_repo(root: Path):
     import subprocess
 
-    from training.card import git_state
-
     def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args],
+                       cwd=root, check=True, capture_output=True)
 
-    (tmp_path / "engines" / "starter").mkdir(parents=True)
-    (tmp_path / "engines" / "starter" / "manifest.json").write_text("{}")
-    (tmp_path / "engines" / "starter-old.txt").write_text("a sibling, not inside the bundle")
-    (tmp_path / "train.py").write_text("lr = 1\n")
+    (root / "engines" / "starter").mkdir(parents=True)
+    (root / "engines" / "starter" / "manifest.json").write_text("{}")
+    (root / "engines" / "starter" / "helper.py").write_text("x = 1\n")
+    (root / "engines" / "starter-old.txt").write_text("a sibling, not inside the bundle")
+    (root / "train.py").write_text("lr = 1\n")
     git("init", "-q")
     git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "start")
+    git("commit", "-q", "-m", "start")
+    return git
 
-    (tmp_path / "engines" / "starter" / "manifest.json").write_text('{"rebuilt": true}')
-    assert git_state(tmp_path, exclude=tmp_path / "engines" / "starter")["clean"]
+
+def test_release_ignores_only_the_bundle_being_replaced(tmp_path):
+    from training.card import git_state
+
+    _git_repo(tmp_path)
+    bundle = tmp_path / "engines" / "starter"
+    (bundle / "manifest.json").write_text('{"rebuilt": true}')
+    assert git_state(tmp_path, exclude=bundle)["clean"]
     assert not git_state(tmp_path)["clean"]
     (tmp_path / "engines" / "starter-old.txt").write_text("changed")
     (tmp_path / "train.py").write_text("lr = 2\n")
-    state = git_state(tmp_path, exclude=tmp_path / "engines" / "starter")
+    state = git_state(tmp_path, exclude=bundle)
     assert not state["clean"] and state["modified"] == ["engines/starter-old.txt", "train.py"]
+
+
+def test_release_sees_a_file_moved_out_of_the_bundle_and_a_staged_change(tmp_path):
+    from training.card import git_state
+
+    git = _git_repo(tmp_path)
+    bundle = tmp_path / "engines" / "starter"
+    git("mv", "engines/starter/helper.py", "helper.py")  # a rename: "R  old -> new" without --no-renames
+    assert git_state(tmp_path, exclude=bundle)["modified"] == ["helper.py"]
+    git("mv", "helper.py", "engines/starter/helper.py")
+    assert git_state(tmp_path, exclude=bundle)["clean"]
+    # Staged, then the file put back: the working tree matches HEAD, the index does not.
+    (tmp_path / "train.py").write_text("lr = 3\n")
+    git("add", "train.py")
+    (tmp_path / "train.py").write_text("lr = 1\n")
+    assert git_state(tmp_path, exclude=bundle)["modified"] == ["train.py"]
+
+
+def test_check_release_answers_in_seconds_without_exporting(trained_tiny, tmp_path, monkeypatch, capsys):
+    from training.export import main
+
+    dirty = {"commit": "0123456789abcdef", "clean": False, "modified": ["configs/x.yaml"], "modified_count": 1}
+    seen = {}
+
+    def state(root, exclude=None):
+        seen["exclude"] = exclude
+        return dirty
+
+    monkeypatch.setattr(export_module, "git_state", state)
+    overrides = [a for o in tiny_overrides(trained_tiny.out) for a in ("--set", o)]
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit, match=r"error: a release bundle needs a clean git commit: 1 tracked files "
+                                         r"differ from 0123456789ab \(configs/x.yaml\)"):
+        main(overrides + ["--set", f"export.out_dir={out}", "--check-release"])
+    assert seen["exclude"] == out and not out.exists()
+    monkeypatch.setattr(export_module, "git_state", lambda root, exclude=None: {**dirty, "clean": True,
+                                                                                 "modified": [], "modified_count": 0})
+    assert main(overrides + ["--set", f"export.out_dir={out}", "--check-release"]) == 0
+    assert "release check passed: tracked files match commit 0123456789ab" in capsys.readouterr().out
+    assert not out.exists()
 
 
 def test_manifest_carries_a_model_card(trained_tiny):
