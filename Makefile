@@ -79,6 +79,7 @@ STARTER_SOURCES := $(SHARED_DATA)/ham10000_dev/labels.csv $(wildcard $(SHARED_DA
 # modified tree, run `make starter-bundle STARTER_RELEASE=` (the manifest then lists what differs).
 STARTER_RELEASE ?= --release
 starter-bundle: $(INSTALLED)
+	@case "$(STARTER_RELEASE)" in ""|--release) ;; *) echo "error: STARTER_RELEASE is --release or empty" >&2; exit 1;; esac
 	test -z "$(STARTER_RELEASE)" || $(PY) -m training export --config $(STARTER_STAGE4) --check-release \
 		|| { echo "(to build from a modified tree anyway: make starter-bundle STARTER_RELEASE=)" >&2; exit 1; }
 	$(PY) -m training prepare $(addprefix --source ,$(STARTER_SOURCES)) --classes ham7 \

@@ -44,6 +44,8 @@ def average(members: list[pd.DataFrame]) -> pd.DataFrame:
     first = members[0]
     if any(set(m.index) != set(first.index) for m in members[1:]):
         raise SystemExit("the members did not screen the same images")
+    if any((m["status"] != "ok").any() for m in members):
+        raise SystemExit("a member has images without an ok result: its probabilities are blank")
     columns = [c for c in first.columns if c.startswith("p_")] + ["risk"]
     out = first.copy()
     out[columns] = np.mean([m.loc[first.index, columns].to_numpy(np.float64) for m in members], axis=0)
@@ -55,7 +57,7 @@ def main() -> int:
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--member", action="append", required=True, metavar="REPORT/@RESULTS.csv")
     parser.add_argument("--bundle", type=Path, required=True,
-                        help="a member's bundle: its classes and operating point score the average")
+                        help="a member's bundle: its class names (and which are malignant) score the average")
     parser.add_argument("--splits", nargs="+", default=["external", "test"])
     args = parser.parse_args()
     if len(args.member) < 2:

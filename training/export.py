@@ -212,8 +212,10 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
             operating_points=list(evaluation.get("operating_points", [])),
             preprocessing=[dict(step) for step in config.data.preprocessing],
             tta=config.classifier.tta,
-            training={**provenance(config), "evaluation": _headline(evaluation), "onnx_parity": parity,
-                      "git": git, "release": release, "quality_gates": gates},
+            # git_commit from the same state as "git" (provenance's own looks at the whole tree,
+            # the bundle folder being replaced included, and would say +dirty beside clean: true)
+            training={**provenance(config), "git_commit": _commit_label(git), "evaluation": _headline(evaluation),
+                      "onnx_parity": parity, "git": git, "release": release, "quality_gates": gates},
             card=model_card(config.export.card, Path(config.data.index),
                             [c.to_dict() for c in classes.classes]),
         )
@@ -236,6 +238,13 @@ def release_state(config: Config, release: bool = True) -> dict[str, Any]:
         raise ReleaseError(f"a release bundle needs a clean git commit: {git['modified_count']} tracked files "
                            f"differ from {git['commit'][:12]} ({listed}); commit them, or export without --release")
     return git
+
+
+def _commit_label(git: dict[str, Any]) -> str:
+    """'<sha>', '<sha>+dirty' or 'unknown', as training.config.git_commit writes it."""
+    if git["commit"] == "unknown":
+        return "unknown"
+    return git["commit"] + ("" if git["clean"] else "+dirty")
 
 
 def _evaluation(config: Config, checkpoint: Path) -> dict[str, Any]:

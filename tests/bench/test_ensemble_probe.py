@@ -29,6 +29,13 @@ def test_members_that_screened_different_images_are_refused():
         ensemble_probe.average([results(["a.jpg"], [0.2]), results(["c.jpg"], [0.3])])
 
 
+def test_a_member_with_an_error_row_is_refused():
+    broken = results(["a.jpg", "b.jpg"], [0.2, 0.8])
+    broken.loc["b.jpg", "status"] = "error"
+    with pytest.raises(SystemExit, match="without an ok result"):
+        ensemble_probe.average([results(["a.jpg", "b.jpg"], [0.3, 0.7]), broken])
+
+
 def test_a_member_is_a_report_folder_and_a_results_name(tmp_path: Path):
     (tmp_path / "report" / "external").mkdir(parents=True)
     results(["a.jpg"], [0.3]).reset_index().to_csv(tmp_path / "report" / "external" / "x@1.csv", index=False,

@@ -58,6 +58,16 @@ def test_release_needs_a_clean_tree(trained_tiny, tmp_path, monkeypatch):
     assert not (tmp_path / "rel").exists()
 
 
+def test_a_release_manifest_names_its_commit_without_dirty(trained_tiny, tmp_path, monkeypatch):
+    # Clean apart from the bundle folder being replaced: the manifest must not say +dirty anywhere.
+    monkeypatch.setattr(export_module, "git_state", lambda root, exclude=None: {
+        "commit": "0123456789abcdef", "clean": True, "modified": [], "modified_count": 0})
+    moved = replace(trained_tiny, export=replace(trained_tiny.export, out_dir=str(tmp_path / "rel"), version="9.9.7"))
+    manifest = load_manifest(export_bundle(moved, release=True))
+    assert manifest.training["git_commit"] == "0123456789abcdef"
+    assert manifest.training["git"]["clean"] and manifest.training["release"] is True
+
+
 def _git_repo(root: Path):
     import subprocess
 
