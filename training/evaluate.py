@@ -1,11 +1,11 @@
 """`python -m training evaluate`: validation metrics, temperature calibration and plots.
 
-Writes ``<out_dir>/eval/evaluation.json`` (classification metrics before and after temperature
-scaling, expected calibration error, segmentation Dice/IoU/thresholded Jaccard),
+Writes ``<out_dir>/<stage_dir>/eval/evaluation.json`` (classification metrics before and after
+temperature scaling, expected calibration error, segmentation Dice/IoU/thresholded Jaccard),
 ``predictions.csv`` (calibrated per-image probabilities) and PNG plots. The temperature found
-here is what `export` writes into the bundle manifest. The report names the checkpoint it
-evaluated (path and sha256): every training stage shares this folder, and `export` refuses to
-pair one stage's weights with another stage's temperature and thresholds.
+here is what `export` writes into the bundle manifest. Each fine-tuning stage's evaluation lies
+beside its own checkpoints, so evaluating one stage never overwrites another's; the report names
+the checkpoint it evaluated (path and sha256), and `export` refuses weights retrained since.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from .train_classifier import build_datasets, mask_source, predict_logits
 
 
 def eval_dir(config: Config) -> Path:
-    return config.out / "eval"
+    """Where the evaluation of ``config``'s classifier stage goes: beside that stage's checkpoints."""
+    return config.classifier_dir / "eval"
 
 
 def evaluate(config: Config) -> dict[str, Any]:

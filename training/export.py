@@ -162,7 +162,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
     if cls_state["class_names"] != classes.class_names:
         raise SystemExit(f"error: classifier was trained on classes {cls_state['class_names']}, "
                          f"config says {classes.class_names}")
-    evaluation = _evaluation(config, checkpoint)
+    evaluation = _evaluation(config, checkpoint, release)
     temperature = float(evaluation.get("temperature", 1.0))
     gates = check_gates(list(require), _headline(evaluation)) if require else []
     out = bundle_dir(config)
@@ -247,20 +247,28 @@ def _commit_label(git: dict[str, Any]) -> str:
     return git["commit"] + ("" if git["clean"] else "+dirty")
 
 
-def _evaluation(config: Config, checkpoint: Path) -> dict[str, Any]:
+def _evaluation(config: Config, checkpoint: Path, release: bool = False) -> dict[str, Any]:
     """The validation report whose temperature and operating points go into the manifest.
 
-    Every stage of a run writes to the same eval folder, so the report must be of exactly the
-    weights being exported: another stage's (or a since-retrained) thresholds would flag the
-    wrong patients without any other sign.
+    The report must be of exactly the weights being exported: a since-retrained stage's old
+    thresholds would flag the wrong patients without any other sign. A release needs one: without
+    it the bundle has temperature 1.0 and no operating points, so `screen folder` could not flag.
     """
     path = eval_dir(config) / "evaluation.json"
+    rerun = "run `python -m training evaluate` with this config first"
     if not path.is_file():
-        print(f"warning: {path} not found: exporting with temperature 1.0 (run `evaluate` first to calibrate)")
+        if release:
+            raise ReleaseError(f"{path} not found: a release bundle needs the temperature and operating "
+                               f"points of its own evaluation; {rerun}")
+        print(f"warning: {path} not found: exporting with temperature 1.0 and no operating points ({rerun} "
+              f"to calibrate)")
         return {}
     evaluation = json.loads(path.read_text())
     evaluated = evaluation.get("checkpoint")
     if evaluated is None:
+        if release:
+            raise ReleaseError(f"{path} does not say which checkpoint it evaluated (written before they were "
+                               f"recorded): {rerun}")
         print(f"warning: {path} does not say which checkpoint it evaluated (written before they were "
               f"recorded): make sure it is of {checkpoint}")
         return evaluation
@@ -269,7 +277,7 @@ def _evaluation(config: Config, checkpoint: Path) -> dict[str, Any]:
     if evaluated.get("sha256") != checkpoint_record(checkpoint)["sha256"]:
         raise EvaluationMismatch(
             f"{path} evaluated {evaluated.get('path', '?')} (sha256 {str(evaluated.get('sha256'))[:12]}), "
-            f"not the {checkpoint} being exported: run `python -m training evaluate` with this config first")
+            f"not the {checkpoint} being exported: {rerun}")
     return evaluation
 
 

@@ -24,7 +24,7 @@ def test_every_stage_leaves_its_files_and_provenance(trained_tiny):
         assert prov["data_index_sha256"] and prov["git_commit"]
     assert len(list((out / "masks").glob("*.png"))) == 72  # one cached predicted mask per image
     for name in ("evaluation.json", "predictions.csv", "roc.png", "confusion_matrix.png", "reliability.png"):
-        assert (out / "eval" / name).is_file(), name
+        assert (out / "classifier" / "eval" / name).is_file(), name
 
 
 def test_exported_bundle_is_valid_and_reproduces_pytorch(trained_tiny):
@@ -35,7 +35,7 @@ def test_exported_bundle_is_valid_and_reproduces_pytorch(trained_tiny):
     assert manifest.input_size == (64, 64)
     parity = manifest.training["onnx_parity"]
     assert parity["max_abs_prob_delta"] <= 1e-4 and parity["max_abs_mask_delta"] <= 1e-4
-    evaluation = json.loads((trained_tiny.out / "eval" / "evaluation.json").read_text())
+    evaluation = json.loads((trained_tiny.out / "classifier" / "eval" / "evaluation.json").read_text())
     assert manifest.temperature == pytest.approx(evaluation["temperature"])
     assert manifest.training["git_commit"]
 
@@ -50,7 +50,7 @@ def test_screening_with_the_exported_bundle_matches_the_evaluation(trained_tiny,
     screened = pd.read_csv(out_csv, dtype={"image": str})
     assert len(screened) == 72 and set(screened["status"]) == {"ok"}
     screened["image_id"] = screened["image"].str.removesuffix(".jpg")
-    evaluated = pd.read_csv(trained_tiny.out / "eval" / "predictions.csv")
+    evaluated = pd.read_csv(trained_tiny.out / "classifier" / "eval" / "predictions.csv")
     joined = evaluated.merge(screened, on="image_id", suffixes=("_train", "_screen"))
     assert len(joined) == len(evaluated) == 20
     for name in ("nv", "bkl", "mel", "bcc"):

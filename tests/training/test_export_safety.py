@@ -196,3 +196,16 @@ def test_an_unreadable_checkpoint_record_is_refused_with_a_message(tmp_path, rec
     (eval_dir(config) / "evaluation.json").write_text(json.dumps({"temperature": 1.2, "checkpoint": record}))
     with pytest.raises(EvaluationMismatch, match="run `python -m training evaluate` with this config first"):
         _evaluation(config, checkpoint)
+
+
+def test_a_release_refuses_an_evaluation_that_does_not_name_its_checkpoint(tmp_path, capsys):
+    config = load_config(None, tiny_overrides(tmp_path))
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
+    eval_dir(config).mkdir(parents=True)
+    (eval_dir(config) / "evaluation.json").write_text(json.dumps({"temperature": 1.2}))  # before records
+    assert _evaluation(config, checkpoint)["temperature"] == 1.2  # an experiment: warned, used
+    assert "does not say which checkpoint it evaluated" in capsys.readouterr().out
+    with pytest.raises(ReleaseError, match="does not say which checkpoint it evaluated .*: run `python -m "
+                                           "training evaluate` with this config first"):
+        _evaluation(config, checkpoint, release=True)

@@ -85,28 +85,40 @@ def test_every_shipped_config_loads(path):
         assert config.classifier.stage_dir != "classifier"
 
 
-def test_export_refuses_one_stages_weights_with_another_stages_evaluation(trained_tiny, tmp_path):
-    from training.evaluate import evaluate
-    from training.export import EvaluationMismatch, export_bundle
+def test_each_stage_evaluates_beside_its_own_weights_and_export_pairs_them(trained_tiny, tmp_path):
+    from training.evaluate import eval_dir, evaluate
+    from training.export import EvaluationMismatch, ReleaseError, export_bundle
     from training.train_classifier import train
 
     # A copy of the run: this test re-evaluates, and the session's other tests read its eval folder.
     run = tmp_path / "run"
     shutil.copytree(trained_tiny.out, run, ignore=shutil.ignore_patterns("bundle", "classifier2"))
+    first = load_config(None, tiny_overrides(run))
+    first_report = (eval_dir(first) / "evaluation.json").read_text()
     second = load_config(None, tiny_overrides(run) + [
         f"classifier.init_from={run / 'classifier' / 'last.pt'}", "classifier.stage_dir=classifier2",
         "classifier.optim.epochs=1", "classifier.optim.lr=0.0005", "export.version=0.0.2"])
     train(second)
 
-    # eval/ holds the first stage's evaluation: its temperature and thresholds are not the second's.
-    with pytest.raises(EvaluationMismatch, match=r"evaluated .*classifier/best.pt .*not the .*classifier2/best.pt "
-                                                 r"being exported: run `python -m training evaluate`"):
-        export_bundle(second)
+    # Not yet evaluated: the first stage's temperature and thresholds are not the second's, and a
+    # release without its own operating points is refused before anything is written.
+    assert eval_dir(second) == run / "classifier2" / "eval" != eval_dir(first)
+    with pytest.raises(ReleaseError, match=r"classifier2/eval/evaluation.json not found: a release bundle needs "
+                                           r"the temperature and operating points of its own evaluation"):
+        export_bundle(second, release=True)
     assert not (run / "bundle").exists()
 
     report = evaluate(second)
     assert report["checkpoint"]["path"].endswith("classifier2/best.pt")
+    # Evaluating the second stage left the first stage's evaluation as it was.
+    assert (eval_dir(first) / "evaluation.json").read_text() == first_report
     manifest = json.loads((export_bundle(second) / "manifest.json").read_text())
     assert manifest["temperature"] == pytest.approx(report["temperature"])
     # The bundle says which weights its figures are of.
     assert manifest["training"]["evaluation"]["checkpoint"] == report["checkpoint"]
+
+    # Retrained after its evaluation (here: other weights in best.pt): refused until evaluated again.
+    shutil.copy(run / "classifier" / "best.pt", run / "classifier2" / "best.pt")
+    with pytest.raises(EvaluationMismatch, match=r"evaluated .*classifier2/best.pt .*not the .*classifier2/best.pt "
+                                                 r"being exported: run `python -m training evaluate`"):
+        export_bundle(second, force=True)
