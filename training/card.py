@@ -54,6 +54,10 @@ def data_sha256(index: Path) -> str | None:
     return digest.hexdigest()
 
 
+# The repository this code runs from: what provenance and release checks ask git about.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 def git_state(root: Path, exclude: Path | None = None) -> dict[str, Any]:
     """The commit and, if the working tree or the index differs from it, which tracked files do.
 
@@ -79,6 +83,13 @@ def git_state(root: Path, exclude: Path | None = None) -> dict[str, Any]:
     modified = sorted(entry[3:] for entry in status.split("\0") if entry.strip())
     return {"commit": sha, "clean": not modified, "modified": modified[:DIRT_LISTED],
             "modified_count": len(modified)}
+
+
+def commit_label(git: dict[str, Any]) -> str:
+    """'<sha>', '<sha>+dirty' (tracked files differ from it) or 'unknown', from ``git_state``."""
+    if git["commit"] == "unknown":
+        return "unknown"
+    return git["commit"] + ("" if git["clean"] else "+dirty")
 
 
 def package_versions() -> dict[str, str]:

@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 from screening.atomic import atomic_file
 
-from .card import data_sha256
-from .config import Config, ConfigError, git_commit, load_config, save_config, to_dict
+from .card import REPO_ROOT, commit_label, data_sha256, git_state
+from .config import Config, ConfigError, load_config, save_config, to_dict
 
 
 def config_argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -145,7 +145,7 @@ def provenance(config: Config) -> dict[str, Any]:
         "data_index": str(index),
         # Paths reduced to file names: the same data on another machine has the same hash.
         "data_index_sha256": data_sha256(index),
-        "git_commit": git_commit(),
+        "git_commit": commit_label(git_state(REPO_ROOT)),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
     }

@@ -9,7 +9,6 @@ is saved next to every checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import types
 import typing
 from dataclasses import dataclass, field
@@ -274,16 +273,3 @@ def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
 def save_config(config: Config, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
-
-
-def git_commit() -> str:
-    """The repository's commit (with '+dirty' for uncommitted changes), or 'unknown'."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")

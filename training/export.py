@@ -25,7 +25,7 @@ from screening.bundle_store import BundleExists, check_destination, staged_bundl
 from screening.metadata import DEFAULT_VOCABULARY
 from screening.preprocess import normalise, softmax
 
-from .card import git_state, model_card
+from .card import REPO_ROOT, commit_label, git_state, model_card
 from .common import config_argument_parser, config_from_args, provenance, read_index, split
 from .config import Config
 from .data.classes import get_class_config
@@ -34,8 +34,6 @@ from .gates import GateError, check_gates
 from .data.dataset import load_resized
 from .inference import SegmenterWithSigmoid, load_classifier, load_segmenter
 from .models.fusion import FusionClassifier, WithAttention
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ParityError(RuntimeError):
@@ -214,7 +212,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
             tta=config.classifier.tta,
             # git_commit from the same state as "git" (provenance's own looks at the whole tree,
             # the bundle folder being replaced included, and would say +dirty beside clean: true)
-            training={**provenance(config), "git_commit": _commit_label(git), "evaluation": _headline(evaluation),
+            training={**provenance(config), "git_commit": commit_label(git), "evaluation": _headline(evaluation),
                       "onnx_parity": parity, "git": git, "release": release, "quality_gates": gates},
             card=model_card(config.export.card, Path(config.data.index),
                             [c.to_dict() for c in classes.classes]),
@@ -238,13 +236,6 @@ def release_state(config: Config, release: bool = True) -> dict[str, Any]:
         raise ReleaseError(f"a release bundle needs a clean git commit: {git['modified_count']} tracked files "
                            f"differ from {git['commit'][:12]} ({listed}); commit them, or export without --release")
     return git
-
-
-def _commit_label(git: dict[str, Any]) -> str:
-    """'<sha>', '<sha>+dirty' or 'unknown', as training.config.git_commit writes it."""
-    if git["commit"] == "unknown":
-        return "unknown"
-    return git["commit"] + ("" if git["clean"] else "+dirty")
 
 
 def _evaluation(config: Config, checkpoint: Path, release: bool = False) -> dict[str, Any]:

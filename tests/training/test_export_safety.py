@@ -87,13 +87,20 @@ def _git_repo(root: Path):
 
 
 def test_release_ignores_only_the_bundle_being_replaced(tmp_path):
-    from training.card import git_state
+    from training.card import commit_label, git_state
 
     _git_repo(tmp_path)
+    sha = git_state(tmp_path)["commit"]
+    assert len(sha) == 40 and commit_label(git_state(tmp_path)) == sha
     bundle = tmp_path / "engines" / "starter"
     (bundle / "manifest.json").write_text('{"rebuilt": true}')
     assert git_state(tmp_path, exclude=bundle)["clean"]
     assert not git_state(tmp_path)["clean"]
+    # Checkpoints' provenance labels the whole tree: a rebuilt bundle in it is a modified file.
+    assert commit_label(git_state(tmp_path)) == sha + "+dirty"
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-not-a-repo"
+    elsewhere.mkdir()
+    assert commit_label(git_state(elsewhere)) == "unknown"
     (tmp_path / "engines" / "starter-old.txt").write_text("changed")
     (tmp_path / "train.py").write_text("lr = 2\n")
     state = git_state(tmp_path, exclude=bundle)
