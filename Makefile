@@ -78,8 +78,15 @@ STARTER_SOURCES := $(SHARED_DATA)/ham10000_dev/labels.csv $(wildcard $(SHARED_DA
 # and configs that made it. Checked first (not after hours of training); to experiment on a
 # modified tree, run `make starter-bundle STARTER_RELEASE=` (the manifest then lists what differs).
 STARTER_RELEASE ?= --release
+# A mistyped value stops make while it reads this file: before installing or running anything.
+ifneq ($(filter starter-bundle,$(MAKECMDGOALS)),)
+ifneq ($(strip $(STARTER_RELEASE)),)
+ifneq ($(strip $(STARTER_RELEASE)),--release)
+$(error STARTER_RELEASE is --release or empty, not "$(STARTER_RELEASE)")
+endif
+endif
+endif
 starter-bundle: $(INSTALLED)
-	@case "$(STARTER_RELEASE)" in ""|--release) ;; *) echo "error: STARTER_RELEASE is --release or empty" >&2; exit 1;; esac
 	test -z "$(STARTER_RELEASE)" || $(PY) -m training export --config $(STARTER_STAGE4) --check-release \
 		|| { echo "(to build from a modified tree anyway: make starter-bundle STARTER_RELEASE=)" >&2; exit 1; }
 	$(PY) -m training prepare $(addprefix --source ,$(STARTER_SOURCES)) --classes ham7 \

@@ -147,7 +147,8 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
     Args:
         require: quality gates such as "malignant_auc>=0.90" (training.gates), checked first.
         release: refuse when the working tree differs from its git commit, the destination
-            folder excepted (else the manifest names the modified files).
+            folder excepted (else the manifest names the modified files), and when the stage
+            has no evaluation of its own that names its checkpoint.
 
     Raises:
         BundleExists, EvaluationMismatch, GateError, ReleaseError: before anything is exported.
@@ -247,6 +248,9 @@ def _evaluation(config: Config, checkpoint: Path, release: bool = False) -> dict
     """
     path = eval_dir(config) / "evaluation.json"
     rerun = "run `python -m training evaluate` with this config first"
+    if not path.is_file() and (config.out / "eval" / "evaluation.json").is_file():
+        # Evaluated before each stage had its own folder: which stage it measured is not known here.
+        rerun += f" (the report in {config.out / 'eval'} is from before each stage had its own eval folder)"
     if not path.is_file():
         if release:
             raise ReleaseError(f"{path} not found: a release bundle needs the temperature and operating "
@@ -302,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(repeatable); export refuses below it")
     parser.add_argument("--release", action="store_true",
                         help="refuse unless the working tree is a clean git commit (the bundle folder being "
-                             "replaced excepted)")
+                             "replaced excepted) and this stage's own evaluation names the checkpoint exported")
     parser.add_argument("--check-release", action="store_true",
-                        help="only check what --release would refuse, and exit (seconds, before hours of training)")
+                        help="only check the working tree as --release would, and exit (seconds, before hours "
+                             "of training: the evaluation comes later)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
     if args.check_release:

@@ -98,9 +98,7 @@ def test_release_ignores_only_the_bundle_being_replaced(tmp_path):
     assert not git_state(tmp_path)["clean"]
     # Checkpoints' provenance labels the whole tree: a rebuilt bundle in it is a modified file.
     assert commit_label(git_state(tmp_path)) == sha + "+dirty"
-    elsewhere = tmp_path.parent / f"{tmp_path.name}-not-a-repo"
-    elsewhere.mkdir()
-    assert commit_label(git_state(elsewhere)) == "unknown"
+    assert commit_label({"commit": "unknown", "clean": False}) == "unknown"  # no checkout, or no git
     (tmp_path / "engines" / "starter-old.txt").write_text("changed")
     (tmp_path / "train.py").write_text("lr = 2\n")
     state = git_state(tmp_path, exclude=bundle)
@@ -215,4 +213,29 @@ def test_a_release_refuses_an_evaluation_that_does_not_name_its_checkpoint(tmp_p
     assert "does not say which checkpoint it evaluated" in capsys.readouterr().out
     with pytest.raises(ReleaseError, match="does not say which checkpoint it evaluated .*: run `python -m "
                                            "training evaluate` with this config first"):
+        _evaluation(config, checkpoint, release=True)
+
+
+def test_a_checkpoints_provenance_labels_a_modified_tree_dirty(tmp_path, monkeypatch):
+    from training import common
+
+    config = load_config(None, tiny_overrides(tmp_path))
+    monkeypatch.setattr(common, "git_state", lambda root, exclude=None: {
+        "commit": "0123456789abcdef", "clean": False, "modified": ["train.py"], "modified_count": 1})
+    assert common.provenance(config)["git_commit"] == "0123456789abcdef+dirty"
+    monkeypatch.setattr(common, "git_state", lambda root, exclude=None: {
+        "commit": "0123456789abcdef", "clean": True, "modified": [], "modified_count": 0})
+    assert common.provenance(config)["git_commit"] == "0123456789abcdef"
+
+
+def test_an_evaluation_in_the_old_shared_folder_is_named_not_used(tmp_path, capsys):
+    config = load_config(None, tiny_overrides(tmp_path))
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
+    (config.out / "eval").mkdir(parents=True)  # where every stage evaluated before
+    (config.out / "eval" / "evaluation.json").write_text(json.dumps({"temperature": 1.2}))
+    assert _evaluation(config, checkpoint) == {}
+    assert "from before each stage had its own eval folder" in capsys.readouterr().out
+    with pytest.raises(ReleaseError, match=r"classifier/eval/evaluation.json not found: .* evaluate` with this "
+                                           r"config first \(the report in .*eval is from before"):
         _evaluation(config, checkpoint, release=True)
