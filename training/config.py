@@ -89,6 +89,10 @@ class ClassifierTrainConfig:
     # Start from the weights of an earlier classifier checkpoint (same model config), with a new
     # optimizer and schedule: a second fine-tuning stage. Ignored when --resume finds last.pt.
     init_from: str | None = None
+    # Parts of the model left at their fresh initialisation when starting from init_from, by
+    # state-dict prefix (e.g. [mask_backbone, mask_proj] to swap in a mask branch of another
+    # architecture). Every other weight must be in the checkpoint, with the same shape.
+    init_reset: list[str] = field(default_factory=list)
     # Folder under out_dir for this stage's checkpoints (best.pt, which evaluate and export read).
     stage_dir: str = "classifier"
 

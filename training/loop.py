@@ -40,7 +40,7 @@ class EpochRecord:
 
 def make_optimizer(model: torch.nn.Module, optim: OptimConfig,
                    backbone_params: Iterable[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
-    """AdamW (paper), with an optional lower learning rate for pretrained backbones."""
+    """AdamW (paper), with an optional lower learning rate (``backbone_lr``) for ``backbone_params``."""
     backbone = {id(p) for p in backbone_params}
     head = [p for p in model.parameters() if id(p) not in backbone]
     groups = [{"params": head, "lr": optim.lr}]

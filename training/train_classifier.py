@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -27,6 +28,40 @@ from .models.weights import normalisation_for
 def classifier_normalisation(config: Config) -> tuple[list[float], list[float]]:
     model = config.classifier.model
     return normalisation_for(model.image_backbone, model.image_weights)
+
+
+def load_initial_weights(net: torch.nn.Module, state: dict[str, torch.Tensor], reset: list[str]) -> None:
+    """Load an earlier stage's weights into ``net``, leaving the parts named in ``reset`` fresh.
+
+    Strict everywhere else: a weight missing from the checkpoint, one the model lacks, or a shape
+    that differs stops the run with the names, rather than training from half-loaded weights.
+    A ``reset`` prefix that names nothing in the model is refused too (a typo would otherwise
+    quietly load the weights it meant to drop).
+    """
+    def reset_here(key: str) -> bool:
+        return any(key == prefix or key.startswith(prefix + ".") for prefix in reset)
+
+    own = net.state_dict()
+    unknown = [prefix for prefix in reset if not any(key == prefix or key.startswith(prefix + ".") for key in own)]
+    if unknown:
+        raise ValueError(f"classifier.init_reset names no part of the model: {', '.join(unknown)} "
+                         f"(parts: {', '.join(sorted({key.split('.')[0] for key in own}))})")
+    kept = {key: value for key, value in state.items() if not reset_here(key)}
+    wanted = {key for key in own if not reset_here(key)}
+    missing, extra = sorted(wanted - set(kept)), sorted(set(kept) - wanted)
+    shapes = sorted(key for key in wanted & set(kept) if tuple(kept[key].shape) != tuple(own[key].shape))
+    problems = [f"{label}: {_by_part(keys)}" for label, keys in (
+        ("not in the checkpoint", missing), ("not in this model", extra), ("of another shape", shapes)) if keys]
+    if problems:
+        raise ValueError("the init_from checkpoint does not fit this model outside classifier.init_reset ("
+                         + "; ".join(problems) + "): reset those parts, or start from a matching checkpoint")
+    net.load_state_dict(kept, strict=False)
+
+
+def _by_part(keys: list[str]) -> str:
+    """'mask_proj (3 tensors), head (1 tensor)': state-dict keys counted by top-level part."""
+    parts = Counter(key.split(".")[0] for key in keys)
+    return ", ".join(f"{part} ({n} tensor{'s' if n > 1 else ''})" for part, n in parts.items())
 
 
 def build_datasets(config: Config, index, mask_dir: Path | None):
@@ -97,10 +132,10 @@ def train(config: Config, resume: bool = False) -> Path:
     model = dist.wrap(net.to(device), device)
     if config.classifier.init_from and not (resume and (stage_dir / "last.pt").is_file()):
         start = load_checkpoint(Path(config.classifier.init_from))
-        net.load_state_dict(start["model"])
+        load_initial_weights(net, start["model"], config.classifier.init_reset)
         if dist.is_main:
             print(f"starting from the weights of {config.classifier.init_from}")
-    optimizer = make_optimizer(model, optim, backbone_parameters(net))
+    optimizer = make_optimizer(model, optim, backbone_parameters(net, pretrained_only=True))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.classifier.label_smoothing)
 
     def on_epoch_start(epoch: int) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .backbones import create_backbone
 from .positional import sincos_2d
-from .weights import normalisation_for
+from .weights import normalisation_for, weights_kind
 
 FUSIONS = ("cross_attention", "concat")
 MASK_INPUT_MODES = ("binary", "masked_image")
@@ -91,7 +91,7 @@ class FusionClassifier(nn.Module):
             in_chans = 1 if cfg.mask_input_mode == "binary" else 3
             self.mask_backbone = create_backbone(cfg.mask_backbone or cfg.image_backbone,
                                                  cfg.mask_weights, num_classes=0, in_chans=in_chans)
-            self.mask_proj = projection(self.mask_backbone.num_features, d)
+            self.mask_proj = projection(pooled_width(self.mask_backbone), d)
         queries = [name for name, on in (("meta", cfg.use_meta), ("mask", cfg.use_mask)) if on]
         if cfg.fusion == "cross_attention" and queries:
             self.token_proj = projection(channels, d)
@@ -242,6 +242,15 @@ class FusionClassifier(nn.Module):
                 logits = logits + tensor.flatten(1)[:, :1] * 0.0
         return logits
 
+    def pretrained_branches(self) -> list[str]:
+        """The branches whose backbone starts from pretrained weights (what ``backbone_lr`` is for).
+
+        A branch built without weights, such as a small mask branch trained from scratch,
+        learns at the head's rate.
+        """
+        specs = {"image": self.cfg.image_weights, "mask": self.cfg.mask_weights}
+        return [name for name in self.named_backbones() if weights_kind(specs[name]) != "none"]
+
     def backbones(self) -> list[nn.Module]:
         """The pretrained-style backbones (image, and mask when on)."""
         return list(self.named_backbones().values())
@@ -269,9 +278,20 @@ class WithAttention(nn.Module):
         return self.model.forward_with_attention(image, mask, meta)
 
 
-def backbone_parameters(model: FusionClassifier) -> list[nn.Parameter]:
-    """Parameters of the image and mask backbones, e.g. for a lower backbone learning rate."""
-    return [p for backbone in model.backbones() for p in backbone.parameters()]
+def backbone_parameters(model: FusionClassifier, pretrained_only: bool = False) -> list[nn.Parameter]:
+    """Parameters of the image and mask backbones; with ``pretrained_only`` those of the backbones
+    that start from pretrained weights, the ones a lower backbone learning rate is for."""
+    names = model.pretrained_branches() if pretrained_only else list(model.named_backbones())
+    return [p for name in names for p in model.named_backbones()[name].parameters()]
+
+
+def pooled_width(backbone: nn.Module) -> int:
+    """Width of a timm backbone's pooled output (``num_classes=0``).
+
+    For EfficientNets it is ``num_features``; MobileNetV3 and LCNet put a 1x1 conv head after the
+    pooling, so their output is ``head_hidden_size`` wide (1,024 for mobilenetv3_small_050).
+    """
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
 def freeze_backbones(model: FusionClassifier, freeze: bool = True,

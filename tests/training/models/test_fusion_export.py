@@ -40,7 +40,9 @@ def _batch(n: int) -> dict[str, np.ndarray]:
     dict(use_meta=False),
     dict(use_meta=False, use_mask=False),
     dict(fusion="concat", use_mask=False),
-], ids=["cross_attention", "masked_image", "no_meta", "image_only", "concat_no_mask"])
+    # a light mask branch trained from scratch: MobileNetV3's pooled output is its 1x1 head's width
+    dict(mask_backbone="mobilenetv3_small_050"),
+], ids=["cross_attention", "masked_image", "no_meta", "image_only", "concat_no_mask", "light_mask_branch"])
 def test_export_keeps_three_inputs_and_matches_pytorch(tmp_path, variant):
     torch.manual_seed(0)
     cfg = FusionConfig(image_backbone="test_efficientnet", d_model=32, heads=4, **variant)

@@ -1,0 +1,68 @@
+"""Starting a stage from another stage's weights with one branch swapped: the light mask branch.
+
+A fine-tuning stage may replace the mask branch (a frozen ImageNet Lite0, as expensive as the
+image branch) with a small one trained from scratch. Everything else must come from the earlier
+stage, strictly; the new branch learns at the head's rate, not the pretrained backbones'.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from screening.metadata import DEFAULT_VOCABULARY
+from training.config import load_config
+from training.loop import make_optimizer
+from training.models.fusion import FusionClassifier, FusionConfig, backbone_parameters
+from training.train_classifier import load_initial_weights
+
+LIGHT = "mobilenetv3_small_050"
+
+
+def _model(seed: int, **overrides) -> FusionClassifier:
+    torch.manual_seed(seed)
+    cfg = FusionConfig(**{"image_backbone": "test_efficientnet", "d_model": 32, "heads": 4, **overrides})
+    return FusionClassifier(cfg, DEFAULT_VOCABULARY.dim, num_classes=4)
+
+
+def test_a_light_mask_branch_starts_fresh_and_everything_else_comes_from_the_earlier_stage():
+    earlier = _model(0).state_dict()
+    model = _model(1, mask_backbone=LIGHT)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    load_initial_weights(model, earlier, ["mask_backbone", "mask_proj"])
+    for key, value in model.state_dict().items():
+        if key.startswith(("mask_backbone.", "mask_proj.")):
+            assert torch.equal(value, fresh[key]), key  # left as initialised
+        else:
+            assert torch.equal(value, earlier[key]), key  # image branch, attention, metadata, head
+    assert model.mask_proj[0].normalized_shape == (1024,)  # MobileNetV3's head width, not num_features
+
+
+def test_weights_that_do_not_fit_outside_the_reset_stop_the_run_with_their_names():
+    earlier = _model(0).state_dict()
+    with pytest.raises(ValueError, match=r"does not fit this model outside classifier.init_reset \(.*"
+                                         r"mask_backbone \(\d+ tensors\).*: reset those parts"):
+        load_initial_weights(_model(1, mask_backbone=LIGHT), earlier, [])
+    with pytest.raises(ValueError, match=r"of another shape: mask_proj \(3 tensors\)\)"):
+        load_initial_weights(_model(1, mask_backbone=LIGHT), earlier, ["mask_backbone"])
+    with pytest.raises(ValueError, match=r"not in the checkpoint: attention \(4 tensors\), meta_mlp \(\d+ tensors\); "
+                                         r"of another shape: head \(1 tensor\)"):
+        load_initial_weights(_model(1), _model(0, use_meta=False).state_dict(), [])
+    with pytest.raises(ValueError, match=r"not in this model: attention \(4 tensors\), meta_mlp"):
+        load_initial_weights(_model(1, use_meta=False), earlier, [])
+    with pytest.raises(ValueError, match=r"init_reset names no part of the model: mask_backbon \(parts: .*head"):
+        load_initial_weights(_model(1, mask_backbone=LIGHT), earlier, ["mask_backbon", "mask_proj"])
+
+
+def test_only_pretrained_backbones_get_the_lower_backbone_learning_rate():
+    model = _model(0, mask_backbone=LIGHT)
+    # As a config with ImageNet weights for the image branch only says (not loaded: a tiny backbone).
+    model.cfg.image_weights, model.cfg.mask_weights = "package:efficientnet_lite0", None
+    assert model.pretrained_branches() == ["image"]
+    optim = load_config(None, []).classifier.optim
+    optim.lr, optim.backbone_lr = 3e-4, 1.5e-4
+    optimizer = make_optimizer(model, optim, backbone_parameters(model, pretrained_only=True))
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert {rate[id(p)] for p in model.image_backbone.parameters()} == {1.5e-4}
+    assert {rate[id(p)] for p in model.mask_backbone.parameters()} == {3e-4}  # from scratch: the head's rate
+    assert rate[id(model.head[0].weight)] == 3e-4
