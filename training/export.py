@@ -293,6 +293,8 @@ def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
 def _classifier_description(model_config: dict[str, Any]) -> str:
     parts = [f"image={model_config['image_backbone']}", f"fusion={model_config['fusion']}",
              f"use_meta={model_config['use_meta']}", f"use_mask={model_config['use_mask']}",
+             *([f"mask={model_config.get('mask_backbone') or model_config['image_backbone']}"]
+               if model_config["use_mask"] else []),
              f"heads={model_config['heads']}", f"d={model_config['d_model']}"]
     return "FusionClassifier " + ", ".join(parts)
 

@@ -33,6 +33,8 @@ def test_exported_bundle_is_valid_and_reproduces_pytorch(trained_tiny):
     assert manifest.class_names == ["nv", "bkl", "mel", "bcc"]
     assert [c.name for c in manifest.classes if c.malignant] == ["mel", "bcc"]
     assert manifest.input_size == (64, 64)
+    assert "image=test_efficientnet" in manifest.classifier.architecture
+    assert "mask=test_efficientnet" in manifest.classifier.architecture  # which mask branch ships
     parity = manifest.training["onnx_parity"]
     assert parity["max_abs_prob_delta"] <= 1e-4 and parity["max_abs_mask_delta"] <= 1e-4
     evaluation = json.loads((trained_tiny.out / "classifier" / "eval" / "evaluation.json").read_text())
