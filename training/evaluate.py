@@ -26,7 +26,7 @@ from screening.preprocess import resize_mask, risk_score, softmax
 from screening.results import DECIMALS
 
 from .calibration import expected_calibration_error, fit_temperature
-from .common import config_argument_parser, config_from_args, read_index, split
+from .common import config_argument_parser, config_from_args, place, read_index, split
 from .config import Config
 from .inference import load_classifier
 from .masks import mask_cache_dir
@@ -49,8 +49,9 @@ def evaluate(config: Config) -> dict[str, Any]:
     _, val_set, classes = build_datasets(config, index, mask_dir)
     checkpoint = config.classifier_dir / "best.pt"
     model, _ = load_classifier(checkpoint)
+    model = place(model, torch.device("cpu"), config.channels_last)
     loader = DataLoader(val_set, batch_size=config.classifier.optim.batch_size, num_workers=config.data.workers)
-    logits, labels = predict_logits(model, loader, torch.device("cpu"))
+    logits, labels = predict_logits(model, loader, torch.device("cpu"), config.channels_last)
 
     temperature = fit_temperature(logits, labels)
     raw, calibrated = softmax(logits), softmax(logits, temperature)

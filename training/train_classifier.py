@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from screening.metadata import DEFAULT_VOCABULARY
 
-from .common import (Distributed, config_argument_parser, config_from_args, load_checkpoint, read_index,
+from .common import (Distributed, config_argument_parser, config_from_args, load_checkpoint, place, read_index,
                      seed_everything, split, unwrap, write_run_files)
 from .config import Config
 from .data.classes import get_class_config
@@ -89,11 +89,12 @@ def mask_source(config: Config, index) -> Path | None:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device):
+def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False):
     """Logits and labels over a whole loader, in loader order."""
     logits, labels = [], []
     for batch in loader:
-        logits.append(model(batch["image"].to(device), batch["mask"].to(device), batch["meta"].to(device)).float().cpu())
+        inputs = (place(batch[name], device, channels_last) for name in ("image", "mask", "meta"))
+        logits.append(model(*inputs).float().cpu())
         labels.append(batch["label"])
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
@@ -129,7 +130,8 @@ def train(config: Config, resume: bool = False) -> Path:
 
     mean, std = classifier_normalisation(config)
     net = FusionClassifier(config.classifier.model, meta_dim=DEFAULT_VOCABULARY.dim, num_classes=len(classes.class_names))
-    model = dist.wrap(net.to(device), device)
+    net = place(net, device, config.channels_last)
+    model = dist.wrap(net, device)
     if config.classifier.init_from and not (resume and (stage_dir / "last.pt").is_file()):
         start = load_checkpoint(Path(config.classifier.init_from))
         load_initial_weights(net, start["model"], config.classifier.init_reset)
@@ -148,11 +150,11 @@ def train(config: Config, resume: bool = False) -> Path:
             print("backbones frozen" if frozen else f"fine-tuning {tuned}")
 
     def train_step(batch) -> torch.Tensor:
-        logits = model(batch["image"].to(device), batch["mask"].to(device), batch["meta"].to(device))
+        logits = model(*(place(batch[name], device, config.channels_last) for name in ("image", "mask", "meta")))
         return loss_fn(logits, batch["label"].to(device))
 
     def validate() -> Validation:
-        logits, y = predict_logits(net, val_loader, device)
+        logits, y = predict_logits(net, val_loader, device, config.channels_last)
         loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         report = classification_report(y, probs, classes.class_names, classes.malignant_indices)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .common import (Distributed, config_argument_parser, config_from_args, read_index, seed_everything,
+from .common import (Distributed, config_argument_parser, config_from_args, place, read_index, seed_everything,
                      split, unwrap, write_run_files)
 from .config import Config
 from .data.augment import AUGMENT_PRESETS
@@ -50,18 +50,18 @@ def train(config: Config, resume: bool = False) -> Path:
                               sampler=sampler, num_workers=config.data.workers, drop_last=len(train_set) > optim.batch_size)
     val_loader = DataLoader(val_set, batch_size=optim.batch_size, num_workers=config.data.workers)
 
-    model = dist.wrap(create_segmenter(config.segmenter.model).to(device), device)
+    model = dist.wrap(place(create_segmenter(config.segmenter.model), device, config.channels_last), device)
     loss_fn = DiceBCELoss(bce_weight=config.segmenter.model.bce_weight)
     optimizer = make_optimizer(model, optim, unwrap(model).encoder.parameters())
 
     def train_step(batch) -> torch.Tensor:
-        images, masks = (t.to(device) for t in batch)
+        images, masks = (place(t, device, config.channels_last) for t in batch)
         return loss_fn(model(images), masks)
 
     def validate() -> Validation:
         losses, dice = [], []
         for images, masks in val_loader:
-            images, masks = images.to(device), masks.to(device)
+            images, masks = (place(t, device, config.channels_last) for t in (images, masks))
             logits = unwrap(model)(images)
             losses.append(float(loss_fn(logits, masks)) * len(images))
             dice.extend(_dice_per_image(logits > 0, masks > 0.5))
