@@ -21,6 +21,7 @@ from pathlib import Path
 
 VARIANTS = ("nchw", "nhwc", "nhwc-compile")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's training code, installed or not
 
 
 def measure(config_path: str, variant: str, steps: int, batch: int | None) -> dict:
@@ -74,18 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(args.config, args.worker, args.steps, args.batch)))
         return 0
+    config = str(Path(args.config).resolve())  # the worker runs in the repository root
     print(f"{args.config}: seconds per training step (forward, backward, AdamW)")
+    failed = 0
     for variant in args.variants:
-        command = [sys.executable, __file__, "--config", args.config, "--worker", variant, "--steps", str(args.steps)]
+        command = [sys.executable, __file__, "--config", config, "--worker", variant, "--steps", str(args.steps)]
         command += ["--batch", str(args.batch)] if args.batch else []
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if run.returncode != 0:
             print(f"{variant:>13}: failed: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
+            failed += 1
             continue
         result = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"{variant:>13}: {result['s_per_step']:.2f} s/step (batch {result['batch']}, {result['input_size']} px, "
               f"{result['threads']} threads; warm-up {result['warm_up_s']:.0f} s)")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -115,9 +115,9 @@ class Config:
     out_dir: str = "runs/default"  # every checkpoint, cache and report of this config goes here
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    # Convolutions in NHWC ("channels last") while training and evaluating: about 20 % faster
-    # training steps on the CPU than NCHW (docs/results.md). Results differ from NCHW only by
-    # float rounding; false reproduces runs made before this setting existed.
+    # Convolutions in NHWC ("channels last") while training and evaluating: about 30 % less time
+    # per training step on the CPU than NCHW (bench/train_step.py, docs/results.md). Results
+    # differ from NCHW only by float rounding; false reproduces runs made before this setting.
     channels_last: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     segmenter: SegmenterTrainConfig = field(default_factory=SegmenterTrainConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from .loop import Validation, fit, make_optimizer
 from .masks import cache_masks
 from .metrics import classification_report, validation_score
 from .models.fusion import FusionClassifier, backbone_parameters, freeze_backbones
-from .models.weights import normalisation_for
+from .models.weights import normalisation_for, weights_kind
 
 
 def classifier_normalisation(config: Config) -> tuple[list[float], list[float]]:
@@ -56,6 +57,31 @@ def load_initial_weights(net: torch.nn.Module, state: dict[str, torch.Tensor], r
         raise ValueError("the init_from checkpoint does not fit this model outside classifier.init_reset ("
                          + "; ".join(problems) + "): reset those parts, or start from a matching checkpoint")
     net.load_state_dict(kept, strict=False)
+
+
+def check_stage(config: Config) -> None:
+    """Refuse stage settings that would train something other than what they seem to ask for.
+
+    A mask branch without pretrained weights that starts fresh (no ``init_from``, or reset by
+    ``init_reset``) must be trained: kept frozen it would feed random features for the whole run.
+    Every name in ``init_reset`` must be a part of the model (a typo would load what it meant to drop).
+    """
+    cls = config.classifier
+    if cls.init_reset and not cls.init_from:
+        raise SystemExit("error: classifier.init_reset only applies with classifier.init_from")
+    fresh_mask = weights_kind(cls.model.mask_weights) == "none" and (
+        not cls.init_from or any(p == "mask_backbone" or p.startswith("mask_backbone.") for p in cls.init_reset))
+    if cls.model.use_mask and cls.freeze_mask_backbone and fresh_mask:
+        raise SystemExit("error: classifier.freeze_mask_backbone would keep a mask branch without pretrained weights "
+                         "at its random initialisation: set freeze_mask_backbone: false to train it")
+    if cls.init_reset:
+        # The model's names without loading any weights (a hub spec would download them).
+        bare = replace(cls.model, image_weights=None, mask_weights=None)
+        parts = set(FusionClassifier(bare, DEFAULT_VOCABULARY.dim, 2).state_dict())
+        unknown = [p for p in cls.init_reset if not any(k == p or k.startswith(p + ".") for k in parts)]
+        if unknown:
+            raise SystemExit(f"error: classifier.init_reset names no part of the model: {', '.join(unknown)} "
+                             f"(parts: {', '.join(sorted({k.split('.')[0] for k in parts}))})")
 
 
 def _by_part(keys: list[str]) -> str:
@@ -101,6 +127,7 @@ def predict_logits(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 
 def train(config: Config, resume: bool = False) -> Path:
     """Train the classifier of ``config``; returns the best checkpoint (highest validation score)."""
+    check_stage(config)  # before the mask cache and before this stage's run files are written
     dist = Distributed.from_env()
     device = dist.device(config.device)
     stage_dir = config.classifier_dir
@@ -134,7 +161,10 @@ def train(config: Config, resume: bool = False) -> Path:
     model = dist.wrap(net, device)
     if config.classifier.init_from and not (resume and (stage_dir / "last.pt").is_file()):
         start = load_checkpoint(Path(config.classifier.init_from))
-        load_initial_weights(net, start["model"], config.classifier.init_reset)
+        try:
+            load_initial_weights(net, start["model"], config.classifier.init_reset)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from exc
         if dist.is_main:
             print(f"starting from the weights of {config.classifier.init_from}")
     optimizer = make_optimizer(model, optim, backbone_parameters(net, pretrained_only=True))

@@ -30,3 +30,12 @@ def test_one_variant_is_measured_in_this_process_with_the_batch_asked_for(tmp_pa
     config.write_text(TINY)
     result = train_step.measure(str(config), "nhwc", steps=1, batch=2)
     assert result["batch"] == 2 and result["input_size"] == 64 and result["s_per_step"] > 0
+
+
+def test_a_relative_config_works_from_another_folder_and_a_failure_exits_1(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "broken.yaml").write_text(TINY.replace("test_efficientnet", "no_such_backbone"))
+    monkeypatch.chdir(tmp_path)
+    assert train_step.main(["--config", "tiny.yaml", "--variants", "nhwc", "--steps", "1"]) == 0
+    assert train_step.main(["--config", "broken.yaml", "--variants", "nhwc", "--steps", "1"]) == 1
+    assert "nhwc: failed: " in capsys.readouterr().out

@@ -66,3 +66,32 @@ def test_only_pretrained_backbones_get_the_lower_backbone_learning_rate():
     assert {rate[id(p)] for p in model.image_backbone.parameters()} == {1.5e-4}
     assert {rate[id(p)] for p in model.mask_backbone.parameters()} == {3e-4}  # from scratch: the head's rate
     assert rate[id(model.head[0].weight)] == 3e-4
+
+
+def _stage(tmp_path, *overrides):
+    from ..conftest import tiny_overrides
+    return load_config(None, tiny_overrides(tmp_path) + list(overrides))
+
+
+def test_a_fresh_mask_branch_kept_frozen_is_refused_before_anything_runs(tmp_path):
+    from training.train_classifier import check_stage, train
+
+    light = ["classifier.model.mask_backbone=" + LIGHT, "classifier.model.mask_weights=null",
+             f"classifier.init_from={tmp_path / 'earlier' / 'last.pt'}",
+             "classifier.init_reset=[mask_backbone, mask_proj]", "classifier.stage_dir=light"]
+    with pytest.raises(SystemExit, match="freeze_mask_backbone would keep a mask branch without pretrained "
+                                         "weights at its random initialisation: set freeze_mask_backbone: false"):
+        train(_stage(tmp_path, *light, "classifier.freeze_mask_backbone=true"))
+    assert not (tmp_path / "light").exists()  # no run files, no mask cache
+    check_stage(_stage(tmp_path, *light, "classifier.freeze_mask_backbone=false"))
+    # An earlier stage's trained mask branch, carried over rather than reset, may stay frozen.
+    check_stage(_stage(tmp_path, *light[:3], "classifier.freeze_mask_backbone=true"))
+
+
+def test_init_reset_without_init_from_or_with_a_typo_is_refused(tmp_path):
+    from training.train_classifier import check_stage
+
+    with pytest.raises(SystemExit, match="init_reset only applies with classifier.init_from"):
+        check_stage(_stage(tmp_path, "classifier.init_reset=[mask_proj]"))
+    with pytest.raises(SystemExit, match=r"init_reset names no part of the model: mask_prj \(parts: .*mask_proj"):
+        check_stage(_stage(tmp_path, f"classifier.init_from={tmp_path / 'x.pt'}", "classifier.init_reset=[mask_prj]"))
