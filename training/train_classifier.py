@@ -84,6 +84,33 @@ def check_stage(config: Config) -> None:
                              f"(parts: {', '.join(sorted({k.split('.')[0] for k in parts}))})")
 
 
+# Model settings that change what the weights mean without changing their shapes.
+SAME_SHAPE_SETTINGS = ("image_backbone", "mask_backbone", "heads", "d_model", "use_meta", "use_mask", "fusion",
+                       "mask_input_mode", "mask_threshold")
+
+
+def check_start(start: dict, class_names: list[str], mean, std, model_cfg, reset: list[str]) -> None:
+    """ValueError unless the ``init_from`` checkpoint was trained for the same task and inputs.
+
+    Shapes alone miss these: the same number of classes in another order, other normalisation
+    of the pixels, another number of attention heads or mask threshold all load without a
+    complaint and train from weights that mean something else. A reset mask branch may differ.
+    """
+    problems = []
+    if start.get("class_names") is not None and list(start["class_names"]) != list(class_names):
+        problems.append(f"classes {start['class_names']} (this config: {list(class_names)})")
+    for name, value in (("mean", mean), ("std", std)):
+        if start.get(name) is not None and [round(float(v), 6) for v in start[name]] != [round(float(v), 6) for v in value]:
+            problems.append(f"pixel {name} {start[name]} (this config: {list(value)})")
+    earlier = start.get("model_config") or {}
+    swapped = {"mask_backbone"} if any(p == "mask_backbone" or p.startswith("mask_backbone.") for p in reset) else set()
+    for name in SAME_SHAPE_SETTINGS:
+        if name in earlier and name not in swapped and earlier[name] != getattr(model_cfg, name):
+            problems.append(f"model {name} {earlier[name]!r} (this config: {getattr(model_cfg, name)!r})")
+    if problems:
+        raise ValueError("the init_from checkpoint was trained with other " + "; ".join(problems))
+
+
 def _by_part(keys: list[str]) -> str:
     """'mask_proj (3 tensors), head (1 tensor)': state-dict keys counted by top-level part."""
     parts = Counter(key.split(".")[0] for key in keys)
@@ -162,6 +189,7 @@ def train(config: Config, resume: bool = False) -> Path:
     if config.classifier.init_from and not (resume and (stage_dir / "last.pt").is_file()):
         start = load_checkpoint(Path(config.classifier.init_from))
         try:
+            check_start(start, classes.class_names, mean, std, config.classifier.model, config.classifier.init_reset)
             load_initial_weights(net, start["model"], config.classifier.init_reset)
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from exc

@@ -95,3 +95,23 @@ def test_init_reset_without_init_from_or_with_a_typo_is_refused(tmp_path):
         check_stage(_stage(tmp_path, "classifier.init_reset=[mask_proj]"))
     with pytest.raises(SystemExit, match=r"init_reset names no part of the model: mask_prj \(parts: .*mask_proj"):
         check_stage(_stage(tmp_path, f"classifier.init_from={tmp_path / 'x.pt'}", "classifier.init_reset=[mask_prj]"))
+
+
+def test_a_start_trained_for_other_classes_or_inputs_is_refused_though_the_shapes_fit():
+    from training.inference import classifier_state
+    from training.train_classifier import check_start
+
+    cfg = FusionConfig(image_backbone="test_efficientnet", d_model=32, heads=4)
+    classes, mean, std = ["nv", "mel", "bkl", "bcc"], [0.5] * 3, [0.5] * 3
+    start = classifier_state(cfg, mean, std, DEFAULT_VOCABULARY.dim, classes)
+    check_start(start, classes, mean, std, cfg, [])  # the same: fine
+    with pytest.raises(ValueError, match=r"other classes \['nv', 'mel', 'bkl', 'bcc'\] \(this config: \['mel', 'nv'"):
+        check_start(start, ["mel", "nv", "bkl", "bcc"], mean, std, cfg, [])
+    with pytest.raises(ValueError, match=r"pixel mean \[0.5, 0.5, 0.5\]"):
+        check_start(start, classes, [0.485, 0.456, 0.406], std, cfg, [])
+    with pytest.raises(ValueError, match=r"model heads 4 \(this config: 8\)"):
+        check_start(start, classes, mean, std, FusionConfig(image_backbone="test_efficientnet", d_model=32, heads=8), [])
+    light = FusionConfig(image_backbone="test_efficientnet", mask_backbone=LIGHT, d_model=32, heads=4)
+    with pytest.raises(ValueError, match=r"model mask_backbone None \(this config: 'mobilenetv3_small_050'\)"):
+        check_start(start, classes, mean, std, light, [])
+    check_start(start, classes, mean, std, light, ["mask_backbone", "mask_proj"])  # swapped on purpose
