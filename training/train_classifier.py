@@ -39,16 +39,12 @@ def load_initial_weights(net: torch.nn.Module, state: dict[str, torch.Tensor], r
     A ``reset`` prefix that names nothing in the model is refused too (a typo would otherwise
     quietly load the weights it meant to drop).
     """
-    def reset_here(key: str) -> bool:
-        return any(key == prefix or key.startswith(prefix + ".") for prefix in reset)
-
     own = net.state_dict()
-    unknown = [prefix for prefix in reset if not any(key == prefix or key.startswith(prefix + ".") for key in own)]
+    unknown = _unknown_parts(reset, own)
     if unknown:
-        raise ValueError(f"classifier.init_reset names no part of the model: {', '.join(unknown)} "
-                         f"(parts: {', '.join(sorted({key.split('.')[0] for key in own}))})")
-    kept = {key: value for key, value in state.items() if not reset_here(key)}
-    wanted = {key for key in own if not reset_here(key)}
+        raise ValueError(unknown)
+    kept = {key: value for key, value in state.items() if not _in_part(key, reset)}
+    wanted = {key for key in own if not _in_part(key, reset)}
     missing, extra = sorted(wanted - set(kept)), sorted(set(kept) - wanted)
     shapes = sorted(key for key in wanted & set(kept) if tuple(kept[key].shape) != tuple(own[key].shape))
     problems = [f"{label}: {_by_part(keys)}" for label, keys in (
@@ -70,18 +66,16 @@ def check_stage(config: Config) -> None:
     if cls.init_reset and not cls.init_from:
         raise SystemExit("error: classifier.init_reset only applies with classifier.init_from")
     fresh_mask = weights_kind(cls.model.mask_weights) == "none" and (
-        not cls.init_from or any(p == "mask_backbone" or p.startswith("mask_backbone.") for p in cls.init_reset))
+        not cls.init_from or _swaps_mask_branch(cls.init_reset))
     if cls.model.use_mask and cls.freeze_mask_backbone and fresh_mask:
         raise SystemExit("error: classifier.freeze_mask_backbone would keep a mask branch without pretrained weights "
                          "at its random initialisation: set freeze_mask_backbone: false to train it")
     if cls.init_reset:
         # The model's names without loading any weights (a hub spec would download them).
         bare = replace(cls.model, image_weights=None, mask_weights=None)
-        parts = set(FusionClassifier(bare, DEFAULT_VOCABULARY.dim, 2).state_dict())
-        unknown = [p for p in cls.init_reset if not any(k == p or k.startswith(p + ".") for k in parts)]
+        unknown = _unknown_parts(cls.init_reset, FusionClassifier(bare, DEFAULT_VOCABULARY.dim, 2).state_dict())
         if unknown:
-            raise SystemExit(f"error: classifier.init_reset names no part of the model: {', '.join(unknown)} "
-                             f"(parts: {', '.join(sorted({k.split('.')[0] for k in parts}))})")
+            raise SystemExit(f"error: {unknown}")
 
 
 # Model settings that change what the weights mean without changing their shapes.
@@ -103,12 +97,31 @@ def check_start(start: dict, class_names: list[str], mean, std, model_cfg, reset
         if start.get(name) is not None and [round(float(v), 6) for v in start[name]] != [round(float(v), 6) for v in value]:
             problems.append(f"pixel {name} {start[name]} (this config: {list(value)})")
     earlier = start.get("model_config") or {}
-    swapped = {"mask_backbone"} if any(p == "mask_backbone" or p.startswith("mask_backbone.") for p in reset) else set()
+    swapped = {"mask_backbone"} if _swaps_mask_branch(reset) else set()
     for name in SAME_SHAPE_SETTINGS:
         if name in earlier and name not in swapped and earlier[name] != getattr(model_cfg, name):
             problems.append(f"model {name} {earlier[name]!r} (this config: {getattr(model_cfg, name)!r})")
     if problems:
         raise ValueError("the init_from checkpoint was trained with other " + "; ".join(problems))
+
+
+def _in_part(key: str, parts: list[str]) -> bool:
+    """Whether a state-dict key (or a deeper name) lies in one of ``parts`` (state-dict prefixes)."""
+    return any(key == part or key.startswith(part + ".") for part in parts)
+
+
+def _swaps_mask_branch(reset: list[str]) -> bool:
+    """Whether ``init_reset`` starts the mask branch's backbone (or a piece of it) fresh."""
+    return any(_in_part(name, ["mask_backbone"]) for name in reset)
+
+
+def _unknown_parts(reset: list[str], keys) -> str | None:
+    """The refusal for names in ``reset`` that are no part of a model with these state-dict keys."""
+    unknown = [name for name in reset if not any(_in_part(key, [name]) for key in keys)]
+    if not unknown:
+        return None
+    return (f"classifier.init_reset names no part of the model: {', '.join(unknown)} "
+            f"(parts: {', '.join(sorted({key.split('.')[0] for key in keys}))})")
 
 
 def _by_part(keys: list[str]) -> str:
