@@ -99,10 +99,17 @@ def check_start(start: dict, class_names: list[str], mean, std, model_cfg, reset
     earlier = start.get("model_config") or {}
     swapped = {"mask_backbone"} if _swaps_mask_branch(reset) else set()
     for name in SAME_SHAPE_SETTINGS:
-        if name in earlier and name not in swapped and earlier[name] != getattr(model_cfg, name):
+        if name in earlier and name not in swapped and _effective(earlier, name) != _effective(vars(model_cfg), name):
             problems.append(f"model {name} {earlier[name]!r} (this config: {getattr(model_cfg, name)!r})")
     if problems:
         raise ValueError("the init_from checkpoint was trained with other " + "; ".join(problems))
+
+
+def _effective(model_config: dict, name: str):
+    """A model setting as the model reads it: no mask backbone means the image backbone's twin."""
+    if name == "mask_backbone":
+        return model_config.get("mask_backbone") or model_config.get("image_backbone")
+    return model_config.get(name)
 
 
 def _in_part(key: str, parts: list[str]) -> bool:

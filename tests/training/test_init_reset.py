@@ -115,3 +115,6 @@ def test_a_start_trained_for_other_classes_or_inputs_is_refused_though_the_shape
     with pytest.raises(ValueError, match=r"model mask_backbone None \(this config: 'mobilenetv3_small_050'\)"):
         check_start(start, classes, mean, std, light, [])
     check_start(start, classes, mean, std, light, ["mask_backbone", "mask_proj"])  # swapped on purpose
+    # No mask backbone means the image backbone's twin: naming it outright is the same model.
+    twin = FusionConfig(image_backbone="test_efficientnet", mask_backbone="test_efficientnet", d_model=32, heads=4)
+    check_start(start, classes, mean, std, twin, [])
