@@ -84,7 +84,10 @@ class _Child:
             code = self.process.wait()
             self.kill()
             cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            raise ImageDecodeError(f"the decoder crashed on this file ({cause})") from None
+            # SIGKILL comes from outside (the kernel's out-of-memory killer, an admin): the file
+            # may well decode another night. A crash of the decoder's own is the file's doing.
+            raise ImageDecodeError(f"the decoder crashed on this file ({cause})",
+                                   transient=code == -signal.SIGKILL) from None
         if kind == "ok":
             return value
         raise ImageDecodeError(value, transient=transient)

@@ -43,6 +43,8 @@ DEFAULT_PREFETCH = 2
 # The overlay is for a quick look; a capped size keeps a kept full-resolution image out of memory.
 OVERLAY_MAX_SIDE = 1024
 OVERLAY_COLOUR = (0, 255, 0)  # BGR green: visible on skin tones and dark lesions alike
+NOT_A_NUMBER = ("the model's output for this image is not a number (NaN or infinity; with a TensorRT FP16 "
+                "engine, --backend onnxruntime may succeed)")
 
 
 # -- plan: what to screen ------------------------------------------------------------------------
@@ -352,9 +354,16 @@ def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
     by_image: dict[str, Outcome] = {}
     for item, result in zip(ready, _run_models(ready, backend, tta) if ready else []):
         if isinstance(result, str):
-            by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, result)
+            # Retried by --resume: out of memory, a lost GPU or a broken install passes, and the
+            # image itself decoded fine.
+            by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, result, retry=True)
             continue
         mask, logits, attention = result
+        if not (np.isfinite(logits).all() and np.isfinite(mask).all()):
+            # A NaN risk would print as "nan", flag as routine and scramble the ranking; an FP16
+            # engine's overflow is the likely cause, so another backend (or night) may succeed.
+            by_image[item.job.image] = error_outcome(item.job.image, item.job.fingerprint, NOT_A_NUMBER, retry=True)
+            continue
         outcome = postprocess(item.job, mask, logits, manifest)
         if save_masks is not None:
             try:
@@ -363,7 +372,7 @@ def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
                 outcome = replace(outcome, warnings=(*outcome.warnings, f"mask not saved ({_one_line(exc)})"))
         if views is not None:
             try:
-                views.add(item.job.image, item.thumbnail, mask, attention)
+                views.add(item.job.image, item.thumbnail, mask, attention, fingerprint=item.job.fingerprint)
             except OSError as exc:
                 outcome = replace(outcome, warnings=(*outcome.warnings, f"report picture not saved ({_one_line(exc)})"))
         by_image[item.job.image] = outcome

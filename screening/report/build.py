@@ -17,9 +17,9 @@ from ..errors import InputError
 from ..images import discover_images
 from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
-from ..results import OK, summary_path
+from ..results import OK, display_name, summary_path
 from .render import ReportHeader, asset_folder, render_report, write_report
-from .rows import Results, read_results
+from .rows import Results, read_results, screened_fingerprints
 from .views import ViewWriter, read_views, thumbnails_from_files
 
 
@@ -76,15 +76,21 @@ def build_report(request: ReportRequest) -> ReportStats:
     results = read_results(request.results, class_names, request.patients)
     folder = asset_folder(request.out)
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
-    views = read_views(folder)
+    screened = screened_fingerprints(request.results)
+    # Pictures of another screening of the same path (a new file, other metadata) are not this
+    # row's: made again below rather than shown beside another image's risk.
+    views = {image: view for image, view in read_views(folder).items()
+             if not view.fingerprint or screened.get(image, view.fingerprint) == view.fingerprint}
+    found = _discovered(request.images_dir)  # displayed name -> the file's own name
     made = 0
-    without = [r.image for r in results.rows if r.status == OK and r.image not in views]
-    if without and request.images_dir is not None and Path(request.images_dir).is_dir():
+    without = [found[r.image] for r in results.rows if r.status == OK and r.image not in views and r.image in found]
+    if without:
         with ViewWriter(folder, queries, manifest.mask_threshold if manifest else 0.5) as writer:
-            for view in thumbnails_from_files(without, Path(request.images_dir), writer):
+            for view in thumbnails_from_files(without, Path(request.images_dir), writer, screened):
                 views[view.image] = view
                 made += 1
-    missing = _missing(results, request.images_dir)
+    have = {r.image for r in results.rows}
+    missing = [image for image in found if image not in have]
     header = _header(request, results, manifest)
     labels = {c.name: c.label for c in manifest.classes} if manifest else {}
     html = render_report(results, views, header, labels, request.out, request.meta, missing,
@@ -96,11 +102,12 @@ def build_report(request: ReportRequest) -> ReportStats:
     return ReportStats(Path(request.out), len(results.rows), made, len(missing))
 
 
-def _missing(results: Results, images_dir: Path | None) -> list[str]:
+def _discovered(images_dir: Path | None) -> dict[str, str]:
+    """The images of the folder by the name the results show (a name that is not UTF-8 is
+    shown with escapes, and opened by its own bytes)."""
     if images_dir is None or not Path(images_dir).is_dir():
-        return []
-    have = {r.image for r in results.rows}
-    return [image for image in discover_images(images_dir).images if image not in have]
+        return {}
+    return {display_name(image): image for image in discover_images(images_dir).images}
 
 
 def _header(request: ReportRequest, results: Results, manifest: Manifest | None) -> ReportHeader:
@@ -169,5 +176,5 @@ def view_writer(report: Path | None, manifest: Manifest) -> ViewWriter | None:
 def metadata_as_read(jobs: Iterable[Any], vocabulary: MetadataVocabulary) -> dict[str, str]:
     """image -> "50-59 · male · upper_body": the metadata the model was given, per image job."""
     ages, sexes, sites = vocabulary.age_bins, vocabulary.sexes, vocabulary.sites
-    return {job.image: f"{ages[job.meta.age]} · {sexes[job.meta.sex]} · {sites[job.meta.site]}"
+    return {display_name(job.image): f"{ages[job.meta.age]} · {sexes[job.meta.sex]} · {sites[job.meta.site]}"
             for job in jobs}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..journal import JournalHeader, journal_path
-from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, neutralise, rank_rows
+from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, neutralise, rank_rows
 
 TOP_CLASSES = 3  # classes listed per row, most probable first
 # Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
@@ -132,6 +132,22 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
     Raises:
         InputError: the file is not a screening journal.
     """
+    header, outcomes = _journal(path)
+    patients = patients or {}
+    names = list(header.classes) or class_names
+    ranked = rank_rows(ResultRow(o, patients.get(o.image, "")) for o in outcomes.values())
+    # Names as the CSV shows them: the report's rows, pictures and page all use that form.
+    rows = [ReportRow(rank=rank, image=display_name(r.outcome.image), patient_id=r.patient_id,
+                      status=r.outcome.status,
+                      risk=None if r.outcome.risk is None else round(r.outcome.risk, DECIMALS),
+                      probabilities=dict(zip(names, r.outcome.probabilities)),
+                      lesion_area=r.outcome.lesion_area, error=r.outcome.error,
+                      warnings=list(r.outcome.warnings), bundle=header.bundle)
+            for rank, r in ranked]
+    return Results(rows, "journal (the run did not finish)", bundle=header.bundle)
+
+
+def _journal(path: Path) -> tuple[JournalHeader, dict[str, Outcome]]:
     try:
         lines = Path(path).read_bytes().split(b"\n")
     except OSError as exc:
@@ -146,16 +162,19 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
         except ValueError:  # a torn last line or damage: that image counts as missing
             continue
         outcomes[outcome.image] = outcome
-    patients = patients or {}
-    names = list(header.classes) or class_names
-    ranked = rank_rows(ResultRow(o, patients.get(o.image, "")) for o in outcomes.values())
-    rows = [ReportRow(rank=rank, image=r.outcome.image, patient_id=r.patient_id, status=r.outcome.status,
-                      risk=None if r.outcome.risk is None else round(r.outcome.risk, DECIMALS),
-                      probabilities=dict(zip(names, r.outcome.probabilities)),
-                      lesion_area=r.outcome.lesion_area, error=r.outcome.error,
-                      warnings=list(r.outcome.warnings), bundle=header.bundle)
-            for rank, r in ranked]
-    return Results(rows, "journal (the run did not finish)", bundle=header.bundle)
+    return header, outcomes
+
+
+def screened_fingerprints(results: Path) -> dict[str, str]:
+    """Displayed image name -> the fingerprint (content and metadata) of its screening, from the
+    run's journal; {} when there is none to read. What the report's pictures must show."""
+    results = Path(results)
+    path = results if results.name.endswith(".journal") else journal_path(results)
+    try:
+        _, outcomes = _journal(path)
+    except InputError:
+        return {}
+    return {display_name(image): outcome.fingerprint for image, outcome in outcomes.items()}
 
 
 def read_results(path: Path, class_names: list[str], patients: dict[str, str] | None = None) -> Results:

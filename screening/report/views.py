@@ -20,6 +20,7 @@ import numpy as np
 
 from ..attention import QUERY_LABELS, normalised_maps
 from ..images import load_image
+from ..results import display_name
 
 THUMB_SIDE = 200  # px, longest side: sharp at the page's 100 px display size on a 2x screen
 THUMB_QUALITY = 80  # JPEG quality: about 8 KB per dermoscopy thumbnail
@@ -32,11 +33,14 @@ OUTLINE_SCALE = 1000  # outline coordinates are integers in 0..1000 of the image
 class View:
     """One image's visual material for the report."""
 
-    image: str  # path relative to the images folder, as in the results
+    image: str  # path relative to the images folder, as the results CSV shows it (display_name)
     thumb: str  # file name inside the thumbs folder; "" when there is none
     size: tuple[int, int]  # thumbnail (width, height) in pixels
     outline: str = ""  # SVG path of the lesion mask's outer contours, in 0..1000 x 0..1000
     attention: tuple[dict[str, Any], ...] = ()  # per query: label, grid [h, w], values 0..255, peak
+    # The screened content and metadata (the journal's fingerprint) these pictures show: a run
+    # that screens a new file at the same path without making pictures leaves them stale.
+    fingerprint: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
@@ -46,7 +50,8 @@ class View:
         data = json.loads(line)
         return cls(image=str(data["image"]), thumb=str(data["thumb"]),
                    size=(int(data["size"][0]), int(data["size"][1])), outline=str(data.get("outline", "")),
-                   attention=tuple(dict(a) for a in data.get("attention", ())))
+                   attention=tuple(dict(a) for a in data.get("attention", ())),
+                   fingerprint=str(data.get("fingerprint", "")))
 
 
 def thumb_name(image: str) -> str:
@@ -144,17 +149,21 @@ class ViewWriter:
             self._handle = None
 
     def add(self, image: str, thumb: np.ndarray | None, mask: np.ndarray | None = None,
-            attention: np.ndarray | None = None) -> View:
-        """Record one image: its thumbnail (RGB), model-size mask and (Q, h, w) attention."""
+            attention: np.ndarray | None = None, fingerprint: str = "") -> View:
+        """Record one image: its thumbnail (RGB), model-size mask and (Q, h, w) attention.
+
+        ``image`` as discovery gave it; recorded as the CSV shows it (a name that is not UTF-8
+        with escapes), which is also what keeps the views file writable.
+        """
         name = ""
         size = (0, 0)
         if thumb is not None:
             name = thumb_name(image)
             write_new_file(self.folder / THUMBS / name, encode_jpeg(thumb))
             size = (int(thumb.shape[1]), int(thumb.shape[0]))
-        view = View(image=image, thumb=name, size=size,
+        view = View(image=display_name(image), thumb=name, size=size,
                     outline="" if mask is None else outline_path(mask, self.threshold),
-                    attention=attention_views(attention, self.queries))
+                    attention=attention_views(attention, self.queries), fingerprint=fingerprint)
         self._handle.write(view.to_json() + "\n")
         return view
 
@@ -181,20 +190,25 @@ def read_views(folder: Path) -> dict[str, View]:
             except (ValueError, KeyError, TypeError, IndexError):
                 continue
             if view.thumb and view.thumb not in present:
-                view = View(view.image, "", (0, 0), view.outline, view.attention)
+                view = View(view.image, "", (0, 0), view.outline, view.attention, view.fingerprint)
             views[view.image] = view
     return views
 
 
-def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter) -> Iterator[View]:
+def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter,
+                          fingerprints: dict[str, str] | None = None) -> Iterator[View]:
     """Views with a thumbnail only, decoding each image from ``root`` (for images screened
     earlier without ``--report``, or a report rebuilt by ``screen report``).
 
-    An image that cannot be read any more gets a view without a thumbnail.
+    ``images`` as discovery gives them (the file names to open); ``fingerprints`` (by displayed
+    name) says which screening each picture is made for. An image that cannot be read any more
+    gets a view without a thumbnail.
     """
+    fingerprints = fingerprints or {}
     for image in images:
+        fingerprint = fingerprints.get(display_name(image), "")
         try:
             decoded = load_image(Path(root) / image, (THUMB_SIDE, THUMB_SIDE))
-            yield writer.add(image, thumbnail(decoded.rgb))
+            yield writer.add(image, thumbnail(decoded.rgb), fingerprint=fingerprint)
         except Exception:  # a vanished or unreadable file only costs its picture
-            yield writer.add(image, None)
+            yield writer.add(image, None, fingerprint=fingerprint)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -309,6 +310,32 @@ def test_discovery_and_journal_keep_any_byte_name(tmp_path_factory, names: set[b
         shown.encode("utf-8")  # always writable to the CSV
         line = Outcome(image, "f", "error", error="x").to_json().encode("utf-8", "backslashreplace")
         assert Outcome.from_json(line.decode("utf-8")).image == image  # the journal key survives
+
+
+@pytest.mark.parametrize("signum, transient", [(signal.SIGKILL, True), (signal.SIGSEGV, False)])
+def test_a_decoder_killed_from_outside_is_retried_and_one_that_crashes_is_not(
+        tmp_path: Path, signum: int, transient: bool) -> None:
+    # SIGKILL is the out-of-memory killer's (or an admin's): another night may decode the file.
+    # A decoder that crashes by itself (SIGSEGV) would crash on this file every night.
+    from screening.decode_pool import DecodeLimits, DecodePool
+
+    slow = tmp_path / "slow.jpg"
+    slow.write_bytes(progressive_jpeg(4096, MAX_JPEG_SCANS))  # minutes of decoding
+    with DecodePool(1, DecodeLimits(time_budget_s=120, max_decode_bytes=1 << 31)) as pool:
+        def kill_the_decoder() -> None:
+            deadline = time.monotonic() + 60
+            while not pool._children and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            os.kill(pool._children[0].process.pid, signum)
+
+        killer = threading.Thread(target=kill_the_decoder)
+        killer.start()
+        with pytest.raises(ImageDecodeError) as raised:
+            pool.load(slow, (64, 64))
+        killer.join()
+    assert raised.value.reason == f"the decoder crashed on this file (signal {signal.Signals(signum).name})"
+    assert raised.value.transient is transient
 
 
 # -- Ctrl-C and kill while a decoder is busy -------------------------------------------------------

@@ -224,7 +224,31 @@ def test_a_failing_batch_is_retried_image_by_image(tmp_path: Path, manifest, bac
     outcomes = run_all([job(f"{i}.png", manifest) for i in range(4)], tmp_path, poisoned, batch_size=4)
     assert [o.status for o in outcomes] == ["ok", "ok", "error", "ok"]
     assert outcomes[2].error == "inference failed (RuntimeError: poisoned input)"
+    assert outcomes[2].retry  # out of memory or a lost GPU passes: --resume tries it again
+    assert not outcomes[0].retry
     assert poisoned.batch_sizes == [4, 1, 1, 1, 1]
+
+
+class OverflowingBackend(PoisonedBackend):
+    """The real backend, except that an all-white image's logits overflow (an FP16 engine's NaN)."""
+
+    def run_batch(self, seg_image, cls_image, meta) -> BatchOutputs:
+        outputs = self.inner.run_batch(seg_image, cls_image, meta)
+        white = seg_image.reshape(len(seg_image), -1).min(axis=1) > 1.9
+        outputs.logits[white] = np.nan
+        return outputs
+
+
+def test_a_nan_model_output_is_a_retried_error_row_not_a_routine_nan_risk(tmp_path: Path, manifest, backend) -> None:
+    for i in range(3):
+        write_image(tmp_path / f"{i}.png", lesion_rgb(i))
+    write_image(tmp_path / "1.png", np.full((64, 64, 3), 255, np.uint8))
+    outcomes = run_all([job(f"{i}.png", manifest) for i in range(3)], tmp_path, OverflowingBackend(backend),
+                       batch_size=3)
+    assert [o.status for o in outcomes] == ["ok", "error", "ok"]
+    assert outcomes[1].risk is None and outcomes[1].retry
+    assert "not a number" in outcomes[1].error
+    assert all(np.isfinite(o.risk) for o in (outcomes[0], outcomes[2]))
 
 
 def test_save_masks_writes_binary_masks_at_original_size_and_overlays(tmp_path: Path, manifest, backend) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -13,6 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bundle_factory import write_image
 from report_factory import HOSTILE_IDS, screen_with_report, screened_folder
 from screening.cli import cli
 from screening.errors import InputError
@@ -176,3 +179,41 @@ def test_new_marker_and_flag_only_when_they_tell_something(tmp_path):
     fresh.write_text(header + "1,a.jpg,P1,0.9,,ok,2026-11-29T02:00:00+00:00,yes\n", encoding="utf-8")
     results = read_results_csv(fresh)
     assert not results.has_new and not results.has_flag  # every row new, no operating point
+
+
+def test_a_file_name_that_is_not_utf8_gets_its_row_and_pictures_in_the_report(tmp_path):
+    """A camera that names files in Latin-1 must not crash the nightly --report run."""
+    paths = screened_folder(tmp_path, n=3)
+    latin1 = os.fsencode(paths["images"]) + b"/caf\xe9.png"
+    Path(os.fsdecode(latin1)).write_bytes(paths["images"].joinpath("img_001.png").read_bytes())
+    result = screen_with_report(paths)
+    assert result.exit_code == 0, result.output
+    rows = {row["i"]: row for row in page_data(paths["report"])["rows"]}
+    assert "caf\\xe9.png" in rows and (paths["report"].parent / rows["caf\\xe9.png"]["t"]).is_file()
+    assert "of the folder have no result" not in paths["report"].read_text(encoding="utf-8")
+    # Rebuilt by `screen report` without the pictures: the thumbnail is made from the file itself.
+    shutil.rmtree(paths["report"].with_name("report_files"))
+    result = CliRunner().invoke(cli, ["report", str(paths["out"]), "--images", str(paths["images"]),
+                                      "--out", str(paths["report"]), "--bundle", str(paths["bundle"])])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"Report: {paths['report']} (5 rows, 4 thumbnails made)"
+    assert page_data(paths["report"])["rows"][0]["t"]
+
+
+def test_pictures_of_a_file_since_replaced_are_not_shown_beside_its_new_result(tmp_path):
+    """A new file at an old path, screened by a run without --report, gets its own thumbnail."""
+    paths = screened_folder(tmp_path, n=3)
+    assert screen_with_report(paths).exit_code == 0
+    target = paths["images"] / "img_001.png"
+    write_image(target, np.full((96, 96, 3), (20, 40, 230), np.uint8))  # blue, not a lesion
+    args = ["folder", paths["images"], "--meta", paths["meta"], "--out", paths["out"], "--bundle",
+            paths["bundle"], "--backend", "onnxruntime", "--quiet", "--resume"]  # the nightly job
+    assert CliRunner().invoke(cli, [str(a) for a in args]).exit_code == 0
+    result = CliRunner().invoke(cli, ["report", str(paths["out"]), "--images", str(paths["images"]),
+                                      "--out", str(paths["report"]), "--bundle", str(paths["bundle"])])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"Report: {paths['report']} (4 rows, 1 thumbnails made)"
+    row = next(r for r in page_data(paths["report"])["rows"] if r["i"] == "img_001.png")
+    thumb = cv2.imread(str(paths["report"].parent / row["t"]))
+    assert thumb[..., 0].mean() > 150 > thumb[..., 2].mean()  # blue (BGR), the new file's pixels
+    assert "o" not in row or not row["o"]  # no outline of the old lesion
