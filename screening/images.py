@@ -341,7 +341,10 @@ def _check_cost(header: Header, factor: int, max_decode_bytes: int) -> None:
             f"decoding needs {needed / 2**20:.0f} MiB ({header.width}x{header.height} pixels x "
             f"{header.channels} channels x {header.sample_bytes} {sample}"
             f"{', progressive' if header.progressive else ''}), above the "
-            f"{max_decode_bytes / 2**20:g} MiB limit")
+            f"{max_decode_bytes / 2**20:g} MiB limit",
+            # The limit is an option: a run given a higher --max-decode-mib tries again, and
+            # refusing from the header again costs nothing.
+            transient=True)
 
 
 def load_image(path: Path, min_size: tuple[int, int], *,

@@ -272,7 +272,10 @@ def load_manifest(bundle_dir: Path, verify_files: bool = True) -> Manifest:
             model_path = bundle_dir / spec.file
             if not model_path.is_file():
                 raise BundleError(f"{model_path} listed in the manifest is missing")
-            actual = sha256_file(model_path)
+            try:
+                actual = sha256_file(model_path)
+            except OSError as exc:  # the bundle's problem (exit 3), not the results' (exit 2)
+                raise BundleError(f"cannot read {model_path}: {exc.strerror or exc}") from None
             if actual != spec.sha256:
                 raise BundleError(f"{model_path} does not match its manifest sha256 "
                                   f"(expected {spec.sha256[:12]}…, found {actual[:12]}…): "

@@ -245,7 +245,7 @@ def _decode(path: Path, data: bytes, warnings: list[str]) -> str:
         return "\n".join(_ansi(line)[0] if number in ansi else line.decode("utf-8")
                          for number, line in enumerate(lines, start=1))
     # Excel on Windows saves "CSV" in the ANSI code page; Latin-1 reads any byte at all.
-    text, label = _ansi(data)
+    text, label = _ansi(data.removeprefix(b"\xef\xbb\xbf"))  # a BOM would read as "ï»¿" before the header
     evidence = f"{shown} not UTF-8" + (f", only {utf8_lines} {'is' if utf8_lines == 1 else 'are'}"
                                        if utf8_lines else "")
     warnings.append(f"metadata CSV {path} is not UTF-8 ({evidence}); read it as {label}")

@@ -18,7 +18,7 @@ from .backends import open_backend
 from .backends.bundle import BundleBackend
 from .errors import InputError
 from .tta import TTA_MODES
-from .images import discover_images
+from .images import IMAGE_SUFFIXES, discover_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location
@@ -28,7 +28,7 @@ from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
 from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
 from .progress import Reporter
-from .report.build import check_report_path, view_writer
+from .report.build import ReportRequest, build_report, check_report_path, metadata_as_read, view_writer
 if TYPE_CHECKING:  # Ray is an optional extra, imported only by a --ray run
     from .distributed.run import RayScreening, RaySettings
 from .results import (history_path, OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
@@ -57,6 +57,7 @@ class FolderRequest:
     report: Path | None = None  # the HTML review report (screening.report); None = none
     operating_point: str | None = None  # name of the bundle's point for the flag; None = its default
     tta: str | None = None  # test-time augmentation (screening.tta); None = the bundle's default
+    allow_empty: bool = False  # no image files: write an empty CSV instead of failing
 
 
 def check_request(request: FolderRequest) -> None:
@@ -110,6 +111,11 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     reporter = reporter or Reporter()
     check_request(request)
     discovery = discover_images(request.images_dir)
+    if not discovery.images and not request.allow_empty:
+        # Before anything is written: last night's results stay, and the job fails loudly.
+        raise InputError(f"no image files found in {request.images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}, "
+                         f"recursively): nothing screened and the last results left as they were; is the "
+                         f"share mounted? (--allow-empty writes an empty results CSV)")
     # Again with the images found: one of them may be a link to where --out points.
     check_output_location(request.output, request.images_dir, request.meta_csv, discovery.images)
     for message in discovery.skipped:
@@ -141,19 +147,22 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
                                   table.extra_columns if request.keep_columns else [],
                                   threshold=point["threshold"] if point else None)
                 journal.compact(run.outcomes[job.image] for job in jobs)
-    summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
-                        jobs, ranked, run, time.monotonic() - started, point, started_at)
-    write_summary_json(summary, summary_path(request.output))
-    # The run history: one dated copy per run, so last week's nights can still be audited.
-    write_summary_json(summary, history_path(request.output, started_at))
-    if request.report is not None:
-        from .report.build import ReportRequest, build_report, metadata_as_read
-
-        build_report(ReportRequest(results=request.output, images_dir=request.images_dir, out=request.report,
-                                   manifest=manifest, backend=backend.description,
-                                   meta=metadata_as_read(jobs, manifest.metadata)))
-        reporter.info(f"report: {request.report}")
+                # Still under the lock: a run started meanwhile must not write its summary or
+                # report between this run's CSV and this run's summary.
+                summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
+                                    jobs, ranked, run, time.monotonic() - started, point, started_at)
+                write_summary_json(summary, summary_path(request.output))
+                # The run history: one dated copy per run, so last week's nights can still be audited.
+                write_summary_json(summary, history_path(request.output, started_at))
+                if request.report is not None:
+                    _write_report(request, manifest, backend.description, jobs)
+                    reporter.info(f"report: {request.report}")
     return summary
+
+
+def _write_report(request: FolderRequest, manifest: Manifest, backend: str, jobs: list[ImageJob]) -> None:
+    build_report(ReportRequest(results=request.output, images_dir=request.images_dir, out=request.report,
+                               manifest=manifest, backend=backend, meta=metadata_as_read(jobs, manifest.metadata)))
 
 
 @dataclass

@@ -21,8 +21,8 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0  all images screened (error rows are results too)
   1  unexpected internal failure
-  2  unusable input: images folder, metadata CSV, options, or a journal
-     that needs --resume
+  2  unusable input: images folder (also one without image files, unless
+     --allow-empty), metadata CSV, options, or a journal that needs --resume
   3  model bundle missing, malformed or modified
   4  requested backend unavailable on this machine
   5  output locked by another running screen
@@ -168,7 +168,7 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     if job.check:
         return run_check(images_dir, meta_csv, bundle if bundle is not None else default_bundle(), job)
     request = FolderRequest(
-        on_bundle_change=job.on_bundle_change, columns=job.columns,
+        on_bundle_change=job.on_bundle_change, columns=job.columns, allow_empty=job.allow_empty,
         decode_timeout_s=decode_timeout, max_decode_mib=max_decode_mib,
         images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,

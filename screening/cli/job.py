@@ -1,5 +1,5 @@
 """The options that make `screen folder` a nightly job: --config, --check, --column,
---on-bundle-change and --log-file.
+--on-bundle-change, --allow-empty and --log-file.
 
 They are added to the command by :func:`job_options`, which hands the command one
 :class:`JobOptions` (``job=``) and writes every error to the log file before it reaches the
@@ -30,6 +30,7 @@ class JobOptions:
     check: bool = False
     columns: tuple[tuple[str, str], ...] = ()  # (field, header) from --column FIELD=HEADER
     on_bundle_change: str = "rescreen"
+    allow_empty: bool = False  # a folder without image files is a result (an empty CSV), not a failure
     log: Any = None  # screening.progress.LogFile for --log-file, else None
 
 
@@ -93,7 +94,7 @@ def job_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def run(*args: Any, config: Path | None, check: bool, columns: tuple[str, ...], on_bundle_change: str,
-            log_file: Path | None, **kwargs: Any) -> Any:
+            allow_empty: bool, log_file: Path | None, **kwargs: Any) -> Any:
         log = None
         if log_file is not None:
             from ..progress import LogFile
@@ -108,11 +109,21 @@ def job_options(command: Callable) -> Callable:
             log.write(f"{ctx.command_path} started (pid {os.getpid()}): {given}")
         try:
             job = JobOptions(check=check, columns=tuple(_column(text) for text in columns),
-                             on_bundle_change=on_bundle_change, log=log)
+                             on_bundle_change=on_bundle_change, allow_empty=allow_empty, log=log)
             return command(*args, job=job, **kwargs)
         except (ScreeningError, click.ClickException) as error:
             if log is not None:
                 log.write(f"Error: {error}")
+            raise
+        except click.exceptions.Exit as stop:  # an interrupt (130, 143) or --check's verdict
+            if log is not None and stop.exit_code != 0:
+                log.write(f"Stopped with exit code {stop.exit_code}"
+                          + (": interrupted; finished images are kept in the journal, rerun with --resume"
+                             if stop.exit_code in (130, 143) else ""))
+            raise
+        except BaseException as error:  # a bug or Ctrl-C outside the screening: the log says so too
+            if log is not None:
+                log.write(f"Error: internal failure ({error.__class__.__name__}: {' '.join(str(error).split())})")
             raise
         finally:
             if log is not None:
@@ -136,6 +147,10 @@ def job_options(command: Callable) -> Callable:
                      help="With --resume, when the journal is from another bundle (or an edited "
                           "manifest): screen everything again with this bundle (a warning says so), "
                           "or fail (exit 2)."),
+        click.option("--allow-empty", is_flag=True,
+                     help="An images folder without image files is a failure (exit 2) and the last "
+                          "results are left as they were: an unmounted share or a mistyped path must "
+                          "not look like a quiet night. With this flag it writes an empty results CSV."),
         click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="Append timestamped lines to this file: the command, progress every 30 s, "
                           "warnings, errors and the summary."),

@@ -189,6 +189,10 @@ def test_png_bomb_is_refused_from_its_header(tmp_path: Path, tiny_bundle: Path) 
     assert_goods_ok(rows)
     assert rows["bomb.png"]["error"] == \
         "decoding needs 120 MiB (3000x3000 pixels x 4 channels x 2 bytes), above the 64 MiB limit"
+    # An admin who trusts the file raises the limit: --resume screens it, not the old error row.
+    result = screen(images, out, tiny_bundle, "--max-decode-mib", 256, "--resume")
+    assert result.exit_code == 0, result.output
+    assert rows_of(out)["bomb.png"]["status"] == "ok"
 
 
 # -- empty files -----------------------------------------------------------------------------------

@@ -50,6 +50,20 @@ def test_missing_model_file_is_refused(tmp_path):
         load_manifest(tmp_path)
 
 
+def test_an_unreadable_model_file_is_a_bundle_error_not_an_output_error(tmp_path, monkeypatch):
+    """A bundle copied with the wrong owner: exit 3 naming the file, not "cannot write the results"."""
+    import screening.manifest as manifest_module
+
+    save_manifest(make_manifest(tmp_path), tmp_path)
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(manifest_module, "sha256_file", denied)
+    with pytest.raises(BundleError, match=r"^cannot read .*segmenter.onnx: Permission denied$"):
+        load_manifest(tmp_path)
+
+
 def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match=r"manifest.json not found: not a model bundle"):
         load_manifest(tmp_path)

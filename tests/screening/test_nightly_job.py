@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -155,6 +156,44 @@ def test_an_error_goes_to_the_log_file_too(tmp_path: Path, make_folder, tiny_bun
     result = run(images, tmp_path / "missing.csv", tmp_path / "results.csv", tiny_bundle, "--log-file", log)
     assert result.exit_code == 2
     assert re.search(STAMP + r" Error: metadata file not found: ", log.read_text())
+
+
+def test_an_empty_or_unmounted_images_folder_fails_and_keeps_last_nights_results(
+        tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    images, meta = make_folder(3)
+    out, log = tmp_path / "results.csv", tmp_path / "screen.log"
+    assert run(images, meta, out, tiny_bundle, "--quiet").exit_code == 0
+    last_night = out.read_bytes(), journal_path(out).read_bytes()
+    for image in images.iterdir():  # the share is not mounted: an empty mount point
+        image.unlink()
+    result = run(images, meta, out, tiny_bundle, "--resume", "--quiet", "--log-file", log)
+    assert result.exit_code == 2
+    assert f"no image files found in {images}" in result.output and "is the share mounted?" in result.output
+    assert (out.read_bytes(), journal_path(out).read_bytes()) == last_night
+    assert re.search(STAMP + r" Error: no image files found in ", log.read_text())
+    # A clinic whose empty nights are normal says so: an empty results CSV (header only).
+    assert run(images, meta, out, tiny_bundle, "--resume", "--quiet", "--allow-empty").exit_code == 0
+    assert read_csv(out) == [] and out.read_text(encoding="utf-8-sig").startswith("rank,image,")
+
+
+@pytest.mark.parametrize("stop, logged", [
+    (lambda: (_ for _ in ()).throw(click.exceptions.Exit(130)),
+     "Stopped with exit code 130: interrupted; finished images are kept in the journal, rerun with --resume"),
+    (lambda: 1 / 0, "Error: internal failure (ZeroDivisionError: division by zero)"),
+])
+def test_an_interrupt_or_a_crash_is_in_the_log_file_too(tmp_path: Path, stop, logged: str) -> None:
+    """The alert says "see the log": the log must say why the night stopped, whatever stopped it."""
+    from screening.cli.job import job_options
+
+    @click.command()
+    @job_options
+    def night(job) -> None:
+        stop()
+
+    log = tmp_path / "screen.log"
+    result = CliRunner().invoke(night, ["--log-file", str(log)])
+    assert result.exit_code != 0
+    assert re.search(STAMP + " " + re.escape(logged), log.read_text())
 
 
 # -- upgrades under --resume ------------------------------------------------------------------------

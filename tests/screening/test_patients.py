@@ -144,6 +144,13 @@ def test_ansi_file_with_more_failing_lines_than_utf8_ones_is_read_as_ansi(tmp_pa
     assert "is not UTF-8 (lines 2, 4 are not UTF-8); read it as Windows-1252" in table.warnings[0]
 
 
+def test_a_bom_on_a_file_read_as_ansi_does_not_hide_the_header(tmp_path):
+    """A UTF-8 BOM, then lines an ANSI program added: still the image column, not "ï»¿image"."""
+    text = b"\xef\xbb\xbf" + "image,site\nA,épaule\nB,genou\nC,tête\n".encode("cp1252")
+    table = read_patients(write_bytes(tmp_path, text))
+    assert [table.match(k + ".jpg").row.site for k in "ABC"] == ["épaule", "genou", "tête"]
+
+
 def write_bytes(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "patients.csv"
     path.write_bytes(data)
