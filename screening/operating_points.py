@@ -4,7 +4,8 @@ An operating point turns the continuous risk into a decision a clinic can act on
 risk is at or above the threshold is flagged ``refer``, any other ``routine``. The threshold is
 fitted on labelled cases (at export, on the validation split; at ``screen calibrate``, on the
 clinic's own cases) as the *largest* threshold that still flags at least the target fraction of
-the malignant cases, so that it refers as few benign cases as that sensitivity allows. The
+the malignant cases (less a margin of RISK_MARGIN for rounding), so that it refers as few benign
+cases as that sensitivity allows. The
 specificity measured on the same cases travels with it, so a reader of the manifest knows what
 the threshold costs where it was fitted (and that elsewhere it may cost more).
 
@@ -26,6 +27,12 @@ DEFAULT_SENSITIVITIES = (0.90, 0.95)
 # At least this many malignant cases must be allowed to fall below the threshold. With fewer, the
 # threshold is simply the lowest-risk malignant case, and one case decides where it lies.
 MIN_MISSES = 2
+# The threshold sits this far below the risk of the malignant case that defines it. Screening
+# recomputes that case's risk from probabilities rounded to 6 decimals (and, for a recalibrated
+# bundle, from its own temperature), which moves it by about 1e-6: exactly on the case, half the
+# time it would come out routine and the point would miss its own sensitivity. The margin costs
+# at most the benign cases within 1e-5 below, and the specificity is measured with it.
+RISK_MARGIN = 1e-5
 # Keys of one operating point, as written in the manifest.
 KEYS = ("name", "target_sensitivity", "threshold", "sensitivity", "specificity", "n_malignant",
         "n_benign", "fitted_on")
@@ -43,6 +50,8 @@ def point_name(target: float) -> str:
 
 def malignant_needed(target: float) -> int:
     """Malignant cases needed to fit a threshold at sensitivity ``target`` (see MIN_MISSES)."""
+    if not 0.0 < target < 1.0:  # 1.0 would need infinitely many: no threshold is fitted at 100 %
+        raise InputError(f"sensitivity {target} must lie strictly between 0 and 1")
     return math.ceil(round(MIN_MISSES / (1.0 - target), 9))
 
 
@@ -88,9 +97,10 @@ def fit_operating_points(risk: Sequence[float] | np.ndarray, is_malignant: Seque
         if len(benign) == 0:
             raise TooFewCases(f"cannot measure the specificity of a {target:.0%} sensitivity threshold: "
                               f"there are no benign cases")
-        # The k-th highest malignant risk is the largest threshold flagging at least k of them.
+        # The k-th highest malignant risk is the largest threshold flagging at least k of them;
+        # the margin keeps that case above it when screening recomputes its risk.
         k = math.ceil(round(target * len(malignant), 9))
-        threshold = float(malignant[k - 1])
+        threshold = max(0.0, float(malignant[k - 1]) - RISK_MARGIN)
         points.append({
             "name": point_name(target),
             "target_sensitivity": target,

@@ -112,12 +112,19 @@ class PatientTable:
         for key in self._by_key:
             self._by_folded.setdefault(_folded(key), []).append(key)
         self._counts = counts
+        # normalised key -> (line, extra cells) of each row after the first: screening uses the
+        # first row (with a warning); a labels file must not hide a second diagnosis behind it.
+        self.repeats: dict[str, list[tuple[int, dict[str, str]]]] = {}
         # key -> number of rows, for keys written on more than one row
         self.duplicate_keys = {self._by_key[k].key: n for k, n in counts.items() if n > 1}
         self._matches = self._match_all(list(images)) if images is not None else {}
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def later_rows(self, row: PatientRow) -> list[tuple[int, dict[str, str]]]:
+        """(line, extra cells) of the rows after ``row`` with the same key, in file order."""
+        return self.repeats.get(_normal_key(row.key), [])
 
     def _match_all(self, images: list[str]) -> dict[str, Match]:
         """Match every image at once, so a key that fits several images is seen as ambiguous."""
@@ -370,10 +377,12 @@ def _columns(path: Path, header: list[str], warnings: list[str],
 
 
 def _rows(records: list[tuple[int, list[str]]], fields: dict[str, int],
-          extra: dict[str, int]) -> tuple[list[PatientRow], dict[str, int], int]:
-    """(first row of each key, rows per normalised key, rows without a key)."""
+          extra: dict[str, int]) -> tuple[list[PatientRow], dict[str, int], int, dict[str, list[tuple[int, dict[str, str]]]]]:
+    """(first row of each key, rows per normalised key, rows without a key, and the line and
+    extra cells of every later row of a repeated key)."""
     rows: list[PatientRow] = []
     counts: dict[str, int] = {}
+    repeats: dict[str, list[tuple[int, dict[str, str]]]] = {}
     blank_keys = 0
     for line, cells in records:
         value = {name: cells[index].strip() or None for name, index in fields.items()}
@@ -388,7 +397,9 @@ def _rows(records: list[tuple[int, list[str]]], fields: dict[str, int],
                 key=key, patient_id=value.get("patient_id"), age=value.get("age"),
                 sex=value.get("sex"), site=value.get("site"), line=line,
                 extra={name: cells[index].strip() for name, index in extra.items()}))
-    return rows, counts, blank_keys
+        else:
+            repeats.setdefault(normal, []).append((line, {name: cells[index].strip() for name, index in extra.items()}))
+    return rows, counts, blank_keys, repeats
 
 
 def read_patients(path: Path, *, images: Iterable[str] | None = None,
@@ -426,10 +437,12 @@ def read_patients(path: Path, *, images: Iterable[str] | None = None,
     header, records = _records(path, _decode(path, data, warnings))
     fields, extra = _columns(path, header, warnings, columns)
     names = [name.strip() for name in header]
-    rows, counts, blank_keys = _rows(records, fields, {names[i]: i for i in extra})
+    rows, counts, blank_keys, repeats = _rows(records, fields, {names[i]: i for i in extra})
     if blank_keys:
         warnings.append(f"{blank_keys} metadata row{'s' if blank_keys > 1 else ''} with an "
                         f"empty {names[fields['key']]} cell skipped")
     columns_found = {name: names[index] for name, index in fields.items()}
-    return PatientTable(path, rows, counts, columns_found, [names[i] for i in extra],
-                        warnings, images)
+    table = PatientTable(path, rows, counts, columns_found, [names[i] for i in extra],
+                         warnings, images)
+    table.repeats = repeats
+    return table

@@ -38,8 +38,8 @@ Example:
 \b
 The derived bundle keeps the ONNX files, gets version <version>+local.<name>, the temperature
 and operating points fitted on these cases, and their provenance (manifest "derived"). Use the
-results' journal (results.csv.journal, kept beside the CSV) for full-precision probabilities;
-the CSV's 6 decimals are used only when the journal is gone. Refused (exit 2) with fewer than
+results' journal (results.csv.journal, kept beside the CSV) when it is of the same run, else
+the CSV (both hold probabilities to 6 decimals). Refused (exit 2) with fewer than
 50 labelled cases or too few malignant ones for a sensitivity (20 for 90 %, 40 for 95 %)."""
 
 
@@ -63,9 +63,9 @@ def evaluate(source: Path, labels_csv: Path, meta_csv: Path | None, out_dir: Pat
     specificity at its operating points, calibration, with 95 % bootstrap intervals,
     overall and by site, sex, age band and source.
 
-    SOURCE is a results CSV of `screen folder` (its journal, if kept beside it, gives
-    full-precision probabilities), a results journal, or an images folder, which is
-    screened first (then --meta is required).
+    SOURCE is a results CSV of `screen folder` (its journal is read instead when it is
+    kept beside it), a results journal, or an images folder, which is screened first
+    (then --meta is required).
     """
     from ..errors import InputError
     from ..manifest import load_manifest

@@ -106,11 +106,17 @@ def read_labels(path: Path, images: list[str], manifest: Manifest) -> Labels:
     lookup = class_lookup(manifest)
     labels = Labels(truth={}, unmapped={}, no_label=[], no_row=[])
     matched_keys = []
+    conflicts = []
     for image in images:
         row = table.match(image).row
         if row is None:
             labels.no_row.append(image)
             continue
+        said = {normal_diagnosis(row.extra.get(diagnosis_column, ""))} | {
+            normal_diagnosis(cells.get(diagnosis_column, "")) for _, cells in table.later_rows(row)}
+        if len({lookup.get(text, text) for text in said}) > 1:
+            lines = [row.line, *(line for line, _ in table.later_rows(row))]
+            conflicts.append(f"{row.key} (lines {', '.join(map(str, lines))}: {' / '.join(sorted(said))})")
         matched_keys.append(row.key)
         labels.descriptors[image] = {
             "patient_id": row.patient_id or "", "age": row.age or "", "sex": row.sex or "",
@@ -122,5 +128,11 @@ def read_labels(path: Path, images: list[str], manifest: Manifest) -> Labels:
             labels.truth[image] = lookup[text]
         else:
             labels.unmapped[text] = labels.unmapped.get(text, 0) + 1
+    if conflicts:
+        # Screening uses a repeated key's first row; here that could make a melanoma (a later
+        # histology row, say) a benign case of the validation and of the fitted thresholds.
+        shown = "; ".join(conflicts[:5]) + (f"; and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
+        raise InputError(f"{path} gives one image more than one diagnosis: {shown}. Keep one row per "
+                         f"image with its final diagnosis")
     labels.rows_without_image = table.unmatched_keys(matched_keys)
     return labels

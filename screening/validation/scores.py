@@ -1,9 +1,12 @@
 """The model's scores for local validation, read back from a screening run.
 
-The results CSV prints probabilities to 6 decimals, which is plenty for ranking and AUCs but not
-for refitting a temperature: a probability printed as 0.000000 has lost its logarithm. The
-journal beside the CSV (``results.csv.journal``) keeps every probability at full float
-precision, so it is preferred whenever it belongs to the same run (same bundle, same classes).
+The results CSV and its journal (``results.csv.journal``) both hold probabilities rounded to 6
+decimals (screening rounds them before summing the risk, so that the CSV's risk is exactly the
+sum of its malignant columns). That is plenty for ranking and AUCs; for refitting a temperature
+a probability of 0.000000 has lost its logarithm, so it is read as the middle of what rounds to
+0 (``CSV_ZERO``), from either file. The journal is preferred whenever it belongs to the same run
+(same bundle, same classes): it is there even when a killed run never wrote the CSV, and it
+holds the numbers themselves rather than spreadsheet-safe text.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from ..manifest import Manifest
 from ..results import OK, Outcome
 
 JOURNAL_SUFFIX = ".journal"
-# The CSV prints probabilities to 6 decimals: one printed as 0 lies in [0, 5e-7), read as its middle
-# so that its logarithm (temperature fitting) is finite and of the right size.
+# Probabilities are rounded to 6 decimals (CSV and journal): one stored as 0 lies in [0, 5e-7), read
+# as its middle so that its logarithm (temperature fitting) is finite and of the right size.
 CSV_ZERO = 2.5e-7
 # Spreadsheet neutralisation (screening.results.neutralise) prefixes these with an apostrophe.
 _NEUTRALISED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
@@ -36,7 +39,7 @@ class Scores:
     probabilities: np.ndarray  # (N, C) in the bundle's class order
     patient_ids: dict[str, str]  # image -> patient id, where the run had one
     bundle: str  # name@version that produced them
-    precision: str  # "journal (full precision)" or "CSV (6 decimals)"
+    precision: str  # "journal (6 decimals)" or "CSV (6 decimals)"
     error_rows: list[str]  # images whose screening failed (no scores)
     source: Path
 
@@ -125,13 +128,13 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
         same_run = list(header.get("classes", [])) == classes and (not bundle or header.get("bundle") == bundle)
         if same_run:
             bundle = str(header.get("bundle", bundle))
-            wanted = probabilities.keys() if path != journal else outcomes.keys()
-            full = {image: outcomes[image].probabilities for image in wanted
+            wanted = probabilities.keys() if path != journal else [i for i, o in outcomes.items() if o.status == OK]
+            kept = {image: tuple(max(p, CSV_ZERO) for p in outcomes[image].probabilities) for image in wanted
                     if image in outcomes and outcomes[image].status == OK}
             if path == journal:
                 errors = sorted(i for i, o in outcomes.items() if o.status != OK)
-            if len(full) == len(wanted):
-                probabilities, precision = full, "journal (full precision)"
+            if len(kept) == len(wanted):
+                probabilities, precision = kept, "journal (6 decimals)"
         elif path == journal:
             raise InputError(f"journal {journal} holds classes {header.get('classes')}, not bundle "
                              f"{manifest.tag}'s {classes}")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from screening.errors import InputError
 from screening.operating_points import (TooFewCases, default_point_name, find_point, fit_operating_points,
-                                        flag, malignant_needed, point_name, problems)
+                                        flag, malignant_needed, point_name, problems, RISK_MARGIN)
 
 
 def test_threshold_is_the_largest_that_reaches_the_sensitivity():
@@ -17,7 +17,7 @@ def test_threshold_is_the_largest_that_reaches_the_sensitivity():
     risk = np.concatenate([malignant, benign])
     truth = np.array([True] * 20 + [False] * 5)
     (point,) = fit_operating_points(risk, truth, sensitivities=[0.9], fitted_on="test cases")
-    assert point == {"name": "sens90", "target_sensitivity": 0.9, "threshold": pytest.approx(0.15),
+    assert point == {"name": "sens90", "target_sensitivity": 0.9, "threshold": pytest.approx(0.15 - RISK_MARGIN),
                      "sensitivity": 0.9, "specificity": 0.6, "n_malignant": 20, "n_benign": 5,
                      "fitted_on": "test cases"}
 
@@ -25,6 +25,9 @@ def test_threshold_is_the_largest_that_reaches_the_sensitivity():
 def test_names_and_cases_needed():
     assert point_name(0.9) == "sens90" and point_name(0.95) == "sens95" and point_name(0.975) == "sens97.5"
     assert malignant_needed(0.9) == 20 and malignant_needed(0.95) == 40
+    for target in (1.0, 0.0, 1.5):
+        with pytest.raises(InputError, match="strictly between 0 and 1"):
+            malignant_needed(target)
 
 
 def test_too_few_malignant_cases_are_refused_with_how_many_are_needed():
@@ -79,7 +82,8 @@ def test_fitted_threshold_reaches_the_target_and_no_larger_one_does(cases, targe
     flagged = risk >= point["threshold"]
     assert flagged[truth].mean() == point["sensitivity"] >= target
     assert (~flagged[~truth]).mean() == point["specificity"]
-    higher = np.nextafter(point["threshold"], 2.0)
+    # Only the rounding margin below the defining case: anything above that case misses the target.
+    higher = point["threshold"] + 2 * RISK_MARGIN
     assert (risk[truth] >= higher).mean() < target
     assert problems([point], point["name"]) == []
 
@@ -98,3 +102,13 @@ def test_manifest_problems_are_all_listed():
         "operating point names repeat: sens95",
         "default_operating_point 'nope' is not one of the operating points (sens90, sens95, sens95)",
     ]
+
+
+def test_the_case_that_defines_a_threshold_is_still_referred_when_screening_rounds_its_risk():
+    """Screening sums probabilities rounded to 6 decimals: the defining case may come out 1e-6 lower."""
+    rng = np.random.default_rng(3)
+    risk = rng.uniform(0, 1, 400)
+    truth = rng.uniform(0, 1, 400) < 0.3
+    for point in fit_operating_points(risk, truth):
+        screened = risk - 1.5e-6  # the worst of 7 roundings, all down
+        assert (screened[truth] >= point["threshold"]).mean() >= point["target_sensitivity"]

@@ -21,7 +21,7 @@ class Synthetic:
     results: Path  # results CSV (journal beside it)
     labels: Path  # labels CSV
     truth: np.ndarray  # class index per image, in image order
-    probabilities: np.ndarray  # (N, C) full precision, as written to the journal
+    probabilities: np.ndarray  # (N, C) rounded to 6 decimals, as screening writes them
     images: list[str]
     patients: list[str]
     manifest: Manifest
@@ -46,7 +46,8 @@ def write_synthetic(folder: Path, bundle: Path, n: int = 400, seed: int = 0, sha
     truth = rng.choice(c, size=n, p=share / share.sum())
     logits = rng.normal(0, 1, (n, c))
     logits[np.arange(n), truth] += 1.5
-    probabilities = softmax(logits * sharpness)
+    # Rounded as screening rounds them (pipeline.postprocess): what the CSV and journal hold.
+    probabilities = np.round(softmax(logits * sharpness), 6)
     images = [f"site{i % 3}/img_{i:04d}.jpg" for i in range(n)]
     patients = [f"P{i // images_per_patient:04d}" for i in range(n)]
     folder.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def test_cli_writes_a_derived_bundle_with_the_same_models(synthetic, tmp_path):
     assert child.default_operating_point == "sens95"
     derived = child.derived
     assert derived["from"] == "tiny@1.0" and derived["cases"] == 400
-    assert derived["scores_precision"] == "journal (full precision)"
+    assert derived["scores_precision"] == "journal (6 decimals)"
     assert derived["after"]["ece"]["value"] < derived["before"]["ece"]["value"]
     assert derived["after"]["sensitivity@sens95"]["value"] >= 0.95
     assert f"Wrote tiny@1.0+local.clinic.a to {out}" in result.output
@@ -120,3 +120,19 @@ def test_results_of_another_bundle_are_refused(synthetic, tmp_path):
     assert result.exit_code == 2
     assert "the results were screened with other@2.0" in result.output
     assert "not with tiny@1.0: calibrate the bundle that made them" in result.output
+
+
+def test_a_confidently_wrong_case_fits_the_same_temperature_from_the_journal_as_from_the_csv(synthetic, tmp_path):
+    """Rounded to 6 decimals, a true class at 0.000000 has lost its logarithm in either file."""
+    data = synthetic(n=400, sharpness=12.0)  # some true classes round to 0
+    assert (data.probabilities[np.arange(400), data.truth] == 0).any()
+    temperatures = []
+    for source in ("journal", "csv"):
+        if source == "csv":
+            data.results.with_name("results.csv.journal").unlink()
+        out = tmp_path / f"engines-{source}"
+        result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                     "--out", out, "--name", f"clinic-{source}", "--bootstrap", 20)
+        assert result.exit_code == 0, result.output
+        temperatures.append(load_manifest(out).temperature)
+    assert temperatures[0] == pytest.approx(temperatures[1], rel=1e-6)

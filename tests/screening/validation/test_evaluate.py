@@ -41,7 +41,7 @@ def test_figures_agree_with_scikit_learn(synthetic):
     predicted = probs.argmax(axis=1)
     assert figures["balanced_accuracy"]["value"] == pytest.approx(balanced_accuracy_score(truth, predicted))
     assert figures["accuracy"]["value"] == pytest.approx(accuracy_score(truth, predicted))
-    assert report["scores"]["precision"] == "journal (full precision)"
+    assert report["scores"]["precision"] == "journal (6 decimals)"
 
 
 def test_auc_with_ties_agrees_with_scikit_learn():
@@ -151,3 +151,33 @@ def test_labels_without_a_diagnosis_column_are_refused(synthetic, tmp_path):
     result = run("evaluate", data.results, "--labels", bad, "--bundle", _bundle(data), "--out", tmp_path / "e")
     assert result.exit_code == 2
     assert "has no diagnosis column (one of diagnosis, dx, label, class, diagnosis_1)" in result.output
+
+
+def test_one_image_given_two_diagnoses_is_refused_and_repeated_agreeing_rows_are_not(synthetic, tmp_path):
+    """A histology row appended under a clinical one: the melanoma must not hide behind a nevus row."""
+    data = synthetic(n=60)
+    first = data.labels.read_text().splitlines()[1].split(",")
+    repeat = ",".join([first[0], "melanoma" if first[1] not in ("mel", "melanoma") else "nevus", *first[2:]])
+    with open(data.labels, "a") as fh:
+        fh.write(repeat + "\n")
+    result = run("evaluate", data.results, "--labels", data.labels, "--bundle", _bundle(data),
+                 "--out", tmp_path / "eval", "--bootstrap", 20)
+    assert result.exit_code == 2
+    assert f"gives one image more than one diagnosis: {first[0]} (lines 2, 62: " in result.output
+    # The same diagnosis written again (another spelling of it): one case, accepted.
+    text = data.labels.read_text().splitlines()
+    data.labels.write_text("\n".join(text[:-1] + [",".join([first[0], first[1].upper(), *first[2:]])]) + "\n")
+    labels = read_labels(data.labels, data.images, data.manifest)
+    assert len(labels.truth) == 60
+
+
+def test_a_journal_alone_with_an_error_row_is_read(synthetic):
+    """A run killed before its CSV, one image failed: the journal's ok rows are the scores."""
+    data = synthetic(n=60)
+    journal = data.results.with_name("results.csv.journal")
+    with open(journal, "a", encoding="utf-8") as fh:
+        fh.write('{"image":"broken.jpg","fingerprint":"f","status":"error","error":"truncated image file"}\n')
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 60 and scores.error_rows == ["broken.jpg"]
+    assert scores.precision == "journal (6 decimals)"
