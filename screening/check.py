@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BundleError
-from .images import discover_images
+from .images import discover_images, no_images
 from .manifest import load_manifest
 from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
 from .patients import read_patients
@@ -61,13 +61,15 @@ class CheckReport:
 
 
 def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
-                 columns: dict[str, str] | None = None) -> CheckReport:
+                 columns: dict[str, str] | None = None, allow_empty: bool = False) -> CheckReport:
     """Read the folder, the metadata CSV and the bundle as ``screen folder`` would; write nothing.
 
     Raises:
         InputError, MetadataError: the folder or the CSV cannot be used at all (as for a run).
     """
     discovery = discover_images(images_dir)
+    if not discovery.images and not allow_empty:
+        raise no_images(discovery)  # as the run would: --check must not pass a night that fails
     table = read_patients(meta_csv, images=discovery.images, columns=columns)
     bundle, error = "", ""
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY

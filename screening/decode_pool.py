@@ -69,9 +69,13 @@ class _Child:
     def decode(self, path: Path, min_size: tuple[int, int], limits: DecodeLimits):
         """The decoded image, or ImageDecodeError; marks itself dead when it had to be killed."""
         if not self.ready:
-            if not self.answers.poll(STARTUP_TIMEOUT_S):
-                raise ImageDecodeError("the decoder process did not start", transient=True)
-            self.answers.recv()  # "ready"
+            try:
+                if not self.answers.poll(STARTUP_TIMEOUT_S):
+                    raise ImageDecodeError("the decoder process did not start", transient=True)
+                self.answers.recv()  # "ready"
+            except (EOFError, OSError):  # killed while starting (out of memory): not the file's doing
+                self.kill()
+                raise ImageDecodeError("the decoder process died while starting", transient=True) from None
             self.ready = True
         self.requests.send((os.fsencode(path), min_size, limits.max_decode_bytes))
         if not self.answers.poll(limits.time_budget_s):

@@ -61,6 +61,20 @@ class Discovery:
     skipped: list[str] = field(default_factory=list)
 
 
+def no_images(discovery: Discovery, command: str = "screen folder") -> InputError:
+    """The refusal for a folder without image files: a night that screened nothing must fail
+    loudly (an unmounted share, a mistyped path), saying what was there instead."""
+    if discovery.ignored:
+        shown = ", ".join(display_name(name) for name in discovery.ignored[:3])
+        more = f" and {len(discovery.ignored) - 3} more" if len(discovery.ignored) > 3 else ""
+        found = f"only {len(discovery.ignored)} other file{'s' if len(discovery.ignored) > 1 else ''} ({shown}{more})"
+    else:
+        found = "nothing: is the share mounted?"
+    return InputError(f"no image files in {discovery.root} (looked for {' '.join(IMAGE_SUFFIXES)}, recursively; "
+                      f"found {found}); nothing screened, the last results left as they were "
+                      f"({command} --allow-empty writes an empty results CSV)")
+
+
 def discover_images(root: Path) -> Discovery:
     """Find the image files under ``root``, recursively and in a deterministic order.
 

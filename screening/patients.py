@@ -52,6 +52,7 @@ class Match:
 
     row: PatientRow | None
     warnings: list[str] = field(default_factory=list)
+    others: tuple[PatientRow, ...] = ()  # less specific keys that fit this image too (not used)
 
 
 def _normal_header(name: str) -> str:
@@ -163,7 +164,7 @@ class PatientTable:
                 verb = "key {} also fits" if len(fitting) == 2 else "keys {} also fit"
                 warnings.append(f"metadata {verb.format(others)} this image, used the more "
                                 f"specific '{row.key}'")
-            return Match(row, warnings)
+            return Match(row, warnings, tuple(self._by_key[key] for _, key in fitting[1:]))
         if ambiguous:
             key = ambiguous[0]
             fits = sorted(set(_fit(key, index)[1]))

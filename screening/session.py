@@ -18,7 +18,7 @@ from .backends import open_backend
 from .backends.bundle import BundleBackend
 from .errors import InputError
 from .tta import TTA_MODES
-from .images import IMAGE_SUFFIXES, discover_images
+from .images import discover_images, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location
@@ -111,11 +111,6 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     reporter = reporter or Reporter()
     check_request(request)
     discovery = discover_images(request.images_dir)
-    if not discovery.images and not request.allow_empty:
-        # Before anything is written: last night's results stay, and the job fails loudly.
-        raise InputError(f"no image files found in {request.images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}, "
-                         f"recursively): nothing screened and the last results left as they were; is the "
-                         f"share mounted? (--allow-empty writes an empty results CSV)")
     # Again with the images found: one of them may be a link to where --out points.
     check_output_location(request.output, request.images_dir, request.meta_csv, discovery.images)
     for message in discovery.skipped:
@@ -123,6 +118,9 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     # The table sees every image so that a key fitting several images is reported, not guessed.
     table = read_patients(request.meta_csv, images=discovery.images, columns=dict(request.columns))
     manifest = load_manifest(request.bundle_dir)
+    if not discovery.images and not request.allow_empty:
+        # Before anything is written: last night's results stay, and the job fails loudly.
+        raise no_images(discovery)
     if request.tta is not None and request.tta != manifest.tta:
         # Another TTA gives other numbers: carried in the manifest it is part of what the
         # journal compares, so a resume never mixes rows screened with and without it.

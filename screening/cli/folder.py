@@ -142,7 +142,8 @@ def resolve_bundle(bundle: Path | None) -> Path:
                    "is stopped and the image becomes an error row (retried by --resume).")
 @click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
               help="Decoder memory limit per image, from its header (width x height x channels "
-                   "x bytes per sample, before decoding); larger images become error rows.")
+                   "x bytes per sample, before decoding); larger images become error rows (screened "
+                   "again by --resume, e.g. with a higher limit).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress, notes or summary on stdout; warnings and errors still go "
                    "to stderr.")

@@ -119,7 +119,7 @@ def job_options(command: Callable) -> Callable:
             if log is not None and stop.exit_code != 0:
                 log.write(f"Stopped with exit code {stop.exit_code}"
                           + (": interrupted; finished images are kept in the journal, rerun with --resume"
-                             if stop.exit_code in (130, 143) else ""))
+                             if stop.exit_code in (129, 130, 143) else ""))
             raise
         except BaseException as error:  # a bug or Ctrl-C outside the screening: the log says so too
             if log is not None:
@@ -164,7 +164,7 @@ def run_check(images_dir: Path, meta_csv: Path, bundle_dir: Path, job: JobOption
     """``--check``: print what a run would find; exit 3 when the bundle is not usable."""
     from ..check import check_folder
 
-    report = check_folder(images_dir, meta_csv, bundle_dir, dict(job.columns))
+    report = check_folder(images_dir, meta_csv, bundle_dir, dict(job.columns), allow_empty=job.allow_empty)
     for line in report.lines():
         click.echo(line)
         if job.log is not None:

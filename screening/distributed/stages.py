@@ -144,7 +144,12 @@ def open_bundle(bundle_dir: str, manifest: Manifest, backend: str, batch_size: i
         model_path = Path(bundle_dir) / spec.file
         if not model_path.is_file():
             raise BundleError(f"{model_path} is missing on worker {socket.gethostname()}")
-        if sha256_file(model_path) != spec.sha256:
+        try:
+            actual = sha256_file(model_path)
+        except OSError as exc:
+            raise BundleError(f"cannot read {model_path} on worker {socket.gethostname()}: "
+                              f"{exc.strerror or exc}") from None
+        if actual != spec.sha256:
             raise BundleError(f"{model_path} on worker {socket.gethostname()} is not the driver's "
                               f"{spec.file} (sha256 differs): give every node the same bundle")
     return open_backend(backend, Path(bundle_dir), manifest, batch_size=batch_size)

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..bundle_store import install_bundle
 from ..errors import InputError
 from ..manifest import Manifest, save_manifest
@@ -23,7 +25,7 @@ from .bootstrap import DEFAULT_RESAMPLES
 from .labels import Labels
 from .report import evaluate, join
 from .scores import Scores, made_by
-from .temperature import fit_temperature, nll, rescale
+from .temperature import fit_temperature, lowest_risk, nll, rescale
 
 # Fewest labelled cases to fit a temperature on: below this one odd case moves it a lot.
 MIN_CASES = 50
@@ -84,9 +86,14 @@ def calibrate(request: CalibrationRequest, manifest: Manifest, scores: Scores, l
     temperature = fit_temperature(cases.probabilities, cases.truth, manifest.temperature)
     calibrated = rescale(cases.probabilities, manifest.temperature, temperature)
     risk = calibrated[:, manifest.malignant_indices].sum(axis=1)
+    # The thresholds are fitted on each malignant case's lowest possible risk: the stored
+    # probabilities are rounded, and screening with the new temperature recomputes the risk from
+    # the logits. The benign cases' specificity is measured on their nominal risk.
+    floor = lowest_risk(cases.probabilities, manifest.malignant_indices, manifest.temperature, temperature)
+    risk_for_points = np.where(cases.malignant, np.minimum(floor, risk), risk)
     when = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     fitted_on = f"{n} local cases ({request.labels_path.name}, {when[:10]})"
-    points = fit_operating_points(risk, cases.malignant, request.sensitivities, fitted_on=fitted_on)
+    points = fit_operating_points(risk_for_points, cases.malignant, request.sensitivities, fitted_on=fitted_on)
     version = derived_version(manifest.version, request.name)
     child = replace(manifest, version=version, created=when, temperature=temperature, operating_points=points,
                     default_operating_point=max(points, key=lambda p: p["target_sensitivity"])["name"])

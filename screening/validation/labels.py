@@ -108,14 +108,19 @@ def read_labels(path: Path, images: list[str], manifest: Manifest) -> Labels:
     matched_keys = []
     conflicts = []
     for image in images:
-        row = table.match(image).row
+        match = table.match(image)
+        row = match.row
         if row is None:
             labels.no_row.append(image)
             continue
-        said = {normal_diagnosis(row.extra.get(diagnosis_column, ""))} | {
-            normal_diagnosis(cells.get(diagnosis_column, "")) for _, cells in table.later_rows(row)}
+        # Every row that fits this image: its key's repeats, and other keys that fit it less
+        # specifically ('ISIC_1.jpg' and 'ISIC_1'), which screening would pass over.
+        rows = []
+        for fitting in (row, *match.others):
+            rows += [(fitting.line, fitting.extra), *table.later_rows(fitting)]
+        said = {normal_diagnosis(cells.get(diagnosis_column, "")) for _, cells in rows}
         if len({lookup.get(text, text) for text in said}) > 1:
-            lines = [row.line, *(line for line, _ in table.later_rows(row))]
+            lines = sorted(line for line, _ in rows)
             conflicts.append(f"{row.key} (lines {', '.join(map(str, lines))}: {' / '.join(sorted(said))})")
         matched_keys.append(row.key)
         labels.descriptors[image] = {

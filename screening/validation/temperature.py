@@ -51,6 +51,26 @@ def rescale(probabilities: np.ndarray, t_from: float, t_to: float) -> np.ndarray
     return e / e.sum(axis=1, keepdims=True)
 
 
+def lowest_risk(probabilities: np.ndarray, malignant: list[int], t_from: float, t_to: float,
+                stored_step: float = 1e-6) -> np.ndarray:
+    """The lowest malignant risk at ``t_to`` that probabilities stored rounded to ``stored_step``
+    (made at ``t_from``) can stand for.
+
+    The risk after rescaling rises with every malignant probability and falls with every benign
+    one, so the lowest lies at the corner of the rounding box: malignant ones half a step lower,
+    benign ones half a step higher. Rescaling to a higher temperature magnifies the rounding of
+    small probabilities (p ** (t_from / t_to)): a threshold placed on a case's nominal risk could
+    lie above the risk that screening with the new temperature computes for it.
+    """
+    half = stored_step / 2
+    low = np.array(probabilities, dtype=np.float64, copy=True)
+    benign = [j for j in range(low.shape[1]) if j not in set(malignant)]
+    low[:, malignant] = np.clip(low[:, malignant] - half, FLOOR, 1.0)
+    low[:, benign] = np.clip(low[:, benign] + half, FLOOR, 1.0)
+    low /= low.sum(axis=1, keepdims=True)  # softmax is unchanged by a common factor: any scale is fine
+    return rescale(low, t_from, t_to)[:, malignant].sum(axis=1)
+
+
 def nll(probabilities: np.ndarray, truth: np.ndarray) -> float:
     """Mean negative log-likelihood of the true classes."""
     return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], FLOOR, 1.0))))

@@ -327,8 +327,9 @@ def test_a_decoder_killed_from_outside_is_retried_and_one_that_crashes_is_not(
     slow.write_bytes(progressive_jpeg(4096, MAX_JPEG_SCANS))  # minutes of decoding
     with DecodePool(1, DecodeLimits(time_budget_s=120, max_decode_bytes=1 << 31)) as pool:
         def kill_the_decoder() -> None:
+            # Once it is decoding: started, said it is ready, and given the file.
             deadline = time.monotonic() + 60
-            while not pool._children and time.monotonic() < deadline:
+            while not (pool._children and pool._children[0].ready) and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.5)
             os.kill(pool._children[0].process.pid, signum)

@@ -168,9 +168,14 @@ def test_an_empty_or_unmounted_images_folder_fails_and_keeps_last_nights_results
         image.unlink()
     result = run(images, meta, out, tiny_bundle, "--resume", "--quiet", "--log-file", log)
     assert result.exit_code == 2
-    assert f"no image files found in {images}" in result.output and "is the share mounted?" in result.output
+    assert f"no image files in {images} " in result.output and "is the share mounted?" in result.output
     assert (out.read_bytes(), journal_path(out).read_bytes()) == last_night
-    assert re.search(STAMP + r" Error: no image files found in ", log.read_text())
+    assert re.search(STAMP + r" Error: no image files in ", log.read_text())
+    assert run(images, meta, out, tiny_bundle, "--check").exit_code == 2  # --check says so too
+    (images / "IMG_0001.HEIC").write_bytes(b"not screenable here")  # what was there instead
+    result = run(images, meta, out, tiny_bundle, "--resume", "--quiet")
+    assert result.exit_code == 2 and "found only 1 other file (IMG_0001.HEIC)" in result.output
+    (images / "IMG_0001.HEIC").unlink()
     # A clinic whose empty nights are normal says so: an empty results CSV (header only).
     assert run(images, meta, out, tiny_bundle, "--resume", "--quiet", "--allow-empty").exit_code == 0
     assert read_csv(out) == [] and out.read_text(encoding="utf-8-sig").startswith("rank,image,")

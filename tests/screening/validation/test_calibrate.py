@@ -136,3 +136,29 @@ def test_a_confidently_wrong_case_fits_the_same_temperature_from_the_journal_as_
         assert result.exit_code == 0, result.output
         temperatures.append(load_manifest(out).temperature)
     assert temperatures[0] == pytest.approx(temperatures[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.3, 2.0, 3.0])
+def test_a_threshold_fitted_on_stored_scores_refers_its_cases_when_the_derived_bundle_screens(ratio):
+    """Stored probabilities are rounded; a higher temperature magnifies that rounding, and a
+    threshold on a case's nominal risk could lie above what screening then computes for it."""
+    from screening.operating_points import RISK_MARGIN, fit_operating_points
+    from screening.validation.temperature import lowest_risk
+
+    rng = np.random.default_rng(7)
+    malignant = [0, 1, 2]
+    logits = rng.normal(0, 6, (3000, 7))
+    t_old, t_new = 1.0, ratio
+
+    def screened(t):  # what screening stores: softmax at the bundle's temperature, 6 decimals
+        z = logits / t - (logits / t).max(axis=1, keepdims=True)
+        return np.round(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), 6)
+
+    stored = screened(t_old)
+    nominal = rescale(np.maximum(stored, 2.5e-7), t_old, t_new)[:, malignant].sum(axis=1)
+    floor = np.minimum(lowest_risk(stored, malignant, t_old, t_new), nominal)
+    actual = screened(t_new)[:, malignant].sum(axis=1)  # the derived bundle, screening the same images
+    assert np.all(floor - RISK_MARGIN <= actual)
+    truth = rng.uniform(size=3000) < 0.3
+    for point in fit_operating_points(np.where(truth, floor, nominal), truth):
+        assert (actual[truth] >= point["threshold"]).mean() >= point["target_sensitivity"]

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from screening.cli import cli
+from screening.errors import InputError
 from screening.cli.validation import DEFAULT_RESAMPLES as CLI_RESAMPLES
 from screening.validation import metrics
 from screening.validation.bootstrap import DEFAULT_RESAMPLES, group_index, intervals
@@ -181,3 +182,14 @@ def test_a_journal_alone_with_an_error_row_is_read(synthetic):
     scores = read_scores(journal, data.manifest)
     assert len(scores.images) == 60 and scores.error_rows == ["broken.jpg"]
     assert scores.precision == "journal (6 decimals)"
+
+
+def test_two_keys_fitting_one_image_with_two_diagnoses_are_refused(synthetic, tmp_path):
+    """'ISIC_1.jpg' and 'ISIC_1' both fit ISIC_1.jpg: the more specific one must not silently win."""
+    data = synthetic(n=60)
+    first = data.labels.read_text().splitlines()[1].split(",")
+    other = "melanoma" if first[1] not in ("mel", "melanoma") else "nevus"
+    with open(data.labels, "a") as fh:
+        fh.write(",".join([first[0] + ".jpg", other, *first[2:]]) + "\n")
+    with pytest.raises(InputError, match=rf"one image more than one diagnosis: {first[0]}.jpg \(lines 2, 62: "):
+        read_labels(data.labels, data.images, data.manifest)
