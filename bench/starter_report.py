@@ -60,6 +60,16 @@ def screen(folder: Path, bundle: Path, out: Path, batch_size: int, tta: str | No
 
 def figures(results: pd.DataFrame, rows: pd.DataFrame, bundle: Path) -> dict[str, dict]:
     """Every headline figure with its lesion-grouped bootstrap interval."""
+    compute, groups, n = scorer(results, rows, bundle)
+    values = {k: float(v[0]) for k, v in compute(np.ones((1, len(groups)))).items()}
+    cis = intervals(compute, group_index(groups), n=RESAMPLES)
+    return {k: {"value": None if np.isnan(values[k]) else round(values[k], 4),
+                "ci95": None if cis.get(k) is None else [round(x, 4) for x in cis[k]]} for k in values} | {"n": n}
+
+
+def scorer(results: pd.DataFrame, rows: pd.DataFrame, bundle: Path):
+    """(compute, groups, counts): ``compute(w)`` gives every figure under each row of bootstrap
+    weights ``w`` (images in the index's order), ``groups`` the lesion of each image."""
     manifest = load_manifest(bundle)
     classes = manifest.class_names
     by_image = rows.assign(image=[f"{i}{Path(p).suffix.lower()}" for i, p in zip(rows["image_id"], rows["image_path"])])
@@ -96,12 +106,9 @@ def figures(results: pd.DataFrame, rows: pd.DataFrame, bundle: Path) -> dict[str
             out[f"specificity_at_{point['name']}"] = metrics.specificity(malignant, flagged, w)
         return out
 
-    values = {k: float(v[0]) for k, v in compute(np.ones((1, len(truth)))).items()}
-    cis = intervals(compute, group_index(list(merged["group"])), n=RESAMPLES)
-    return {k: {"value": None if np.isnan(values[k]) else round(values[k], 4),
-                "ci95": None if cis.get(k) is None else [round(x, 4) for x in cis[k]]} for k in values} | {
-        "n": {"images": int(len(truth)), "lesions": int(merged["group"].nunique()),
-              "malignant": int(malignant.sum()), "melanoma": int((truth == mel).sum())}}
+    return compute, list(merged["group"]), {
+        "images": int(len(truth)), "lesions": int(merged["group"].nunique()),
+        "malignant": int(malignant.sum()), "melanoma": int((truth == mel).sum())}
 
 
 COLUMNS = [("malignant_auc", "malignant AUC"), ("macro_auc", "macro AUC"), ("balanced_accuracy", "bal. acc."),
