@@ -112,6 +112,19 @@ def _effective(model_config: dict, name: str):
     return model_config.get(name)
 
 
+def set_epoch_freezing(net: FusionClassifier, epoch: int, freeze_epochs: int, freeze_mask_backbone: bool) -> bool:
+    """Freeze the backbones for this epoch; whether it is a warm-up epoch.
+
+    The warm-up protects pretrained features from a random head; a branch trained from scratch
+    (a light mask branch) has none to protect and learns from the first step.
+    """
+    frozen = epoch < freeze_epochs
+    freeze_backbones(net, frozen, branches=tuple(net.pretrained_branches()))
+    if freeze_mask_backbone:
+        freeze_backbones(net, True, branches=("mask",))
+    return frozen
+
+
 def _in_part(key: str, parts: list[str]) -> bool:
     """Whether a state-dict key (or a deeper name) lies in one of ``parts`` (state-dict prefixes)."""
     return any(key == part or key.startswith(part + ".") for part in parts)
@@ -219,10 +232,7 @@ def train(config: Config, resume: bool = False) -> Path:
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.classifier.label_smoothing)
 
     def on_epoch_start(epoch: int) -> None:
-        frozen = epoch < optim.freeze_epochs
-        freeze_backbones(net, frozen)
-        if config.classifier.freeze_mask_backbone:
-            freeze_backbones(net, True, branches=("mask",))
+        frozen = set_epoch_freezing(net, epoch, optim.freeze_epochs, config.classifier.freeze_mask_backbone)
         if dist.is_main and optim.freeze_epochs and epoch in (0, optim.freeze_epochs):
             tuned = "the image backbone" if config.classifier.freeze_mask_backbone else "every backbone"
             print("backbones frozen" if frozen else f"fine-tuning {tuned}")

@@ -68,6 +68,25 @@ def test_only_pretrained_backbones_get_the_lower_backbone_learning_rate():
     assert rate[id(model.head[0].weight)] == 3e-4
 
 
+def test_the_warm_up_freezes_only_pretrained_backbones_a_fresh_branch_learns_from_the_start():
+    from training.train_classifier import set_epoch_freezing
+
+    model = _model(0, mask_backbone=LIGHT)
+    model.cfg.image_weights, model.cfg.mask_weights = "package:efficientnet_lite0", None
+    trainable = lambda backbone: {p.requires_grad for p in backbone.parameters()}  # noqa: E731
+    assert set_epoch_freezing(model, 0, 1, freeze_mask_backbone=False)  # the warm-up epoch
+    assert trainable(model.image_backbone) == {False} and trainable(model.mask_backbone) == {True}
+    assert not set_epoch_freezing(model, 1, 1, freeze_mask_backbone=False)
+    assert trainable(model.image_backbone) == {True} and trainable(model.mask_backbone) == {True}
+    # The shipped recipe: both branches pretrained, the mask one frozen throughout.
+    both = _model(0)
+    both.cfg.image_weights = both.cfg.mask_weights = "package:efficientnet_lite0"
+    set_epoch_freezing(both, 0, 1, freeze_mask_backbone=True)
+    assert trainable(both.image_backbone) == {False} and trainable(both.mask_backbone) == {False}
+    set_epoch_freezing(both, 1, 1, freeze_mask_backbone=True)
+    assert trainable(both.image_backbone) == {True} and trainable(both.mask_backbone) == {False}
+
+
 def _stage(tmp_path, *overrides):
     from ..conftest import tiny_overrides
     return load_config(None, tiny_overrides(tmp_path) + list(overrides))
