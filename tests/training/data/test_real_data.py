@@ -72,3 +72,35 @@ def test_real_images_load_through_both_datasets():
     item = ClassificationDataset(index, (64, 64), (0.5,) * 3, (0.25,) * 3, DEFAULT_VOCABULARY,
                                  ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"])[1]
     assert item["label"] == 2 and float(item["meta"].sum()) == 3.0
+
+
+ISIC_EXTRA = SHARED_DATA / "isic_extra"
+HOLDOUTS = ("isic_archive_uda1", "isic2017_256px", "isic2017_fullres_800px")
+
+
+def test_the_starter_recipes_index_is_the_shipped_bundles_and_keeps_every_lesion_on_one_side(tmp_path):
+    """What the published figures rest on: `make starter-bundle`'s index, rebuilt from ../shared."""
+    import json
+
+    from training.card import data_sha256
+
+    sources = [HAM_DEV / "labels.csv", *sorted(ISIC_EXTRA.glob("*/labels.csv"))]
+    prepared = build_index(sources, "ham7", val_fraction=0.1, test_fraction=0.15, holdout_sources=HOLDOUTS, seed=0)
+    index = prepared.index
+    out = tmp_path / "index.csv"
+    index.to_csv(out, index=False)
+    shipped = json.loads((Path(__file__).resolve().parents[3] / "engines" / "starter" / "manifest.json").read_text())
+    assert data_sha256(out) == shipped["training"]["data_index_sha256"]  # the very index it was trained on
+    assert index["image_id"].is_unique and prepared.report.groups_on_both_sides == 0
+    for key in ("lesion_id", "patient_id"):
+        known = index[index[key].astype(str).str.len() > 0].dropna(subset=[key])
+        assert (known.groupby(key)["split"].nunique() == 1).all(), f"a {key} in two splits"
+    # The held-out sources are external whole; what else is external shares a lesion with them.
+    assert set(index.loc[index["source"].isin(HOLDOUTS), "split"]) == {"external"}
+    linked = index[(index["split"] == "external") & ~index["source"].isin(HOLDOUTS)]
+    held_lesions = set(index.loc[index["source"].isin(HOLDOUTS), "lesion_id"].dropna())
+    assert set(linked["lesion_id"]) <= held_lesions
+    # The split does not depend on the order the sources are given in.
+    again = build_index(sources[::-1], "ham7", val_fraction=0.1, test_fraction=0.15, holdout_sources=HOLDOUTS,
+                        seed=0).index
+    assert again.set_index("image_id")["split"].sort_index().equals(index.set_index("image_id")["split"].sort_index())
