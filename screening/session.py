@@ -121,11 +121,18 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     if not discovery.images and not request.allow_empty:
         # Before anything is written: last night's results stay, and the job fails loudly.
         raise no_images(discovery)
+    tta_note = None
     if request.tta is not None and request.tta != manifest.tta:
         # Another TTA gives other numbers: carried in the manifest it is part of what the
         # journal compares, so a resume never mixes rows screened with and without it.
+        if manifest.operating_points:
+            tta_note = (f"the operating points were fitted on scores screened with the bundle's TTA "
+                        f"({manifest.tta}); with --tta {request.tta} the flag's sensitivity and specificity "
+                        f"may differ from the manifest's (fit your own: docs/validation.md)")
         manifest = dataclasses.replace(manifest, tta=request.tta)
     point = manifest.operating_point(request.operating_point)
+    if tta_note and point is not None:
+        reporter.warn(tta_note)
     backend, note = _open_backend(request, manifest)
     with backend:
         reporter.info(f"backend: {backend.description} ({note})")

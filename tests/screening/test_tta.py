@@ -106,3 +106,21 @@ def test_an_unknown_tta_is_refused_with_the_choices(tmp_path, make_folder, tiny_
     images, meta = make_folder(1)
     result = _screen(images, meta, tmp_path / "r.csv", tiny_bundle, "--tta", "rotate")
     assert result.exit_code == 2 and "'rotate' is not one of 'none', 'flip', 'flip4'" in result.output
+
+
+def test_a_tta_other_than_the_bundles_warns_that_the_flag_was_fitted_without_it(tmp_path, make_folder, tiny_bundle,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+    images, meta = make_folder(3)
+    bundle = tmp_path / "tiny-points"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["operating_points"] = [{"name": "sens95", "target_sensitivity": 0.95, "threshold": 0.5,
+                                     "sensitivity": 0.95, "specificity": 0.5, "n_malignant": 40, "n_benign": 60,
+                                     "fitted_on": "tests"}]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = _screen(images, meta, tmp_path / "flip.csv", bundle, "--tta", "flip")
+    assert result.exit_code == 0, result.output
+    assert "operating points were fitted on scores screened with the bundle's TTA (none); with --tta flip" \
+        in result.output
+    assert "operating points were fitted" not in _screen(images, meta, tmp_path / "plain.csv", bundle).output
