@@ -61,7 +61,7 @@ class Discovery:
     skipped: list[str] = field(default_factory=list)
 
 
-def no_images(discovery: Discovery, command: str = "screen folder") -> InputError:
+def no_images(discovery: Discovery) -> InputError:
     """The refusal for a folder without image files: a night that screened nothing must fail
     loudly (an unmounted share, a mistyped path), saying what was there instead."""
     if discovery.ignored:
@@ -72,7 +72,7 @@ def no_images(discovery: Discovery, command: str = "screen folder") -> InputErro
         found = "nothing: is the share mounted?"
     return InputError(f"no image files in {discovery.root} (looked for {' '.join(IMAGE_SUFFIXES)}, recursively; "
                       f"found {found}); nothing screened, the last results left as they were "
-                      f"({command} --allow-empty writes an empty results CSV)")
+                      f"(screen folder --allow-empty writes an empty results CSV)")
 
 
 def discover_images(root: Path) -> Discovery:

@@ -52,7 +52,7 @@ class Match:
 
     row: PatientRow | None
     warnings: list[str] = field(default_factory=list)
-    others: tuple[PatientRow, ...] = ()  # less specific keys that fit this image too (not used)
+    others: tuple[PatientRow, ...] = ()  # less specific keys that fit this image too (row wins over them)
 
 
 def _normal_header(name: str) -> str:
@@ -102,7 +102,8 @@ class PatientTable:
 
     def __init__(self, path: Path, rows: list[PatientRow], counts: dict[str, int],
                  columns_found: dict[str, str], extra_columns: list[str],
-                 warnings: list[str], images: Iterable[str] | None = None) -> None:
+                 warnings: list[str], images: Iterable[str] | None = None,
+                 repeats: dict[str, list[tuple[int, dict[str, str]]]] | None = None) -> None:
         self.path = path
         self.rows = rows  # one per distinct key, the first row of each, in file order
         self.columns_found = columns_found  # field ('key', 'age', ...) -> original header
@@ -115,7 +116,7 @@ class PatientTable:
         self._counts = counts
         # normalised key -> (line, extra cells) of each row after the first: screening uses the
         # first row (with a warning); a labels file must not hide a second diagnosis behind it.
-        self.repeats: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.repeats = repeats or {}
         # key -> number of rows, for keys written on more than one row
         self.duplicate_keys = {self._by_key[k].key: n for k, n in counts.items() if n > 1}
         self._matches = self._match_all(list(images)) if images is not None else {}
@@ -387,6 +388,7 @@ def _rows(records: list[tuple[int, list[str]]], fields: dict[str, int],
     blank_keys = 0
     for line, cells in records:
         value = {name: cells[index].strip() or None for name, index in fields.items()}
+        others = {name: cells[index].strip() for name, index in extra.items()}
         key = value["key"]
         if key is None:
             blank_keys += 1
@@ -396,10 +398,9 @@ def _rows(records: list[tuple[int, list[str]]], fields: dict[str, int],
         if counts[normal] == 1:
             rows.append(PatientRow(
                 key=key, patient_id=value.get("patient_id"), age=value.get("age"),
-                sex=value.get("sex"), site=value.get("site"), line=line,
-                extra={name: cells[index].strip() for name, index in extra.items()}))
+                sex=value.get("sex"), site=value.get("site"), line=line, extra=others))
         else:
-            repeats.setdefault(normal, []).append((line, {name: cells[index].strip() for name, index in extra.items()}))
+            repeats.setdefault(normal, []).append((line, others))
     return rows, counts, blank_keys, repeats
 
 
@@ -443,7 +444,5 @@ def read_patients(path: Path, *, images: Iterable[str] | None = None,
         warnings.append(f"{blank_keys} metadata row{'s' if blank_keys > 1 else ''} with an "
                         f"empty {names[fields['key']]} cell skipped")
     columns_found = {name: names[index] for name, index in fields.items()}
-    table = PatientTable(path, rows, counts, columns_found, [names[i] for i in extra],
-                         warnings, images)
-    table.repeats = repeats
-    return table
+    return PatientTable(path, rows, counts, columns_found, [names[i] for i in extra],
+                        warnings, images, repeats)

@@ -119,7 +119,7 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
             if row["status"] != OK:
                 errors.append(image)
                 continue
-            probabilities[image] = tuple(max(float(row[f"p_{c}"]), CSV_ZERO) for c in classes)
+            probabilities[image] = tuple(float(row[f"p_{c}"]) for c in classes)
             if row.get("patient_id"):
                 patient_ids[image] = _plain(row["patient_id"])
     precision = "CSV (6 decimals)"
@@ -129,7 +129,7 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
         if same_run:
             bundle = str(header.get("bundle", bundle))
             wanted = probabilities.keys() if path != journal else [i for i, o in outcomes.items() if o.status == OK]
-            kept = {image: tuple(max(p, CSV_ZERO) for p in outcomes[image].probabilities) for image in wanted
+            kept = {image: outcomes[image].probabilities for image in wanted
                     if image in outcomes and outcomes[image].status == OK}
             if path == journal:
                 errors = sorted(i for i, o in outcomes.items() if o.status != OK)
@@ -141,6 +141,8 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
     if not probabilities:
         raise InputError(f"{path} has no successfully screened image")
     images = sorted(probabilities)
-    return Scores(images=images, probabilities=np.array([probabilities[i] for i in images], dtype=np.float64),
+    # One floor for both files: a probability stored as 0 is read as CSV_ZERO.
+    floored = np.maximum(np.array([probabilities[i] for i in images], dtype=np.float64), CSV_ZERO)
+    return Scores(images=images, probabilities=floored,
                   patient_ids=patient_ids, bundle=bundle, precision=precision, error_rows=sorted(errors),
                   source=path)

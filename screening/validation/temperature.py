@@ -64,10 +64,9 @@ def lowest_risk(probabilities: np.ndarray, malignant: list[int], t_from: float, 
     """
     half = stored_step / 2
     low = np.array(probabilities, dtype=np.float64, copy=True)
-    benign = [j for j in range(low.shape[1]) if j not in set(malignant)]
+    benign = sorted(set(range(low.shape[1])) - set(malignant))
     low[:, malignant] = np.clip(low[:, malignant] - half, FLOOR, 1.0)
-    low[:, benign] = np.clip(low[:, benign] + half, FLOOR, 1.0)
-    low /= low.sum(axis=1, keepdims=True)  # softmax is unchanged by a common factor: any scale is fine
+    low[:, benign] = np.clip(low[:, benign] + half, FLOOR, 1.0)  # rescale normalises: no need here
     return rescale(low, t_from, t_to)[:, malignant].sum(axis=1)
 
 
