@@ -32,7 +32,7 @@ def measure(config_path: str, variant: str, steps: int, batch: int | None) -> di
     from training.common import place
     from training.config import load_config
     from training.data.classes import get_class_config
-    from training.models.fusion import FusionClassifier, freeze_backbones
+    from training.models.fusion import FusionClassifier, freeze_backbones, freeze_image_stem
 
     torch.manual_seed(0)
     config = load_config(config_path)
@@ -41,6 +41,7 @@ def measure(config_path: str, variant: str, steps: int, batch: int | None) -> di
     net = FusionClassifier(config.classifier.model, DEFAULT_VOCABULARY.dim, classes)
     if config.classifier.freeze_mask_backbone:
         freeze_backbones(net, True, branches=("mask",))
+    freeze_image_stem(net, config.classifier.frozen_image_blocks)
     net = place(net.train(), torch.device("cpu"), nhwc)
     model = torch.compile(net) if variant.endswith("compile") else net
     n, size = batch or config.classifier.optim.batch_size, config.data.input_size

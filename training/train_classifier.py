@@ -22,7 +22,7 @@ from .inference import classifier_state
 from .loop import Validation, fit, make_optimizer
 from .masks import cache_masks
 from .metrics import classification_report, validation_score
-from .models.fusion import FusionClassifier, backbone_parameters, freeze_backbones
+from .models.fusion import FusionClassifier, backbone_parameters, freeze_backbones, freeze_image_stem
 from .models.weights import normalisation_for, weights_kind
 
 
@@ -217,6 +217,10 @@ def train(config: Config, resume: bool = False) -> Path:
 
     mean, std = classifier_normalisation(config)
     net = FusionClassifier(config.classifier.model, meta_dim=DEFAULT_VOCABULARY.dim, num_classes=len(classes.class_names))
+    try:
+        freeze_image_stem(net, config.classifier.frozen_image_blocks)
+    except ValueError as exc:
+        raise SystemExit(f"error: classifier.{exc}") from exc
     net = place(net, device, config.channels_last)
     model = dist.wrap(net, device)
     if config.classifier.init_from and not (resume and (stage_dir / "last.pt").is_file()):

@@ -103,6 +103,7 @@ class FusionClassifier(nn.Module):
         self.head = nn.Sequential(nn.Linear(parts * d, d), nn.ReLU(), nn.Dropout(cfg.dropout),
                                   nn.Linear(d, num_classes))
         self.frozen_backbones: set[str] = set()  # names of backbones kept frozen (see freeze_backbones)
+        self.frozen_image_blocks = 0  # the image backbone's stem and first blocks kept frozen (freeze_image_stem)
 
     def image_tokens(self, feature_map: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) feature map -> (N, h*w, d) keys/values with positions added."""
@@ -263,6 +264,8 @@ class FusionClassifier(nn.Module):
         # A frozen backbone keeps its BatchNorm statistics too, not only its weights.
         for name in self.frozen_backbones:
             self.named_backbones()[name].eval()
+        for module in image_stem(self, self.frozen_image_blocks):
+            module.eval()
         return self
 
 
@@ -319,5 +322,42 @@ def freeze_backbones(model: FusionClassifier, freeze: bool = True,
         model.frozen_backbones |= set(chosen)
     else:
         model.frozen_backbones -= set(chosen)
+    for module in image_stem(model, model.frozen_image_blocks):  # frozen for the whole run, warm-up or not
+        module.requires_grad_(False)
     model.train(model.training)
-    return sum(p.numel() for p in parameters)
+    return sum(p.numel() for p in parameters if p.requires_grad != freeze)
+
+
+def image_stem(model: FusionClassifier, blocks: int) -> list[nn.Module]:
+    """The image backbone's stem and its first ``blocks`` blocks ([] for 0).
+
+    timm's EfficientNet and MobileNet backbones name them ``conv_stem``, ``bn1`` and ``blocks``;
+    another layout is refused rather than freezing something else.
+    """
+    if blocks < 0:
+        raise ValueError(f"frozen_image_blocks must be 0 or more, not {blocks}")
+    if blocks == 0:
+        return []
+    backbone = model.image_backbone
+    if not all(hasattr(backbone, name) for name in ("conv_stem", "bn1", "blocks")):
+        raise ValueError(f"frozen_image_blocks needs an EfficientNet/MobileNet-style image backbone (conv_stem, "
+                         f"bn1, blocks), not {type(backbone).__name__}")
+    if blocks > len(backbone.blocks):
+        raise ValueError(f"frozen_image_blocks {blocks} is more than the image backbone's {len(backbone.blocks)} blocks")
+    return [backbone.conv_stem, backbone.bn1, *list(backbone.blocks)[:blocks]]
+
+
+def freeze_image_stem(model: FusionClassifier, blocks: int) -> int:
+    """Keep the image backbone's stem and first ``blocks`` blocks frozen for the whole run.
+
+    Their ImageNet features are edges, colours and textures that any camera's image has; not
+    updating them skips the most expensive part of the backward pass (the full-resolution layers:
+    about 40 % of a training step on a CPU for the stem and three blocks of Lite0 at 160 px). Their
+    BatchNorm statistics stay fixed too. Returns the number of parameter elements frozen.
+    """
+    modules = image_stem(model, blocks)
+    model.frozen_image_blocks = blocks
+    for module in modules:
+        module.requires_grad_(False)
+    model.train(model.training)
+    return sum(p.numel() for module in modules for p in module.parameters())

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from screening.metadata import DEFAULT_VOCABULARY
-from training.models.fusion import FusionClassifier, FusionConfig, backbone_parameters, freeze_backbones
+from training.models.fusion import (FusionClassifier, FusionConfig, backbone_parameters, freeze_backbones,
+                                    freeze_image_stem, image_stem)
 
 META_DIM = DEFAULT_VOCABULARY.dim
 CLASSES = 7
@@ -171,3 +172,38 @@ def test_freezing_only_the_mask_backbone_leaves_the_image_backbone_training():
     assert model.image_backbone.training and not model.mask_backbone.training
     assert any(p.grad is not None for p in model.image_backbone.parameters())
     assert all(p.grad is None for p in model.mask_backbone.parameters())
+
+
+def test_a_frozen_image_stem_stays_frozen_through_the_warm_up_and_after_it():
+    model = _model()
+    stem = image_stem(model, 2)
+    stem_params = sum(p.numel() for module in stem for p in module.parameters())
+    assert freeze_image_stem(model, 2) == stem_params > 0
+    later = model.image_backbone.blocks[2]
+    before = {name: p.detach().clone() for name, p in model.image_backbone.named_parameters()}
+    freeze_backbones(model, True)  # the warm-up epoch
+    freeze_backbones(model, False)  # fine-tuning: everything but the stem
+    model.train()
+    assert not any(module.training for block in stem for module in block.modules())
+    assert later.training and model.mask_backbone.training
+
+    stem_statistics = [buffer.clone() for buffer in stem[1].buffers()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(IMAGE, MASK, META).sum().backward()
+    optimizer.step()
+    after = dict(model.image_backbone.named_parameters())
+    stem_names = {name for name, _ in model.image_backbone.named_parameters()
+                  if name.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1."))}
+    assert stem_names and all(torch.equal(before[name], after[name]) for name in stem_names)
+    assert any(not torch.equal(before[name], after[name]) for name in after if name.startswith("blocks.2."))
+    # The stem's BatchNorm statistics stay the pretrained ones too, not this batch's.
+    assert all(torch.equal(old, new) for old, new in zip(stem_statistics, stem[1].buffers()))
+
+
+def test_freezing_more_blocks_than_the_backbone_has_or_a_negative_number_is_refused():
+    model = _model()
+    with pytest.raises(ValueError, match="more than"):
+        freeze_image_stem(model, len(model.image_backbone.blocks) + 1)
+    with pytest.raises(ValueError, match="0 or more"):
+        freeze_image_stem(model, -1)
+    assert freeze_image_stem(model, 0) == 0 and all(p.requires_grad for p in model.parameters())
