@@ -229,9 +229,18 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
             journal.append(batch)
             outcomes.update((outcome.image, outcome) for outcome in batch)
             progress.update(len(batch))
-    # New to the reader: screened now, or by an interrupted run of this job (journal.fresh).
-    new = frozenset(job.image for job in todo) | (journal.fresh & set(reused))
+    # New to the reader: screened now, or by an interrupted run of this job (journal.fresh); but
+    # not an image that failed again exactly as before, or a file refused every night would be
+    # `new` every morning and the column would stop meaning "changed since you last looked".
+    news = [job.image for job in todo if not failed_again(journal.finished.get(job.image), outcomes.get(job.image))]
+    new = frozenset(news) | (journal.fresh & set(reused))
     return _RunResult(outcomes, screened=len(todo), reused=len(reused), new=new)
+
+
+def failed_again(before: Outcome | None, now: Outcome | None) -> bool:
+    """Whether ``now`` is the same error row, for the same file, as ``before``."""
+    return (before is not None and now is not None and before.status != OK and now.status != OK
+            and before.fingerprint == now.fingerprint and before.error == now.error)
 
 
 def utc_now() -> str:

@@ -174,6 +174,33 @@ def test_a_slow_image_under_the_limits_is_stopped_by_the_time_budget_and_retried
     assert rows_of(out)["slow.jpg"]["status"] == "ok"
 
 
+def test_an_image_that_fails_again_the_same_way_is_not_new_the_next_morning(
+        tmp_path: Path, tiny_bundle: Path) -> None:
+    """`new` lists what changed since the last run: a file refused every night must not be news every morning."""
+    images = tmp_path / "images"
+    with_good_images(images)
+    (images / "slow.jpg").write_bytes(progressive_jpeg(3072, MAX_JPEG_SCANS))
+    out = tmp_path / "results.csv"
+    assert screen(images, out, tiny_bundle, "--decode-timeout", 0.1).exit_code == 0
+    assert rows_of(out)["slow.jpg"]["new"] == "yes"  # the first night: everything is news
+
+    result = screen(images, out, tiny_bundle, "--resume", "--decode-timeout", 0.1)
+    assert result.exit_code == 0, result.output
+    rows = rows_of(out)
+    assert (rows["slow.jpg"]["status"], rows["slow.jpg"]["new"]) == ("error", "no")
+    summary = json.loads((tmp_path / "results.summary.json").read_text())
+    assert (summary["screened"], summary["new_rows"]) == (1, 0)  # retried, and it failed again
+
+    # Failing another way is news, and so is the night it finally screens.
+    (images / "slow.jpg").write_bytes(b"\xff\xd8" + b"\x00" * 64)
+    assert screen(images, out, tiny_bundle, "--resume", "--decode-timeout", 0.1).exit_code == 0
+    assert rows_of(out)["slow.jpg"]["new"] == "yes"
+    (images / "slow.jpg").write_bytes(progressive_jpeg(64, 12))
+    assert screen(images, out, tiny_bundle, "--resume").exit_code == 0
+    assert (rows_of(out)["slow.jpg"]["status"], rows_of(out)["slow.jpg"]["new"]) == ("ok", "yes")
+    assert rows_of(out)["good_0.png"]["new"] == "no"
+
+
 # -- PNG bombs -------------------------------------------------------------------------------------
 
 def test_png_bomb_is_refused_from_its_header(tmp_path: Path, tiny_bundle: Path) -> None:
