@@ -43,6 +43,7 @@ DEFAULT_PREFETCH = 2
 # The overlay is for a quick look; a capped size keeps a kept full-resolution image out of memory.
 OVERLAY_MAX_SIDE = 1024
 OVERLAY_COLOUR = (0, 255, 0)  # BGR green: visible on skin tones and dark lesions alike
+INFERENCE_FAILED = "inference failed"  # how every error row of a model failure begins, or NOT_A_NUMBER
 NOT_A_NUMBER = ("the model's output for this image is not a number (NaN or infinity; with a TensorRT FP16 "
                 "engine, --backend onnxruntime may succeed)")
 
@@ -121,6 +122,11 @@ def with_digests(jobs: list[ImageJob], root: Path, pool: ThreadPoolExecutor | No
     paths = [Path(root) / job.image for job in jobs]
     digests = pool.map(content_digest, paths) if pool is not None else map(content_digest, paths)
     return [replace(job, digest=digest) for job, digest in zip(jobs, digests)]
+
+
+def failed_in_the_models(outcome: Outcome) -> bool:
+    """Whether an error row is the models' failure (an exception, a NaN), not the image's."""
+    return outcome.status != OK and (outcome.error == NOT_A_NUMBER or outcome.error.startswith(INFERENCE_FAILED))
 
 
 def split_finished(jobs: list[ImageJob], finished: dict[str, Outcome],
@@ -285,7 +291,7 @@ def _run_models(ready: list[Decoded], backend: BundleBackend,
         return [(mask[i, 0], logits[i], None if maps is None else maps[i]) for i in range(len(ready))]
     except Exception as exc:
         if len(ready) == 1:
-            return [f"inference failed ({exc.__class__.__name__}: {_one_line(exc)})"]
+            return [f"{INFERENCE_FAILED} ({exc.__class__.__name__}: {_one_line(exc)})"]
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | str] = []
     for item in ready:
         results.extend(_run_models([item], backend, tta))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 from . import __version__
 from .backends import open_backend
 from .backends.bundle import BundleBackend
-from .errors import InputError
+from .errors import BundleError, InputError
 from .tta import TTA_MODES
 from .images import discover_images, no_images
 from .journal import Journal, OutputLock
@@ -26,7 +26,8 @@ from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
-from .pipeline import DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, plan_jobs, screen_jobs, split_finished
+from .pipeline import (DEFAULT_BATCH_SIZE, ImageJob, PipelineOptions, failed_in_the_models, plan_jobs,
+                       screen_jobs, split_finished)
 from .progress import Reporter
 from .report.build import ReportRequest, build_report, check_report_path, metadata_as_read, view_writer
 if TYPE_CHECKING:  # Ray is an optional extra, imported only by a --ray run
@@ -145,6 +146,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
                     reporter.warn(message)
                 jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
                 run = _run(request, jobs, backend, journal, reporter)
+                refuse_a_broken_night(run, request.output)
                 ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
                                              (*job.warnings, *run.outcomes[job.image].warnings),
                                              job.extra, new=job.image in run.new) for job in jobs)
@@ -176,6 +178,7 @@ class _RunResult:
     screened: int
     reused: int
     new: frozenset[str] = frozenset()  # images screened by this job: this run or an interrupted one
+    screened_now: frozenset[str] = frozenset()  # images screened by this run
 
 
 def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
@@ -234,7 +237,26 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
     # `new` every morning and the column would stop meaning "changed since you last looked".
     news = [job.image for job in todo if not failed_again(journal.finished.get(job.image), outcomes.get(job.image))]
     new = frozenset(news) | (journal.fresh & set(reused))
-    return _RunResult(outcomes, screened=len(todo), reused=len(reused), new=new)
+    return _RunResult(outcomes, screened=len(todo), reused=len(reused), new=new,
+                      screened_now=frozenset(job.image for job in todo))
+
+
+def refuse_a_broken_night(run: _RunResult, output: Path) -> None:
+    """Stop before the results are replaced when every image screened failed in the models.
+
+    A bundle that loads and verifies yet gives NaN (or throws) on every image would otherwise
+    turn last night's worklist into a list of error rows, exit 0, and raise no alarm. The failed
+    rows stay in the journal as retryable, so the next run (--resume) screens them again.
+
+    Raises:
+        BundleError: every image screened by this run failed in the models.
+    """
+    screened = [run.outcomes[image] for image in sorted(run.screened_now) if image in run.outcomes]
+    if screened and all(failed_in_the_models(outcome) for outcome in screened):
+        raise BundleError(f"every one of the {len(screened)} images screened failed in the models (e.g. "
+                          f"{screened[0].error}): the bundle or the backend looks broken; {output} and its "
+                          f"summary were left as they were. Check the bundle (screen bundle verify, --backend "
+                          f"onnxruntime), then run again with --resume")
 
 
 def failed_again(before: Outcome | None, now: Outcome | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,11 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, model_path: Path, *, threads: int | None = None, name: str | None = None,
                  expected_inputs: dict[str, list[Any]] | None = None,
-                 expected_outputs: dict[str, list[Any]] | None = None) -> None:
+                 expected_outputs: dict[str, list[Any]] | None = None,
+                 expected_sha256: str | None = None) -> None:
         super().__init__(name or Path(model_path).name)
         self.model_path = Path(model_path)
+        self.expected_sha256 = expected_sha256
         self.threads = threads or physical_cores()
         self.expected_inputs = expected_inputs
         self.expected_outputs = expected_outputs
@@ -96,9 +99,26 @@ class OnnxRuntimeRunner(Runner):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options
 
-    def _activate(self) -> None:
+    def _model_bytes(self) -> bytes:
+        """The model file's bytes, checked against the manifest's sha256 when one is given.
+
+        The session is made from these very bytes: the manifest's check read the file earlier, and
+        a bundle replaced in between (``export --force`` swaps whole folders) would otherwise run
+        the new models under the old manifest's temperature, thresholds and name.
+        """
         try:
-            self.session = ort.InferenceSession(str(self.model_path), sess_options=self.session_options(),
+            data = self.model_path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"cannot read {self.model_path}: {exc.strerror or exc}") from None
+        if self.expected_sha256 and hashlib.sha256(data).hexdigest() != self.expected_sha256:
+            raise BundleError(f"{self.model_path} changed after its manifest was read (was the bundle replaced "
+                              f"while screening started?): nothing was screened; run again")
+        return data
+
+    def _activate(self) -> None:
+        data = self._model_bytes()
+        try:
+            self.session = ort.InferenceSession(data, sess_options=self.session_options(),
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for unreadable models
             raise BundleError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
@@ -165,7 +185,8 @@ class OnnxRuntimeBackend(RunnerPairBackend):
     def __init__(self, bundle_dir: Path, manifest: Manifest, *, threads: int | None = None) -> None:
         def runner(role: str, spec: ModelSpec) -> OnnxRuntimeRunner:
             return OnnxRuntimeRunner(Path(bundle_dir) / spec.file, threads=threads, name=role,
-                                     expected_inputs=spec.inputs, expected_outputs=spec.outputs)
+                                     expected_inputs=spec.inputs, expected_outputs=spec.outputs,
+                                     expected_sha256=spec.sha256)
 
         super().__init__(manifest, runner("segmenter", manifest.segmenter),
                          runner("classifier", manifest.classifier))

@@ -15,7 +15,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from bundle_factory import build_bundle
+from bundle_factory import build_bundle, segmenter_model
 from screening.cli import cli
 from screening.journal import journal_path
 from screening.progress import Progress
@@ -218,6 +218,36 @@ def test_resume_with_a_new_bundle_rescreens_everything_with_a_warning(tmp_path: 
     rows = read_csv(out)
     assert {row["bundle"].split("+")[0] for row in rows} == {"tiny@2.0"} and all(r["new"] == "yes" for r in rows)
     assert json.loads(journal_path(out).read_text().splitlines()[0])["bundle"].startswith("tiny@2.0+")
+
+
+def test_a_new_bundle_that_fails_on_every_image_stops_the_night_and_keeps_the_last_results(
+        tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    """A bundle that loads and verifies yet gives NaN on every image must raise the alarm, not
+    replace last night's worklist with error rows and exit 0."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    images, meta = make_folder(4)
+    out = tmp_path / "results.csv"
+    assert run(images, meta, out, tiny_bundle).exit_code == 0
+    last_night = {path: path.read_bytes() for path in (out, tmp_path / "results.summary.json")}
+
+    broken_segmenter = segmenter_model()
+    broken_segmenter.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.array([np.nan], np.float32), "b"))
+    broken = tmp_path / "engines" / "broken"
+    build_bundle(broken, version="2.0", segmenter=broken_segmenter)
+    assert screen("bundle", "verify", broken).exit_code == 0  # nothing to see before screening
+    for night in range(2):  # and not on the night after either, when each image fails again the same way
+        result = run(images, meta, out, broken, "--resume")
+        assert result.exit_code == 3, result.output
+        assert "every one of the 4 images screened failed in the models" in result.stderr
+        assert {path: path.read_bytes() for path in last_night} == last_night
+
+    # The bundle mended, --resume screens the failed images again.
+    result = run(images, meta, out, tiny_bundle, "--resume")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"ok"}
 
 
 # -- the terminal progress bar ----------------------------------------------------------------------

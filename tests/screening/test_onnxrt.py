@@ -192,3 +192,24 @@ def test_a_crashing_tensorrt_probe_falls_back_in_auto(tiny_bundle: Path, monkeyp
     backend, note = open_backend("auto", tiny_bundle, load_manifest(tiny_bundle), batch_size=2)
     assert isinstance(backend, OnnxRuntimeBackend)
     assert note == "auto picked onnxruntime: TensorRT probe failed: RuntimeError: CUDA driver version is insufficient"
+
+
+
+def test_a_bundle_replaced_after_its_manifest_was_read_is_refused_not_run_under_the_old_manifest(
+        tmp_path: Path) -> None:
+    """`export --force` swaps whole bundle folders: one landing between the manifest's check and the
+    sessions' loading must not run the new models under the old temperature, thresholds and name."""
+    import onnx
+
+    bundle = tmp_path / "bundle"
+    build_bundle(bundle)
+    manifest = load_manifest(bundle)  # checked: the files match it now
+    retrained = onnx.load(str(bundle / "segmenter.onnx"))
+    retrained.producer_name = "another training run"  # other bytes, still a valid model
+    onnx.save(retrained, bundle / "segmenter.onnx")
+    with pytest.raises(BundleError, match="segmenter.onnx changed after its manifest was read"):
+        with OnnxRuntimeBackend(bundle, manifest):
+            pass
+    # Without a manifest's sha256 (a runner opened on its own) the file is simply loaded.
+    with OnnxRuntimeRunner(bundle / "segmenter.onnx") as runner:
+        assert runner.session is not None
