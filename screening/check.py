@@ -8,11 +8,12 @@ CSV or summary being written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import BundleError
 from .images import discover_images, no_images
+from .journal import Journal
 from .manifest import load_manifest
 from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
 from .patients import read_patients
@@ -56,16 +57,31 @@ class CheckReport:
             "unknown values: " + ", ".join(f"{name} {count}" for name, count in self.unknown.items()),
             *(f"metadata warning: {message}" for message in self.metadata_warnings),
             f"bundle: {self.bundle} valid" if self.ok else f"bundle: NOT usable: {self.bundle_error}",
+            *self.notes,
             "nothing was written" if self.ok else "nothing was written; fix the bundle before the first run",
         ]
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """The run's own options that --check resolves as the run would: a night that would stop on
+    them must not pass the check."""
+
+    output: Path | None = None
+    resume: bool = False
+    on_bundle_change: str = "rescreen"
+    operating_point: str | None = None
+    tta: str | None = None
+
+
 def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
-                 columns: dict[str, str] | None = None, allow_empty: bool = False) -> CheckReport:
+                 columns: dict[str, str] | None = None, allow_empty: bool = False,
+                 run: PlannedRun = PlannedRun()) -> CheckReport:
     """Read the folder, the metadata CSV and the bundle as ``screen folder`` would; write nothing.
 
     Raises:
-        InputError, MetadataError: the folder or the CSV cannot be used at all (as for a run).
+        InputError, MetadataError: the folder, the CSV, the operating point or the journal cannot
+            be used (as for a run).
     """
     discovery = discover_images(images_dir)
     if not discovery.images and not allow_empty:
@@ -73,11 +89,21 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
     table = read_patients(meta_csv, images=discovery.images, columns=columns)
     bundle, error = "", ""
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY
+    notes: list[str] = []
     try:
         manifest = load_manifest(bundle_dir)
-        bundle, vocab = manifest.identity, manifest.metadata
     except BundleError as exc:
         error = str(exc)
+    else:
+        if run.tta is not None and run.tta != manifest.tta:
+            manifest = replace(manifest, tta=run.tta)  # as the run does: part of the bundle's identity
+        bundle, vocab = manifest.identity, manifest.metadata
+        point = manifest.operating_point(run.operating_point)  # an unknown name: InputError, as the run
+        notes.append(f"flag: {point['name']} (refer at risk >= {point['threshold']:.6f})" if point
+                     else "flag: none (the bundle has no operating points)")
+        if run.output is not None:
+            notes.append(Journal.preview(run.output, manifest, resume=run.resume,
+                                         on_bundle_change=run.on_bundle_change))
     unknown = {"age": 0, "sex": 0, "site": 0}
     used_keys, with_row = [], 0
     for image in discovery.images:
@@ -98,4 +124,4 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         images_with_row=with_row, images_without_row=len(discovery.images) - with_row,
         rows_without_image=table.unmatched_keys(used_keys), columns_used=dict(table.columns_found),
         columns_ignored=list(table.extra_columns), unknown=unknown, metadata_warnings=list(table.warnings),
-        bundle=bundle, bundle_error=error)
+        bundle=bundle, bundle_error=error, notes=notes)

@@ -233,22 +233,39 @@ class Journal:
         header = JournalHeader.of(manifest)
         if not os.path.lexists(path):  # a dangling link is not "no journal": _create refuses it
             return cls._create(path, header)
-        if not resume:
-            raise InputError(f"{path} exists from an earlier run: pass --resume to reuse its "
-                             f"results (only new or changed images are screened), or delete it "
-                             f"to screen everything again")
-        if on_bundle_change not in ON_BUNDLE_CHANGE:
-            raise InputError(f"--on-bundle-change must be one of {', '.join(ON_BUNDLE_CHANGE)}, "
-                             f"got {on_bundle_change!r}")
+        _check_reuse(path, resume, on_bundle_change)
         found = _peek_header(path)
         if on_bundle_change == "rescreen" and found is not None and found != header:
             path.unlink()
             journal = cls._create(path, header)
-            journal.notes.append(f"{path} holds results of bundle {found.bundle}, this run uses "
-                                 f"{header.bundle}: screening every image again with the new bundle "
-                                 f"(--on-bundle-change fail stops instead)")
+            journal.notes.append(_rescreen_note(path, found, header))
             return journal
         return cls._reopen(path, header)
+
+    @staticmethod
+    def preview(output: Path, manifest: Manifest, *, resume: bool, on_bundle_change: str = "rescreen") -> str:
+        """What :meth:`open` would do with this output's journal, as one line; writes nothing.
+
+        For ``screen folder --check``: a night that would fail on its journal fails the check too.
+
+        Raises:
+            InputError: as :meth:`open` would (a journal without ``resume``, another bundle's with
+                ``on_bundle_change`` "fail").
+        """
+        path = journal_path(output)
+        header = JournalHeader.of(manifest)
+        if not os.path.lexists(path):
+            return f"journal: none yet at {path}; every image will be screened"
+        _check_reuse(path, resume, on_bundle_change)
+        found = _peek_header(path)
+        if found is not None and found != header:
+            if on_bundle_change == "rescreen":
+                return (f"journal: {path} holds results of bundle {found.bundle}, this run uses {header.bundle}: "
+                        f"every image will be screened again (--on-bundle-change fail stops instead)")
+            raise InputError(_other_bundle(path, found, header))
+        if found is None:
+            return f"journal: {path} has no readable header; it will be checked when the run opens it"
+        return f"journal: {path} holds results of this bundle; only new or changed images will be screened"
 
     @classmethod
     def _create(cls, path: Path, header: JournalHeader) -> "Journal":
@@ -280,9 +297,7 @@ class Journal:
         if found is None:
             raise InputError(f"{path} is not a screening journal: delete it or choose another --out")
         if found != header:
-            raise InputError(f"{path} holds results of bundle {found.describe()} but this run uses "
-                             f"{header.describe()}: delete it, or pass --on-bundle-change rescreen, "
-                             f"to screen everything with this bundle")
+            raise InputError(_other_bundle(path, found, header))
         finished, dropped, fresh = _read_outcomes(lines[1:], header.classes, found.settled)
         unreadable = len(dropped)
         notes = []
@@ -339,6 +354,27 @@ def _os_reason(error: OSError) -> str:
     if error.errno in (errno.ELOOP, errno.EEXIST):
         return "it is a symbolic link (refusing to follow it)"
     return error.strerror or str(error)
+
+
+def _check_reuse(path: Path, resume: bool, on_bundle_change: str) -> None:
+    """Refuse to reuse an existing journal without --resume, or with an unknown bundle-change rule."""
+    if not resume:
+        raise InputError(f"{path} exists from an earlier run: pass --resume to reuse its "
+                         f"results (only new or changed images are screened), or delete it "
+                         f"to screen everything again")
+    if on_bundle_change not in ON_BUNDLE_CHANGE:
+        raise InputError(f"--on-bundle-change must be one of {', '.join(ON_BUNDLE_CHANGE)}, "
+                         f"got {on_bundle_change!r}")
+
+
+def _rescreen_note(path: Path, found: JournalHeader, header: JournalHeader) -> str:
+    return (f"{path} holds results of bundle {found.bundle}, this run uses {header.bundle}: screening every "
+            f"image again with the new bundle (--on-bundle-change fail stops instead)")
+
+
+def _other_bundle(path: Path, found: JournalHeader, header: JournalHeader) -> str:
+    return (f"{path} holds results of bundle {found.describe()} but this run uses {header.describe()}: delete "
+            f"it, or pass --on-bundle-change rescreen, to screen everything with this bundle")
 
 
 def _peek_header(path: Path) -> JournalHeader | None:

@@ -167,7 +167,10 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     from ..session import FolderRequest, screen_folder
 
     if job.check:
-        return run_check(images_dir, meta_csv, bundle if bundle is not None else default_bundle(), job)
+        from ..check import PlannedRun
+
+        return run_check(images_dir, meta_csv, bundle if bundle is not None else default_bundle(), job,
+                         PlannedRun(output=output, resume=resume, operating_point=operating_point, tta=tta))
     request = FolderRequest(
         on_bundle_change=job.on_bundle_change, columns=job.columns, allow_empty=job.allow_empty,
         decode_timeout_s=decode_timeout, max_decode_mib=max_decode_mib,

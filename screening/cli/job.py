@@ -8,6 +8,8 @@ terminal, so that the morning's reader of the log sees why a night failed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import os
 import tomllib
@@ -138,7 +140,9 @@ def job_options(command: Callable) -> Callable:
         click.option("--check", is_flag=True,
                      help="Read the folder, the metadata CSV and the bundle, write nothing, and report "
                           "images found, rows matched and unmatched, columns used and ignored, unknown "
-                          "values per field and whether the bundle is valid (exit 3 if not)."),
+                          "values per field, whether the bundle is valid (exit 3 if not), the operating "
+                          "point that will flag and what the journal means for the run (exit 2 where the "
+                          "run would stop on them)."),
         click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
                      help="The metadata CSV's own name for a field (image, patient_id, age, sex, site), "
                           "e.g. --column age=Alter; repeatable."),
@@ -160,11 +164,17 @@ def job_options(command: Callable) -> Callable:
     return run
 
 
-def run_check(images_dir: Path, meta_csv: Path, bundle_dir: Path, job: JobOptions) -> None:
-    """``--check``: print what a run would find; exit 3 when the bundle is not usable."""
-    from ..check import check_folder
+def run_check(images_dir: Path, meta_csv: Path, bundle_dir: Path, job: JobOptions, run=None) -> None:
+    """``--check``: print what a run would find; exit 3 when the bundle is not usable.
 
-    report = check_folder(images_dir, meta_csv, bundle_dir, dict(job.columns), allow_empty=job.allow_empty)
+    ``run`` (a ``check.PlannedRun``) carries the run's own options (output, --resume,
+    --operating-point, --tta), resolved as the run would.
+    """
+    from ..check import PlannedRun, check_folder
+
+    planned = dataclasses.replace(run or PlannedRun(), on_bundle_change=job.on_bundle_change)
+    report = check_folder(images_dir, meta_csv, bundle_dir, dict(job.columns), allow_empty=job.allow_empty,
+                          run=planned)
     for line in report.lines():
         click.echo(line)
         if job.log is not None:

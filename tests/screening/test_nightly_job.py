@@ -60,7 +60,36 @@ def test_check_reports_and_writes_nothing(tmp_path: Path, make_folder, tiny_bund
     assert lines[1] == "metadata: 6 rows; 5 images matched, 0 without a row; 1 rows without an image (ghost.png)"
     assert lines[2].startswith("columns used: key=image, patient_id=patient_id, age=age")
     assert re.fullmatch(r"unknown values: age \d+, sex \d+, site \d+", lines[4])
-    assert re.fullmatch(r"bundle: tiny@1\.0\+[0-9a-f]{8} valid", lines[-2])
+    assert re.fullmatch(r"bundle: tiny@1\.0\+[0-9a-f]{8} valid", lines[-4])
+    assert lines[-3] == "flag: none (the bundle has no operating points)"
+    assert lines[-2] == f"journal: none yet at {tmp_path / 'results.csv.journal'}; every image will be screened"
+
+
+def test_check_fails_where_the_night_would_fail_on_its_operating_point_or_journal(
+        tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    """--check must not pass a night that then stops: an upgrade that renamed the operating point
+    asked for, or one that the journal's bundle-change rule refuses."""
+    images, meta = make_folder(3)
+    out = tmp_path / "results.csv"
+    assert run(images, meta, out, tiny_bundle).exit_code == 0
+    upgraded = tmp_path / "engines" / "tiny2"
+    build_bundle(upgraded, version="2.0")
+    for extra in (("--operating-point", "sens95"), ("--on-bundle-change", "fail"), ()):
+        check = run(images, meta, out, upgraded, "--resume", "--check", *extra)
+        night = run(images, meta, tmp_path / "copy.csv", upgraded, "--resume", *extra) if extra else None
+        if extra == ("--operating-point", "sens95"):
+            refusal = "operating point 'sens95': this bundle has no operating points"
+            assert check.exit_code == 2 and refusal in check.stderr, check.output
+            assert night.exit_code == 2 and refusal in night.stderr
+        elif extra:
+            assert check.exit_code == 2 and "holds results of bundle tiny@1.0+" in check.stderr, check.output
+        else:
+            assert check.exit_code == 0, check.output
+            assert re.search(r"journal: .* holds results of bundle tiny@1\.0\+\w+, this run uses tiny@2\.0\+\w+: "
+                             r"every image will be screened again", check.stdout)
+    assert run(images, meta, out, tiny_bundle, "--check").exit_code == 2  # a journal without --resume
+    same = run(images, meta, out, tiny_bundle, "--check", "--resume")
+    assert same.exit_code == 0 and "holds results of this bundle; only new or changed images" in same.stdout
 
 
 def test_check_with_a_broken_bundle_reports_it_and_exits_3(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
