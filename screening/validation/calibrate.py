@@ -70,6 +70,11 @@ def calibrate(request: CalibrationRequest, manifest: Manifest, scores: Scores, l
         TooFewCases: too few malignant (or no benign) cases for a requested sensitivity.
         BundleExists: the output exists and ``force`` is off.
     """
+    if not scores.bundle:
+        # Evaluating such a file only measures it; fitting on it would install thresholds
+        # computed from another bundle's scores, should it be one, as this bundle's.
+        raise InputError(f"{scores.source} does not say which bundle screened it (no bundle column): calibrate "
+                         f"needs the results CSV (or journal) that `screen folder` wrote with {manifest.tag}")
     if not made_by(scores, manifest):
         raise InputError(f"the results were screened with {scores.bundle}, not with {manifest.tag}: "
                          f"calibrate the bundle that made them")

@@ -113,7 +113,11 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
         missing = [f"p_{c}" for c in classes if f"p_{c}" not in rows[0]]
         if missing:
             raise InputError(f"{path} lacks the columns {', '.join(missing)} of bundle {manifest.tag}'s classes")
-        bundle = _plain(rows[0].get("bundle", ""))
+        named = sorted({_plain(row.get("bundle") or "") for row in rows if row["status"] == OK})
+        if len(named) > 1:  # rows of two bundles joined by hand: no one temperature or threshold fits them
+            raise InputError(f"{path} holds rows of {len(named)} bundles ({', '.join(n or '(none)' for n in named[:3])}"
+                             f"{', ...' if len(named) > 3 else ''}): evaluate or calibrate one bundle's results")
+        bundle = named[0] if named else ""
         for row in rows:
             image = _plain(row["image"])
             if row["status"] != OK:

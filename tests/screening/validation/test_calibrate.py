@@ -122,6 +122,33 @@ def test_results_of_another_bundle_are_refused(synthetic, tmp_path):
     assert "not with tiny@1.0: calibrate the bundle that made them" in result.output
 
 
+def test_results_that_do_not_name_their_bundle_or_name_two_are_refused(synthetic, tmp_path):
+    import csv
+    import io
+
+    data = synthetic(n=100)
+    (data.results.parent / "results.csv.journal").unlink()
+    rows = list(csv.DictReader(io.StringIO(data.results.read_text(encoding="utf-8-sig"))))
+    fields = list(rows[0])
+
+    def write(table, columns):
+        with open(data.results, "w", newline="", encoding="utf-8-sig") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(table)
+        return run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                   "--out", tmp_path / "x")
+
+    result = write(rows, [f for f in fields if f != "bundle"])  # e.g. a spreadsheet's export of some columns
+    assert result.exit_code == 2 and "does not say which bundle screened it" in result.output
+    assert not (tmp_path / "x").exists()
+    mixed = [dict(row, bundle="other@2.0") if i % 2 else row for i, row in enumerate(rows)]
+    result = write(mixed, fields)
+    assert result.exit_code == 2 and "holds rows of 2 bundles" in result.output
+    evaluated = run("evaluate", data.results, "--labels", data.labels, "--bundle", data.manifest_dir)
+    assert evaluated.exit_code == 2 and "holds rows of 2 bundles" in evaluated.output
+
+
 def test_a_confidently_wrong_case_fits_the_same_temperature_from_the_journal_as_from_the_csv(synthetic, tmp_path):
     """Rounded to 6 decimals, a true class at 0.000000 has lost its logarithm in either file."""
     data = synthetic(n=400, sharpness=12.0)  # some true classes round to 0
