@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,10 @@ class Manifest:
     # Top-level fields this version does not know, tolerated so that a newer training version's
     # bundle still loads: unused, but part of the bundle's identity (``digest``).
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The manifest as read from its file, and ``to_dict()`` right after reading it: the digest is
+    # of what the file says (plus any change made since), not of this version's rendering of it.
+    source: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    as_loaded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -114,9 +118,17 @@ class Manifest:
 
         Every field can change results (classes, malignant flags, temperature, normalisation,
         thresholds, vocabulary, operating points), so an edited manifest is another bundle
-        even when it keeps its name, version and ONNX files.
+        even when it keeps its name, version and ONNX files. For a manifest read from a file it
+        is the file's content with any field changed since (``--tta``, a recalibration) put
+        over it, so that a newer runtime, which fills in defaults for fields an older bundle
+        does not have, gives the same bundle the same identity (no full rescreen, no refused
+        evaluation after a tool upgrade).
         """
-        return canonical_digest({**self.extra, **self.to_dict()})
+        current = self.to_dict()
+        if self.source is None or self.as_loaded is None:  # built in code, not read from a file
+            return canonical_digest({**self.extra, **current})
+        changed = {key: value for key, value in current.items() if self.as_loaded.get(key) != value}
+        return canonical_digest({**self.source, **changed})
 
     @property
     def identity(self) -> str:
@@ -182,7 +194,7 @@ class Manifest:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise BundleError(f"manifest is malformed: {exc.__class__.__name__}: {exc}") from exc
         manifest.check()
-        return manifest
+        return replace(manifest, source=data, as_loaded=manifest.to_dict())
 
     def check(self) -> None:
         """Internal consistency; raises BundleError with the first problem found."""
@@ -243,7 +255,11 @@ def sha256_file(path: Path) -> str:
 
 def save_manifest(manifest: Manifest, bundle_dir: Path) -> Path:
     path = Path(bundle_dir) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    # Fields this version does not know are kept (last): a derived bundle must not lose what a
+    # newer runtime would read in its parent.
+    data = manifest.to_dict()
+    data.update({key: value for key, value in manifest.extra.items() if key not in data})
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
 
 

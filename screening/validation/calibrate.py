@@ -100,8 +100,10 @@ def calibrate(request: CalibrationRequest, manifest: Manifest, scores: Scores, l
     fitted_on = f"{n} local cases ({request.labels_path.name}, {when[:10]})"
     points = fit_operating_points(risk_for_points, cases.malignant, request.sensitivities, fitted_on=fitted_on)
     version = derived_version(manifest.version, request.name)
+    # source=None: the child is a new file, identified by what save_manifest will write.
     child = replace(manifest, version=version, created=when, temperature=temperature, operating_points=points,
-                    default_operating_point=max(points, key=lambda p: p["target_sensitivity"])["name"])
+                    default_operating_point=max(points, key=lambda p: p["target_sensitivity"])["name"],
+                    source=None, as_loaded=None)
     before, _ = evaluate(scores, labels, manifest, request.resamples)
     after, _ = evaluate(replace(scores, probabilities=rescale(scores.probabilities, manifest.temperature,
                                                               temperature)),

@@ -36,6 +36,32 @@ def test_round_trip_through_disk(tmp_path):
     assert "not for diagnosis" in json.loads((tmp_path / "manifest.json").read_text())["statement"].lower()
 
 
+def test_a_bundle_keeps_its_identity_when_a_newer_runtime_fills_in_fields_it_does_not_have(tmp_path):
+    """The identity is of what the file says: a tool upgrade that adds an optional field (with a
+    default) must not turn every clinic's bundle into "another bundle" (a full rescreen, refused
+    evaluations of last month's results)."""
+    import hashlib
+
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    written = json.loads((tmp_path / "manifest.json").read_text())
+    older = {key: value for key, value in written.items() if key not in ("tta", "preprocessing", "card", "derived")}
+    (tmp_path / "manifest.json").write_text(json.dumps(older))
+    loaded = load_manifest(tmp_path)
+    assert loaded.tta == "none" and loaded.preprocessing == []  # the defaults, as before
+    as_written = json.dumps(older, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert loaded.digest == hashlib.sha256(as_written.encode()).hexdigest()
+    # A change made at run time is part of it (--tta: the journal must not mix), and undoing it undoes it.
+    flipped = replace(loaded, tta="flip")
+    assert flipped.identity != loaded.identity and replace(flipped, tta="none").identity == loaded.identity
+    # Fields this version does not know are part of it, and a saved copy keeps them.
+    (tmp_path / "manifest.json").write_text(json.dumps({**older, "resize_mode": "letterbox"}))
+    newer = load_manifest(tmp_path)
+    assert newer.identity != loaded.identity
+    (tmp_path / "copy").mkdir()
+    save_manifest(newer, tmp_path / "copy")
+    assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["resize_mode"] == "letterbox"
+
+
 def test_modified_model_file_is_refused(tmp_path):
     save_manifest(make_manifest(tmp_path), tmp_path)
     (tmp_path / "classifier.onnx").write_bytes(b"tampered")
