@@ -91,6 +91,9 @@ class Manifest:
     attention_queries: list[str] = field(default_factory=list)
     statement: str = NOT_FOR_DIAGNOSIS
     schema_version: int = SCHEMA_VERSION
+    # Fields that change results and must not be ignored by a runtime that does not know them
+    # (an unknown field is tolerated): such a runtime refuses the bundle (manifest_schema).
+    requires: list[str] = field(default_factory=list)
     # Top-level fields this version does not know, tolerated so that a newer training version's
     # bundle still loads: unused, but part of the bundle's identity (``digest``).
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -154,7 +157,8 @@ class Manifest:
         # Keys in reading order for humans opening the file.
         order = ["schema_version", "name", "version", "created", "statement", "classes",
                  "input_size", "mask_threshold", "mask_input_mode", "temperature", "metadata",
-                 "operating_points", "default_operating_point", "preprocessing", "tta", "segmenter", "classifier", "attention_queries", "training"]
+                 "operating_points", "default_operating_point", "preprocessing", "tta", "requires", "segmenter",
+                 "classifier", "attention_queries", "training"]
         out = {k: data[k] for k in order}
         # For people, not the runtime: last, after the training provenance.
         out.update(card=data["card"], derived=data["derived"])
@@ -189,6 +193,7 @@ class Manifest:
                 tta=str(data.get("tta", "none")),
                 attention_queries=data.get("attention_queries", []),
                 statement=str(data.get("statement", NOT_FOR_DIAGNOSIS)),
+                requires=[str(name) for name in data.get("requires", [])],
                 extra={key: value for key, value in data.items() if key not in FIELDS},
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -237,6 +242,16 @@ class Manifest:
     def has_attention(self) -> bool:
         """Whether the classifier also gives the attention maps of its queries (explanations)."""
         return ATTENTION_OUTPUT in self.classifier.outputs
+
+
+def fields_required(manifest: Manifest) -> list[str]:
+    """The fields of ``manifest`` that change results at their current value, for ``requires``.
+
+    A new field that changes results belongs here (when not at its default), so that an older
+    runtime refuses the bundle rather than screening it without the field.
+    """
+    return [name for name, used in (("preprocessing", bool(manifest.preprocessing)),
+                                    ("tta", manifest.tta != "none")) if used]
 
 
 def canonical_digest(data: dict[str, Any]) -> str:

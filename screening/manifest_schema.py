@@ -14,7 +14,8 @@ where the check takes ``(value, path)`` and raises :class:`FieldProblem` (helper
 ``expect_int``, ``expect_number``, ``expect_text``, ...). ``CROSS_CHECKS`` are checks between
 fields, run once every field passed its own. Unknown top-level fields are tolerated (a newer
 training version may add some), but they are still part of the bundle's identity
-(``screening.manifest.Manifest.digest``).
+(``screening.manifest.Manifest.digest``); a bundle names the fields it cannot be screened
+without in ``requires``, and one this version does not know is refused, not ignored.
 """
 
 from __future__ import annotations
@@ -301,6 +302,7 @@ FIELDS: dict[str, FieldRule] = {
     "attention_queries": FieldRule(_list_of_texts),
     "card": FieldRule(_object_field),
     "derived": FieldRule(_object_field),
+    "requires": FieldRule(_list_of_texts),
 }
 
 
@@ -353,7 +355,17 @@ def check_shapes_agree(data: dict) -> None:
                                                         f"(one per class), got {logits}")
 
 
-CROSS_CHECKS: list[Callable[[dict], None]] = [check_model_io, check_shapes_agree]
+def check_requires(data: dict) -> None:
+    """A bundle lists the fields it cannot be screened without; one this version does not know
+    would be ignored (unknown fields are tolerated), so the bundle is refused instead of screened
+    without it."""
+    unknown = [name for name in data.get("requires", []) if name not in FIELDS]
+    if unknown:
+        raise FieldProblem("requires", f"names {', '.join(unknown)}, which this version of screen does not know: "
+                                       f"the bundle needs a newer screen (pip install --upgrade lesion-screening)")
+
+
+CROSS_CHECKS: list[Callable[[dict], None]] = [check_requires, check_model_io, check_shapes_agree]
 
 
 # -- whole documents ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from screening.manifest import ATTENTION_OUTPUT, Manifest, ModelSpec, save_manifest, sha256_file
+from screening.manifest import ATTENTION_OUTPUT, Manifest, ModelSpec, fields_required, save_manifest, sha256_file
 from screening.bundle_store import BundleExists, check_destination, staged_bundle
 from screening.metadata import DEFAULT_VOCABULARY
 from screening.preprocess import normalise, softmax
@@ -218,6 +219,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
             card=model_card(config.export.card, Path(config.data.index),
                             [c.to_dict() for c in classes.classes]),
         )
+        manifest = replace(manifest, requires=fields_required(manifest))
         manifest.check()
         save_manifest(manifest, staging)
     return out

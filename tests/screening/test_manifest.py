@@ -62,6 +62,23 @@ def test_a_bundle_keeps_its_identity_when_a_newer_runtime_fills_in_fields_it_doe
     assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["resize_mode"] == "letterbox"
 
 
+def test_a_bundle_that_requires_a_field_this_version_does_not_know_is_refused_not_screened_without_it(tmp_path):
+    from screening.manifest import fields_required
+
+    manifest = make_manifest(tmp_path, tta="flip")
+    assert fields_required(manifest) == ["tta"]  # what export writes into `requires`
+    save_manifest(replace(manifest, requires=["tta"]), tmp_path)
+    assert load_manifest(tmp_path).requires == ["tta"]  # known: loads
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**data, "resize_mode": "letterbox",
+                                                        "requires": ["tta", "resize_mode"]}))
+    with pytest.raises(BundleError, match="requires: names resize_mode, which this version of screen does "
+                                          "not know: the bundle needs a newer screen"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({**data, "resize_mode": "letterbox"}))
+    assert load_manifest(tmp_path).extra == {"resize_mode": "letterbox"}  # not required: tolerated
+
+
 def test_modified_model_file_is_refused(tmp_path):
     save_manifest(make_manifest(tmp_path), tmp_path)
     (tmp_path / "classifier.onnx").write_bytes(b"tampered")
