@@ -18,9 +18,12 @@ from ..images import discover_images
 from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
+from .operating_point import point_shown
 from .render import ReportHeader, asset_folder, render_report, write_report
 from .rows import Results, read_results, screened_fingerprints
-from .views import ViewWriter, read_views, thumbnails_from_files
+from .views import ViewWriter, read_views, screened_metadata, thumbnails_from_files
+
+METADATA_CHANGED = "metadata changed since screening"  # today's patients CSV differs from the model's
 
 
 @dataclass
@@ -33,6 +36,9 @@ class ReportRequest:
     manifest: Manifest | None = None  # readable class names, attention queries, statement
     patients: dict[str, str] | None = None  # image -> patient id, for a journal (the CSV has them)
     meta: dict[str, str] | None = None  # image -> metadata as the model read it
+    # image -> the metadata codes behind ``meta`` ("3,1,5"), when read today from a patients CSV:
+    # shown only where they are the codes the journal says the image was screened with.
+    meta_codes: dict[str, str] | None = None
     backend: str = ""  # what ran; default: from the run's summary JSON
 
 
@@ -59,9 +65,16 @@ def check_report_path(out: Path, images_dir: Path | None = None) -> None:
         raise InputError(f"the folder of the report {out} does not exist")
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"the report {out} must be an .html file")
-    if images_dir is not None and out.resolve().is_relative_to(Path(images_dir).resolve()):
+    if images_dir is None:
+        return
+    images = Path(images_dir).resolve()
+    if out.resolve().is_relative_to(images):
         raise InputError(f"the report {out} is inside the images folder: its thumbnails would be "
                          f"screened as images by the next run")
+    folder = asset_folder(out).resolve()
+    if folder.is_relative_to(images) or images.is_relative_to(folder):
+        raise InputError(f"the report's pictures folder {asset_folder(out)} and the images folder {images_dir} "
+                         f"overlap: its thumbnails would be screened as images by the next run")
 
 
 def build_report(request: ReportRequest) -> ReportStats:
@@ -73,7 +86,10 @@ def build_report(request: ReportRequest) -> ReportStats:
     check_report_path(request.out, request.images_dir)
     manifest = request.manifest
     class_names = manifest.class_names if manifest else []
-    results = read_results(request.results, class_names, request.patients)
+    # A journal has no flags: they are computed with the bundle's default point (see _header).
+    point = manifest.operating_point() if manifest is not None and manifest.operating_points else None
+    results = read_results(request.results, class_names, request.patients,
+                           threshold=point["threshold"] if point else None)
     folder = asset_folder(request.out)
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
     screened = screened_fingerprints(request.results)
@@ -88,18 +104,31 @@ def build_report(request: ReportRequest) -> ReportStats:
         with ViewWriter(folder, queries, manifest.mask_threshold if manifest else 0.5) as writer:
             for view in thumbnails_from_files(without, Path(request.images_dir), writer, screened):
                 views[view.image] = view
-                made += 1
+                made += bool(view.thumb)
     have = {r.image for r in results.rows}
     missing = [image for image in found if image not in have]
     header = _header(request, results, manifest)
     labels = {c.name: c.label for c in manifest.classes} if manifest else {}
-    html = render_report(results, views, header, labels, request.out, request.meta, missing,
+    meta = _meta_as_screened(request.meta, request.meta_codes, screened)
+    html = render_report(results, views, header, labels, request.out, meta, missing,
                          [QUERY_LABELS.get(q, f"{q} query") for q in queries])
     try:
         write_report(request.out, html)
     except OSError as exc:
         raise InputError(f"cannot write the report {request.out}: {exc}") from exc
     return ReportStats(Path(request.out), len(results.rows), made, len(missing))
+
+
+def _meta_as_screened(meta: dict[str, str] | None, codes: dict[str, str] | None,
+                      screened: dict[str, str]) -> dict[str, str] | None:
+    """Today's metadata where the journal says the image was screened with it, else a note.
+
+    Without a journal (or its fingerprint) there is nothing to compare: today's is shown.
+    """
+    if meta is None or codes is None:
+        return meta
+    return {image: text if image not in screened or codes.get(image) == screened_metadata(screened[image])
+            else METADATA_CHANGED for image, text in meta.items()}
 
 
 def _discovered(images_dir: Path | None) -> dict[str, str]:
@@ -112,6 +141,7 @@ def _discovered(images_dir: Path | None) -> dict[str, str]:
 
 def _header(request: ReportRequest, results: Results, manifest: Manifest | None) -> ReportHeader:
     summary = _summary(request.results)
+    point = point_shown(results, summary, manifest)
     notes = []
     bundle_hash = ""
     if manifest is not None and results.bundle and results.bundle not in (manifest.tag, manifest.identity):
@@ -127,7 +157,7 @@ def _header(request: ReportRequest, results: Results, manifest: Manifest | None)
         bundle_hash=bundle_hash,
         backend=request.backend or str(summary.get("backend", "")),
         statement=manifest.statement if manifest else str(summary.get("statement", "")),
-        operating_point=_operating_point(summary.get("operating_point")),
+        operating_point=point.text, threshold=point.threshold,
         source=results.source, notes=notes)
 
 
@@ -139,17 +169,6 @@ def _summary(results_path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _operating_point(point: Any) -> str:
-    if isinstance(point, dict) and point.get("name"):
-        parts = [str(point["name"])]
-        if isinstance(point.get("target_sensitivity"), (int, float)):
-            parts.append(f"malignant sensitivity {point['target_sensitivity']:g}")
-        if isinstance(point.get("threshold"), (int, float)):
-            parts.append(f"refer at risk >= {point['threshold']:.3f}")
-        return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
-    return str(point) if isinstance(point, str) else ""
 
 
 def _run_date(results_path: Path, results: Results) -> str:
@@ -178,3 +197,8 @@ def metadata_as_read(jobs: Iterable[Any], vocabulary: MetadataVocabulary) -> dic
     ages, sexes, sites = vocabulary.age_bins, vocabulary.sexes, vocabulary.sites
     return {display_name(job.image): f"{ages[job.meta.age]} · {sexes[job.meta.sex]} · {sites[job.meta.site]}"
             for job in jobs}
+
+
+def metadata_codes(jobs: Iterable[Any]) -> dict[str, str]:
+    """image -> "3,1,5": the metadata codes of each job, as its fingerprint carries them."""
+    return {display_name(job.image): screened_metadata(job.fingerprint) for job in jobs}

@@ -16,11 +16,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..atomic import atomic_write
 from ..results import OK
+from .operating_point import risk_text
 from .rows import ReportRow, Results
 from .views import THUMBS, View
 
@@ -41,7 +43,8 @@ class ReportHeader:
     bundle_hash: str  # sha256 prefix of the manifest, "" when unknown
     backend: str  # what ran, "" when unknown
     statement: str  # the bundle's not-for-diagnosis statement
-    operating_point: str = ""  # in force, e.g. "sens95 (malignant sensitivity 0.95, risk >= 0.12)"
+    operating_point: str = ""  # in force, e.g. "sens95 (malignant sensitivity 0.95, refer at risk >= 0.120000)"
+    threshold: float | None = None  # the flags' risk threshold, when known: sets the risks' decimals
     source: str = "results CSV"
     notes: list[str] = field(default_factory=list)  # warnings about the report itself
 
@@ -52,21 +55,39 @@ def asset_folder(report: Path) -> Path:
     return report.with_name(f"{report.stem}_files")
 
 
+def asset_link(report: Path) -> str:
+    """The asset folder as a relative URL from the page: ``night#1_files`` -> ``night%231_files``.
+
+    A report name may hold ``#``, ``?``, ``%`` or spaces, which a browser reads as URL syntax.
+    """
+    return quote(asset_folder(report).name)
+
+
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("screening.report", "templates"),
-                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    environment = Environment(loader=PackageLoader("screening.report", "templates"),
+                              autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
+                              lstrip_blocks=True)
+    # A NaN in the data block would make the page's JSON.parse fail and blank the worklist:
+    # rows.py turns such rows into errors, and this refuses to write a page if one slips through.
+    environment.policies["json.dumps_kwargs"] = {"sort_keys": True, "allow_nan": False}
+    return environment
 
 
 def _row_data(row: ReportRow, view: View | None, labels: dict[str, str], meta: str, thumbs: str,
-              mark_new: bool) -> dict[str, Any]:
+              mark_new: bool, threshold: float | None) -> dict[str, Any]:
     """The compact object the page's script draws one worklist row from."""
     data: dict[str, Any] = {
         "r": row.rank, "i": row.image, "p": row.patient_id, "k": row.risk,
         "c": [[labels.get(code, code), code, round(p, 4)] for code, p in row.top_classes()],
         "a": row.lesion_area, "w": row.warnings, "m": meta, "f": row.flag,
     }
+    shown = risk_text(row.risk, threshold)
+    if shown is not None:  # more decimals than usual: three would look like the threshold
+        data["kt"] = shown
     if mark_new and row.new:
         data["n"] = True
+    if view is not None and view.note:  # why there is no picture, e.g. the file changed since
+        data["x"] = view.note
     if view is not None and view.thumb:
         data["t"] = f"{thumbs}/{view.thumb}"
         data["s"] = list(view.size)
@@ -93,11 +114,12 @@ def render_report(results: Results, views: dict[str, View], header: ReportHeader
         queries: readable names of the attention maps' queries, in order.
     """
     meta = meta or {}
-    thumbs = f"{asset_folder(out).name}/{THUMBS}"
+    thumbs = f"{asset_link(out)}/{THUMBS}"
     ok = [r for r in results.rows if r.status == OK]
     errors = [r for r in results.rows if r.status != OK]
     payload = {
-        "rows": [_row_data(r, views.get(r.image), labels, meta.get(r.image, ""), thumbs, results.has_new)
+        "rows": [_row_data(r, views.get(r.image), labels, meta.get(r.image, ""), thumbs, results.has_new,
+                          header.threshold)
                  for r in ok],
         "classes": sorted({(labels.get(c, c), c) for r in ok for c, _ in r.top_classes(1)}),
         "queries": queries or [],

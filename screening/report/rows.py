@@ -7,11 +7,13 @@ says, and picks up columns other features add (``flag``, ``screened_at``, ``new`
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
 from ..journal import JournalHeader, journal_path
+from ..operating_points import flag
 from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, neutralise, rank_rows
 
 TOP_CLASSES = 3  # classes listed per row, most probable first
@@ -65,10 +67,33 @@ def original_text(cell: str) -> str:
 
 
 def _number(cell: str) -> float | None:
+    """The cell's number (``nan``/``inf`` included: _finite turns those rows into errors)."""
     try:
         return float(cell) if cell.strip() else None
     except ValueError:
         return None
+
+
+def _rank(cell: str) -> int | None:
+    """A rank as the CSV writes it (ASCII digits); anything else (``²``, ``٣``, ``1.5``) is no rank."""
+    cell = cell.strip()
+    return int(cell) if cell.isascii() and cell.isdecimal() else None
+
+
+def _finite(row: ReportRow, source: str) -> ReportRow:
+    """An ok row with a nan/inf number becomes an error row saying which column.
+
+    Such a number cannot be ranked, compared with a threshold or written into the page's JSON
+    (a bare NaN there makes the browser's JSON.parse fail and blanks the whole worklist).
+    """
+    numbers = {"risk": row.risk, "lesion_area": row.lesion_area,
+               **{f"p_{code}": p for code, p in row.probabilities.items()}}
+    bad = [name for name, value in numbers.items() if value is not None and not math.isfinite(value)]
+    if not bad or row.status != OK:  # an error row keeps its own reason (its numbers are not shown)
+        return row
+    return ReportRow(rank=None, image=row.image, patient_id=row.patient_id, status=ERROR,
+                     error=f"non-finite {', '.join(bad)} in the {source}", warnings=row.warnings,
+                     new=row.new, screened_at=row.screened_at, bundle=row.bundle)
 
 
 def read_results_csv(path: Path) -> Results:
@@ -90,7 +115,7 @@ def read_results_csv(path: Path) -> Results:
             for index, cells in enumerate(reader):
                 if index >= MAX_ROWS:
                     raise InputError(f"{path} has more than {MAX_ROWS} rows")
-                rows.append(_row(cells))
+                rows.append(_finite(_row(cells), "results CSV"))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     # A flag column left empty (no operating point) is no flag at all for the reviewer.
@@ -105,7 +130,7 @@ def _row(cells: dict[str, str | None]) -> ReportRow:
     rank = text.get("rank", "")
     new = text.get("new", "").strip().lower()
     return ReportRow(
-        rank=int(rank) if rank.isdigit() else None,
+        rank=_rank(rank),
         image=text.get("image", ""), patient_id=text.get("patient_id", ""),
         status=OK if text.get("status") == OK else ERROR,
         risk=_number(text.get("risk", "")),
@@ -121,13 +146,16 @@ def _row(cells: dict[str, str | None]) -> ReportRow:
     )
 
 
-def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | None = None) -> Results:
+def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | None = None,
+                 threshold: float | None = None) -> Results:
     """Rows of a run's journal (a killed or unfinished run), ranked as the CSV would be.
 
     Args:
         path: the ``results.csv.journal`` file.
         class_names: the bundle's class codes, in the order of the journal's probabilities.
         patients: image -> patient id, when a patients CSV was given.
+        threshold: the operating point's risk threshold; the journal holds no flags, so they are
+            computed here as screening computes them (full-precision risk). None: no flags.
 
     Raises:
         InputError: the file is not a screening journal.
@@ -137,14 +165,23 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
     names = list(header.classes) or class_names
     ranked = rank_rows(ResultRow(o, patients.get(o.image, "")) for o in outcomes.values())
     # Names as the CSV shows them: the report's rows, pictures and page all use that form.
-    rows = [ReportRow(rank=rank, image=display_name(r.outcome.image), patient_id=r.patient_id,
-                      status=r.outcome.status,
-                      risk=None if r.outcome.risk is None else round(r.outcome.risk, DECIMALS),
-                      probabilities=dict(zip(names, r.outcome.probabilities)),
-                      lesion_area=r.outcome.lesion_area, error=r.outcome.error,
-                      warnings=list(r.outcome.warnings), bundle=header.bundle)
+    rows = [_finite(ReportRow(
+                rank=rank, image=display_name(r.outcome.image), patient_id=r.patient_id,
+                status=r.outcome.status,
+                risk=None if r.outcome.risk is None else round(r.outcome.risk, DECIMALS),
+                probabilities=dict(zip(names, r.outcome.probabilities)),
+                lesion_area=r.outcome.lesion_area, error=r.outcome.error,
+                warnings=list(r.outcome.warnings), bundle=header.bundle,
+                flag=_journal_flag(r.outcome, threshold)), "journal")
             for rank, r in ranked]
-    return Results(rows, "journal (the run did not finish)", bundle=header.bundle)
+    return Results(rows, "journal (the run did not finish)", has_flag=any(r.flag for r in rows),
+                   bundle=header.bundle)
+
+
+def _journal_flag(outcome: Outcome, threshold: float | None) -> str:
+    if threshold is None or outcome.status != OK or outcome.risk is None or not math.isfinite(outcome.risk):
+        return ""
+    return flag(outcome.risk, threshold)
 
 
 def _journal(path: Path) -> tuple[JournalHeader, dict[str, Outcome]]:
@@ -177,18 +214,21 @@ def screened_fingerprints(results: Path) -> dict[str, str]:
     return {display_name(image): outcome.fingerprint for image, outcome in outcomes.items()}
 
 
-def read_results(path: Path, class_names: list[str], patients: dict[str, str] | None = None) -> Results:
+def read_results(path: Path, class_names: list[str], patients: dict[str, str] | None = None,
+                 threshold: float | None = None) -> Results:
     """A results CSV, or the journal beside it (or named) when the CSV was never written.
+
+    ``threshold`` flags the journal's rows (a CSV carries its own flags).
 
     Raises:
         InputError: neither exists, or the file is not a run's output.
     """
     path = Path(path)
     if path.name.endswith(".journal") and path.is_file():
-        return read_journal(path, class_names, patients)
+        return read_journal(path, class_names, patients, threshold)
     if path.is_file():
         return read_results_csv(path)
     if journal_path(path).is_file():
-        return read_journal(journal_path(path), class_names, patients)
+        return read_journal(journal_path(path), class_names, patients, threshold)
     raise InputError(f"{path} not found (nor its journal {journal_path(path).name}): "
                      f"give the --out of a `screen folder` run")

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 
 from ..attention import QUERY_LABELS, normalised_maps
+from ..errors import InputError
+from ..fingerprint import content_digest
 from ..images import load_image
 from ..results import display_name
 
@@ -27,6 +29,7 @@ THUMB_QUALITY = 80  # JPEG quality: about 8 KB per dermoscopy thumbnail
 VIEWS_FILE = "views.jsonl"
 THUMBS = "thumbs"
 OUTLINE_SCALE = 1000  # outline coordinates are integers in 0..1000 of the image's width/height
+FILE_CHANGED = "file changed since it was screened"  # shown instead of a picture of other content
 
 
 @dataclass(frozen=True)
@@ -41,17 +44,42 @@ class View:
     # The screened content and metadata (the journal's fingerprint) these pictures show: a run
     # that screens a new file at the same path without making pictures leaves them stale.
     fingerprint: str = ""
+    note: str = ""  # why there is no picture, shown in its place; never recorded in views.jsonl
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        data = asdict(self)
+        del data["note"]
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> "View":
-        data = json.loads(line)
+        # NaN or Infinity (or 1e999) in a damaged line would break the page's JSON: not a view.
+        data = json.loads(line, parse_constant=_not_a_number, parse_float=_finite_float)
         return cls(image=str(data["image"]), thumb=str(data["thumb"]),
                    size=(int(data["size"][0]), int(data["size"][1])), outline=str(data.get("outline", "")),
                    attention=tuple(dict(a) for a in data.get("attention", ())),
                    fingerprint=str(data.get("fingerprint", "")))
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(f"{name} is not a number a view can hold")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def screened_content(fingerprint: str) -> str:
+    """The content part of a journal fingerprint: ``b2:1f0c…:3,1,5`` -> ``b2:1f0c…``."""
+    return fingerprint.rpartition(":")[0]
+
+
+def screened_metadata(fingerprint: str) -> str:
+    """The metadata codes of a journal fingerprint: ``b2:1f0c…:3,1,5`` -> ``3,1,5``."""
+    return fingerprint.rpartition(":")[2]
 
 
 def thumb_name(image: str) -> str:
@@ -93,7 +121,7 @@ def outline_path(mask: np.ndarray, threshold: float) -> str:
 def attention_views(attention: np.ndarray | None, queries: list[str]) -> tuple[dict[str, Any], ...]:
     """(Q, h, w) attention weights -> per query: label, grid, 0..255 values scaled to the map's
     peak, and the peak weight itself (so the page can say how concentrated the map is)."""
-    if attention is None:
+    if attention is None or not np.all(np.isfinite(attention)):  # no map rather than a broken page
         return ()
     scaled = normalised_maps(attention)
     views = []
@@ -140,7 +168,14 @@ class ViewWriter:
 
     def __enter__(self) -> "ViewWriter":
         (self.folder / THUMBS).mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.folder / VIEWS_FILE, "a", encoding="utf-8")
+        path = self.folder / VIEWS_FILE
+        # Never through a symbolic link planted at its name (as the thumbnails, write_new_file).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError as exc:
+            raise InputError(f"cannot write the report's pictures: {path}: {exc.strerror}") from exc
+        self._handle = os.fdopen(fd, "a", encoding="utf-8")
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -202,13 +237,19 @@ def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter,
 
     ``images`` as discovery gives them (the file names to open); ``fingerprints`` (by displayed
     name) says which screening each picture is made for. An image that cannot be read any more
-    gets a view without a thumbnail.
+    gets a view without a thumbnail. A file whose content is no longer what was screened gets
+    none either, and a note saying so (not recorded: a file put back is pictured next time).
     """
     fingerprints = fingerprints or {}
     for image in images:
         fingerprint = fingerprints.get(display_name(image), "")
+        path = Path(root) / image
+        current = content_digest(path) if fingerprint else None  # None: gone or unreadable, below
+        if current is not None and current != screened_content(fingerprint):
+            yield View(display_name(image), "", (0, 0), fingerprint=fingerprint, note=FILE_CHANGED)
+            continue
         try:
-            decoded = load_image(Path(root) / image, (THUMB_SIDE, THUMB_SIDE))
+            decoded = load_image(path, (THUMB_SIDE, THUMB_SIDE))
             yield writer.add(image, thumbnail(decoded.rgb), fingerprint=fingerprint)
         except Exception:  # a vanished or unreadable file only costs its picture
             yield writer.add(image, None, fingerprint=fingerprint)

@@ -3,7 +3,9 @@ and an operating point, hostile patient ids, a corrupt image, and one image with
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -48,3 +50,20 @@ def screen_with_report(paths: dict[str, Path], *extra: object) -> Result:
             paths["bundle"], "--backend", "onnxruntime", "--batch-size", 4, "--workers", 2,
             "--report", paths["report"], "--quiet", *extra]
     return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def page_data(report: Path) -> dict:
+    """The page's worklist data, parsed as strictly as a browser's JSON.parse (no NaN, no Infinity)."""
+    html = report.read_text(encoding="utf-8")
+    block = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    return json.loads(block.group(1), parse_constant=_not_json)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON: the browser's JSON.parse would throw")
+
+
+def header_fact(report: Path, term: str) -> str:
+    """The text of one of the header's facts as a reader sees it, e.g. header_fact(report, "Operating point")."""
+    page = report.read_text(encoding="utf-8")
+    return html.unescape(re.search(rf"<dt>{re.escape(term)}</dt><dd[^>]*>(.*?)</dd>", page, re.S).group(1))

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bundle_factory import write_image
-from report_factory import HOSTILE_IDS, screen_with_report, screened_folder
+from report_factory import HOSTILE_IDS, header_fact, page_data, screen_with_report, screened_folder
 from screening.cli import cli
 from screening.errors import InputError
 from screening.journal import journal_path
 from screening.report import views as views_module
+from screening.report.build import ReportRequest, build_report
+from screening.report.render import ReportHeader, render_report
 from screening.report.rows import original_text, read_results_csv
-from screening.report.views import VIEWS_FILE, View, outline_path, read_views
+from screening.report.views import VIEWS_FILE, View, ViewWriter, outline_path, read_views
 from screening.results import neutralise
 
 
@@ -37,12 +41,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     result = screen_with_report(paths)
     assert result.exit_code == 0, result.output
     return paths
-
-
-def page_data(report: Path) -> dict:
-    html = report.read_text(encoding="utf-8")
-    block = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
-    return json.loads(block.group(1))
 
 
 def test_report_lists_every_screened_image_in_rank_order_with_its_pictures(run):
@@ -139,6 +137,58 @@ def test_unusable_report_paths_are_refused_before_screening(tmp_path, name, mess
     assert not paths["out"].exists()
 
 
+def test_a_report_whose_pictures_would_land_in_the_images_folder_is_refused(tmp_path):
+    """night.html's pictures go in night_files/: screening night_files/ would screen thumbnails."""
+    paths = screened_folder(tmp_path, n=2)
+    paths["images"] = paths["images"].rename(tmp_path / "night_files")
+    paths["report"] = tmp_path / "night.html"
+    result = screen_with_report(paths)
+    assert result.exit_code == 2 and not paths["out"].exists()
+    assert "the report's pictures folder" in result.output and "would be screened as images" in result.output
+    (tmp_path / "elsewhere_files").symlink_to(paths["images"])  # the same folder, by another name
+    paths["report"] = tmp_path / "elsewhere.html"
+    result = screen_with_report(paths)
+    assert result.exit_code == 2 and "the report's pictures folder" in result.output
+
+
+def test_a_link_planted_at_the_views_file_is_not_followed(tmp_path):
+    folder = tmp_path / "report_files"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (folder / VIEWS_FILE).symlink_to(victim)
+    with pytest.raises(InputError, match="cannot write the report's pictures"):
+        with ViewWriter(folder, [], 0.5):
+            pass
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_report_name_with_url_syntax_still_links_its_thumbnails(run, tmp_path):
+    """'#' starts a fragment and '%20' decodes to a space: the links must be URL-quoted."""
+    out = tmp_path / "night#1 %20.html"
+    result = CliRunner().invoke(cli, ["report", str(run["out"]), "--images", str(run["images"]),
+                                      "--out", str(out), "--bundle", str(run["bundle"])])
+    assert result.exit_code == 0, result.output
+    rows = page_data(out)["rows"]
+    assert rows and all(row["t"].startswith("night%231%20%2520_files/thumbs/") for row in rows)
+    assert all((tmp_path / unquote(row["t"])).is_file() for row in rows)  # what the browser opens
+
+
+def test_a_non_finite_number_in_the_results_csv_is_an_error_row_not_a_blank_page(tmp_path):
+    results = tmp_path / "results.csv"
+    results.write_text("rank,image,patient_id,risk,flag,status,error,p_mel,p_nv\n"
+                       "1,inf.jpg,P1,1e999,refer,ok,,0.9,0.1\n"
+                       "2,fine.jpg,P2,0.300000,routine,ok,,0.3,0.7\n"
+                       "3,nan.jpg,P3,0.200000,routine,ok,,nan,0.8\n", encoding="utf-8")
+    out = tmp_path / "report.html"
+    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    assert [row["i"] for row in page_data(out)["rows"]] == ["fine.jpg"]  # the data block parses
+    html = out.read_text(encoding="utf-8")
+    assert "<td>inf.jpg</td><td>P1</td><td>non-finite risk in the results CSV</td>" in html
+    assert "<td>nan.jpg</td><td>P3</td><td>non-finite p_mel in the results CSV</td>" in html
+    assert header_fact(out, "Screened") == "1" and header_fact(out, "Errors") == "2"
+
+
 def test_outline_of_a_full_mask_is_the_frame_and_of_an_empty_mask_nothing():
     assert outline_path(np.ones((8, 8), np.float32), 0.5) == "M62 62L62 938L938 938L938 62Z"  # pixel centres
     assert outline_path(np.zeros((8, 8), np.float32), 0.5) == ""
@@ -146,7 +196,10 @@ def test_outline_of_a_full_mask_is_the_frame_and_of_an_empty_mask_nothing():
 
 def test_torn_or_foreign_view_lines_are_skipped(tmp_path):
     good = View("a.jpg", "", (0, 0), "M0 0Z")
-    (tmp_path / VIEWS_FILE).write_text(good.to_json() + "\n[1,2]\n{\"image\": 3}\n" + good.to_json()[:15])
+    maps = [{"query": "meta", "label": "x", "grid": [1, 1], "values": [255], "peak": float("nan")}]
+    not_json = json.dumps({"image": "b.jpg", "thumb": "", "size": [0, 0], "attention": maps})  # NaN
+    (tmp_path / VIEWS_FILE).write_text(good.to_json() + "\n[1,2]\n{\"image\": 3}\n" + not_json + "\n"
+                                       + good.to_json()[:15])
     assert read_views(tmp_path) == {"a.jpg": good}
 
 
@@ -166,6 +219,30 @@ def test_any_bytes_as_a_results_csv_give_rows_or_one_input_error(tmp_path_factor
     except InputError:
         return
     assert all(isinstance(row.image, str) for row in results.rows)
+
+
+CELLS = st.one_of(st.text(max_size=6), st.sampled_from(["²", "٣", "1", "01", "nan", "-inf", "1e999", "0.5", ""]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(CELLS, CELLS, CELLS), max_size=4))
+@example([("²", "0.5", "0.5")])  # "²".isdigit() is True but int("²") raises
+@example([("1", "nan", "0.5"), ("2", "0.4", "inf")])
+def test_any_cells_of_a_results_csv_give_a_page_whose_data_parses(tmp_path_factory, cells):
+    path = tmp_path_factory.mktemp("cells") / "results.csv"
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "image", "risk", "status", "p_mel"])
+        writer.writerows([rank, f"{i}.jpg", risk, "ok", p] for i, (rank, risk, p) in enumerate(cells))
+    try:
+        results = read_results_csv(path)
+    except InputError:
+        return
+    assert all(row.rank is None or isinstance(row.rank, int) for row in results.rows)
+    out = path.with_name("report.html")
+    out.write_text(render_report(results, {}, ReportHeader("", "", "", "", ""), {}, out), encoding="utf-8")
+    data = page_data(out)  # as strict as the browser's JSON.parse
+    assert len(data["rows"]) + sum(r.status != "ok" for r in results.rows) == len(cells)
 
 
 def test_new_marker_and_flag_only_when_they_tell_something(tmp_path):

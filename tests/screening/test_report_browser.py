@@ -146,3 +146,25 @@ def test_hostile_patient_text_is_shown_not_run(page):
 def test_errors_section_lists_the_broken_image(page):
     errors = page.find_element("css selector", "#errors").text
     assert "broken.jpg" in errors and "Errors (1)" in errors
+
+
+def test_thumbnails_load_under_a_report_name_with_url_syntax(driver, report, tmp_path):
+    """'#' would start a fragment and '%20' decode to a space in an unquoted link."""
+    from click.testing import CliRunner
+
+    from screening.cli import cli
+
+    out = tmp_path / "night#1 %20.html"
+    run = report.parent
+    result = CliRunner().invoke(cli, ["report", str(run / "results.csv"), "--images", str(run / "images"),
+                                      "--out", str(out), "--bundle", str(run / "engines" / "maps")])
+    assert result.exit_code == 0, result.output
+    if STARVED:
+        pytest.skip(STARVED[0])
+    driver.get(out.as_uri())
+    browser.wait_ready(driver)
+    driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    loaded = js(driver, """return Promise.all(Array.from(document.images,
+                                                          img => img.decode().then(() => img.naturalWidth, () => 0)))""")
+    assert len(loaded) == 12 and all(width > 0 for width in loaded)
+    assert browser.console_problems(driver) == []

@@ -17,6 +17,8 @@
   }
 
   function fixed(value, digits) { return value === null || value === undefined ? "" : Number(value).toFixed(digits); }
+  // kt: the risk with more decimals, where three would put it on the wrong side of the threshold.
+  function riskText(row) { return row.kt || fixed(row.k, 3); }
 
   function colour(v) {
     var x = Math.max(0, Math.min(1, v / 255)) * (RAMP.length - 1);
@@ -45,7 +47,7 @@
     var box = el("div", "thumb");
     var size = row.s || [4, 3];
     box.style.aspectRatio = size[0] + " / " + size[1];
-    if (!row.t) { box.appendChild(el("span", "none", "no picture")); return box; }
+    if (!row.t) { box.appendChild(el("span", "none", row.x || "no picture")); return box; }
     var img = el("img");
     img.loading = "lazy"; img.decoding = "async"; img.alt = row.i; img.src = row.t;
     box.appendChild(img);
@@ -76,7 +78,7 @@
 
   function riskCell(row) {
     var td = el("td");
-    td.appendChild(el("div", "risk", fixed(row.k, 3)));
+    td.appendChild(el("div", "risk", riskText(row)));
     var bar = el("div", "bar"), fill = el("span");
     fill.style.width = Math.round(100 * Math.max(0, Math.min(1, row.k || 0))) + "%";
     bar.appendChild(fill); td.appendChild(bar);
@@ -181,13 +183,13 @@
     var block = el("section", "patient");
     var top = group.rows[0];
     block.appendChild(el("h3", null, (group.patient || "(no patient id)") + " · " + group.rows.length +
-      " lesion" + (group.rows.length === 1 ? "" : "s") + " · highest risk " + fixed(top.k, 3) + " (rank " + top.r + ")"));
+      " lesion" + (group.rows.length === 1 ? "" : "s") + " · highest risk " + riskText(top) + " (rank " + top.r + ")"));
     var cards = el("div", "cards");
     group.rows.forEach(function (r) {
       var card = el("div", "card");
       card.dataset.rank = r.r;
       card.appendChild(thumb(r));
-      card.appendChild(el("div", "risk", "#" + r.r + " · " + fixed(r.k, 3) + (r.f ? " · " + r.f : "")));
+      card.appendChild(el("div", "risk", "#" + r.r + " · " + riskText(r) + (r.f ? " · " + r.f : "")));
       card.appendChild(el("div", null, r.c.length ? r.c[0][0] : ""));
       cards.appendChild(card);
     });

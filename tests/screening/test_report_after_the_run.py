@@ -1,0 +1,105 @@
+"""`screen report` days after the run: what changed since (files, patients CSV, a lost summary)
+must not be shown as what was screened, and the operating point must be the one behind the flags."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bundle_factory import write_image
+from report_factory import POINT, header_fact, page_data, screen_with_report, screened_folder
+from screening.cli import cli
+from screening.journal import journal_path
+from screening.report.build import ReportRequest, build_report
+from screening.report.operating_point import risk_text
+from screening.results import summary_path
+
+
+@pytest.fixture(autouse=True)
+def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> dict[str, Path]:
+    paths = screened_folder(tmp_path, n=4)
+    result = screen_with_report(paths)
+    assert result.exit_code == 0, result.output
+    return paths
+
+
+def screen_report(paths: dict[str, Path], results: Path, *extra: str) -> Path:
+    out = results.parent / "later.html"
+    result = CliRunner().invoke(cli, ["report", str(results), "--images", str(paths["images"]), "--out", str(out),
+                                      "--bundle", str(paths["bundle"]), *extra])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_without_its_summary_the_report_names_the_bundle_point_its_flags_agree_with(run):
+    summary_path(run["out"]).unlink()
+    out = screen_report(run, run["out"])
+    point = header_fact(out, "Operating point")
+    assert point.startswith("sens95 (malignant sensitivity 0.95, refer at risk >= 0.500000)")
+    assert "summary is missing" in point and "has no operating points" not in point
+
+
+def test_without_its_summary_flags_that_fit_no_point_make_it_unknown(run):
+    summary_path(run["out"]).unlink()
+    rows = run["out"].read_text(encoding="utf-8").replace(",refer,", ",routine,")  # another threshold
+    run["out"].write_text(rows, encoding="utf-8")
+    point = header_fact(screen_report(run, run["out"]), "Operating point")
+    assert point.startswith("unknown: the run's summary is missing") and "sens95" not in point
+
+
+def test_a_journal_is_flagged_with_the_bundle_point(run):
+    run["out"].unlink()  # a killed run leaves only its journal
+    out = screen_report(run, journal_path(run["out"]))
+    rows = page_data(out)["rows"]
+    assert rows and all(row["f"] == ("refer" if row["k"] >= POINT["threshold"] else "routine") for row in rows)
+    assert header_fact(out, "Flagged (refer)") == str(sum(row["f"] == "refer" for row in rows))
+    assert "sens95" in header_fact(out, "Operating point")
+
+
+def test_a_risk_that_would_print_like_the_threshold_gets_more_decimals(tmp_path):
+    results = tmp_path / "results.csv"
+    results.write_text("rank,image,patient_id,risk,flag,status\n"
+                       "1,a.jpg,P1,0.220200,refer,ok\n2,b.jpg,P2,0.220000,routine,ok\n"
+                       "3,c.jpg,P3,0.100000,routine,ok\n", encoding="utf-8")
+    point = {**POINT, "threshold": 0.22019734}
+    summary_path(results).write_text(json.dumps({"operating_point": point}), encoding="utf-8")
+    out = tmp_path / "report.html"
+    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    assert "refer at risk >= 0.220197" in header_fact(out, "Operating point")
+    shown = [row.get("kt") for row in page_data(out)["rows"]]
+    assert shown == ["0.220200", "0.2200", None]  # None: the page's usual 3 decimals, "0.100"
+    assert risk_text(0.5, None) is None and risk_text(0.221, 0.220197) is None
+
+
+def test_a_file_replaced_since_screening_shows_no_picture_but_says_why(run):
+    shutil.rmtree(run["report"].with_name("report_files"))  # as if screened without --report
+    write_image(run["images"] / "img_001.png", np.full((96, 96, 3), (20, 40, 230), np.uint8))  # not screened
+    out = screen_report(run, run["out"])
+    rows = {row["i"]: row for row in page_data(out)["rows"]}
+    assert "t" not in rows["img_001.png"] and rows["img_001.png"]["x"] == "file changed since it was screened"
+    assert all("t" in row for image, row in rows.items() if image != "img_001.png")
+
+
+def test_metadata_changed_since_screening_is_said_not_shown_as_read(run):
+    with open(run["meta"], encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["age"] = "85"  # another age bin than the model was given for this image
+    with open(run["meta"], "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = screen_report(run, run["out"], "--meta", str(run["meta"]))
+    meta = {row["i"]: row["m"] for row in page_data(out)["rows"]}
+    assert meta.pop(rows[0]["image"]) == "metadata changed since screening"
+    assert all(" · " in text for text in meta.values())  # the others, unchanged, as the model read them
