@@ -19,12 +19,12 @@ import numpy as np
 
 from ..bundle_store import install_bundle
 from ..errors import InputError
-from ..manifest import Manifest, save_manifest
+from ..manifest import Manifest, fields_required, save_manifest
 from ..operating_points import TooFewCases, fit_operating_points, malignant_needed
 from .bootstrap import DEFAULT_RESAMPLES
 from .labels import Labels
 from .report import evaluate, join
-from .scores import Scores, made_by
+from .scores import Scores, made_by, tta_of
 from .temperature import fit_temperature, lowest_risk, nll, rescale
 
 # Fewest labelled cases to fit a temperature on: below this one odd case moves it a lot.
@@ -100,10 +100,13 @@ def calibrate(request: CalibrationRequest, manifest: Manifest, scores: Scores, l
     fitted_on = f"{n} local cases ({request.labels_path.name}, {when[:10]})"
     points = fit_operating_points(risk_for_points, cases.malignant, request.sensitivities, fitted_on=fitted_on)
     version = derived_version(manifest.version, request.name)
-    # source=None: the child is a new file, identified by what save_manifest will write.
+    # The child screens with the TTA its thresholds were fitted under (results of `--tta flip`
+    # give a bundle whose `tta` is flip). source=None: it is a new file, identified by what
+    # save_manifest will write.
     child = replace(manifest, version=version, created=when, temperature=temperature, operating_points=points,
                     default_operating_point=max(points, key=lambda p: p["target_sensitivity"])["name"],
-                    source=None, as_loaded=None)
+                    tta=tta_of(scores, manifest), source=None, as_loaded=None)
+    child = replace(child, requires=sorted(set(child.requires) | set(fields_required(child))))
     before, _ = evaluate(scores, labels, manifest, request.resamples)
     after, _ = evaluate(replace(scores, probabilities=rescale(scores.probabilities, manifest.temperature,
                                                               temperature)),

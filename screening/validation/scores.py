@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import InputError
 from ..manifest import Manifest
 from ..results import OK, Outcome
+from ..tta import TTA_MODES
 
 JOURNAL_SUFFIX = ".journal"
 # Probabilities are rounded to 6 decimals (CSV and journal): one stored as 0 lies in [0, 5e-7), read
@@ -50,9 +51,21 @@ def names_of(manifest: Manifest) -> set[str]:
     return {manifest.tag, getattr(manifest, "identity", manifest.tag)}
 
 
+def tta_of(scores: "Scores", manifest: Manifest) -> str | None:
+    """The test-time augmentation the scores were screened with, if this bundle made them (its own,
+    or another through ``screen folder --tta``: that run's identity is the bundle's with that TTA);
+    None when another bundle made them. Scores that do not name a bundle are taken as its own."""
+    if not scores.bundle or scores.bundle in names_of(manifest):
+        return manifest.tta
+    for mode in TTA_MODES:
+        if mode != manifest.tta and scores.bundle == replace(manifest, tta=mode).identity:
+            return mode
+    return None
+
+
 def made_by(scores: "Scores", manifest: Manifest) -> bool:
-    """Whether the scores came from this very bundle (or do not say where they came from)."""
-    return not scores.bundle or scores.bundle in names_of(manifest)
+    """Whether the scores came from this very bundle, with any TTA (or do not say where they came from)."""
+    return tta_of(scores, manifest) is not None
 
 
 def _plain(cell: str) -> str:

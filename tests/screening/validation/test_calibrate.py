@@ -122,6 +122,27 @@ def test_results_of_another_bundle_are_refused(synthetic, tmp_path):
     assert "not with tiny@1.0: calibrate the bundle that made them" in result.output
 
 
+def test_results_screened_with_another_tta_calibrate_a_bundle_that_screens_with_it(synthetic, tmp_path):
+    """A clinic that screens with --tta flip every night can fit its own thresholds: on its flip scores,
+    for a derived bundle that screens with flip (and that older runtimes refuse rather than run without it)."""
+    from dataclasses import replace
+
+    data = synthetic(n=200)
+    flipped = replace(data.manifest, tta="flip").identity  # what `screen folder --tta flip` writes
+    text = data.results.read_text(encoding="utf-8-sig").replace(data.manifest.identity, flipped)
+    data.results.write_text(text, encoding="utf-8-sig")
+    (data.results.parent / "results.csv.journal").unlink()
+    out = tmp_path / "clinic"
+    result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                 "--out", out)
+    assert result.exit_code == 0, result.output
+    derived = load_manifest(out)
+    assert derived.tta == "flip" and derived.requires == ["tta"]
+    evaluated = run("evaluate", data.results, "--labels", data.labels, "--bundle", data.manifest_dir,
+                    "--out", tmp_path / "ev")
+    assert evaluated.exit_code == 0, evaluated.output  # measured as the bundle's, with its TTA
+
+
 def test_results_that_do_not_name_their_bundle_or_name_two_are_refused(synthetic, tmp_path):
     import csv
     import io
