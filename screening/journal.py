@@ -263,8 +263,15 @@ class Journal:
                 return (f"journal: {path} holds results of bundle {found.bundle}, this run uses {header.bundle}: "
                         f"every image will be screened again (--on-bundle-change fail stops instead)")
             raise InputError(_other_bundle(path, found, header))
-        if found is None:
-            return f"journal: {path} has no readable header; it will be checked when the run opens it"
+        if found is None:  # as _reopen would find it: a link, an empty file, or not a journal
+            try:
+                with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as handle:
+                    first = handle.readline(1 << 20)
+            except OSError as error:
+                raise OutputError(f"cannot open the journal {path}: {_os_reason(error)}") from None
+            if b"\n" not in first:
+                return f"journal: {path} has no complete header (a run killed at its start); every image will be screened"
+            raise InputError(f"{path} is not a screening journal: delete it or choose another --out")
         return f"journal: {path} holds results of this bundle; only new or changed images will be screened"
 
     @classmethod

@@ -127,11 +127,26 @@ class Manifest:
         does not have, gives the same bundle the same identity (no full rescreen, no refused
         evaluation after a tool upgrade).
         """
+        return canonical_digest(self.file_content())
+
+    def file_content(self) -> dict[str, Any]:
+        """What the manifest file says: as read, with any field changed since put over it; for a
+        manifest built in code, every field (unknown ones last). ``save_manifest`` writes this,
+        so a saved manifest reads back with the same identity."""
         current = self.to_dict()
         if self.source is None or self.as_loaded is None:  # built in code, not read from a file
-            return canonical_digest({**self.extra, **current})
+            return {**current, **{key: value for key, value in self.extra.items() if key not in current}}
         changed = {key: value for key, value in current.items() if self.as_loaded.get(key) != value}
-        return canonical_digest({**self.source, **changed})
+        return {**self.source, **changed}
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity screen gave this bundle before it was taken from the file's content (every
+        field rendered, defaults filled in): results written then still name it so."""
+        rendered = {**self.extra, **self.to_dict()}
+        if not rendered.get("requires"):  # that screen had no `requires` field
+            rendered.pop("requires", None)
+        return f"{self.tag}+{canonical_digest(rendered)[:8]}"
 
     @property
     def identity(self) -> str:
@@ -270,11 +285,9 @@ def sha256_file(path: Path) -> str:
 
 def save_manifest(manifest: Manifest, bundle_dir: Path) -> Path:
     path = Path(bundle_dir) / MANIFEST_NAME
-    # Fields this version does not know are kept (last): a derived bundle must not lose what a
-    # newer runtime would read in its parent.
-    data = manifest.to_dict()
-    data.update({key: value for key, value in manifest.extra.items() if key not in data})
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    # Fields this version does not know are kept: a derived bundle must not lose what a newer
+    # runtime would read in its parent.
+    path.write_text(json.dumps(manifest.file_content(), indent=2) + "\n", encoding="utf-8")
     return path
 
 

@@ -179,6 +179,7 @@ class _RunResult:
     reused: int
     new: frozenset[str] = frozenset()  # images screened by this job: this run or an interrupted one
     screened_now: frozenset[str] = frozenset()  # images screened by this run
+    repeats: frozenset[str] = frozenset()  # of those, failed again exactly as the last finished run showed
 
 
 def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
@@ -233,16 +234,18 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
             outcomes.update((outcome.image, outcome) for outcome in batch)
             progress.update(len(batch))
     # New to the reader: screened now, or by an interrupted run of this job (journal.fresh); but
-    # not an image that failed again exactly as before, or a file refused every night would be
-    # `new` every morning and the column would stop meaning "changed since you last looked".
-    news = [job.image for job in todo if not failed_again(journal.finished.get(job.image), outcomes.get(job.image))]
-    new = frozenset(news) | (journal.fresh & set(reused))
+    # not an image that failed again exactly as the last finished run showed it, or a file
+    # refused every night would be `new` every morning and the column would stop meaning
+    # "changed since you last looked". (A fresh line was never shown: it is no "again".)
+    repeats = frozenset(job.image for job in todo if job.image not in journal.fresh
+                        and failed_again(journal.finished.get(job.image), outcomes.get(job.image)))
+    new = frozenset(job.image for job in todo if job.image not in repeats) | (journal.fresh & set(reused))
     return _RunResult(outcomes, screened=len(todo), reused=len(reused), new=new,
-                      screened_now=frozenset(job.image for job in todo))
+                      screened_now=frozenset(job.image for job in todo), repeats=repeats)
 
 
 def refuse_a_broken_night(run: _RunResult, output: Path) -> None:
-    """Stop before the results are replaced when every image screened failed in the models.
+    """Stop before the results are replaced when every image that reached the models failed there.
 
     A bundle that loads and verifies yet gives NaN (or throws) on every image would otherwise
     turn last night's worklist into a list of error rows, exit 0, and raise no alarm. The failed
@@ -251,10 +254,15 @@ def refuse_a_broken_night(run: _RunResult, output: Path) -> None:
     Raises:
         BundleError: every image screened by this run failed in the models.
     """
-    screened = [run.outcomes[image] for image in sorted(run.screened_now) if image in run.outcomes]
-    if screened and all(failed_in_the_models(outcome) for outcome in screened):
-        raise BundleError(f"every one of the {len(screened)} images screened failed in the models (e.g. "
-                          f"{screened[0].error}): the bundle or the backend looks broken; {output} and its "
+    # Only the images that reached the models tell about them (a file too large to decode does
+    # not); an image that fails again exactly as the last results showed (one lesion whose FP16
+    # output always overflows) is no news about the bundle, and must not stop every quiet night.
+    reached = [run.outcomes[image] for image in sorted(run.screened_now) if image in run.outcomes
+               and (run.outcomes[image].status == OK or failed_in_the_models(run.outcomes[image]))]
+    failed = [outcome for outcome in reached if outcome.image not in run.repeats]
+    if failed and all(outcome.status != OK for outcome in reached):
+        raise BundleError(f"every one of the {len(reached)} images screened failed in the models (e.g. "
+                          f"{failed[0].error}): the bundle or the backend looks broken; {output} and its "
                           f"summary were left as they were. Check the bundle (screen bundle verify, --backend "
                           f"onnxruntime), then run again with --resume")
 

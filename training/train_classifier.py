@@ -67,6 +67,11 @@ def check_stage(config: Config) -> None:
         raise SystemExit("error: classifier.init_reset only applies with classifier.init_from")
     fresh_mask = weights_kind(cls.model.mask_weights) == "none" and (
         not cls.init_from or _swaps_mask_branch(cls.init_reset))
+    fresh_image = weights_kind(cls.model.image_weights) == "none" and (
+        not cls.init_from or any(_in_part(part, ["image_backbone"]) for part in cls.init_reset))
+    if cls.frozen_image_blocks and fresh_image:
+        raise SystemExit("error: classifier.frozen_image_blocks would keep the image backbone's stem at its random "
+                         "initialisation: give it pretrained weights (image_weights) or init_from, or set it to 0")
     if cls.model.use_mask and cls.freeze_mask_backbone and fresh_mask:
         raise SystemExit("error: classifier.freeze_mask_backbone would keep a mask branch without pretrained weights "
                          "at its random initialisation: set freeze_mask_backbone: false to train it")

@@ -112,7 +112,9 @@ def calibrate(request: CalibrationRequest, manifest: Manifest, scores: Scores, l
                                                               temperature)),
                         labels, child, request.resamples)
     derived = {
-        "from": manifest.tag, "from_identity": getattr(manifest, "identity", manifest.tag),
+        # The identity the parent's results carry (with the TTA they were screened with), so that
+        # they can be evaluated as the derived bundle's (temperature.align).
+        "from": manifest.tag, "from_identity": replace(manifest, tta=child.tta).identity,
         "from_temperature": manifest.temperature, "kind": "local recalibration",
         "when": when, "labels": str(request.labels_path), "results": str(scores.source),
         "scores_precision": scores.precision, "cases": n, "malignant": int(cases.malignant.sum()),

@@ -47,8 +47,10 @@ class Scores:
 
 def names_of(manifest: Manifest) -> set[str]:
     """What results rows of this bundle may name it: ``name@version``, or that plus the digest
-    of its manifest (``Manifest.identity``, written by newer runs)."""
-    return {manifest.tag, getattr(manifest, "identity", manifest.tag)}
+    of its manifest (``Manifest.identity``, written by newer runs; ``legacy_identity``, by runs
+    of screen before the digest was taken from the file's content)."""
+    return {manifest.tag, getattr(manifest, "identity", manifest.tag),
+            getattr(manifest, "legacy_identity", manifest.tag)}
 
 
 def tta_of(scores: "Scores", manifest: Manifest) -> str | None:

@@ -62,6 +62,31 @@ def test_a_bundle_keeps_its_identity_when_a_newer_runtime_fills_in_fields_it_doe
     assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["resize_mode"] == "letterbox"
 
 
+def test_an_edited_manifest_reads_back_with_the_identity_it_had_in_memory(tmp_path):
+    """What save_manifest writes is what the digest was of: the file's content with the changes."""
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k != "tta"}))
+    edited = replace(load_manifest(tmp_path), temperature=1.5)
+    (tmp_path / "copy").mkdir()
+    save_manifest(edited, tmp_path / "copy")
+    assert load_manifest(tmp_path / "copy", verify_files=False).identity == edited.identity
+
+
+def test_results_naming_the_bundle_as_earlier_versions_did_are_still_its_own(tmp_path):
+    from screening.validation.scores import names_of
+
+    save_manifest(make_manifest(tmp_path), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in data.items() if k not in ("tta", "requires")}))
+    loaded = load_manifest(tmp_path)
+    # Before 2026-11-30 the digest rendered every field (defaults filled in, no `requires` yet).
+    from screening.manifest import canonical_digest
+    rendered = {k: v for k, v in loaded.to_dict().items() if k != "requires"}
+    earlier = f"{loaded.tag}+{canonical_digest(rendered)[:8]}"
+    assert earlier != loaded.identity and earlier in names_of(loaded)
+
+
 def test_a_bundle_that_requires_a_field_this_version_does_not_know_is_refused_not_screened_without_it(tmp_path):
     from screening.manifest import fields_required
 

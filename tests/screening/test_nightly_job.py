@@ -88,6 +88,13 @@ def test_check_fails_where_the_night_would_fail_on_its_operating_point_or_journa
             assert re.search(r"journal: .* holds results of bundle tiny@1\.0\+\w+, this run uses tiny@2\.0\+\w+: "
                              r"every image will be screened again", check.stdout)
     assert run(images, meta, out, tiny_bundle, "--check").exit_code == 2  # a journal without --resume
+    journal = journal_path(out)
+    kept = journal.read_bytes()
+    journal.write_text("this is not a journal\n")  # e.g. another tool's file, or an older format
+    foreign = run(images, meta, out, tiny_bundle, "--check", "--resume")
+    assert foreign.exit_code == 2 and "is not a screening journal" in foreign.stderr
+    assert run(images, meta, out, tiny_bundle, "--resume").exit_code == 2  # as the night itself
+    journal.write_bytes(kept)
     same = run(images, meta, out, tiny_bundle, "--check", "--resume")
     assert same.exit_code == 0 and "holds results of this bundle; only new or changed images" in same.stdout
 
@@ -277,6 +284,26 @@ def test_a_new_bundle_that_fails_on_every_image_stops_the_night_and_keeps_the_la
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert len(rows) == 4 and {row["status"] for row in rows} == {"ok"}
+
+
+def test_the_broken_night_guard_counts_only_fresh_failures_of_images_that_reached_the_models() -> None:
+    from screening.pipeline import NOT_A_NUMBER
+    from screening.results import Outcome
+    from screening.session import _RunResult, refuse_a_broken_night
+
+    def night(outcomes: list[Outcome], repeats: tuple[str, ...] = ()) -> _RunResult:
+        return _RunResult({o.image: o for o in outcomes}, screened=len(outcomes), reused=0,
+                          screened_now=frozenset(o.image for o in outcomes), repeats=frozenset(repeats))
+
+    nan = [Outcome(f"img_{i}.png", "f", "error", error=NOT_A_NUMBER, retry=True) for i in range(50)]
+    too_big = Outcome("scan.tif", "f", "error", error="decoding needs 900 MiB, above the 256 MiB limit", retry=True)
+    ok = Outcome("fine.png", "f", "ok", probabilities=(0.5, 0.5), risk=0.5)
+    with pytest.raises(Exception, match="every one of the 50 images screened failed in the models"):
+        refuse_a_broken_night(night([*nan, too_big]), Path("results.csv"))  # a decode error does not hide it
+    refuse_a_broken_night(night([*nan, ok]), Path("results.csv"))  # the models work for some images
+    refuse_a_broken_night(night([too_big]), Path("results.csv"))  # nothing reached the models
+    # A quiet night: the one lesion whose output always overflows, failing again as last night showed.
+    refuse_a_broken_night(night(nan[:1], repeats=("img_0.png",)), Path("results.csv"))
 
 
 # -- the terminal progress bar ----------------------------------------------------------------------

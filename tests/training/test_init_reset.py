@@ -107,6 +107,19 @@ def test_a_fresh_mask_branch_kept_frozen_is_refused_before_anything_runs(tmp_pat
     check_stage(_stage(tmp_path, *light[:3], "classifier.freeze_mask_backbone=true"))
 
 
+def test_a_random_image_stem_kept_frozen_is_refused_before_anything_runs(tmp_path):
+    from training.train_classifier import check_stage
+
+    frozen = "classifier.frozen_image_blocks=2"  # the tiny config's image backbone has no pretrained weights
+    with pytest.raises(SystemExit, match="frozen_image_blocks would keep the image backbone's stem at its random "
+                                         "initialisation"):
+        check_stage(_stage(tmp_path, frozen))
+    earlier = f"classifier.init_from={tmp_path / 'earlier' / 'last.pt'}"
+    check_stage(_stage(tmp_path, frozen, earlier))  # an earlier stage's trained stem may stay frozen
+    with pytest.raises(SystemExit, match="random initialisation"):
+        check_stage(_stage(tmp_path, frozen, earlier, "classifier.init_reset=[image_backbone]"))
+
+
 def test_init_reset_without_init_from_or_with_a_typo_is_refused(tmp_path):
     from training.train_classifier import check_stage
 

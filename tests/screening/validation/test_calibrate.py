@@ -141,6 +141,8 @@ def test_results_screened_with_another_tta_calibrate_a_bundle_that_screens_with_
     evaluated = run("evaluate", data.results, "--labels", data.labels, "--bundle", data.manifest_dir,
                     "--out", tmp_path / "ev")
     assert evaluated.exit_code == 0, evaluated.output  # measured as the bundle's, with its TTA
+    as_derived = run("evaluate", data.results, "--labels", data.labels, "--bundle", out, "--out", tmp_path / "ev2")
+    assert as_derived.exit_code == 0, as_derived.output  # rescaled to the derived temperature, as without TTA
 
 
 def test_results_that_do_not_name_their_bundle_or_name_two_are_refused(synthetic, tmp_path):
