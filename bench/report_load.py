@@ -61,7 +61,9 @@ def write_views(data: Path, count: int, report: Path, manifest) -> list[str]:
     labelled = read_dataset(data)[:count]
     rng = np.random.default_rng(0)
     names = []
-    with ViewWriter(asset_folder(report), manifest.attention_queries, manifest.mask_threshold) as writer:
+    # The bundle the results name (write_results: the tag): the report shows no other bundle's pictures.
+    with ViewWriter(asset_folder(report), manifest.attention_queries, manifest.mask_threshold,
+                    bundle=manifest.identity) as writer:
         for item in labelled:
             decoded = load_image(item.path, manifest.input_size)
             mask_path = data / "masks" / (item.path.stem + ".png")
@@ -105,7 +107,7 @@ def copy_views(report: Path, rows: int, names: list[str]) -> None:
         for index in range(rows):
             source = views[names[index % len(names)]]
             view = View(f"{index // len(names):03d}/{source.image}", source.thumb, source.size, source.outline,
-                        source.attention)
+                        source.attention, bundle=source.bundle)
             handle.write(view.to_json() + "\n")
 
 

@@ -6,7 +6,10 @@ Used at the end of ``screen folder --report`` (the pictures were made while scre
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,15 +18,18 @@ from typing import Any, Iterable
 from ..attention import QUERY_LABELS
 from ..errors import InputError
 from ..images import discover_images
+from ..journal import lock_path
 from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
 from .operating_point import point_shown
 from .render import ReportHeader, asset_folder, render_report, write_report
-from .rows import Results, read_results, screened_fingerprints
-from .views import ViewWriter, read_views, screened_metadata, thumbnails_from_files
+from .rows import ReportRow, Results, journal_screenings, read_results
+from .views import View, ViewWriter, read_view_records, screened_metadata, thumbnails_from_files, tidy
 
 METADATA_CHANGED = "metadata changed since screening"  # today's patients CSV differs from the model's
+# Shown instead of a picture where the journal holds no line of the row's screening.
+NOT_IN_JOURNAL = "no picture: the run's journal no longer says which file was screened"
 
 
 @dataclass
@@ -92,23 +98,28 @@ def build_report(request: ReportRequest) -> ReportStats:
                            threshold=point["threshold"] if point else None)
     folder = asset_folder(request.out)
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
-    screened = screened_fingerprints(request.results)
-    # Pictures of another screening of the same path (a new file, other metadata) are not this
-    # row's: made again below rather than shown beside another image's risk.
-    views = {image: view for image, view in read_views(folder).items()
-             if not view.fingerprint or screened.get(image, view.fingerprint) == view.fingerprint}
+    records = read_view_records(folder)
+    views = _pictures_of_each_row(results, records)
     found = _discovered(request.images_dir)  # displayed name -> the file's own name
     made = 0
-    without = [found[r.image] for r in results.rows if r.status == OK and r.image not in views and r.image in found]
+    ok = [r for r in results.rows if r.status == OK]
+    without = [found[r.image] for r in ok if r.image not in views and r.image in found]
     if without:
-        with ViewWriter(folder, queries, manifest.mask_threshold if manifest else 0.5) as writer:
-            for view in thumbnails_from_files(without, Path(request.images_dir), writer, screened):
+        rows = {r.image: r for r in ok}
+        with ViewWriter(folder, queries, manifest.mask_threshold if manifest else 0.5,
+                        bundle=manifest.identity if manifest else "") as writer:
+            # Each thumbnail is made for its row's screening: the file must still be the one
+            # screened (its fingerprint), and it is named by the row's bundle, not today's.
+            for view in thumbnails_from_files(without, Path(request.images_dir), writer,
+                                              {i: r.fingerprint for i, r in rows.items() if r.fingerprint},
+                                              {i: r.bundle for i, r in rows.items() if r.bundle}):
                 views[view.image] = view
                 made += bool(view.thumb)
     have = {r.image for r in results.rows}
     missing = [image for image in found if image not in have]
     header = _header(request, results, manifest)
     labels = {c.name: c.label for c in manifest.classes} if manifest else {}
+    screened = {r.image: r.fingerprint for r in results.rows if r.fingerprint is not None}
     meta = _meta_as_screened(request.meta, request.meta_codes, screened)
     html = render_report(results, views, header, labels, request.out, meta, missing,
                          [QUERY_LABELS.get(q, f"{q} query") for q in queries])
@@ -116,7 +127,79 @@ def build_report(request: ReportRequest) -> ReportStats:
         write_report(request.out, html)
     except OSError as exc:
         raise InputError(f"cannot write the report {request.out}: {exc}") from exc
+    if folder.is_dir() and not _another_run_writes(request.results):
+        # After the page is written: a crash in between leaves spare pictures, never missing ones.
+        _tidy_pictures(folder, views.values(), request.results)
     return ReportStats(Path(request.out), len(results.rows), made, len(missing))
+
+
+def _same_bundle(view: View, row: ReportRow) -> bool:
+    """Whether ``view`` was made by the bundle that screened ``row``.
+
+    A row of a CSV older than bundle identities names ``name@version`` only: any identity of
+    that tag matches. A view recorded without its bundle (an older run) matches no named bundle.
+    """
+    if not row.bundle:
+        return True  # the results do not say which bundle: nothing to compare
+    return view.bundle == row.bundle or view.bundle.startswith(row.bundle + "+")
+
+
+def _pictures_of_each_row(results: Results, records: list[View]) -> dict[str, View]:
+    """For each ok row, the latest recorded pictures of its own screening (image, fingerprint,
+    bundle). A row the journal does not vouch for, while a journal exists, gets a note instead:
+    which screening its pictures would have to show cannot be told."""
+    by_image: dict[str, list[View]] = {}
+    for view in records:
+        by_image.setdefault(view.image, []).append(view)
+    chosen: dict[str, View] = {}
+    for row in results.rows:
+        if row.status != OK:
+            continue
+        if row.fingerprint is None and results.has_journal:
+            chosen[row.image] = View(row.image, "", (0, 0), bundle=row.bundle, note=NOT_IN_JOURNAL)
+            continue
+        for view in reversed(by_image.get(row.image, [])):
+            # No fingerprint at all (no journal): the latest of the row's bundle, unchecked.
+            if (row.fingerprint is None or view.fingerprint == row.fingerprint) and _same_bundle(view, row):
+                chosen[row.image] = view
+                break
+    return chosen
+
+
+def _tidy_pictures(folder: Path, shown: Iterable[View], results: Path) -> None:
+    """Keep the pictures this page shows, and those of the journal's latest screenings (a run
+    killed before its CSV, to be resumed, wants them); remove the rest."""
+    wanted = {(s.image, s.fingerprint, s.bundle) for s in journal_screenings(results)}
+    keep = [view for view in read_view_records(folder) if view.screening in wanted]
+    keep += [view for view in shown if not view.note]
+    try:
+        tidy(folder, keep)
+    except OSError:
+        pass  # the page is written; spare pictures cost only disk, and the next run tries again
+
+
+def _another_run_writes(results: Path) -> bool:
+    """Whether another process holds the output lock of these results (``screen folder`` under
+    way): its pictures and views.jsonl appends must not be tidied away under it."""
+    results = Path(results)
+    output = results.with_name(results.name[:-len(".journal")]) if results.name.endswith(".journal") else results
+    try:
+        fd = os.open(lock_path(output), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no run
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        # ``screen folder --report`` builds its page while holding the lock itself.
+        try:
+            owner = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        except (OSError, ValueError):
+            return True
+        return not (isinstance(owner, dict) and owner.get("pid") == os.getpid()
+                    and owner.get("host") == socket.gethostname())
+    finally:
+        os.close(fd)
 
 
 def _meta_as_screened(meta: dict[str, str] | None, codes: dict[str, str] | None,
@@ -151,6 +234,7 @@ def _header(request: ReportRequest, results: Results, manifest: Manifest | None)
         bundle_hash = f"manifest sha256 {manifest.digest[:12]}"
     if results.source != "results CSV":
         notes.append(f"built from the {results.source}: only the images it holds are listed")
+    notes.extend(results.notes)
     return ReportHeader(
         run_date=_run_date(request.results, results),
         bundle=results.bundle or (manifest.tag if manifest else "unknown"),
@@ -189,7 +273,8 @@ def view_writer(report: Path | None, manifest: Manifest) -> ViewWriter | None:
     if report is None:
         return None
     queries = manifest.attention_queries if manifest.has_attention else []
-    return ViewWriter(asset_folder(report), queries, manifest.mask_threshold)
+    # The identity the results CSV and the journal write: a view of another bundle is not reused.
+    return ViewWriter(asset_folder(report), queries, manifest.mask_threshold, bundle=manifest.identity)
 
 
 def metadata_as_read(jobs: Iterable[Any], vocabulary: MetadataVocabulary) -> dict[str, str]:

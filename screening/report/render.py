@@ -121,6 +121,9 @@ def render_report(results: Results, views: dict[str, View], header: ReportHeader
         "rows": [_row_data(r, views.get(r.image), labels, meta.get(r.image, ""), thumbs, results.has_new,
                           header.threshold)
                  for r in ok],
+        # The by-patient view lists a patient's lesions without a result too, or a patient with
+        # two lesions, one unreadable, would look like a patient with one.
+        "errors": [{"i": r.image, "p": r.patient_id, "e": r.error} for r in errors],
         "classes": sorted({(labels.get(c, c), c) for r in ok for c, _ in r.top_classes(1)}),
         "queries": queries or [],
         "hasFlag": results.has_flag, "hasNew": results.has_new,

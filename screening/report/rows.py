@@ -39,6 +39,9 @@ class ReportRow:
     new: bool | None = None  # screened by the last run (None: the CSV does not say)
     screened_at: str = ""
     bundle: str = ""
+    # What the journal says this row screened (content and metadata codes); None when no journal
+    # line is this row's screening. The row's pictures must be of this screening.
+    fingerprint: str | None = None
 
     def top_classes(self, n: int = TOP_CLASSES) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:n]
@@ -53,6 +56,10 @@ class Results:
     has_flag: bool = False
     has_new: bool = False
     bundle: str = ""  # the bundle tag the rows name
+    # Whether a journal could say which screening each row is: without one, pictures cannot be
+    # checked against the rows (an old run, or a CSV copied elsewhere).
+    has_journal: bool = False
+    notes: list[str] = field(default_factory=list)  # for the header: the CSV and its journal disagree
 
 
 def original_text(cell: str) -> str:
@@ -93,7 +100,7 @@ def _finite(row: ReportRow, source: str) -> ReportRow:
         return row
     return ReportRow(rank=None, image=row.image, patient_id=row.patient_id, status=ERROR,
                      error=f"non-finite {', '.join(bad)} in the {source}", warnings=row.warnings,
-                     new=row.new, screened_at=row.screened_at, bundle=row.bundle)
+                     new=row.new, screened_at=row.screened_at, bundle=row.bundle, fingerprint=row.fingerprint)
 
 
 def read_results_csv(path: Path) -> Results:
@@ -160,7 +167,8 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
     Raises:
         InputError: the file is not a screening journal.
     """
-    header, outcomes = _journal(path)
+    header, lines = _journal(path)
+    outcomes = {outcome.image: outcome for outcome in lines}  # a later line for an image wins
     patients = patients or {}
     names = list(header.classes) or class_names
     ranked = rank_rows(ResultRow(o, patients.get(o.image, "")) for o in outcomes.values())
@@ -171,11 +179,11 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
                 risk=None if r.outcome.risk is None else round(r.outcome.risk, DECIMALS),
                 probabilities=dict(zip(names, r.outcome.probabilities)),
                 lesion_area=r.outcome.lesion_area, error=r.outcome.error,
-                warnings=list(r.outcome.warnings), bundle=header.bundle,
-                flag=_journal_flag(r.outcome, threshold)), "journal")
+                warnings=list(r.outcome.warnings), bundle=header.bundle, screened_at=r.outcome.screened_at,
+                flag=_journal_flag(r.outcome, threshold), fingerprint=r.outcome.fingerprint), "journal")
             for rank, r in ranked]
     return Results(rows, "journal (the run did not finish)", has_flag=any(r.flag for r in rows),
-                   bundle=header.bundle)
+                   bundle=header.bundle, has_journal=True)
 
 
 def _journal_flag(outcome: Outcome, threshold: float | None) -> str:
@@ -184,7 +192,8 @@ def _journal_flag(outcome: Outcome, threshold: float | None) -> str:
     return flag(outcome.risk, threshold)
 
 
-def _journal(path: Path) -> tuple[JournalHeader, dict[str, Outcome]]:
+def _journal(path: Path) -> tuple[JournalHeader, list[Outcome]]:
+    """The journal's header and every readable outcome line, in the order written."""
     try:
         lines = Path(path).read_bytes().split(b"\n")
     except OSError as exc:
@@ -192,26 +201,96 @@ def _journal(path: Path) -> tuple[JournalHeader, dict[str, Outcome]]:
     header = JournalHeader.from_json(lines[0].decode("utf-8", errors="replace")) if lines else None
     if header is None:
         raise InputError(f"{path} is not a screening journal")
-    outcomes: dict[str, Outcome] = {}
+    outcomes: list[Outcome] = []
     for line in lines[1:]:
         try:
-            outcome = Outcome.from_json(line.decode("utf-8"))
+            outcomes.append(Outcome.from_json(line.decode("utf-8")))
         except ValueError:  # a torn last line or damage: that image counts as missing
             continue
-        outcomes[outcome.image] = outcome
     return header, outcomes
 
 
-def screened_fingerprints(results: Path) -> dict[str, str]:
-    """Displayed image name -> the fingerprint (content and metadata) of its screening, from the
-    run's journal; {} when there is none to read. What the report's pictures must show."""
+@dataclass(frozen=True)
+class JournalScreening:
+    """The screening a journal holds last for an image: what the run's pictures were made for."""
+
+    image: str  # displayed name
+    fingerprint: str
+    bundle: str
+
+
+def journal_screenings(results: Path) -> list[JournalScreening]:
+    """The latest screening of each image in the journal of ``results`` ([] without one): the
+    pictures a run still under way (or killed, to be resumed) will want."""
     results = Path(results)
     path = results if results.name.endswith(".journal") else journal_path(results)
     try:
-        _, outcomes = _journal(path)
+        header, outcomes = _journal(path)
     except InputError:
-        return {}
-    return {display_name(image): outcome.fingerprint for image, outcome in outcomes.items()}
+        return []
+    latest = {display_name(o.image): o for o in outcomes}
+    return [JournalScreening(image, o.fingerprint, header.bundle) for image, o in latest.items()]
+
+
+def _match_journal(results: Results, csv_path: Path) -> Results:
+    """Give each CSV row the fingerprint of its screening, from the journal beside the CSV.
+
+    The CSV has no fingerprints; the journal has one per screening, and keeps the lines of
+    earlier runs until a run finishes. A row is matched to the journal line of the same image
+    screened at the same second (``screened_at``) with the same result, so a run that started
+    after the CSV was written (still running, or killed before writing its CSV) cannot lend its
+    screening of a replaced file to the CSV's row. When they disagree the report says so.
+    """
+    try:
+        header, outcomes = _journal(journal_path(csv_path))
+    except InputError:
+        return results  # no journal (or not one): nothing to check the pictures against
+    results.has_journal = True
+    by_time: dict[tuple[str, str, str], list[Outcome]] = {}
+    for o in outcomes:
+        by_time.setdefault((display_name(o.image), o.screened_at, header.bundle), []).append(o)
+    latest = {display_name(o.image): o for o in outcomes}
+    unmatched = 0
+    for row in results.rows:
+        if row.screened_at:
+            # A journal of another bundle (an upgrade night) holds none of this CSV's screenings.
+            bundle = header.bundle if _same_tag(header.bundle, row.bundle) else row.bundle
+            found = {o.fingerprint for o in by_time.get((row.image, row.screened_at, bundle), ())
+                     if _same_result(o, row)}
+            row.fingerprint = found.pop() if len(found) == 1 else None  # none, or two that cannot be told apart
+            unmatched += row.fingerprint is None and row.status == OK  # error rows have no pictures anyway
+        elif row.image in latest:  # a CSV from before screened_at: the journal's latest is all there is
+            row.fingerprint = latest[row.image].fingerprint
+    shown = {row.image: row for row in results.rows}
+    newer = sum(1 for image, o in latest.items()
+                if image not in shown or (shown[image].screened_at and (
+                    o.screened_at != shown[image].screened_at or o.fingerprint != shown[image].fingerprint)))
+    journal = journal_path(csv_path).name
+    if newer:
+        results.notes.append(
+            f"the journal {journal} holds {newer} result{'s' if newer != 1 else ''} that this CSV does not "
+            f"(a run that did not finish, or is still running): this report shows the CSV's results; "
+            f"`screen report {journal}` shows the journal's")
+    if unmatched:
+        results.notes.append(
+            f"{unmatched} row{'s' if unmatched != 1 else ''} of this CSV {'are' if unmatched != 1 else 'is'} no "
+            f"longer in its journal {journal}, which would say which file was screened: "
+            f"{'they are' if unmatched != 1 else 'it is'} shown without pictures")
+    return results
+
+
+def _same_tag(identity: str, bundle: str) -> bool:
+    """Whether a CSV's ``bundle`` cell names ``identity``: exactly, or as the bare ``name@version``
+    a CSV from before bundle identities wrote; a CSV without the column names any bundle."""
+    return not bundle or identity == bundle or identity.startswith(bundle + "+")
+
+
+def _same_result(outcome: Outcome, row: ReportRow) -> bool:
+    """Whether a journal line gave the CSV row's result (its risk as the CSV writes it)."""
+    if row.status != OK:
+        return outcome.status != OK
+    return (outcome.status == OK and outcome.risk is not None and row.risk is not None
+            and round(outcome.risk, DECIMALS) == row.risk)
 
 
 def read_results(path: Path, class_names: list[str], patients: dict[str, str] | None = None,
@@ -227,7 +306,7 @@ def read_results(path: Path, class_names: list[str], patients: dict[str, str] | 
     if path.name.endswith(".journal") and path.is_file():
         return read_journal(path, class_names, patients, threshold)
     if path.is_file():
-        return read_results_csv(path)
+        return _match_journal(read_results_csv(path), path)
     if journal_path(path).is_file():
         return read_journal(journal_path(path), class_names, patients, threshold)
     raise InputError(f"{path} not found (nor its journal {journal_path(path).name}): "

@@ -4,6 +4,12 @@ During ``screen folder --report`` these are made from the pixels and model outpu
 already has (no second decode) and written beside the report as they come: thumbnails as
 JPEG files, outlines and attention maps as one JSON line per image in ``views.jsonl``. So memory
 does not grow with the folder, and ``screen report`` can rebuild the page later from them.
+
+Pictures belong to one screening: one image file's content and metadata (the journal's
+fingerprint) screened by one bundle (its identity). They are named and recorded by all three, so
+a run that screens a replaced file, or with another bundle, adds pictures beside the old ones
+instead of overwriting what last night's page links; writing a page removes those it no longer
+needs (``tidy``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +25,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from ..atomic import atomic_write_chunks
 from ..attention import QUERY_LABELS, normalised_maps
 from ..errors import InputError
 from ..fingerprint import content_digest
@@ -30,6 +38,7 @@ VIEWS_FILE = "views.jsonl"
 THUMBS = "thumbs"
 OUTLINE_SCALE = 1000  # outline coordinates are integers in 0..1000 of the image's width/height
 FILE_CHANGED = "file changed since it was screened"  # shown instead of a picture of other content
+_THUMB_FILE = re.compile(r"[0-9a-f]{20}\.jpg")  # what thumb_name makes: the only files tidy removes
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,15 @@ class View:
     # The screened content and metadata (the journal's fingerprint) these pictures show: a run
     # that screens a new file at the same path without making pictures leaves them stale.
     fingerprint: str = ""
+    # The bundle that screened it (Manifest.identity): another bundle's outline and attention maps
+    # are not this result's. "" in records written before bundles were recorded: matches none.
+    bundle: str = ""
     note: str = ""  # why there is no picture, shown in its place; never recorded in views.jsonl
+
+    @property
+    def screening(self) -> tuple[str, str, str]:
+        """Which screening these pictures show: (image, fingerprint, bundle)."""
+        return (self.image, self.fingerprint, self.bundle)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -58,7 +75,7 @@ class View:
         return cls(image=str(data["image"]), thumb=str(data["thumb"]),
                    size=(int(data["size"][0]), int(data["size"][1])), outline=str(data.get("outline", "")),
                    attention=tuple(dict(a) for a in data.get("attention", ())),
-                   fingerprint=str(data.get("fingerprint", "")))
+                   fingerprint=str(data.get("fingerprint", "")), bundle=str(data.get("bundle", "")))
 
 
 def _not_a_number(name: str) -> float:
@@ -82,9 +99,14 @@ def screened_metadata(fingerprint: str) -> str:
     return fingerprint.rpartition(":")[2]
 
 
-def thumb_name(image: str) -> str:
-    """A file name for an image's thumbnail that is safe whatever the image path contains."""
-    return hashlib.sha1(image.encode("utf-8", "surrogateescape")).hexdigest()[:20] + ".jpg"
+def thumb_name(image: str, fingerprint: str = "", bundle: str = "") -> str:
+    """A file name for the thumbnail of one screening of an image, safe whatever the path holds.
+
+    Named by the screening, not the image alone: a later run that screens a replaced file at the
+    same path writes another file, so the page of the earlier run keeps showing its own picture.
+    """
+    key = "\0".join((image, fingerprint, bundle)).encode("utf-8", "surrogateescape")
+    return hashlib.sha1(key).hexdigest()[:20] + ".jpg"
 
 
 def thumbnail(rgb: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
@@ -160,10 +182,11 @@ class ViewWriter:
     images it does not screen again (a later line for the same image wins on reading).
     """
 
-    def __init__(self, folder: Path, queries: list[str], threshold: float) -> None:
+    def __init__(self, folder: Path, queries: list[str], threshold: float, bundle: str = "") -> None:
         self.folder = Path(folder)
         self.queries = list(queries)
         self.threshold = threshold
+        self.bundle = bundle  # identity of the bundle screening (Manifest.identity), recorded per view
         self._handle = None
 
     def __enter__(self) -> "ViewWriter":
@@ -184,21 +207,25 @@ class ViewWriter:
             self._handle = None
 
     def add(self, image: str, thumb: np.ndarray | None, mask: np.ndarray | None = None,
-            attention: np.ndarray | None = None, fingerprint: str = "") -> View:
+            attention: np.ndarray | None = None, fingerprint: str = "", bundle: str | None = None) -> View:
         """Record one image: its thumbnail (RGB), model-size mask and (Q, h, w) attention.
 
         ``image`` as discovery gave it; recorded as the CSV shows it (a name that is not UTF-8
-        with escapes), which is also what keeps the views file writable.
+        with escapes), which is also what keeps the views file writable. ``bundle``: the
+        screening's bundle when it is not the writer's (a thumbnail made for an earlier run).
         """
+        bundle = self.bundle if bundle is None else bundle
+        shown = display_name(image)
         name = ""
         size = (0, 0)
         if thumb is not None:
-            name = thumb_name(image)
+            name = thumb_name(shown, fingerprint, bundle)
             write_new_file(self.folder / THUMBS / name, encode_jpeg(thumb))
             size = (int(thumb.shape[1]), int(thumb.shape[0]))
-        view = View(image=display_name(image), thumb=name, size=size,
+        view = View(image=shown, thumb=name, size=size,
                     outline="" if mask is None else outline_path(mask, self.threshold),
-                    attention=attention_views(attention, self.queries), fingerprint=fingerprint)
+                    attention=attention_views(attention, self.queries), fingerprint=fingerprint,
+                    bundle=bundle)
         self._handle.write(view.to_json() + "\n")
         return view
 
@@ -208,16 +235,21 @@ class ViewWriter:
 
 
 def read_views(folder: Path) -> dict[str, View]:
-    """The views recorded in ``folder`` by image (a later line wins); {} when there are none.
+    """The latest view recorded in ``folder`` for each image; {} when there are none."""
+    return {view.image: view for view in read_view_records(folder)}
+
+
+def read_view_records(folder: Path) -> list[View]:
+    """Every view recorded in ``folder``, in the order written (a later one is newer).
 
     Unreadable lines (a run killed mid-write) are skipped: that image just shows no overlay.
     """
     path = Path(folder) / VIEWS_FILE
-    views: dict[str, View] = {}
     if not path.is_file():
-        return views
+        return []
     thumbs = Path(folder) / THUMBS
     present = set(os.listdir(thumbs)) if thumbs.is_dir() else set()  # one listing, not a stat per image
+    views = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
@@ -225,31 +257,60 @@ def read_views(folder: Path) -> dict[str, View]:
             except (ValueError, KeyError, TypeError, IndexError):
                 continue
             if view.thumb and view.thumb not in present:
-                view = View(view.image, "", (0, 0), view.outline, view.attention, view.fingerprint)
-            views[view.image] = view
+                view = View(view.image, "", (0, 0), view.outline, view.attention, view.fingerprint, view.bundle)
+            views.append(view)
     return views
 
 
+def tidy(folder: Path, keep: list[View]) -> int:
+    """Leave in ``folder`` only the views ``keep`` (and their thumbnails); returns files removed.
+
+    Every run appends to ``views.jsonl`` and adds a thumbnail per screening, so without this the
+    folder would grow night after night with pictures no page links. ``views.jsonl`` is
+    rewritten atomically (never through a link); only files named like thumbnails are removed.
+    """
+    folder = Path(folder)
+    kept = {view.screening: view for view in keep}  # one record per screening, the latest
+    atomic_write_chunks(folder / VIEWS_FILE, ((view.to_json() + "\n").encode("utf-8", "surrogateescape")
+                                              for view in kept.values()), durable=False)
+    names = {view.thumb for view in kept.values() if view.thumb}
+    thumbs = folder / THUMBS
+    removed = 0
+    for name in os.listdir(thumbs) if thumbs.is_dir() else ():
+        if _THUMB_FILE.fullmatch(name) and name not in names:
+            try:
+                os.unlink(thumbs / name)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter,
-                          fingerprints: dict[str, str] | None = None) -> Iterator[View]:
+                          fingerprints: dict[str, str] | None = None,
+                          bundles: dict[str, str] | None = None) -> Iterator[View]:
     """Views with a thumbnail only, decoding each image from ``root`` (for images screened
     earlier without ``--report``, or a report rebuilt by ``screen report``).
 
-    ``images`` as discovery gives them (the file names to open); ``fingerprints`` (by displayed
-    name) says which screening each picture is made for. An image that cannot be read any more
-    gets a view without a thumbnail. A file whose content is no longer what was screened gets
-    none either, and a note saying so (not recorded: a file put back is pictured next time).
+    ``images`` as discovery gives them (the file names to open); ``fingerprints`` and
+    ``bundles`` (by displayed name) say which screening each picture is made for. An image that
+    cannot be read any more gets a view without a thumbnail. A file whose content is no longer
+    what was screened gets none either, and a note saying so (not recorded: a file put back is
+    pictured next time).
     """
     fingerprints = fingerprints or {}
+    bundles = bundles or {}
     for image in images:
-        fingerprint = fingerprints.get(display_name(image), "")
+        shown = display_name(image)
+        fingerprint = fingerprints.get(shown, "")
+        bundle = bundles.get(shown, writer.bundle)
         path = Path(root) / image
         current = content_digest(path) if fingerprint else None  # None: gone or unreadable, below
         if current is not None and current != screened_content(fingerprint):
-            yield View(display_name(image), "", (0, 0), fingerprint=fingerprint, note=FILE_CHANGED)
+            yield View(shown, "", (0, 0), fingerprint=fingerprint, bundle=bundle, note=FILE_CHANGED)
             continue
         try:
             decoded = load_image(path, (THUMB_SIDE, THUMB_SIDE))
-            yield writer.add(image, thumbnail(decoded.rgb), fingerprint=fingerprint)
+            yield writer.add(image, thumbnail(decoded.rgb), fingerprint=fingerprint, bundle=bundle)
         except Exception:  # a vanished or unreadable file only costs its picture
-            yield writer.add(image, None, fingerprint=fingerprint)
+            yield writer.add(image, None, fingerprint=fingerprint, bundle=bundle)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from report_factory import HOSTILE_IDS, screen_with_report, screened_folder
+from screening.report.build import ReportRequest, build_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import browser  # noqa: E402  (bench/browser.py: the same driver the benchmark and screenshot use)
@@ -129,7 +130,8 @@ def test_sorting_by_a_column_and_back(page):
 def test_patient_view_puts_each_patients_highest_risk_lesion_first(page):
     click(page, "[data-view=patients]")
     blocks = js(page, """return Array.from(document.querySelectorAll('#patients-view .patient'),
-                          b => Array.from(b.querySelectorAll('.card'), c => Number(c.dataset.rank)))""")
+                          b => Array.from(b.querySelectorAll('.card:not(.error)'), c => Number(c.dataset.rank)))""")
+    blocks = [b for b in blocks if b]  # broken.jpg: an entry of its own, with no result
     assert sum(len(b) for b in blocks) == 12
     assert all(b == sorted(b) for b in blocks)  # within a patient: highest risk (lowest rank) first
     assert [b[0] for b in blocks] == sorted(b[0] for b in blocks)  # patients by their highest risk
@@ -167,4 +169,33 @@ def test_thumbnails_load_under_a_report_name_with_url_syntax(driver, report, tmp
     loaded = js(driver, """return Promise.all(Array.from(document.images,
                                                           img => img.decode().then(() => img.naturalWidth, () => 0)))""")
     assert len(loaded) == 12 and all(width > 0 for width in loaded)
+    assert browser.console_problems(driver) == []
+
+
+def test_patient_view_lists_lesions_without_a_result_and_never_merges_images_without_a_patient_id(
+        driver, tmp_path):
+    """P1's second lesion could not be read: P1 must not look like a patient with one lesion.
+    Images without a patient id are not one person: each is an entry of its own."""
+    results = tmp_path / "results.csv"
+    results.write_text("rank,image,patient_id,risk,flag,status,error\n"
+                       "1,a.jpg,P1,0.900000,refer,ok,\n2,c.jpg,,0.800000,refer,ok,\n"
+                       "3,e.jpg,P2,0.500000,refer,ok,\n4,d.jpg,,0.200000,routine,ok,\n"
+                       ",b.jpg,P1,,,error,truncated image file\n,f.jpg,,,,error,not an image\n", encoding="utf-8")
+    out = tmp_path / "report.html"
+    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    if STARVED:
+        pytest.skip(STARVED[0])
+    driver.get(out.as_uri())
+    browser.wait_ready(driver)
+    click(driver, "[data-view=patients]")
+    titles = js(driver, "return Array.from(document.querySelectorAll('#patients-view .patient h3'),"
+                        " h => h.textContent)")
+    assert titles == ["P1 · 2 lesions · 1 without a result · highest risk 0.900 (rank 1)",
+                      "no patient id: c.jpg (an image on its own) · risk 0.800 (rank 2)",
+                      "P2 · 1 lesion · highest risk 0.500 (rank 3)",
+                      "no patient id: d.jpg (an image on its own) · risk 0.200 (rank 4)",
+                      "no patient id: f.jpg (an image on its own) · 1 without a result"]
+    first = driver.find_elements("css selector", "#patients-view .patient")[0].text
+    assert "error: truncated image file" in first and "b.jpg" in first
+    assert "2 patients, 3 images without a patient id" in driver.find_element("css selector", "#status").text
     assert browser.console_problems(driver) == []

@@ -164,26 +164,59 @@
     return items.slice(state.page * per, (state.page + 1) * per);
   }
 
-  function groups(items) {
-    var byPatient = new Map();
-    items.forEach(function (r) {
-      var key = r.p || "";
-      if (!byPatient.has(key)) { byPatient.set(key, []); }
-      byPatient.get(key).push(r);
+  // By patient: one entry per patient id with all their lesions, error rows (no result) among
+  // them; an image without a patient id is an entry of its own, never merged into a "patient"
+  // that would look like one person.
+  function groups(items, errorRows) {
+    var byPatient = new Map(), list = [];
+    function entry(patient, image) {
+      var group = { patient: patient, image: image, rows: [], errors: [] };
+      list.push(group);
+      return group;
+    }
+    function groupOf(r) {
+      if (!r.p) { return entry("", r.i); }
+      if (!byPatient.has(r.p)) { byPatient.set(r.p, entry(r.p, "")); }
+      return byPatient.get(r.p);
+    }
+    items.forEach(function (r) { groupOf(r).rows.push(r); });
+    errorRows.forEach(function (r) { groupOf(r).errors.push(r); });
+    list.forEach(function (g) { g.rows.sort(function (a, b) { return (b.k - a.k) || (a.r - b.r); }); });
+    // Patients by their highest risk; those with no result at all last, by name.
+    list.sort(function (a, b) {
+      if (!a.rows.length || !b.rows.length) {
+        return (b.rows.length ? 1 : 0) - (a.rows.length ? 1 : 0) || (a.patient + a.image < b.patient + b.image ? -1 : 1);
+      }
+      return (b.rows[0].k - a.rows[0].k) || (a.rows[0].r - b.rows[0].r);
     });
-    var list = Array.from(byPatient, function (entry) {
-      entry[1].sort(function (a, b) { return (b.k - a.k) || (a.r - b.r); });
-      return { patient: entry[0], rows: entry[1] };
-    });
-    list.sort(function (a, b) { return (b.rows[0].k - a.rows[0].k) || (a.rows[0].r - b.rows[0].r); });
     return list;
   }
 
+  // Error rows for the by-patient view: those matching the patient search. With a filter on the
+  // results (flagged, class, new) only those of patients still shown, as they have no result to filter.
+  function shownErrors(items) {
+    var needle = state.patient.trim().toLowerCase();
+    var narrowed = state.flagged || state.newOnly || state.cls;
+    var shownPatients = new Set(items.map(function (r) { return r.p; }));
+    return (data.errors || []).filter(function (r) {
+      if (needle && r.p.toLowerCase().indexOf(needle) < 0) { return false; }
+      return !narrowed || (r.p && shownPatients.has(r.p));
+    });
+  }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
   function patientBlock(group) {
-    var block = el("section", "patient");
-    var top = group.rows[0];
-    block.appendChild(el("h3", null, (group.patient || "(no patient id)") + " · " + group.rows.length +
-      " lesion" + (group.rows.length === 1 ? "" : "s") + " · highest risk " + riskText(top) + " (rank " + top.r + ")"));
+    var block = el("section", group.patient ? "patient" : "patient no-patient-id");
+    var lesions = group.rows.length + group.errors.length;
+    var title = group.patient ? group.patient + " · " + plural(lesions, "lesion")
+                              : "no patient id: " + group.image + " (an image on its own)";
+    if (group.errors.length) { title += " · " + group.errors.length + " without a result"; }
+    if (group.rows.length) {
+      var top = group.rows[0];
+      title += " · " + (group.patient ? "highest risk " : "risk ") + riskText(top) + " (rank " + top.r + ")";
+    }
+    block.appendChild(el("h3", null, title));
     var cards = el("div", "cards");
     group.rows.forEach(function (r) {
       var card = el("div", "card");
@@ -191,6 +224,16 @@
       card.appendChild(thumb(r));
       card.appendChild(el("div", "risk", "#" + r.r + " · " + riskText(r) + (r.f ? " · " + r.f : "")));
       card.appendChild(el("div", null, r.c.length ? r.c[0][0] : ""));
+      cards.appendChild(card);
+    });
+    group.errors.forEach(function (r) {
+      var card = el("div", "card error");
+      var box = el("div", "thumb");
+      box.style.aspectRatio = "4 / 3";
+      box.appendChild(el("span", "none", "no result"));
+      card.appendChild(box);
+      card.appendChild(el("div", "risk", "error: " + r.e));
+      card.appendChild(el("div", "warn", r.i));
       cards.appendChild(card);
     });
     block.appendChild(cards);
@@ -210,11 +253,15 @@
       body.replaceChildren(fragment);
       status.textContent = items.length + " of " + rows.length + " screened images shown";
     } else {
-      var all = groups(items);
+      var errorRows = shownErrors(items);
+      var all = groups(items, errorRows);
       var blocks = document.createDocumentFragment();
       pageOf(all).forEach(function (g) { blocks.appendChild(patientBlock(g)); });
       patients.replaceChildren(blocks);
-      status.textContent = all.length + " patients, " + items.length + " of " + rows.length + " images shown";
+      var named = all.filter(function (g) { return g.patient; }).length;
+      status.textContent = plural(named, "patient") + ", " + plural(all.length - named, "image") +
+        " without a patient id; " + items.length + " of " + rows.length + " screened images shown" +
+        (errorRows.length ? ", " + errorRows.length + " without a result" : "");
     }
     document.querySelectorAll("th button[data-sort]").forEach(function (b) {
       b.dataset.dir = b.dataset.sort === state.sortKey ? String(state.sortDir) : "";
