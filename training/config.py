@@ -84,7 +84,7 @@ class ClassifierTrainConfig:
     freeze_mask_backbone: bool = False
     # Keep the image backbone's stem and first N blocks at their pretrained weights for the whole
     # run (0 = fine-tune all of it): generic low-level features, and the costliest part of the
-    # backward pass skipped (3 blocks of Lite0: about 40 % of a CPU training step).
+    # backward pass skipped (3 blocks of Lite0: 30-40 % of a CPU training step).
     frozen_image_blocks: int = 0
     label_smoothing: float = 0.0
     # Masks the classifier trains on: "predicted" (from the trained segmenter, as at

@@ -9,7 +9,6 @@ terminal, so that the morning's reader of the log sees why a night failed.
 from __future__ import annotations
 
 import dataclasses
-
 import functools
 import os
 import tomllib
@@ -165,7 +164,8 @@ def job_options(command: Callable) -> Callable:
 
 
 def run_check(images_dir: Path, meta_csv: Path, bundle_dir: Path, job: JobOptions, run=None) -> None:
-    """``--check``: print what a run would find; exit 3 when the bundle is not usable.
+    """``--check``: print what a run would find; exit 3 when the bundle is not usable, 2 where the
+    run would stop on its journal or operating point.
 
     ``run`` (a ``check.PlannedRun``) carries the run's own options (output, --resume,
     --operating-point, --tta), resolved as the run would.

@@ -18,7 +18,7 @@ Examples:
 The pictures go in REPORT_files/ beside the HTML; pictures a `screen folder
 --report` run left there are reused (with their lesion outlines and attention
 maps) where they are of the same screening (same file content, metadata and
-bundle), the others are made from the image files (thumbnail only). Pictures
+bundle, when the run's journal is there to tell), the others are made from the image files (thumbnail only). Pictures
 the new page does not need are removed, unless a run is writing RESULTS.
 
 """ + EXIT_CODES_HELP

@@ -179,7 +179,8 @@ class ViewWriter:
     """Writes thumbnails and view lines into a report's asset folder as images are screened.
 
     A context manager; the views file is appended to, so a resumed run keeps the views of the
-    images it does not screen again (a later line for the same image wins on reading).
+    images it does not screen again. Records are kept per screening (image, fingerprint, bundle):
+    the report picks each row's own (build._pictures_of_each_row), and tidy() compacts the file.
     """
 
     def __init__(self, folder: Path, queries: list[str], threshold: float, bundle: str = "") -> None:

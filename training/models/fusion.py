@@ -352,7 +352,7 @@ def freeze_image_stem(model: FusionClassifier, blocks: int) -> int:
 
     Their ImageNet features are edges, colours and textures that any camera's image has; not
     updating them skips the most expensive part of the backward pass (the full-resolution layers:
-    about 40 % of a training step on a CPU for the stem and three blocks of Lite0 at 160 px). Their
+    30-40 % of a training step on a CPU for the stem and three blocks of Lite0 at 160 px). Their
     BatchNorm statistics stay fixed too. Returns the number of parameter elements frozen.
     """
     modules = image_stem(model, blocks)
