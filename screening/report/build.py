@@ -24,7 +24,7 @@ from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
 from .operating_point import point_shown
 from .render import ReportHeader, asset_folder, render_report, write_report
-from .rows import ReportRow, Results, journal_screenings, read_results
+from .rows import Results, journal_screenings, read_results, same_bundle
 from .views import View, ViewWriter, read_view_records, screened_metadata, thumbnails_from_files, tidy
 
 METADATA_CHANGED = "metadata changed since screening"  # today's patients CSV differs from the model's
@@ -133,17 +133,6 @@ def build_report(request: ReportRequest) -> ReportStats:
     return ReportStats(Path(request.out), len(results.rows), made, len(missing))
 
 
-def _same_bundle(view: View, row: ReportRow) -> bool:
-    """Whether ``view`` was made by the bundle that screened ``row``.
-
-    A row of a CSV older than bundle identities names ``name@version`` only: any identity of
-    that tag matches. A view recorded without its bundle (an older run) matches no named bundle.
-    """
-    if not row.bundle:
-        return True  # the results do not say which bundle: nothing to compare
-    return view.bundle == row.bundle or view.bundle.startswith(row.bundle + "+")
-
-
 def _pictures_of_each_row(results: Results, records: list[View]) -> dict[str, View]:
     """For each ok row, the latest recorded pictures of its own screening (image, fingerprint,
     bundle). A row the journal does not vouch for, while a journal exists, gets a note instead:
@@ -160,7 +149,7 @@ def _pictures_of_each_row(results: Results, records: list[View]) -> dict[str, Vi
             continue
         for view in reversed(by_image.get(row.image, [])):
             # No fingerprint at all (no journal): the latest of the row's bundle, unchecked.
-            if (row.fingerprint is None or view.fingerprint == row.fingerprint) and _same_bundle(view, row):
+            if (row.fingerprint is None or view.fingerprint == row.fingerprint) and same_bundle(view.bundle, row.bundle):
                 chosen[row.image] = view
                 break
     return chosen

@@ -254,7 +254,7 @@ def _match_journal(results: Results, csv_path: Path) -> Results:
     for row in results.rows:
         if row.screened_at:
             # A journal of another bundle (an upgrade night) holds none of this CSV's screenings.
-            bundle = header.bundle if _same_tag(header.bundle, row.bundle) else row.bundle
+            bundle = header.bundle if same_bundle(header.bundle, row.bundle) else row.bundle
             found = {o.fingerprint for o in by_time.get((row.image, row.screened_at, bundle), ())
                      if _same_result(o, row)}
             row.fingerprint = found.pop() if len(found) == 1 else None  # none, or two that cannot be told apart
@@ -279,9 +279,11 @@ def _match_journal(results: Results, csv_path: Path) -> Results:
     return results
 
 
-def _same_tag(identity: str, bundle: str) -> bool:
-    """Whether a CSV's ``bundle`` cell names ``identity``: exactly, or as the bare ``name@version``
-    a CSV from before bundle identities wrote; a CSV without the column names any bundle."""
+def same_bundle(identity: str, bundle: str) -> bool:
+    """Whether a CSV's ``bundle`` cell names ``identity`` (a journal's, a picture's): exactly, or as
+    the bare ``name@version`` a CSV from before bundle identities wrote; a CSV without the column
+    names any bundle. An empty ``identity`` (a picture recorded before bundles were) matches no
+    named bundle."""
     return not bundle or identity == bundle or identity.startswith(bundle + "+")
 
 
