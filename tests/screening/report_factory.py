@@ -52,6 +52,18 @@ def screen_with_report(paths: dict[str, Path], *extra: object) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def report_of_csv(folder: Path, text: str) -> Path:
+    """The report of a results CSV written as ``text`` into ``folder`` (no images folder): what a
+    reviewer sees of hand-made or damaged results."""
+    from screening.report.build import ReportRequest, build_report
+
+    results = folder / "results.csv"
+    results.write_text(text, encoding="utf-8")
+    out = folder / "report.html"
+    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    return out
+
+
 def page_data(report: Path) -> dict:
     """The page's worklist data, parsed as strictly as a browser's JSON.parse (no NaN, no Infinity)."""
     html = report.read_text(encoding="utf-8")

@@ -18,12 +18,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bundle_factory import write_image
-from report_factory import HOSTILE_IDS, header_fact, page_data, screen_with_report, screened_folder
+from report_factory import (HOSTILE_IDS, header_fact, page_data, report_of_csv, screen_with_report,
+                            screened_folder)
 from screening.cli import cli
 from screening.errors import InputError
 from screening.journal import journal_path
 from screening.report import views as views_module
-from screening.report.build import ReportRequest, build_report
 from screening.report.render import ReportHeader, render_report
 from screening.report.rows import original_text, read_results_csv
 from screening.report.views import VIEWS_FILE, View, ViewWriter, outline_path, read_views
@@ -175,13 +175,10 @@ def test_a_report_name_with_url_syntax_still_links_its_thumbnails(run, tmp_path)
 
 
 def test_a_non_finite_number_in_the_results_csv_is_an_error_row_not_a_blank_page(tmp_path):
-    results = tmp_path / "results.csv"
-    results.write_text("rank,image,patient_id,risk,flag,status,error,p_mel,p_nv\n"
-                       "1,inf.jpg,P1,1e999,refer,ok,,0.9,0.1\n"
-                       "2,fine.jpg,P2,0.300000,routine,ok,,0.3,0.7\n"
-                       "3,nan.jpg,P3,0.200000,routine,ok,,nan,0.8\n", encoding="utf-8")
-    out = tmp_path / "report.html"
-    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    out = report_of_csv(tmp_path, "rank,image,patient_id,risk,flag,status,error,p_mel,p_nv\n"
+                                  "1,inf.jpg,P1,1e999,refer,ok,,0.9,0.1\n"
+                                  "2,fine.jpg,P2,0.300000,routine,ok,,0.3,0.7\n"
+                                  "3,nan.jpg,P3,0.200000,routine,ok,,nan,0.8\n")
     assert [row["i"] for row in page_data(out)["rows"]] == ["fine.jpg"]  # the data block parses
     html = out.read_text(encoding="utf-8")
     assert "<td>inf.jpg</td><td>P1</td><td>non-finite risk in the results CSV</td>" in html

@@ -13,10 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from bundle_factory import write_image
-from report_factory import POINT, header_fact, page_data, screen_with_report, screened_folder
+from report_factory import POINT, header_fact, page_data, report_of_csv, screen_with_report, screened_folder
 from screening.cli import cli
 from screening.journal import journal_path
-from screening.report.build import ReportRequest, build_report
 from screening.report.operating_point import risk_text
 from screening.results import summary_path
 
@@ -68,14 +67,11 @@ def test_a_journal_is_flagged_with_the_bundle_point(run):
 
 
 def test_a_risk_that_would_print_like_the_threshold_gets_more_decimals(tmp_path):
-    results = tmp_path / "results.csv"
-    results.write_text("rank,image,patient_id,risk,flag,status\n"
-                       "1,a.jpg,P1,0.220200,refer,ok\n2,b.jpg,P2,0.220000,routine,ok\n"
-                       "3,c.jpg,P3,0.100000,routine,ok\n", encoding="utf-8")
     point = {**POINT, "threshold": 0.22019734}
-    summary_path(results).write_text(json.dumps({"operating_point": point}), encoding="utf-8")
-    out = tmp_path / "report.html"
-    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    summary_path(tmp_path / "results.csv").write_text(json.dumps({"operating_point": point}), encoding="utf-8")
+    out = report_of_csv(tmp_path, "rank,image,patient_id,risk,flag,status\n"
+                                  "1,a.jpg,P1,0.220200,refer,ok\n2,b.jpg,P2,0.220000,routine,ok\n"
+                                  "3,c.jpg,P3,0.100000,routine,ok\n")
     assert "refer at risk >= 0.220197" in header_fact(out, "Operating point")
     shown = [row.get("kt") for row in page_data(out)["rows"]]
     assert shown == ["0.220200", "0.2200", None]  # None: the page's usual 3 decimals, "0.100"

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from report_factory import HOSTILE_IDS, screen_with_report, screened_folder
-from screening.report.build import ReportRequest, build_report
+from report_factory import HOSTILE_IDS, report_of_csv, screen_with_report, screened_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import browser  # noqa: E402  (bench/browser.py: the same driver the benchmark and screenshot use)
@@ -176,13 +175,10 @@ def test_patient_view_lists_lesions_without_a_result_and_never_merges_images_wit
         driver, tmp_path):
     """P1's second lesion could not be read: P1 must not look like a patient with one lesion.
     Images without a patient id are not one person: each is an entry of its own."""
-    results = tmp_path / "results.csv"
-    results.write_text("rank,image,patient_id,risk,flag,status,error\n"
-                       "1,a.jpg,P1,0.900000,refer,ok,\n2,c.jpg,,0.800000,refer,ok,\n"
-                       "3,e.jpg,P2,0.500000,refer,ok,\n4,d.jpg,,0.200000,routine,ok,\n"
-                       ",b.jpg,P1,,,error,truncated image file\n,f.jpg,,,,error,not an image\n", encoding="utf-8")
-    out = tmp_path / "report.html"
-    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    out = report_of_csv(tmp_path, "rank,image,patient_id,risk,flag,status,error\n"
+                                  "1,a.jpg,P1,0.900000,refer,ok,\n2,c.jpg,,0.800000,refer,ok,\n"
+                                  "3,e.jpg,P2,0.500000,refer,ok,\n4,d.jpg,,0.200000,routine,ok,\n"
+                                  ",b.jpg,P1,,,error,truncated image file\n,f.jpg,,,,error,not an image\n")
     if STARVED:
         pytest.skip(STARVED[0])
     driver.get(out.as_uri())
