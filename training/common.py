@@ -39,20 +39,56 @@ def run_name_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+# Paths a config may point into its own out_dir that belong to the run: with --run-name they
+# move into the run's folder along with out_dir (data.index stays: one index serves every run).
+RUN_PATHS = ("classifier.init_from", "export.out_dir")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     try:
         config = load_config(args.config, args.overrides)
         run_name = getattr(args, "run_name", None)
         if run_name is None:
             return config
+        if run_name == "" and getattr(args, "resume", False):
+            raise ConfigError("--resume needs the name of the run to continue (--run-name NAME): a bare "
+                              "--run-name starts a new, empty run folder, with nothing to resume")
         name = run_name or run_name_now()
         if "/" in name or name in (".", ".."):
             raise ConfigError(f"--run-name {name!r} must be a plain folder name")
         folder = Path(config.out_dir) / name
         print(f"run folder: {folder} (pass --run-name {name} to the later stages)")
-        return load_config(args.config, [*args.overrides, f"out_dir={folder}"])
+        moved = _rebased_run_paths(config, folder, args.overrides)
+        # JSON strings are YAML strings: a folder name YAML would read as a number stays a string.
+        return load_config(args.config, [*args.overrides, f"out_dir={json.dumps(str(folder))}",
+                                         *(f"{key}={json.dumps(path)}" for key, path in moved.items())])
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from exc
+
+
+def _rebased_run_paths(config: Config, folder: Path, overrides: list[str]) -> dict[str, str]:
+    """``RUN_PATHS`` that lie under the configured out_dir, moved to the same place under the run's
+    ``folder`` (printed). A path elsewhere, already in the run folder, or given with ``--set`` on
+    this command line stays as it is: it names what the user chose."""
+    given = {assignment.split("=", 1)[0].strip() for assignment in overrides}
+    out, run = Path(os.path.abspath(config.out_dir)), Path(os.path.abspath(folder))
+    moved = {}
+    for key in RUN_PATHS:
+        section, leaf = key.split(".")
+        value = getattr(getattr(config, section), leaf)
+        if not value:
+            continue
+        path = Path(os.path.abspath(value))
+        if not path.is_relative_to(out) or path.is_relative_to(run):
+            continue
+        if key in given or section in given:
+            print(f"{key}: {value} (given with --set) kept, although it lies under out_dir {config.out_dir}, "
+                  f"not in the run folder")
+            continue
+        inside = path.relative_to(out)
+        moved[key] = str((run if Path(value).is_absolute() else folder) / inside)
+        print(f"{key}: {value} -> {moved[key]} (under out_dir: moved into the run folder)")
+    return moved
 
 
 def seed_everything(seed: int) -> None:

@@ -142,14 +142,19 @@ class ConfigError(ValueError):
     """A configuration file or override does not fit the schema."""
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Turn a YAML value into the annotated type (dataclasses recursively)."""
+class QuoteIt(ConfigError):
+    """A string field given a YAML number or boolean that does not read back as what was written."""
+
+
+def _coerce(value: Any, hint: Any, where: str, texts: dict[str, str] | None = None) -> Any:
+    """Turn a YAML value into the annotated type (dataclasses recursively). ``texts``: the YAML
+    text of each scalar by field path (``where``), where known, for string fields given numbers."""
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(hint, value, where)
+        return from_dict(hint, value, where, texts)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(hint):
@@ -158,7 +163,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where)
+                return _coerce(value, arg, where, texts)
+            except QuoteIt:
+                raise
             except (ConfigError, TypeError, ValueError):
                 continue
         raise ConfigError(f"{where}: {value!r} does not fit {hint}")
@@ -175,20 +182,38 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return hint(value)
     if hint is str:
-        if value is None:
-            raise ConfigError(f"{where}: expected a string, got nothing")
-        return str(value)
+        return _string(value, where, (texts or {}).get(where))
     return value
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+def _string(value: Any, where: str, text: str | None) -> str:
+    """A string field's value. YAML reads unquoted 2.10 as the number 2.1 and yes/off as booleans:
+    those are refused (the text written is lost), and so is an integer whose text is not its
+    plain decimal form (010 is 8, 1_000 is 1000); an integer written plainly (3) is kept as "3"."""
+    if value is None:
+        raise ConfigError(f"{where}: expected a string, got nothing")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and (text is None or text == str(value)):
+        return str(value)
+    if isinstance(value, (bool, int, float)):
+        written = text if text is not None else str(value).lower() if isinstance(value, bool) else repr(value)
+        kind = "a boolean" if isinstance(value, bool) else "the number"
+        raise QuoteIt(f"{where}: expected text, but YAML reads {written} as {kind} {value!r}; quote it: "
+                      f"'{written}' (on the command line: --set \"{where.removeprefix('config.')}='{written}'\")")
+    return str(value)  # a date or time YAML parsed: str() gives back the text
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config", texts: dict[str, str] | None = None) -> Any:
     """Build dataclass ``cls`` from a mapping; unknown keys are an error that lists the valid ones."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}", texts) for k, v in data.items()}
     return cls(**kwargs)
 
 
@@ -196,8 +221,9 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override (value parsed as YAML) to a nested mapping."""
+def apply_override(data: dict[str, Any], assignment: str, texts: dict[str, str] | None = None) -> None:
+    """Apply one ``dotted.key=value`` override (value parsed as YAML) to a nested mapping; with
+    ``texts``, also record the YAML text of its scalars by field path."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} is not of the form key=value")
     key, raw = assignment.split("=", 1)
@@ -207,40 +233,75 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {assignment!r}: not YAML: {exc}") from exc
+    if texts is not None:
+        _record_texts(texts, ".".join(["config", *parents, leaf]), _scalar_texts(raw))
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Defaults <- YAML file (after the files it names as ``base``) <- ``key=value`` overrides,
     validated against the dataclasses."""
     merged = to_dict(Config())
+    texts: dict[str, str] = {}  # YAML text of each scalar by field path, for string fields' checks
     if path is not None:
-        for layer in _config_layers(Path(path)):
+        for layer, layer_texts in _config_layers(Path(path)):
             _deep_update(merged, layer)
+            _record_texts(texts, "config", layer_texts, merge=True)
     for assignment in overrides:
-        apply_override(merged, assignment)
-    config = from_dict(Config, merged)
+        apply_override(merged, assignment, texts)
+    config = from_dict(Config, merged, "config", texts)
     _check_choices(config)
     return config
 
 
-def _config_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
-    """The YAML mappings to merge, the farthest ``base`` first. ``base: other.yaml`` (relative to
-    the file that names it) lets a second training stage say only what it changes."""
+def _scalar_texts(text: str) -> Any:
+    """``text`` parsed with every scalar left as the text written (YAML's BaseLoader); None when
+    that fails (the texts are only for messages and the integer check)."""
+    try:
+        return yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 (BaseLoader builds no objects)
+    except yaml.YAMLError:
+        return None
+
+
+def _record_texts(texts: dict[str, str], where: str, node: Any, merge: bool = False) -> None:
+    """Record the scalar texts of ``node`` (from ``_scalar_texts``) under ``where``, as the value
+    they belong to was put there: replacing what was there (an override), or merged into it
+    mapping by mapping (a config layer, as ``_deep_update`` merges it)."""
+    if not (merge and isinstance(node, dict)):
+        for key in [k for k in texts if k == where or k.startswith(f"{where}.")]:
+            del texts[key]
+    else:
+        texts.pop(where, None)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _record_texts(texts, f"{where}.{key}", value, merge)
+    elif isinstance(node, str):
+        texts[where] = node
+
+
+def _config_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[str, Any], Any]]:
+    """The YAML mappings to merge, the farthest ``base`` first, each with its scalar texts.
+    ``base: other.yaml`` (relative to the file that names it) lets a second training stage say
+    only what it changes."""
     if path.resolve() in seen:
         raise ConfigError(f"config {path}: its base chain comes back to itself")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        loaded = yaml.safe_load(text) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"config {path}: expected a mapping of sections, got {type(loaded).__name__}")
+    texts = _scalar_texts(text)
     base = loaded.pop("base", None)
     if base is None:
-        return [loaded]
+        return [(loaded, texts)]
     if not isinstance(base, str):
         raise ConfigError(f"config {path}: base must be a file name, got {base!r}")
-    return [*_config_layers(path.parent / base, (*seen, path.resolve())), loaded]
+    return [*_config_layers(path.parent / base, (*seen, path.resolve())), (loaded, texts)]
 
 
 SCHEDULES = ("plateau", "cosine")

@@ -29,10 +29,11 @@ from .calibration import expected_calibration_error, fit_temperature
 from .common import config_argument_parser, config_from_args, place, read_index, split
 from .config import Config
 from .inference import load_classifier
-from .masks import mask_cache_dir
+from .lineage import LineageError, check_masks_from, check_pixels
+from .masks import mask_cache_dir, segmenter_checkpoint
 from .metrics import classification_report, segmentation_report
 from .plots import plot_confusion_matrix, plot_reliability, plot_roc_curves
-from .train_classifier import build_datasets, mask_source, predict_logits
+from .train_classifier import build_datasets, mask_source, predict_logits, uses_predicted_masks
 
 
 def eval_dir(config: Config) -> Path:
@@ -45,10 +46,11 @@ def evaluate(config: Config) -> dict[str, Any]:
     index = read_index(config)
     out = eval_dir(config)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = config.classifier_dir / "best.pt"
+    model, state = load_classifier(checkpoint)
+    check_lineage(config, state, checkpoint)  # before the mask cache: a mismatch would rebuild it for nothing
     mask_dir = mask_source(config, index)
     _, val_set, classes = build_datasets(config, index, mask_dir)
-    checkpoint = config.classifier_dir / "best.pt"
-    model, _ = load_classifier(checkpoint)
     model = place(model, torch.device("cpu"), config.channels_last)
     loader = DataLoader(val_set, batch_size=config.classifier.optim.batch_size, num_workers=config.data.workers)
     logits, labels = predict_logits(model, loader, torch.device("cpu"), config.channels_last)
@@ -58,6 +60,8 @@ def evaluate(config: Config) -> dict[str, Any]:
     report: dict[str, Any] = {
         "split": "val",
         "checkpoint": checkpoint_record(checkpoint),
+        # the masks these figures (and the temperature and thresholds) were measured with
+        **({"segmenter": checkpoint_record(segmenter_checkpoint(config))} if mask_dir is not None else {}),
         "images": int(len(labels)),
         "classes": classes.class_names,
         "temperature": temperature,
@@ -79,6 +83,16 @@ def evaluate(config: Config) -> dict[str, Any]:
     plot_reliability(raw, calibrated, labels, out / "reliability.png", temperature=temperature)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def check_lineage(config: Config, state: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse to evaluate or export a classifier with other pixels or masks than it learnt from."""
+    try:
+        check_pixels(state, config, f"the classifier {checkpoint}")
+        if uses_predicted_masks(config):  # (the segmenter's own pixels: checked where the masks are made)
+            check_masks_from(state, segmenter_checkpoint(config), f"the classifier {checkpoint}")
+    except LineageError as exc:
+        raise SystemExit(f"error: {exc}") from exc
 
 
 def checkpoint_record(path: Path) -> dict[str, str]:

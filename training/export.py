@@ -30,10 +30,12 @@ from .card import REPO_ROOT, commit_label, git_state, model_card
 from .common import config_argument_parser, config_from_args, provenance, read_index, split
 from .config import Config
 from .data.classes import get_class_config
-from .evaluate import checkpoint_record, eval_dir
+from .evaluate import check_lineage, checkpoint_record, eval_dir
 from .gates import GateError, check_gates
 from .data.dataset import load_resized
 from .inference import SegmenterWithSigmoid, load_classifier, load_segmenter
+from .lineage import LineageError, check_pixels
+from .masks import segmenter_checkpoint
 from .models.fusion import FusionClassifier, WithAttention
 
 
@@ -154,9 +156,14 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
     Raises:
         BundleExists, EvaluationMismatch, GateError, ReleaseError: before anything is exported.
     """
-    seg, seg_state = load_segmenter(config.out / "segmenter" / "best.pt")
+    seg, seg_state = load_segmenter(segmenter_checkpoint(config))
     checkpoint = config.classifier_dir / "best.pt"
     cls, cls_state = load_classifier(checkpoint)
+    try:  # the bundle screens with this config's pixels and this segmenter's masks: the ones they learnt?
+        check_pixels(seg_state, config, f"the segmenter {segmenter_checkpoint(config)}")
+    except LineageError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    check_lineage(config, cls_state, checkpoint)
     seg = SegmenterWithSigmoid(seg).eval()
     classes = get_class_config(config.data.classes)
     if cls_state["class_names"] != classes.class_names:
@@ -275,6 +282,14 @@ def _evaluation(config: Config, checkpoint: Path, release: bool = False) -> dict
         raise EvaluationMismatch(
             f"{path} evaluated {evaluated.get('path', '?')} (sha256 {str(evaluated.get('sha256'))[:12]}), "
             f"not the {checkpoint} being exported: {rerun}")
+    # Its temperature, thresholds and Dice were measured on one segmenter's masks; a segmenter
+    # retrained since would ship beside figures that are not its own.
+    masks = evaluation.get("segmenter")
+    segmenter = segmenter_checkpoint(config)
+    if isinstance(masks, dict) and masks.get("sha256") != checkpoint_record(segmenter)["sha256"]:
+        raise EvaluationMismatch(
+            f"{path} was measured with the masks of segmenter sha256 {str(masks.get('sha256'))[:12]}, but "
+            f"{segmenter} is another checkpoint now (retrained since): {rerun}")
     return evaluation
 
 

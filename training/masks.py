@@ -3,8 +3,8 @@
 The classifier trains on these predicted masks rather than the ground truth, because at
 screening time it only ever sees the segmenter's output. Masks are stored as 8-bit PNG
 probability maps (p * 255) at the model input size, in ``<out_dir>/masks/<image_id>.png``; a
-``source.json`` records which segmenter checkpoint made them, and a different checkpoint
-invalidates the whole cache.
+``source.json`` records which segmenter checkpoint made them, at which size and from which
+preprocessing, and a difference in any invalidates the whole cache.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from screening.atomic import atomic_write
 from screening.manifest import sha256_file
 from screening.preprocess import normalise
 
-from .common import Distributed, config_argument_parser, config_from_args, read_index
+from .common import Distributed, config_argument_parser, config_from_args, load_checkpoint, read_index
 from .config import Config
 from .data.dataset import load_resized
 from .inference import SegmenterWithSigmoid, batched, load_segmenter, predict_mask_probabilities
+from .lineage import LineageError, check_pixels
 
 
 def mask_cache_dir(config: Config) -> Path:
@@ -47,19 +48,41 @@ def _recorded_source(source_file: Path) -> dict | None:
         return None
 
 
+def _same_but_unsized(recorded: dict | None, source: dict, cache: Path) -> bool:
+    """Whether a cache recorded before input sizes were (same checkpoint and preprocessing) holds
+    masks of this size: the record is then upgraded rather than minutes of masks predicted again."""
+    if recorded is None or "input_size" in recorded or {**recorded, "input_size": source["input_size"]} != source:
+        return False
+    sample = next(iter(cache.glob("*.png")), None)
+    if sample is None:
+        return True
+    mask = cv2.imread(str(sample), cv2.IMREAD_GRAYSCALE)
+    return mask is not None and mask.shape == (source["input_size"], source["input_size"])
+
+
 def cache_masks(config: Config, index: pd.DataFrame, batch_size: int = 32) -> Path:
     """Fill the mask cache for every row of ``index``; returns the cache folder."""
     checkpoint = segmenter_checkpoint(config)
+    try:  # a segmenter trained on other pixels than these would predict other masks than it learnt
+        check_pixels(load_checkpoint(checkpoint), config, f"the segmenter {checkpoint}")
+    except LineageError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     cache = mask_cache_dir(config)
     source = {"segmenter_checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)}
     if config.data.preprocessing:  # masks predicted from other pixels are other masks
         source["preprocessing"] = config.data.preprocessing
+    source["input_size"] = config.data.input_size  # and masks of another size are not these either
     source_file = cache / "source.json"
     recorded = _recorded_source(source_file)
+    if recorded != source and _same_but_unsized(recorded, source, cache):
+        # a cache from before sizes were recorded, of this size: kept, its record rewritten
+        atomic_write(source_file, (json.dumps(source, indent=2) + "\n").encode())
+        recorded = source
     if recorded != source:
         stale = sorted(cache.glob("*.png"))
         if stale:
-            maker = "another segmenter checkpoint" if recorded else "an unknown segmenter checkpoint"
+            maker = ("another segmenter checkpoint, input size or preprocessing" if recorded
+                     else "an unknown segmenter checkpoint")
             print(f"the mask cache in {cache} was made by {maker}: clearing its {len(stale)} masks")
             for png in stale:
                 png.unlink()

@@ -19,8 +19,10 @@ from .data.augment import AUGMENT_PRESETS
 from .data.dataset import ClassificationDataset
 from .data.sampling import class_balanced_sampler
 from .inference import classifier_state
+from .lineage import (MASKS_FROM, PIXELS, SETTINGS, check_pixels, guard_resume, masks_record, pixels_of,
+                      stage_settings)
 from .loop import Validation, fit, make_optimizer
-from .masks import cache_masks
+from .masks import cache_masks, segmenter_checkpoint
 from .metrics import classification_report, validation_score
 from .models.fusion import FusionClassifier, backbone_parameters, freeze_backbones, freeze_image_stem
 from .models.weights import normalisation_for, weights_kind
@@ -168,13 +170,18 @@ def build_datasets(config: Config, index, mask_dir: Path | None):
     return train_set, val_set, classes
 
 
-def mask_source(config: Config, index) -> Path | None:
-    """Predicted masks (cached once per image) or None for the index's ground-truth masks."""
-    if config.classifier.masks == "ground_truth":
-        return None
-    if config.classifier.masks != "predicted":
+def uses_predicted_masks(config: Config) -> bool:
+    """True for the segmenter's masks (cached once per image), False for the index's ground truth."""
+    if config.classifier.masks not in ("predicted", "ground_truth"):
         raise SystemExit(f"error: classifier.masks must be 'predicted' or 'ground_truth', "
                          f"not {config.classifier.masks!r}")
+    return config.classifier.masks == "predicted"
+
+
+def mask_source(config: Config, index) -> Path | None:
+    """Predicted masks (cached once per image) or None for the index's ground-truth masks."""
+    if not uses_predicted_masks(config):
+        return None
     with torch.inference_mode():
         return cache_masks(config, index)
 
@@ -197,6 +204,10 @@ def train(config: Config, resume: bool = False) -> Path:
     device = dist.device(config.device)
     stage_dir = config.classifier_dir
     index = read_index(config)
+    masks_from = {MASKS_FROM: masks_record(segmenter_checkpoint(config))} if uses_predicted_masks(config) else {}
+    settings = stage_settings(config, "classifier", masks_from)
+    # Every rank checks (it only reads): a refusal on rank 0 alone would leave the others at the barrier.
+    guard_resume(stage_dir, settings, resume, quiet=not dist.is_main)  # before mask caching and the run files
     mask_dir = mask_source(config, index) if dist.is_main else None
     if dist.enabled:
         torch.distributed.barrier()  # rank 0 fills the mask cache first
@@ -232,8 +243,9 @@ def train(config: Config, resume: bool = False) -> Path:
         start = load_checkpoint(Path(config.classifier.init_from))
         try:
             check_start(start, classes.class_names, mean, std, config.classifier.model, config.classifier.init_reset)
+            check_pixels(start, config, f"the init_from checkpoint {config.classifier.init_from}", size=False)
             load_initial_weights(net, start["model"], config.classifier.init_reset)
-        except ValueError as exc:
+        except ValueError as exc:  # LineageError included
             raise SystemExit(f"error: {exc}") from exc
         if dist.is_main:
             print(f"starting from the weights of {config.classifier.init_from}")
@@ -260,7 +272,8 @@ def train(config: Config, resume: bool = False) -> Path:
                    if k in report}
         return Validation(loss=dist.mean(loss, device), score=score, metrics=summary)
 
-    extra = classifier_state(config.classifier.model, mean, std, DEFAULT_VOCABULARY.dim, classes.class_names)
+    extra = {**classifier_state(config.classifier.model, mean, std, DEFAULT_VOCABULARY.dim, classes.class_names),
+             PIXELS: pixels_of(config), SETTINGS: settings, **masks_from}
     best = fit(model=model, optimizer=optimizer, optim=optim, train_loader=train_loader,
                train_step=train_step, validate=validate, stage_dir=stage_dir, dist=dist,
                resume=resume, on_epoch_start=on_epoch_start, extra_state=extra)
@@ -270,7 +283,8 @@ def train(config: Config, resume: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_argument_parser("classifier", "Train the fusion classifier (image + predicted mask + metadata).")
-    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/classifier/last.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from last.pt in this stage's folder (<out_dir>/<classifier.stage_dir>), "
+                             "with the settings the stage started with (a longer run excepted)")
     args = parser.parse_args(argv)
     best = train(config_from_args(args), resume=args.resume)
     print(f"best classifier checkpoint: {best}")

@@ -14,6 +14,7 @@ from .config import Config
 from .data.augment import AUGMENT_PRESETS
 from .data.dataset import SegmentationDataset
 from .inference import segmenter_state
+from .lineage import PIXELS, SETTINGS, guard_resume, pixels_of, stage_settings
 from .loop import Validation, fit, make_optimizer
 from .models.losses import DiceBCELoss
 from .models.segmenter import create_segmenter
@@ -31,6 +32,9 @@ def train(config: Config, resume: bool = False) -> Path:
     seed_everything(config.seed + dist.rank)
     device = dist.device(config.device)
     stage_dir = config.out / "segmenter"
+    settings = stage_settings(config, "segmenter")
+    # Every rank checks (it only reads): a refusal on rank 0 alone would leave the others waiting.
+    guard_resume(stage_dir, settings, resume, quiet=not dist.is_main)  # before the run files describe them
     if dist.is_main:
         write_run_files(config, stage_dir)
 
@@ -69,7 +73,7 @@ def train(config: Config, resume: bool = False) -> Path:
         mean_dice = dist.mean(float(np.mean(dice)), device)
         return Validation(loss=loss, score=mean_dice, metrics={"dice": mean_dice})
 
-    extra = segmenter_state(config.segmenter.model, mean, std)
+    extra = {**segmenter_state(config.segmenter.model, mean, std), PIXELS: pixels_of(config), SETTINGS: settings}
     best = fit(model=model, optimizer=optimizer, optim=optim, train_loader=train_loader,
                train_step=train_step, validate=validate, stage_dir=stage_dir, dist=dist,
                resume=resume, extra_state=extra)
@@ -88,7 +92,8 @@ def _dice_per_image(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_argument_parser("segmenter", "Train the U-Net lesion segmenter.")
-    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/segmenter/last.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/segmenter/last.pt, with the settings the run "
+                        "started with (a longer run excepted)")
     args = parser.parse_args(argv)
     best = train(config_from_args(args), resume=args.resume)
     print(f"best segmenter checkpoint: {best}")

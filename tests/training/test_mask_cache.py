@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import training.masks as masks
 from training.config import load_config
@@ -20,7 +21,7 @@ def setup(tmp_path, monkeypatch):
     config = load_config(None, [f"out_dir={tmp_path / 'run'}", "data.input_size=32"])
     checkpoint = masks.segmenter_checkpoint(config)
     checkpoint.parent.mkdir(parents=True)
-    checkpoint.write_bytes(b"segmenter weights v1")
+    torch.save({"weights": "v1"}, checkpoint)
     images = []
     for i in range(3):
         path = tmp_path / f"img{i}.png"
@@ -72,10 +73,10 @@ def test_masks_are_predicted_once_and_reused(setup):
 def test_a_new_segmenter_checkpoint_clears_the_cache(setup, capsys):
     config, index, checkpoint, calls = setup
     cache = masks.cache_masks(config, index)
-    checkpoint.write_bytes(b"segmenter weights v2")
+    torch.save({"weights": "v2"}, checkpoint)
     masks.cache_masks(config, index)
     assert calls == [3, 3]
-    assert "made by another segmenter checkpoint: clearing its 3 masks" in capsys.readouterr().out
+    assert "made by another segmenter checkpoint, input size or preprocessing: clearing its 3 masks" in capsys.readouterr().out
     assert json.loads((cache / "source.json").read_text())["sha256"] == masks.sha256_file(checkpoint)
 
 
@@ -90,3 +91,31 @@ def test_masks_of_unknown_origin_are_not_trusted(setup, damage, capsys):
     masks.cache_masks(config, index)
     assert calls == [3, 3]
     assert "made by an unknown segmenter checkpoint: clearing its 3 masks" in capsys.readouterr().out
+
+
+def test_masks_of_another_input_size_are_predicted_again(setup, capsys):
+    config, index, _, calls = setup
+    masks.cache_masks(config, index)
+    masks.cache_masks(load_config(None, [f"out_dir={config.out_dir}", "data.input_size=48"]), index)
+    assert calls == [3, 3]
+    assert "clearing its 3 masks" in capsys.readouterr().out
+    assert json.loads((config.out / "masks" / "source.json").read_text())["input_size"] == 48
+
+
+def test_a_cache_from_before_sizes_were_recorded_is_kept_when_its_masks_fit(setup):
+    config, index, _, calls = setup
+    cache = masks.cache_masks(config, index)
+    record = json.loads((cache / "source.json").read_text())
+    del record["input_size"]  # as written before this was recorded
+    (cache / "source.json").write_text(json.dumps(record))
+    masks.cache_masks(config, index)
+    assert calls == [3]  # its 32-pixel masks are this config's size: nothing predicted again
+    assert json.loads((cache / "source.json").read_text())["input_size"] == 32
+
+
+def test_a_segmenter_trained_on_other_pixels_predicts_no_masks(setup):
+    config, index, checkpoint, calls = setup
+    torch.save({"pixels": {"input_size": 32, "preprocessing": [{"name": "shades_of_gray"}]}}, checkpoint)
+    with pytest.raises(SystemExit, match=r"the segmenter .* was trained with preprocessing \[\{'name': 'shades_of_gray'\}\]"):
+        masks.cache_masks(config, index)
+    assert calls == []
