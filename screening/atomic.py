@@ -10,6 +10,7 @@ service account wrote.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -107,7 +108,7 @@ def _publish(fd: int, path: Path) -> None:
     folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for _ in range(100):
-            tmp = f"{temp_prefix(path)}{os.urandom(6).hex()}{TEMP_SUFFIX}"
+            tmp = f"{temp_prefix(path)}{os.urandom(TEMP_RANDOM_BYTES).hex()}{TEMP_SUFFIX}"
             try:
                 # A folder descriptor makes os.link call linkat(), which can follow /proc's link
                 # to the open file; plain link() would try to link the /proc entry itself.
@@ -115,18 +116,43 @@ def _publish(fd: int, path: Path) -> None:
                 break
             except FileExistsError:
                 continue
+            except OSError as error:
+                # Its filename would be /proc/self/fd/N: name the file being written instead.
+                raise _naming(error, path, path.parent / tmp) from None
         else:
             raise FileExistsError(f"no free temp name beside {path}")
         try:
             os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
+        except BaseException as error:
             os.unlink(tmp, dir_fd=folder)
+            if isinstance(error, OSError):  # its filenames are relative to the folder descriptor
+                raise _naming(error, path, path.parent / tmp) from None
             raise
     finally:
         os.close(folder)
 
 
+def _naming(error: OSError, path: Path, tmp: Path) -> OSError:
+    """``error`` again, naming the file being written (and the temp name it was written
+    through) rather than the paths the system call saw."""
+    if error.errno is None:
+        return error
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENAMETOOLONG:
+        reason += f" (it is written through the temp name {tmp.name}, {len(os.fsencode(tmp.name))} bytes)"
+    return OSError(error.errno, reason, str(path), None, str(tmp))
+
+
 TEMP_SUFFIX = ".tmp"
+# The random part of a temp name: 6 bytes, written as 12 hex digits.
+TEMP_RANDOM_BYTES = 6
+
+
+def temp_name_bytes(path: Path) -> int:
+    """Bytes in the longest temp file name :func:`atomic_file` gives while writing ``path``:
+    18 more than the name itself (``.NAME.`` + 12 hex digits + ``.tmp``). A name checked up
+    front against the folder's limit must be checked with these, or the write fails at the end."""
+    return len(os.fsencode(temp_prefix(path))) + 2 * TEMP_RANDOM_BYTES + len(os.fsencode(TEMP_SUFFIX))
 
 
 def temp_prefix(path: Path) -> str:

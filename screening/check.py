@@ -4,6 +4,11 @@ For setting up a nightly job: before the first night, a clinic sees how many ima
 are, how many metadata rows match them, which columns are used or ignored, how many values
 of each field would be unknown, and whether the bundle is valid, without a lock, journal,
 CSV or summary being written.
+
+It fails where the night would, with the night's exit code: ``screen folder`` builds the very
+request it would run, and the check runs the run's own option and ``--out`` checks
+(``screening.session.check_request`` and ``discover``), its backend choice (a probe, nothing
+opened: exit 4 where the backend asked for cannot run here), operating point and journal rule.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import BundleError
+from . import backends
+from .errors import BackendUnavailable, BundleError
 from .images import discover_images, no_images
 from .journal import Journal
-from .manifest import load_manifest
+from .manifest import Manifest, load_manifest
 from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
 from .patients import read_patients
+from .session import FolderRequest, check_request, discover
 
 _SHOWN = 5  # keys listed by name; the rest are counted
 
@@ -38,6 +45,7 @@ class CheckReport:
     bundle: str  # identity, or "" when invalid
     bundle_error: str = ""  # why the bundle is not usable; "" when valid
     notes: list[str] = field(default_factory=list)
+    backend: str = ""  # the backend the run would open, one line; "" when not probed
 
     @property
     def ok(self) -> bool:
@@ -56,6 +64,7 @@ class CheckReport:
             f"columns ignored: {', '.join(self.columns_ignored) or 'none'} (copied only with --keep-columns)",
             "unknown values: " + ", ".join(f"{name} {count}" for name, count in self.unknown.items()),
             *(f"metadata warning: {message}" for message in self.metadata_warnings),
+            *([self.backend] if self.backend else []),
             f"bundle: {self.bundle} valid" if self.ok else f"bundle: NOT usable: {self.bundle_error}",
             *self.notes,
             "nothing was written" if self.ok else "nothing was written; fix the bundle before the first run",
@@ -72,6 +81,15 @@ class PlannedRun:
     on_bundle_change: str = "rescreen"
     operating_point: str | None = None
     tta: str | None = None
+    # The night's whole request, as `screen folder` builds it for the run: with it, --check also
+    # runs the run's option checks (screening.session.check_request), the --out checks against
+    # the images found, and the backend's availability probe.
+    request: FolderRequest | None = None
+
+    @classmethod
+    def of(cls, request: FolderRequest) -> "PlannedRun":
+        return cls(output=request.output, resume=request.resume, on_bundle_change=request.on_bundle_change,
+                   operating_point=request.operating_point, tta=request.tta, request=request)
 
 
 def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
@@ -80,25 +98,33 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
     """Read the folder, the metadata CSV and the bundle as ``screen folder`` would; write nothing.
 
     Raises:
-        InputError, MetadataError: the folder, the CSV, the operating point or the journal cannot
-            be used (as for a run).
+        InputError, MetadataError: the options, ``--out``, the folder, the CSV, the operating
+            point or the journal cannot be used (as for a run).
+        BackendUnavailable: the backend asked for cannot run here (as for a run).
     """
-    discovery = discover_images(images_dir)
+    request = run.request
+    if request is not None:
+        check_request(request)  # options, --out, --save-masks, --report: as the run, before anything
+        discovery = discover(request)  # as the run: its output folders left out, --out checked again
+    else:
+        discovery = discover_images(images_dir)
     if not discovery.images and not allow_empty:
         raise no_images(discovery)  # as the run would: --check must not pass a night that fails
     table = read_patients(meta_csv, images=discovery.images, columns=columns)
-    bundle, error = "", ""
+    bundle, error, backend = "", "", ""
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY
     notes: list[str] = []
     try:
         manifest = load_manifest(bundle_dir)
+        if run.tta is not None and run.tta != manifest.tta:
+            manifest = replace(manifest, tta=run.tta)  # as the run does: part of the bundle's identity
+        point = manifest.operating_point(run.operating_point)  # an unknown name: InputError, as the run
+        if request is not None:  # the run opens its backend before its journal
+            backend = probe_backend(request, manifest)
     except BundleError as exc:
         error = str(exc)
     else:
-        if run.tta is not None and run.tta != manifest.tta:
-            manifest = replace(manifest, tta=run.tta)  # as the run does: part of the bundle's identity
         bundle, vocab = manifest.identity, manifest.metadata
-        point = manifest.operating_point(run.operating_point)  # an unknown name: InputError, as the run
         notes.append(f"flag: {point['name']} (refer at risk >= {point['threshold']:.6f})" if point
                      else "flag: none (the bundle has no operating points)")
         if run.output is not None:
@@ -124,4 +150,33 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         images_with_row=with_row, images_without_row=len(discovery.images) - with_row,
         rows_without_image=table.unmatched_keys(used_keys), columns_used=dict(table.columns_found),
         columns_ignored=list(table.extra_columns), unknown=unknown, metadata_warnings=list(table.warnings),
-        bundle=bundle, bundle_error=error, notes=notes)
+        bundle=bundle, bundle_error=error, notes=notes, backend=backend)
+
+
+def probe_backend(request: FolderRequest, manifest: Manifest) -> str:
+    """The backend the run would open, as one line, decided as the run decides it
+    (``screening.backends.open_backend``) but without opening it: nothing is loaded or written.
+
+    With ``--ray`` the driver only needs Ray: the cluster's workers open the bundle when the
+    run starts, and --check does not start or contact a cluster.
+
+    Raises:
+        BundleError: the manifest's model inputs do not have its input size (as the run).
+        BackendUnavailable: ``--backend tensorrt`` cannot run here, or ``--ray`` without Ray
+            installed (as the run: exit 4).
+    """
+    backends.check_input_size(manifest)
+    if request.ray is not None:
+        from .distributed.cluster import import_ray
+
+        import_ray()
+        return (f"backend: --ray {request.ray.address} (--backend {request.backend} on the cluster's "
+                f"workers; --check does not contact the cluster)")
+    if request.backend == "onnxruntime":
+        return "backend: onnxruntime (onnxruntime requested)"
+    probe = backends.probe_tensorrt(request.bundle_dir, manifest)  # the run's own probe
+    if probe.usable:
+        return f"backend: tensorrt ({request.backend}: {probe.reason})"
+    if request.backend == "tensorrt":
+        raise BackendUnavailable(probe.reason)
+    return f"backend: onnxruntime (auto picked onnxruntime: {probe.reason})"

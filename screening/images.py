@@ -7,6 +7,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 import cv2
 import numpy as np
@@ -14,6 +15,8 @@ import numpy as np
 from .errors import InputError
 from .results import display_name
 from .image_header import Header, ImageDecodeError, read_header, without_tiff_orientation
+if TYPE_CHECKING:
+    from .output_paths import OutputFolder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -56,8 +59,9 @@ class Discovery:
     root: Path
     images: list[str]  # files with an image suffix, in screening order
     ignored: list[str]  # every other visible file, for the run summary
-    # Linked folders not walked (a loop, or a folder already walked by another path), one
-    # line each for the user: nothing under the folder is silently left out.
+    # Linked folders not walked (a loop, a folder already walked by another path, or one the
+    # run writes its outputs to), one line each for the user: nothing under the folder is
+    # silently left out.
     skipped: list[str] = field(default_factory=list)
 
 
@@ -75,7 +79,7 @@ def no_images(discovery: Discovery) -> InputError:
                       f"(screen folder --allow-empty writes an empty results CSV)")
 
 
-def discover_images(root: Path) -> Discovery:
+def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discovery:
     """Find the image files under ``root``, recursively and in a deterministic order.
 
     A file is an image when its suffix is one of ``IMAGE_SUFFIXES`` (any letter case), whatever
@@ -89,8 +93,16 @@ def discover_images(root: Path) -> Discovery:
     line in ``skipped``. Sub-folders are walked in sorted order, so the same tree always gives
     the same paths.
 
+    A run's own output folders (``outputs``, see :func:`screening.output_paths.output_folders`)
+    are never walked, however they are reached: a link in the images folder to the results
+    folder must not make tomorrow's run screen tonight's mask PNGs and report thumbnails as
+    lesions. Each such folder not walked gives a line in ``skipped``. (Outputs inside the
+    images folder itself are refused before a run starts; only linked folders reach them.)
+
     Args:
         root: The images folder.
+        outputs: Folders the run writes into: each one (and, for one whose ``whole`` is set,
+            everything inside it) is left out.
 
     Returns:
         The images and the other (ignored) files, each sorted by relative path, and the
@@ -110,6 +122,7 @@ def discover_images(root: Path) -> Discovery:
         raise InputError(f"cannot list folder {display_name(str(error.filename))}: {error.strerror}")
 
     real_root = os.path.realpath(root)
+    guards = _OutputGuards(outputs, real_root)
     walked: dict[tuple[int, int], str] = {}  # (device, inode) of each folder walked -> its path
     images: list[str] = []
     ignored: list[str] = []
@@ -123,7 +136,7 @@ def discover_images(root: Path) -> Discovery:
         for name in sorted(subfolders):
             if name.startswith("."):
                 continue
-            reason = _not_walked(Path(folder) / name, (base / name).as_posix(), real_root, walked)
+            reason = _not_walked(Path(folder) / name, (base / name).as_posix(), real_root, walked, guards)
             if reason is None:
                 keep.append(name)
             else:
@@ -138,11 +151,40 @@ def discover_images(root: Path) -> Discovery:
     return Discovery(root=root, images=sorted(images), ignored=sorted(ignored), skipped=skipped)
 
 
+class _OutputGuards:
+    """The run's output folders as discovery compares them: by real path, and by (device, inode)
+    for those that exist (the same folder mounted twice is still the same folder)."""
+
+    def __init__(self, outputs: Iterable[OutputFolder], real_root: str) -> None:
+        self.folders: list[tuple[str, OutputFolder, bool]] = []  # (real path, folder, whole)
+        self.inodes: dict[tuple[int, int], OutputFolder] = {}
+        for output in outputs:
+            real = os.path.realpath(output.path)
+            # A whole output tree that holds the images folder (--save-masks /data for images in
+            # /data/images) cannot leave out all it holds: only the folder itself is left out.
+            holds_root = real_root == real or real_root.startswith(os.path.join(real, ""))
+            self.folders.append((real, output, output.whole and not holds_root))
+            try:
+                info = os.stat(real)
+            except (OSError, ValueError):
+                continue  # not made yet (a first night's masks folder): nothing there to screen
+            self.inodes.setdefault((info.st_dev, info.st_ino), output)
+
+    def inside(self, target: str) -> OutputFolder | None:
+        """The output folder that ``target`` (a real path) is, or lies inside of a whole one."""
+        for real, output, whole in self.folders:
+            if target == real or (whole and target.startswith(os.path.join(real, ""))):
+                return output
+        return None
+
+
 def _not_walked(folder: Path, relative: str, real_root: str,
-                walked: dict[tuple[int, int], str]) -> str | None:
+                walked: dict[tuple[int, int], str], guards: _OutputGuards) -> str | None:
     """Why the sub-folder ``folder`` is not walked, or None to walk it (and remember it as walked)."""
     shown = display_name(relative)
-    if folder.is_symlink():
+    linked = folder.is_symlink()
+    kind = "linked folder" if linked else "folder"
+    if linked:
         target = os.path.realpath(folder)
         if target == real_root or target.startswith(os.path.join(real_root, "")):
             # Its images are found by their own path inside the folder; following the link too
@@ -150,16 +192,29 @@ def _not_walked(folder: Path, relative: str, real_root: str,
             where = display_name(Path(os.path.relpath(target, real_root)).as_posix())
             where = "the images folder itself" if where == "." else f"{where} in the images folder"
             return f"linked folder {shown} not followed: it leads to {where}, whose images are screened there"
+        # Only a link can lead into the middle of an output tree: a plain sub-folder of a folder
+        # walked is that tree's top (caught below) or was left out with its parent.
+        output = guards.inside(target)
+        if output is not None:
+            return _an_output(kind, shown, output, inside=target != os.path.realpath(output.path))
     try:
         info = os.stat(folder)
     except OSError as error:
         return f"linked folder {shown} not followed: {error.strerror}"
+    output = guards.inodes.get((info.st_dev, info.st_ino))
+    if output is not None:
+        return _an_output(kind, shown, output, inside=False)
     seen = walked.get((info.st_dev, info.st_ino))
     if seen is not None:
         where = "the images folder" if seen == "." else display_name(seen)
         return f"folder {shown} not walked: it is the same folder as {where} (a link loop or a second mount)"
     walked[(info.st_dev, info.st_ino)] = relative
     return None
+
+
+def _an_output(kind: str, shown: str, output: OutputFolder, inside: bool) -> str:
+    return (f"{kind} {shown} not walked: it is {'inside ' if inside else ''}{output.what}, which this "
+            f"run writes to; a run never screens its own outputs (masks, report pictures, results)")
 
 
 # -- pixels -----------------------------------------------------------------------------------
@@ -172,6 +227,9 @@ class DecodedImage:
     original_size: tuple[int, int]  # (height, width) at full resolution, upright
     reduced: int  # 1, 2, 4 or 8: the decoder's downscale factor
     format: str  # JPEG, PNG, BMP or TIFF, from the file content (not its suffix)
+    # Mean alpha of the decoded pixels as a fraction of fully opaque (1.0 without alpha): how
+    # much of the picture survives compositing onto black, for the row's warnings.
+    opacity: float = 1.0
 
 
 def _reduction(height: int, width: int, min_size: tuple[int, int]) -> tuple[int, int]:
@@ -313,8 +371,11 @@ def decode_image(data: bytes, min_size: tuple[int, int], *,
         # field-of-view edge). Dropping it leaves the same picture as a full decode, short of at
         # most factor - 1 source rows/columns at the far edges.
         pixels = pixels[:header.height // factor, :header.width // factor]
-    rgb = _orient(_to_rgb(_to_8bit(pixels)), header.orientation)
-    return DecodedImage(np.ascontiguousarray(rgb), upright, factor, header.format)
+    pixels = _to_8bit(pixels)
+    alpha = pixels.ndim == 3 and pixels.shape[2] in (2, 4)  # what _to_rgb composites onto black
+    opacity = float(np.mean(pixels[:, :, -1])) / 255.0 if alpha else 1.0
+    rgb = _orient(_to_rgb(pixels), header.orientation)
+    return DecodedImage(np.ascontiguousarray(rgb), upright, factor, header.format, opacity)
 
 
 def _kind(mode: int) -> str:

@@ -101,6 +101,9 @@ class Manifest:
     # of what the file says (plus any change made since), not of this version's rendering of it.
     source: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     as_loaded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The folder ``load_manifest`` read it from (None when built in code): where to look for a
+    # derived bundle's parent (screening.validation.temperature). Not part of the identity.
+    folder: Path | None = field(default=None, compare=False, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -304,7 +307,7 @@ def load_manifest(bundle_dir: Path, verify_files: bool = True) -> Manifest:
             raw = handle.read(MAX_MANIFEST_BYTES + 1)  # never a huge file read whole
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
-    manifest = Manifest.from_dict(parse_manifest_json(raw, str(path)))
+    manifest = replace(Manifest.from_dict(parse_manifest_json(raw, str(path))), folder=bundle_dir)
     inside = bundle_dir.resolve()
     for role, spec in (("segmenter", manifest.segmenter), ("classifier", manifest.classifier)):
         # The schema refuses '..' and absolute paths; a symbolic link can still point out.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import InputError, MetadataError
+from .results import display_name
 
 # Accepted header names of each field, in priority order: the first present wins.
 KEY_COLUMNS = ("image", "image_id", "image_name", "isic_id")
@@ -92,7 +93,49 @@ def _forms(image: str) -> tuple[str, ...]:
     return (*_spellings(path), *_spellings(_folded(path)))
 
 
+# What the OS puts in a file name for each byte that is not UTF-8 (Python's surrogateescape).
+_UNDECODED = re.compile("[\udc80-\udcff]")
+# The encodings a name that is not UTF-8 is read in, as a metadata CSV that is not UTF-8 is read
+# (_ansi): Windows-1252, and Latin-1 for the CSV whose bytes Windows-1252 leaves undefined.
+_LEGACY_ENCODINGS = ("cp1252", "latin-1")
+
+
+def _names(image: str) -> list[str]:
+    """An image path as the OS decoded it, then, when a part of it is not UTF-8, as it reads
+    with that part's bytes in Windows-1252 and in Latin-1: the text a metadata CSV holding the
+    same bytes (read as ANSI) has for its key. ``caf\\xe9.jpg`` (Latin-1, from an old camera or
+    Windows share) is ``caf\\udce9.jpg`` to Python and ``café.jpg`` in the CSV.
+
+    Only the path's parts (folders, file name) that are not UTF-8 are read again: a UTF-8 folder
+    keeps its name. Every spelling of an image is that image's: a key fitting the UTF-8 name of
+    one file and the re-read name of another fits two images, ambiguous as any such key.
+    """
+    if not _UNDECODED.search(image):
+        return [image]
+    names = [image]
+    for encoding in _LEGACY_ENCODINGS:
+        name = "/".join(_read_as(part, encoding) for part in image.split("/"))
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _read_as(part: str, encoding: str) -> str:
+    """A path part's bytes in ``encoding`` when the part is not UTF-8 (else the part itself)."""
+    if not _UNDECODED.search(part):
+        return part
+    try:
+        data = part.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no OS name decodes to: leave it alone
+        return part
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:  # a byte undefined in Windows-1252: Latin-1 as _ansi reads it
+        return data.decode("latin-1")
+
+
 def _listing(images: list[str], limit: int = 3) -> str:
+    images = [display_name(image) for image in images]
     shown = ", ".join(images[:limit])
     return shown if len(images) <= limit else f"{shown} and {len(images) - limit} more"
 
@@ -132,8 +175,11 @@ class PatientTable:
         """Match every image at once, so a key that fits several images is seen as ambiguous."""
         index: list[dict[str, list[str]]] = [{} for _ in _LEVELS]
         for image in images:
-            for level, form in enumerate(_forms(image)):
-                index[level].setdefault(form, []).append(image)
+            for name in _names(image):
+                for level, form in enumerate(_forms(name)):
+                    fits = index[level].setdefault(form, [])
+                    if fits[-1:] != [image]:  # two spellings of one image, alike at this level
+                        fits.append(image)
         fitting: dict[str, list[tuple[int, str]]] = {}  # image -> (level, key) of its keys
         ambiguous: dict[str, list[str]] = {}  # image -> keys that fit it and other images too
         for key in self._by_key:
@@ -178,7 +224,8 @@ class PatientTable:
 
         A key matches an image when it equals the image's relative path, that path without its
         extension, the file name or the file stem (either slash style; Unicode NFC on both
-        sides); the most specific match wins, and every exact-case match beats every
+        sides; a name that is not UTF-8 also as Windows-1252 or Latin-1 text, see ``_names``);
+        the most specific match wins, and every exact-case match beats every
         any-case one. A key that fits several of the images given to :func:`read_patients`
         (e.g. one stem in two sub-folders) is ambiguous and not used, as are two keys that fit
         one image equally well.
@@ -195,11 +242,12 @@ class PatientTable:
     def _match_one(self, image: str) -> Match:
         """Match an image on its own: only the key spellings count, no other image can compete."""
         levels: dict[str, int] = {}
-        for level, form in enumerate(_forms(image)):
-            keys = ([form] if form in self._by_key else []) if level < _EXACT_LEVELS \
-                else self._by_folded.get(form, [])
-            for key in keys:
-                levels.setdefault(key, level)
+        for name in _names(image):
+            for level, form in enumerate(_forms(name)):
+                keys = ([form] if form in self._by_key else []) if level < _EXACT_LEVELS \
+                    else self._by_folded.get(form, [])
+                for key in keys:
+                    levels[key] = min(level, levels.get(key, level))
         return self._result(sorted((level, key) for key, level in levels.items()), [], [])
 
     def unmatched_keys(self, matched: Iterable[str]) -> list[str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import shutil
+import stat
 import sys
 import time
 from datetime import datetime, timezone
@@ -135,13 +139,18 @@ class LogFile:
     """``--log-file``: lines appended with a UTC timestamp, flushed at once (a cron job's record).
 
     Opened for appending, so every night adds to the same file; a log that cannot be written
-    is reported once and then skipped, never the reason a run fails halfway.
+    is reported once and then skipped, never the reason a run fails halfway. A symbolic link at
+    its name is refused, not followed (``O_NOFOLLOW``), as is a FIFO or a socket (a FIFO without
+    a reader would hold the night forever); a character device such as /dev/null is accepted.
+
+    Raises:
+        OSError: the log cannot be opened; for a link, ELOOP with the reason in ``strerror``.
     """
 
     def __init__(self, path: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.path = path
         self.clock = clock
-        self._handle: TextIO | None = open(path, "a", encoding="utf-8", errors="backslashreplace")
+        self._handle: TextIO | None = open_log(path)
 
     def write(self, message: str) -> None:
         if self._handle is None:
@@ -160,6 +169,26 @@ class LogFile:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def open_log(path: str) -> TextIO:
+    """``path`` opened for appending text, never through a symbolic link (see :class:`LogFile`)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP and os.path.islink(path):
+            raise OSError(errno.ELOOP, "it is a symbolic link (refusing to follow it)", path) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            raise OSError(errno.EINVAL, "it is not a regular file", path)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class Reporter:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import io
 import itertools
 import json
+import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .atomic import atomic_write, atomic_write_chunks
 from .manifest import Manifest
@@ -193,11 +196,52 @@ def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], ma
     atomic_write_chunks(path, itertools.chain([codecs.BOM_UTF8], (line.encode("utf-8", "backslashreplace") for line in lines)))
 
 
+def history_folder(csv_path: Path) -> Path:
+    """``results.csv`` -> ``results.history/`` beside it: a dated copy of each run's summary."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}.history")
+
+
 def history_path(csv_path: Path, started_at: str) -> Path:
     """``results.csv`` started 2026-11-29T02:00:00+00:00 -> ``results.history/20261129T020000Z.summary.json``."""
-    csv_path = Path(csv_path)
     stamp = started_at.replace("-", "").replace(":", "").replace("+0000", "Z")
-    return csv_path.with_name(f"{csv_path.stem}.history") / f"{stamp}.summary.json"
+    return history_folder(csv_path) / f"{stamp}.summary.json"
+
+
+def write_history(summary: "Summary", csv_path: Path, started_at: str,
+                  warn: Callable[[str], None]) -> Path | None:
+    """Add this run's summary to the run history (:func:`history_path`); the path, or None
+    when it could not be written.
+
+    Written after the results CSV and the summary JSON, which are the night's product: a
+    history that cannot be written (a file or a symbolic link at its name, a full disk) is a
+    warning that says so, not a failure that would also cost the night its report. The folder
+    is never followed through a symbolic link (the summaries name patients): one there is
+    refused, as the up-front checks refuse it (screening.output_paths).
+    """
+    folder = history_folder(csv_path)
+    path = history_path(csv_path, started_at)
+    try:
+        _own_folder(folder)
+        write_summary_json(summary, path)
+    except OSError as error:
+        warn(f"the run history was not written: {error.filename or path}: {error.strerror or error}; "
+             f"the results {csv_path} and its summary {summary_path(csv_path)} are complete")
+        return None
+    return path
+
+
+def _own_folder(folder: Path) -> None:
+    """Create ``folder`` unless it exists; refuse a symbolic link or a file at its name (OSError)."""
+    try:
+        os.mkdir(folder)  # never follows a link at the name: an existing one is FileExistsError
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode):
+        raise OSError(errno.ELOOP, "it is a symbolic link (refusing to follow it)", str(folder))
+    if not stat.S_ISDIR(info.st_mode):
+        raise OSError(errno.ENOTDIR, "a file, not a folder, has its name", str(folder))
 
 
 def summary_path(csv_path: Path) -> Path:

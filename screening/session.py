@@ -18,10 +18,10 @@ from .backends import open_backend
 from .backends.bundle import BundleBackend
 from .errors import BundleError, InputError
 from .tta import TTA_MODES
-from .images import discover_images, no_images
+from .images import Discovery, discover_images, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
-from .output_paths import check_output_location
+from .output_paths import check_output_location, output_folders
 from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
@@ -32,7 +32,7 @@ from .progress import Reporter
 from .report.build import ReportRequest, build_report, check_report_path, metadata_as_read, view_writer
 if TYPE_CHECKING:  # Ray is an optional extra, imported only by a --ray run
     from .distributed.run import RayScreening, RaySettings
-from .results import (history_path, OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_results_csv,
+from .results import (OK, Outcome, ResultRow, Summary, rank_rows, summary_path, top_risks, write_history, write_results_csv,
                       write_summary_json)
 
 
@@ -77,6 +77,11 @@ def check_request(request: FolderRequest) -> None:
         raise InputError(f"--decode-timeout must be above 0 seconds, got {request.decode_timeout_s:g}")
     if request.max_decode_mib < 1:
         raise InputError(f"--max-decode-mib must be at least 1, got {request.max_decode_mib}")
+    if request.ray is not None and request.save_masks is not None:
+        # Here, before the lock and the journal: refused once the run started, it would leave a
+        # journal that the next plain run refuses without --resume.
+        raise InputError("--save-masks is not available with --ray yet: the mask files would be "
+                         "written by the workers")
     check_output_location(request.output, request.images_dir, request.meta_csv)
     if request.save_masks is not None:
         masks = Path(request.save_masks)
@@ -87,6 +92,19 @@ def check_request(request: FolderRequest) -> None:
                              f"would be screened as images by the next run")
     if request.report is not None:
         check_report_path(request.report, request.images_dir)
+
+
+def discover(request: FolderRequest) -> Discovery:
+    """The images the run screens (its own output folders left out), with ``--out`` checked
+    against them; ``screen folder --check`` finds them the same way.
+
+    Raises:
+        InputError: the images folder cannot be used, or ``--out`` would land on an image.
+    """
+    discovery = discover_images(request.images_dir, output_folders(request.output, request.save_masks, request.report))
+    # Again with the images found: one of them may be a link to where --out points.
+    check_output_location(request.output, request.images_dir, request.meta_csv, discovery.images)
+    return discovery
 
 
 def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> Summary:
@@ -111,9 +129,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     started_at = utc_now()
     reporter = reporter or Reporter()
     check_request(request)
-    discovery = discover_images(request.images_dir)
-    # Again with the images found: one of them may be a link to where --out points.
-    check_output_location(request.output, request.images_dir, request.meta_csv, discovery.images)
+    discovery = discover(request)
     for message in discovery.skipped:
         reporter.warn(message)
     # The table sees every image so that a key fitting several images is reported, not guessed.
@@ -160,7 +176,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
                                     jobs, ranked, run, time.monotonic() - started, point, started_at)
                 write_summary_json(summary, summary_path(request.output))
                 # The run history: one dated copy per run, so last week's nights can still be audited.
-                write_summary_json(summary, history_path(request.output, started_at))
+                write_history(summary, request.output, started_at, reporter.warn)
                 if request.report is not None:
                     _write_report(request, manifest, backend.description, jobs)
                     reporter.info(f"report: {request.report}")
@@ -180,6 +196,9 @@ class _RunResult:
     new: frozenset[str] = frozenset()  # images screened by this job: this run or an interrupted one
     screened_now: frozenset[str] = frozenset()  # images screened by this run
     repeats: frozenset[str] = frozenset()  # of those, failed again exactly as the last finished run showed
+    # Of those, failed again exactly as a run that never finished journaled them (one refused by
+    # refuse_a_broken_night, or interrupted): no news about the models either, but never shown.
+    unshown_repeats: frozenset[str] = frozenset()
 
 
 def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
@@ -230,18 +249,23 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
         for batch in stream:
             stamp = utc_now()
             batch = [replace(outcome, screened_at=stamp) for outcome in batch]
-            journal.append(batch)
+            # A failure the journal already holds as this image's latest line (all but the time)
+            # is not written again: a night refused over and over must not grow the journal.
+            journal.append(outcome for outcome in batch
+                           if not journaled_as(journal.finished.get(outcome.image), outcome))
             outcomes.update((outcome.image, outcome) for outcome in batch)
             progress.update(len(batch))
     # New to the reader: screened now, or by an interrupted run of this job (journal.fresh); but
     # not an image that failed again exactly as the last finished run showed it, or a file
     # refused every night would be `new` every morning and the column would stop meaning
     # "changed since you last looked". (A fresh line was never shown: it is no "again".)
-    repeats = frozenset(job.image for job in todo if job.image not in journal.fresh
-                        and failed_again(journal.finished.get(job.image), outcomes.get(job.image)))
+    again = frozenset(job.image for job in todo
+                      if failed_again(journal.finished.get(job.image), outcomes.get(job.image)))
+    repeats = again - journal.fresh
     new = frozenset(job.image for job in todo if job.image not in repeats) | (journal.fresh & set(reused))
     return _RunResult(outcomes, screened=len(todo), reused=len(reused), new=new,
-                      screened_now=frozenset(job.image for job in todo), repeats=repeats)
+                      screened_now=frozenset(job.image for job in todo), repeats=repeats,
+                      unshown_repeats=again & journal.fresh)
 
 
 def refuse_a_broken_night(run: _RunResult, output: Path) -> None:
@@ -257,9 +281,17 @@ def refuse_a_broken_night(run: _RunResult, output: Path) -> None:
     # Only the images that reached the models tell about them (a file too large to decode does
     # not); an image that fails again exactly as the last results showed (one lesion whose FP16
     # output always overflows) is no news about the bundle, and must not stop every quiet night.
+    # Nor must one that fails as the journal's latest line says although no results showed it
+    # yet (the night it came, this guard refused that night): it would refuse every night after,
+    # never reaching the CSV. That excuse needs a result of this bundle that is ok (the journal
+    # holds only this bundle's lines), else a bundle failing on every image would pass the guard
+    # on its second night and replace the last good results with error rows.
     reached = [run.outcomes[image] for image in sorted(run.screened_now) if image in run.outcomes
                and (run.outcomes[image].status == OK or failed_in_the_models(run.outcomes[image]))]
-    failed = [outcome for outcome in reached if outcome.image not in run.repeats]
+    known = run.repeats
+    if any(outcome.status == OK for outcome in run.outcomes.values()):
+        known = known | run.unshown_repeats
+    failed = [outcome for outcome in reached if outcome.image not in known]
     if failed and all(outcome.status != OK for outcome in reached):
         raise BundleError(f"every one of the {len(reached)} images screened failed in the models (e.g. "
                           f"{failed[0].error}): the bundle or the backend looks broken; {output} and its "
@@ -271,6 +303,12 @@ def failed_again(before: Outcome | None, now: Outcome | None) -> bool:
     """Whether ``now`` is the same error row, for the same file, as ``before``."""
     return (before is not None and now is not None and before.status != OK and now.status != OK
             and before.fingerprint == now.fingerprint and before.error == now.error)
+
+
+def journaled_as(before: Outcome | None, now: Outcome) -> bool:
+    """Whether ``now`` is an error row the journal already holds as ``before``, all but its time."""
+    return (before is not None and now.status != OK
+            and replace(now, screened_at=before.screened_at) == before)
 
 
 def utc_now() -> str:

@@ -52,7 +52,8 @@ def _env_set() -> bool:
 
 @bundle.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the whole manifest as JSON: every field the file has, those this version does not know too.")
 def info(path: Path | None, as_json: bool) -> None:
     """Show a bundle's model card, figures, operating points and provenance.
 
@@ -62,7 +63,7 @@ def info(path: Path | None, as_json: bool) -> None:
 
     m = load_manifest(resolve_bundle(path), verify_files=False)
     if as_json:
-        click.echo(json.dumps(m.to_dict(), indent=2))
+        click.echo(json.dumps(m.file_content(), indent=2))
         return
     click.echo(f"{m.tag}  created {m.created}")
     click.echo(f"  classes: " + ", ".join(f"{c.name} ({c.label}{', malignant' if c.malignant else ''})"

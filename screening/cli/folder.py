@@ -23,7 +23,9 @@ Exit codes:
   1  unexpected internal failure
   2  unusable input: images folder (also one without image files, unless
      --allow-empty), metadata CSV, options, or a journal that needs --resume
-  3  model bundle missing, malformed or modified
+  3  model bundle missing, malformed or modified, or it failed in the models
+     on every image the run screened (NaN outputs, exceptions): the last
+     results are left as they were, and --resume retries those images
   4  requested backend unavailable on this machine
   5  output locked by another running screen
   6  screen engines verify: FP16 engines disagree with ONNX Runtime FP32
@@ -166,18 +168,20 @@ def folder(images_dir: Path, meta_csv: Path, output: Path, bundle: Path | None, 
     from ..results import format_summary
     from ..session import FolderRequest, screen_folder
 
-    if job.check:
-        from ..check import PlannedRun
-
-        return run_check(images_dir, meta_csv, bundle if bundle is not None else default_bundle(), job,
-                         PlannedRun(output=output, resume=resume, operating_point=operating_point, tta=tta))
     request = FolderRequest(
         on_bundle_change=job.on_bundle_change, columns=job.columns, allow_empty=job.allow_empty,
         decode_timeout_s=decode_timeout, max_decode_mib=max_decode_mib,
-        images_dir=images_dir, meta_csv=meta_csv, output=output, bundle_dir=resolve_bundle(bundle),
+        images_dir=images_dir, meta_csv=meta_csv, output=output,
+        # --check reports a missing bundle in its own lines (exit 3) instead of stopping here.
+        bundle_dir=bundle if bundle is not None else default_bundle() if job.check else resolve_bundle(bundle),
         backend=backend, batch_size=batch_size, workers=workers, resume=resume,
         save_masks=save_masks, report=report, keep_columns=keep_columns, operating_point=operating_point, tta=tta,
         ray=ray_settings(ray_address, ray_actors))
+    if job.check:
+        from ..check import PlannedRun
+
+        # The very request the night would run: --check fails where it would, with its exit code.
+        return run_check(images_dir, meta_csv, request.bundle_dir, job, PlannedRun.of(request))
     with interruptible():
         try:
             summary = screen_folder(request, Reporter(quiet=quiet, log=job.log))

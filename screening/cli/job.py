@@ -90,6 +90,22 @@ def _column(text: str) -> tuple[str, str]:
     return column_field(name), header.strip()
 
 
+def _check_log_file(log_file: Path, config: Path | None, params: dict[str, Any]) -> None:
+    """Refuse a --log-file that is one of the command's inputs or outputs (the metadata CSV, an
+    image, --out and the files beside it, the report, the masks, the config, the bundle), before
+    a line is appended to it."""
+    from ..output_paths import check_log_file
+
+    bundle = params.get("bundle")
+    if bundle is None and "bundle" in params:
+        from .folder import default_bundle
+
+        bundle = default_bundle()
+    check_log_file(log_file, images_dir=params.get("images_dir"), meta_csv=params.get("meta_csv"),
+                   output=params.get("output"), save_masks=params.get("save_masks"), report=params.get("report"),
+                   config=config, bundle=bundle)
+
+
 def job_options(command: Callable) -> Callable:
     """Add the job options to a Click command function that takes ``job: JobOptions``."""
 
@@ -100,6 +116,7 @@ def job_options(command: Callable) -> Callable:
         if log_file is not None:
             from ..progress import LogFile
 
+            _check_log_file(log_file, config, kwargs)
             try:
                 log = LogFile(str(log_file))
             except OSError as error:
@@ -140,8 +157,9 @@ def job_options(command: Callable) -> Callable:
                      help="Read the folder, the metadata CSV and the bundle, write nothing, and report "
                           "images found, rows matched and unmatched, columns used and ignored, unknown "
                           "values per field, whether the bundle is valid (exit 3 if not), the operating "
-                          "point that will flag and what the journal means for the run (exit 2 where the "
-                          "run would stop on them)."),
+                          "point that will flag and what the journal means for the run; it runs the night's "
+                          "own option, output and backend checks, so it exits 2 (options, outputs, "
+                          "journal) or 4 (backend unavailable) where the run would stop on them."),
         click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
                      help="The metadata CSV's own name for a field (image, patient_id, age, sex, site), "
                           "e.g. --column age=Alter; repeatable."),
@@ -156,7 +174,9 @@ def job_options(command: Callable) -> Callable:
                           "not look like a quiet night. With this flag it writes an empty results CSV."),
         click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                      help="Append timestamped lines to this file: the command, progress every 30 s, "
-                          "warnings, errors and the summary."),
+                          "warnings, errors and the summary. It may not be an input or output of the run "
+                          "(the metadata CSV, an image, --out and the files beside it, the report, the "
+                          "masks, the config, the bundle) nor a symbolic link (exit 2)."),
     ]
     for option in reversed(options):
         run = option(run)

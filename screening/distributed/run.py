@@ -140,14 +140,14 @@ class RayScreening:
         """Outcomes of the jobs not in ``done``, one grid batch at a time, as the cluster finishes
         them (any order); each image exactly once.
 
+        ``options.save_masks`` is not used: the workers write no files, and a ``--ray`` request
+        with ``--save-masks`` is refused by ``screening.session.check_request`` before anything
+        is written.
+
         Raises:
-            InputError: --save-masks (not available on a cluster yet).
             ScreeningError: the cluster failed, or ended without screening every image; the
                 batches already yielded are journaled, so ``--resume`` continues.
         """
-        if options.save_masks is not None:
-            raise InputError("--save-masks is not available with --ray yet: the mask files would "
-                             "be written by the workers")
         ray = import_ray()
         expected = sum(1 for job in jobs if job.image not in done)
         seen: set[str] = set()

@@ -19,6 +19,7 @@ from ..attention import QUERY_LABELS
 from ..errors import InputError
 from ..images import discover_images
 from ..journal import lock_path
+from ..output_paths import output_folders
 from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
@@ -100,7 +101,7 @@ def build_report(request: ReportRequest) -> ReportStats:
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
     records = read_view_records(folder)
     views = _pictures_of_each_row(results, records)
-    found = _discovered(request.images_dir)  # displayed name -> the file's own name
+    found = _discovered(request.images_dir, request)  # displayed name -> the file's own name
     made = 0
     ok = [r for r in results.rows if r.status == OK]
     without = [found[r.image] for r in ok if r.image not in views and r.image in found]
@@ -203,12 +204,13 @@ def _meta_as_screened(meta: dict[str, str] | None, codes: dict[str, str] | None,
             else METADATA_CHANGED for image, text in meta.items()}
 
 
-def _discovered(images_dir: Path | None) -> dict[str, str]:
+def _discovered(images_dir: Path | None, request: ReportRequest) -> dict[str, str]:
     """The images of the folder by the name the results show (a name that is not UTF-8 is
     shown with escapes, and opened by its own bytes)."""
     if images_dir is None or not Path(images_dir).is_dir():
         return {}
-    return {display_name(image): image for image in discover_images(images_dir).images}
+    outputs = output_folders(request.results, report=request.out)  # a link to them: not the folder's images
+    return {display_name(image): image for image in discover_images(images_dir, outputs).images}
 
 
 def _header(request: ReportRequest, results: Results, manifest: Manifest | None) -> ReportHeader:

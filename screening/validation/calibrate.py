@@ -105,16 +105,19 @@ def calibrate(request: CalibrationRequest, manifest: Manifest, scores: Scores, l
     # save_manifest will write.
     child = replace(manifest, version=version, created=when, temperature=temperature, operating_points=points,
                     default_operating_point=max(points, key=lambda p: p["target_sensitivity"])["name"],
-                    tta=tta_of(scores, manifest), source=None, as_loaded=None)
+                    tta=tta_of(scores, manifest), source=None, as_loaded=None, folder=None)
     child = replace(child, requires=sorted(set(child.requires) | set(fields_required(child))))
     before, _ = evaluate(scores, labels, manifest, request.resamples)
     after, _ = evaluate(replace(scores, probabilities=rescale(scores.probabilities, manifest.temperature,
                                                               temperature)),
                         labels, child, request.resamples)
+    screened_with = replace(manifest, tta=child.tta)
     derived = {
-        # The identity the parent's results carry (with the TTA they were screened with), so that
-        # they can be evaluated as the derived bundle's (temperature.align).
-        "from": manifest.tag, "from_identity": replace(manifest, tta=child.tta).identity,
+        # The identities the parent's results carry (with the TTA they were screened with), so that
+        # they can be evaluated as the derived bundle's (temperature.align): the one screen writes
+        # now, and the one screen wrote before 2026-11-30 (results from then still name it so).
+        "from": manifest.tag, "from_identity": screened_with.identity,
+        "from_legacy_identity": screened_with.legacy_identity,
         "from_temperature": manifest.temperature, "kind": "local recalibration",
         "when": when, "labels": str(request.labels_path), "results": str(scores.source),
         "scores_precision": scores.precision, "cases": n, "malignant": int(cases.malignant.sum()),

@@ -103,7 +103,8 @@ def align(scores, manifest):
 
     Scores made by the bundle itself are returned as they are; scores made by the bundle a
     recalibrated bundle was derived from (same ONNX files, another temperature) are rescaled to
-    its temperature, so a derived bundle can be evaluated without screening again.
+    its temperature, so a derived bundle can be evaluated without screening again. The parent's
+    results may name it either way screen has named bundles (``parent_names``).
 
     Raises:
         InputError: the scores come from an unrelated bundle.
@@ -115,9 +116,88 @@ def align(scores, manifest):
     if made_by(scores, manifest):
         return scores
     parent = manifest.derived.get("from")
-    if scores.bundle in (parent, manifest.derived.get("from_identity")):
+    if scores.bundle in parent_names(manifest, scores):
         t_from = float(manifest.derived["from_temperature"])
         return replace(scores, probabilities=rescale(scores.probabilities, t_from, manifest.temperature),
                        bundle=f"{scores.bundle} rescaled to {manifest.tag}'s temperature")
+    if parent and scores.bundle.startswith(f"{parent}+") and manifest.derived.get("from_identity"):
+        # Its parent's name@version, another digest: an edited parent, or (for a bundle calibrated
+        # before both identities were recorded) the parent named the other way, unproven.
+        unproven = "from_legacy_identity" not in manifest.derived
+        raise InputError(
+            f"the results were screened with {scores.bundle}, but {manifest.tag} was calibrated from "
+            f"{manifest.derived['from_identity']}: an edited {parent}"
+            + (f", or the same one named as screen named it before or since 2026-11-30 (to tell, keep "
+               f"{parent}'s folder beside {manifest.folder or 'the derived bundle'})" if unproven else "")
+            + "; pass the bundle that made them as --bundle")
     raise InputError(f"the results were screened with {scores.bundle}, not with {manifest.tag}"
                      + (f" or its parent {parent}" if parent else "") + ": pass that bundle's folder as --bundle")
+
+
+def parent_names(manifest, scores=None) -> set[str]:
+    """What results of the bundle ``manifest`` was derived from may name it.
+
+    ``derived`` records the parent's ``name@version`` and its identity (with the TTA it was
+    calibrated under): since 2026-11-30 both identities, the digest of the manifest file's
+    content and the legacy one (every field rendered) that results screened before then carry.
+    A bundle calibrated before this recorded only one of them (the legacy one before 2026-11-30,
+    the new one on that day), and neither can be recomputed from the derived manifest (the
+    parent's creation time and operating points are not in it). So the parent itself is looked
+    for where it usually is (beside the derived bundle, and in the folder the results' summary
+    names): a bundle of that ``name@version`` with the same ONNX files whose identity, either way,
+    is the recorded one is the parent, and both its identities are accepted.
+    """
+    derived = manifest.derived
+    names = {value for value in (derived.get(key) for key in ("from", "from_identity", "from_legacy_identity"))
+             if isinstance(value, str) and value}
+    parent = derived.get("from")
+    if scores is None or not parent or not derived.get("from_identity") or "from_legacy_identity" in derived \
+            or scores.bundle in names or not scores.bundle.startswith(f"{parent}+"):
+        return names
+    return names | _found_parent_names(manifest, scores)
+
+
+def _found_parent_names(manifest, scores) -> set[str]:
+    """Both identities of the recorded parent, if a bundle on disk is provably it; else none."""
+    from dataclasses import replace
+
+    from ..bundle_store import find_bundles
+    from ..tta import TTA_MODES
+
+    recorded = manifest.derived["from_identity"]
+    for found in find_bundles(_parent_folders(manifest, scores)):
+        candidate = found.manifest
+        if candidate is None or candidate.tag != manifest.derived["from"] \
+                or candidate.segmenter.sha256 != manifest.segmenter.sha256 \
+                or candidate.classifier.sha256 != manifest.classifier.sha256:
+            continue
+        for mode in TTA_MODES:
+            variant = candidate if mode == candidate.tta else replace(candidate, tta=mode)
+            both = {variant.identity, variant.legacy_identity}
+            if recorded in both:
+                return both
+    return set()
+
+
+def _parent_folders(manifest, scores) -> list:
+    """Where a derived bundle's parent may be: the folder of bundles holding the derived one, and
+    the bundle folder the results' summary JSON says screened them."""
+    import json
+    from pathlib import Path
+
+    from ..results import summary_path
+    from .scores import JOURNAL_SUFFIX
+
+    folders = []
+    if manifest.folder is not None:
+        folders.append(Path(manifest.folder).parent)
+    source = Path(scores.source)
+    if source.name.endswith(JOURNAL_SUFFIX):
+        source = source.with_name(source.name[:-len(JOURNAL_SUFFIX)])
+    try:
+        named = json.loads(summary_path(source).read_text(encoding="utf-8"))["inputs"]["bundle_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        named = None
+    if isinstance(named, str) and named:
+        folders.append(Path(named))
+    return folders

@@ -234,6 +234,14 @@ def lesion_rgb(index: int, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
+def blue_picture(blue: int = 230, size: int = 96) -> np.ndarray:
+    """A blue square with a small dark spot: another picture than any lesion_rgb, yet one that
+    screening assesses (a plain square is a blank picture, an error row without a thumbnail)."""
+    image = np.full((size, size, 3), (20, 40, blue), np.uint8)
+    cv2.circle(image, (size // 2, size // 2), size // 8, (30, 20, 10), -1)
+    return image
+
+
 def write_image(path: Path, rgb: np.ndarray) -> Path:
     """Encode an RGB image by the path's suffix (cv2 expects BGR)."""
     path.parent.mkdir(parents=True, exist_ok=True)

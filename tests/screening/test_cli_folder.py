@@ -480,6 +480,7 @@ def test_real_ham10000_images_with_their_labels_csv_as_metadata(tmp_path: Path, 
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert sorted(r["image"] for r in rows) == [p.name for p in chosen]
+    # The tiny bundle's segmenter (dark pixels) finds no lesion in the odd light one: a warning, the risk kept.
     assert all(r["status"] == "ok" for r in rows)
     assert not any("no metadata row" in r["warnings"] for r in rows)
     assert all(r["diagnosis"] in {"nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"} for r in rows)

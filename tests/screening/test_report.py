@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bundle_factory import write_image
+from bundle_factory import blue_picture, write_image
 from report_factory import (HOSTILE_IDS, header_fact, page_data, report_of_csv, screen_with_report,
                             screened_folder)
 from screening.cli import cli
@@ -279,7 +279,7 @@ def test_pictures_of_a_file_since_replaced_are_not_shown_beside_its_new_result(t
     paths = screened_folder(tmp_path, n=3)
     assert screen_with_report(paths).exit_code == 0
     target = paths["images"] / "img_001.png"
-    write_image(target, np.full((96, 96, 3), (20, 40, 230), np.uint8))  # blue, not a lesion
+    write_image(target, blue_picture())  # blue, not the lesion
     args = ["folder", paths["images"], "--meta", paths["meta"], "--out", paths["out"], "--bundle",
             paths["bundle"], "--backend", "onnxruntime", "--quiet", "--resume"]  # the nightly job
     assert CliRunner().invoke(cli, [str(a) for a in args]).exit_code == 0

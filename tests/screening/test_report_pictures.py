@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bundle_factory import write_image
+from bundle_factory import blue_picture, write_image
 from report_factory import header_fact, page_data, screen_with_report, screened_folder
 from screening import session
 from screening.cli import cli
@@ -42,13 +41,13 @@ def rows_of(report: Path) -> dict[str, dict]:
 
 
 def is_blue(report: Path, row: dict) -> bool:
-    """Whether the row's thumbnail is the plain blue square that replaced the lesion."""
+    """Whether the row's thumbnail is the blue square that replaced the lesion."""
     picture = cv2.imread(str(report.parent / row["t"]))  # BGR
     return picture[..., 0].mean() > 150 > picture[..., 2].mean()
 
 
 def replace_the_lesion(paths: dict[str, Path]) -> None:
-    write_image(paths["images"] / REPLACED, np.full((96, 96, 3), (20, 40, 230), np.uint8))
+    write_image(paths["images"] / REPLACED, blue_picture())
 
 
 def killed_before_its_csv(monkeypatch: pytest.MonkeyPatch, paths: dict[str, Path], journal_lines: int = 2) -> None:
@@ -112,7 +111,7 @@ def test_pictures_no_page_shows_are_removed_night_after_night(tmp_path):
     paths = screened_folder(tmp_path, n=3)
     assert screen_with_report(paths).exit_code == 0
     for blue in (230, 220):  # another file each night, screened again by the nightly --resume
-        write_image(paths["images"] / REPLACED, np.full((96, 96, 3), (20, 40, blue), np.uint8))
+        write_image(paths["images"] / REPLACED, blue_picture(blue))
         assert screen_with_report(paths, "--resume").exit_code == 0
     rows = rows_of(paths["report"])
     folder = paths["report"].with_name("report_files")
