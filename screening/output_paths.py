@@ -127,6 +127,9 @@ def _check_history_folder(output: Path) -> None:
     would fail the night after its results were written. Both are refused before any work.
     """
     folder = history_folder(output)
+    if Path(folder).name == Path(output).name:  # --out x.history: the file would be its own history folder
+        raise InputError(f"--out {output} is named like its own run-history folder ({folder.name}, where each "
+                         f"night's summary is kept): give the results another name, e.g. {Path(output).stem}.csv")
     try:
         info = os.lstat(folder)
     except FileNotFoundError:
@@ -198,6 +201,10 @@ def check_log_file(log: Path, *, images_dir: Path | None = None, meta_csv: Path 
 def _log_clash(log: Path, images_dir: Path | None, meta_csv: Path | None, output: Path | None,
                save_masks: Path | None, report: Path | None, config: Path | None,
                bundle: Path | None) -> str | None:
+    from .progress import is_stream  # progress imports nothing of this module's; kept local all the same
+
+    if log.is_symlink() and is_stream(log):
+        return None  # /dev/stdout, /dev/stderr: a terminal or pipe, no file of the run's to damage
     if log.is_symlink():
         return ("is a symbolic link (refusing to follow it): give the log file's own path; a log is "
                 "never written through a link")

@@ -171,9 +171,21 @@ class LogFile:
             self._handle = None
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether a terminal, pipe or other character device lies behind ``path`` (following links):
+    ``--log-file /dev/stdout`` in cron or a container, a stream to write to, not a file to damage."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
 def open_log(path: str) -> TextIO:
-    """``path`` opened for appending text, never through a symbolic link (see :class:`LogFile`)."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    """``path`` opened for appending text, never through a symbolic link (see :class:`LogFile`),
+    except a link to a stream (``/dev/stdout`` -> ``/proc/self/fd/1`` -> a pipe or terminal)."""
+    stream = os.path.islink(path) and is_stream(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC | (0 if stream else os.O_CREAT | os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as error:
@@ -182,7 +194,7 @@ def open_log(path: str) -> TextIO:
         raise
     try:
         mode = os.fstat(fd).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or (stream and stat.S_ISFIFO(mode))):
             raise OSError(errno.EINVAL, "it is not a regular file", path)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")

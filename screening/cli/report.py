@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -51,21 +52,21 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     from ..manifest import load_manifest
     from ..patients import read_patients
     from ..pipeline import plan_jobs
-    from ..report.build import ReportRequest, build_report, metadata_as_read, metadata_codes
+    from ..report.build import ReportRequest, build_report, metadata_as_read, metadata_codes, run_outputs
 
     bundle_dir = resolve_bundle(bundle)
     manifest = load_manifest(bundle_dir, verify_files=False)  # names only: no model is run
     if not Path(images_dir).is_dir():
         raise InputError(f"--images {images_dir} is not a folder")
     meta = codes = patients = None
+    request = ReportRequest(results=results, images_dir=images_dir, out=out, manifest=manifest)
     if meta_csv is not None:
-        discovery = discover_images(images_dir)
+        discovery = discover_images(images_dir, run_outputs(request))  # the images the report itself lists
         table = read_patients(meta_csv, images=discovery.images)
         jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
         meta = metadata_as_read(jobs, manifest.metadata)
         codes = metadata_codes(jobs)  # compared with the journal's: today's CSV may differ
         patients = {job.image: job.patient_id for job in jobs}
-    stats = build_report(ReportRequest(results=results, images_dir=images_dir, out=out, manifest=manifest,
-                                       patients=patients, meta=meta, meta_codes=codes))
+    stats = build_report(replace(request, patients=patients, meta=meta, meta_codes=codes))
     missing = f"; {stats.missing} images of the folder have no result" if stats.missing else ""
     click.echo(f"Report: {stats.out} ({stats.rows} rows, {stats.pictures_made} thumbnails made{missing})")

@@ -209,8 +209,16 @@ def _discovered(images_dir: Path | None, request: ReportRequest) -> dict[str, st
     shown with escapes, and opened by its own bytes)."""
     if images_dir is None or not Path(images_dir).is_dir():
         return {}
-    outputs = output_folders(request.results, report=request.out)  # a link to them: not the folder's images
-    return {display_name(image): image for image in discover_images(images_dir, outputs).images}
+    return {display_name(image): image for image in discover_images(images_dir, run_outputs(request)).images}
+
+
+def run_outputs(request: ReportRequest) -> list:
+    """The run's own output folders, as the run left them out of its images (a link to them is
+    not the folder's images): the results may be named by their CSV or by its journal."""
+    results = Path(request.results)
+    if results.name.endswith(".journal"):
+        results = results.with_name(results.name[:-len(".journal")])
+    return output_folders(results, report=request.out)
 
 
 def _header(request: ReportRequest, results: Results, manifest: Manifest | None) -> ReportHeader:

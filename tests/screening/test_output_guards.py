@@ -357,3 +357,42 @@ def test_write_history_never_follows_a_link_planted_after_the_checks(tmp_path: P
         assert list(elsewhere.iterdir()) == []
     assert "it is a symbolic link (refusing to follow it)" in warnings[0]
     assert "a file, not a folder, has its name" in warnings[1]
+
+
+def test_a_log_file_linked_to_a_stream_is_written_to(tmp_path):
+    """`--log-file /dev/stdout` (cron, containers): a link, but to a pipe, not a file to damage."""
+    from screening.output_paths import _log_clash
+    from screening.progress import open_log
+
+    read_end, write_end = os.pipe()
+    link = tmp_path / "stdout"
+    link.symlink_to(f"/proc/self/fd/{write_end}")
+    assert _log_clash(link, None, None, None, None, None, None, None) is None
+    with open_log(str(link)) as log:
+        log.write("screen folder started\n")
+    os.close(write_end)
+    assert os.read(read_end, 100) == b"screen folder started\n"
+    os.close(read_end)
+    plain = tmp_path / "plain.log"
+    plain.write_text("")
+    (tmp_path / "to_plain").symlink_to(plain)
+    assert "symbolic link" in _log_clash(tmp_path / "to_plain", None, None, None, None, None, None, None)
+
+
+def test_results_named_like_their_own_history_folder_are_refused_up_front(tmp_path):
+    from screening.errors import InputError
+    from screening.output_paths import _check_history_folder
+
+    with pytest.raises(InputError, match=r"is named like its own run-history folder \(x.history.*e.g. x.csv"):
+        _check_history_folder(tmp_path / "x.history")
+    _check_history_folder(tmp_path / "x.csv")  # the usual name passes
+
+
+def test_the_report_leaves_out_the_run_outputs_whether_named_by_csv_or_journal(tmp_path):
+    """`screen report` lists the folder's images as the run found them: its own outputs left out."""
+    from screening.report.build import ReportRequest, run_outputs
+
+    by_csv = run_outputs(ReportRequest(results=tmp_path / "r.csv", images_dir=None, out=tmp_path / "r.html"))
+    by_journal = run_outputs(ReportRequest(results=tmp_path / "r.csv.journal", images_dir=None, out=tmp_path / "r.html"))
+    assert [f.path for f in by_journal] == [f.path for f in by_csv]
+    assert tmp_path / "r.history" in [f.path for f in by_journal]
