@@ -51,6 +51,10 @@ def test_absolute_paths_move_too_and_a_run_folder_named_like_a_number_is_a_folde
     inside = parsed("--set", f"out_dir={tmp_path}", "--set", f"export.out_dir={tmp_path / 'bundle'}",
                     "--run-name", "t")
     assert inside.export.out_dir == str(tmp_path / "bundle")  # given with --set: kept
+    written = tmp_path / "absolute.yaml"  # absolute paths written in a config file move
+    written.write_text(f"out_dir: {tmp_path}\nclassifier:\n  init_from: {tmp_path / 'classifier' / 'last.pt'}\n")
+    moved = parsed("--config", str(written), "--run-name", "t")
+    assert moved.classifier.init_from == str(tmp_path / "t" / "classifier" / "last.pt")
 
 
 def test_resume_with_a_bare_run_name_is_refused_a_named_one_is_not():
