@@ -18,11 +18,11 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from bundle_factory import lesion_rgb, write_image
+from folder_runner import run_folder as run
 from screening.atomic import atomic_write, temp_name_bytes
-from screening.cli import cli
 from screening.images import IMAGE_SUFFIXES, discover_images
 from screening.journal import journal_path
 from screening.output_paths import _IMAGE_SUFFIXES, OutputFolder, check_log_file, output_folders
@@ -33,12 +33,6 @@ from screening.results import history_folder, summary_path, write_history
 @pytest.fixture(autouse=True)
 def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
-
-
-def run(images: Path, meta: Path, out: Path | str, bundle: Path, *extra: object) -> Result:
-    args = ["folder", images, "--meta", meta, "--out", out, "--bundle", bundle, "--backend", "onnxruntime",
-            "--workers", 1, *extra]
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def rows(out: Path) -> list[dict[str, str]]:

@@ -6,22 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from bundle_factory import lesion_rgb, write_image
-from screening.cli import cli
+from folder_runner import run_folder as run
 from screening.journal import journal_path, lock_path
 
 
 @pytest.fixture(autouse=True)
 def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
-
-
-def run(images: Path, meta: Path, out: Path | str, bundle: Path, *extra: object) -> Result:
-    args = ["folder", images, "--meta", meta, "--out", out, "--bundle", bundle, "--backend", "onnxruntime",
-            "--workers", 1, *extra]
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def error_line(result: Result) -> str:
