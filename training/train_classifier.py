@@ -283,7 +283,8 @@ def train(config: Config, resume: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_argument_parser("classifier", "Train the fusion classifier (image + predicted mask + metadata).")
-    parser.add_argument("--resume", action="store_true", help="continue from last.pt in this stage's folder (<out_dir>/<classifier.stage_dir>), "
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from last.pt in this stage's folder (<out_dir>/<classifier.stage_dir>), "
                              "with the settings the stage started with (a longer run excepted)")
     args = parser.parse_args(argv)
     best = train(config_from_args(args), resume=args.resume)
