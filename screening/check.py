@@ -8,7 +8,8 @@ CSV or summary being written.
 It fails where the night would, with the night's exit code: ``screen folder`` builds the very
 request it would run, and the check runs the run's own option and ``--out`` checks
 (``screening.session.check_request`` and ``discover``), its backend choice (a probe, nothing
-opened: exit 4 where the backend asked for cannot run here), operating point and journal rule.
+opened: exit 4 where the backend asked for cannot run here), operating point, output lock (exit 5
+while another run holds it; probed, not taken) and journal rule.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from . import backends
 from .errors import BackendUnavailable, BundleError
 from .images import discover_images, no_images
-from .journal import Journal
+from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
 from .patients import read_patients
@@ -101,6 +102,7 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         InputError, MetadataError: the options, ``--out``, the folder, the CSV, the operating
             point or the journal cannot be used (as for a run).
         BackendUnavailable: the backend asked for cannot run here (as for a run).
+        OutputLocked: another run is writing ``--out`` (as for a run).
     """
     request = run.request
     if request is not None:
@@ -128,6 +130,7 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         notes.append(f"flag: {point['name']} (refer at risk >= {point['threshold']:.6f})" if point
                      else "flag: none (the bundle has no operating points)")
         if run.output is not None:
+            OutputLock(run.output).probe()  # the run locks its output before it opens the journal: exit 5
             notes.append(Journal.preview(run.output, manifest, resume=run.resume,
                                          on_bundle_change=run.on_bundle_change))
     unknown = {"age": 0, "sex": 0, "site": 0}

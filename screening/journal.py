@@ -101,6 +101,31 @@ class OutputLock:
             for stale in remove_stale_temp_files(path):
                 self.notes.append(f"removed {stale}, left by an interrupted run")
 
+    def probe(self) -> None:
+        """Fail as :meth:`acquire` would while another run holds the lock, without taking it or
+        creating its file: for ``screen folder --check``.
+
+        A holder's lock file exists while it runs (it is removed on release), so no file means
+        no run. The file is locked shared (two probes never stop each other) and released at once
+        by the close; only a night starting in that instant would find it busy.
+
+        Raises:
+            OutputLocked: another run holds it.
+            InputError: the lock file cannot be opened (a planted link).
+        """
+        try:
+            fd = open_no_follow(self.path, os.O_RDWR)  # as acquire opens it, but never creates it
+        except FileNotFoundError:
+            return  # no lock file: no run holds it
+        except OSError as error:
+            raise self._cannot_open(error) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLocked(self._locked_message(_read_owner(fd))) from None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self.held and self._fd is not None:
             try:
@@ -115,9 +140,11 @@ class OutputLock:
         try:
             return open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as error:
-            reason = ("it is a symbolic link" if error.errno == errno.ELOOP
-                      else error.strerror or str(error))
-            raise OutputError(f"cannot create the lock file {self.path}: {reason}") from None
+            raise self._cannot_open(error) from None
+
+    def _cannot_open(self, error: OSError) -> OutputError:
+        reason = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror or str(error)
+        return OutputError(f"cannot create the lock file {self.path}: {reason}")
 
     def _still_linked(self, fd: int) -> bool:
         try:

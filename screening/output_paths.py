@@ -158,10 +158,7 @@ def _check_writable_folder(output: Path) -> None:
         raise InputError(f"the folder of --out {output} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write to the folder of --out {output}: permission denied")
-    try:
-        max_name = os.pathconf(parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        max_name = 255
+    max_name = name_limit(parent)
     longest = max(output_files(output), key=lambda path: len(os.fsencode(path.name)))
     if len(os.fsencode(longest.name)) > max_name:
         raise InputError(f"--out {output} is too long a file name for its folder ({longest.name} "
@@ -174,6 +171,14 @@ def _check_writable_folder(output: Path) -> None:
         raise InputError(f"--out {output} is too long a file name for its folder ({longest.name} is written "
                          f"through a temp name {extra} bytes longer, {temp_name_bytes(longest)} bytes, the limit "
                          f"is {max_name}): choose a name at least {temp_name_bytes(longest) - max_name} bytes shorter")
+
+
+def name_limit(folder: Path) -> int:
+    """The longest file name ``folder`` takes, in bytes (255 where the file system does not say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def check_log_file(log: Path, *, images_dir: Path | None = None, meta_csv: Path | None = None,

@@ -87,9 +87,16 @@ def check_request(request: FolderRequest) -> None:
         masks = Path(request.save_masks)
         if masks.exists() and not masks.is_dir():
             raise InputError(f"--save-masks {masks} exists and is not a folder")
-        if masks.resolve().is_relative_to(Path(request.images_dir).resolve()):
+        images = Path(request.images_dir).resolve()
+        if masks.resolve().is_relative_to(images):
             raise InputError(f"--save-masks {masks} is inside the images folder: the mask PNGs "
                              f"would be screened as images by the next run")
+        if images.is_dir() and images.is_relative_to(masks.resolve()):  # not a folder: discovery says so
+            # Masks keep the images' relative paths: with --save-masks /data for /data/images,
+            # the image images/a.jpg (of a sub-folder images/) gets /data/images/a.jpg.mask.png.
+            raise InputError(f"--save-masks {masks} holds the images folder {request.images_dir}: mask PNGs "
+                             f"would be written among the images and screened by the next run; give a "
+                             f"masks folder beside the images folder, not above it")
     if request.report is not None:
         check_report_path(request.report, request.images_dir)
 

@@ -114,7 +114,8 @@ def resolve_bundle(bundle: Path | None) -> Path:
                    "images not yet screened, new or changed are screened.")
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None,
               help="Folder for each image's lesion mask PNG (0/255, original size) and a "
-                   "contour overlay PNG; the images' relative paths are kept.")
+                   "contour overlay PNG; the images' relative paths are kept. It may not be inside "
+                   "the images folder nor hold it (exit 2).")
 @click.option("--report", type=click.Path(path_type=Path), default=None, metavar="REPORT.html",
               help="Also write a self-contained HTML review report: the ranked worklist with "
                    "thumbnails, lesion outlines and attention maps, per-patient view, errors. Its "

@@ -158,8 +158,9 @@ def job_options(command: Callable) -> Callable:
                           "images found, rows matched and unmatched, columns used and ignored, unknown "
                           "values per field, whether the bundle is valid (exit 3 if not), the operating "
                           "point that will flag and what the journal means for the run; it runs the night's "
-                          "own option, output and backend checks, so it exits 2 (options, outputs, "
-                          "journal) or 4 (backend unavailable) where the run would stop on them."),
+                          "own option, output, backend and lock checks, so it exits 2 (options, outputs, "
+                          "journal), 4 (backend unavailable) or 5 (--out locked by a running screen) where "
+                          "the run would stop on them."),
         click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
                      help="The metadata CSV's own name for a field (image, patient_id, age, sex, site), "
                           "e.g. --column age=Alter; repeatable."),
@@ -185,7 +186,7 @@ def job_options(command: Callable) -> Callable:
 
 def run_check(images_dir: Path, meta_csv: Path, bundle_dir: Path, job: JobOptions, run=None) -> None:
     """``--check``: print what a run would find; exit 3 when the bundle is not usable, 2 where the
-    run would stop on its journal or operating point.
+    run would stop on its journal or operating point, 5 while another run holds the output lock.
 
     ``run`` (a ``check.PlannedRun``) carries the run's own options (output, --resume,
     --operating-point, --tta), resolved as the run would.

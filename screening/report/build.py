@@ -15,11 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..atomic import temp_name_bytes
 from ..attention import QUERY_LABELS
 from ..errors import InputError
 from ..images import discover_images
 from ..journal import lock_path
-from ..output_paths import output_folders
+from ..output_paths import name_limit, output_folders
 from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
@@ -72,6 +73,14 @@ def check_report_path(out: Path, images_dir: Path | None = None) -> None:
         raise InputError(f"the folder of the report {out} does not exist")
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"the report {out} must be an .html file")
+    # The page is written through a temp name 18 bytes longer (screening.atomic), at the very
+    # end of a night: it must fit its folder now. (The pictures folder, NAME_files, is at most
+    # 2 bytes longer than the name, so it fits whenever the temp name does.)
+    limit, needed = name_limit(out.parent), temp_name_bytes(out)
+    if needed > limit:
+        raise InputError(f"the report {out} is too long a file name for its folder ({out.name} is written through "
+                         f"a temp name {needed - len(os.fsencode(out.name))} bytes longer, {needed} bytes, the "
+                         f"limit is {limit}): choose a name at least {needed - limit} bytes shorter")
     if images_dir is None:
         return
     images = Path(images_dir).resolve()
