@@ -96,8 +96,9 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
     A run's own output folders (``outputs``, see :func:`screening.output_paths.output_folders`)
     are never walked, however they are reached: a link in the images folder to the results
     folder must not make tomorrow's run screen tonight's mask PNGs and report thumbnails as
-    lesions. Each such folder not walked gives a line in ``skipped``. (Outputs inside the
-    images folder itself are refused before a run starts; only linked folders reach them.)
+    lesions. Each such folder not walked gives a line in ``skipped``, and so does a linked image
+    file that leads inside one of them (a link to a mask PNG). (Outputs inside the images folder
+    itself are refused before a run starts; only links reach them.)
 
     Args:
         root: The images folder.
@@ -106,7 +107,7 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
 
     Returns:
         The images and the other (ignored) files, each sorted by relative path, and the
-        linked folders not walked.
+        linked folders not walked and linked images not screened.
 
     Raises:
         InputError: ``root`` does not exist, is not a folder, or a folder in it cannot be listed.
@@ -142,11 +143,18 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
             else:
                 skipped.append(reason)
         subfolders[:] = keep
-        for name in files:
+        for name in sorted(files):  # sorted: the same tree gives the same skipped lines
             if name.startswith("."):
                 continue
             relative = (base / name).as_posix()
             is_image = os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+            if is_image and os.path.islink(os.path.join(folder, name)):
+                # A linked file, like a linked folder, may lead into a run's own output tree.
+                output = guards.inside(os.path.realpath(os.path.join(folder, name)))
+                if output is not None:
+                    skipped.append(_an_output("linked file", display_name(relative), output, inside=True,
+                                              verb="screened"))
+                    continue
             (images if is_image else ignored).append(relative)
     return Discovery(root=root, images=sorted(images), ignored=sorted(ignored), skipped=skipped)
 
@@ -212,8 +220,8 @@ def _not_walked(folder: Path, relative: str, real_root: str,
     return None
 
 
-def _an_output(kind: str, shown: str, output: OutputFolder, inside: bool) -> str:
-    return (f"{kind} {shown} not walked: it is {'inside ' if inside else ''}{output.what}, which this "
+def _an_output(kind: str, shown: str, output: OutputFolder, inside: bool, verb: str = "walked") -> str:
+    return (f"{kind} {shown} not {verb}: it is {'inside ' if inside else ''}{output.what}, which this "
             f"run writes to; a run never screens its own outputs (masks, report pictures, results)")
 
 

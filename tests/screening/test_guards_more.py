@@ -6,7 +6,9 @@
   screened (as --out's is), not after the night's work;
 - --save-masks may not hold the images folder: the masks keep the images' relative paths, so some
   would land among the images and be screened the next night;
-- `screen folder` takes a folder, not a single image: a link to a mask PNG is refused as any file is.
+- `screen folder` takes a folder, not a single image: a link to a mask PNG is refused as any file is;
+  in the images folder, a linked image file that leads into the run's masks or report pictures is
+  left out with a warning, as a linked folder there is.
 """
 
 from __future__ import annotations
@@ -184,3 +186,26 @@ def test_a_single_image_path_is_refused_even_a_link_to_a_mask_png(
                                                           "--bundle", tiny_bundle, "--save-masks", masks)])
         assert error_line(plain) == expected  # `screen PATH` is `screen folder PATH`
     assert files_under(tmp_path) == before
+
+
+def test_a_linked_image_file_that_leads_to_the_runs_own_pictures_is_not_screened(
+        tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    """images/m.png -> masks/img_000.jpg.mask.png (a link script that also caught the masks): the
+    next night screens the two images, not the mask, and says why in one line."""
+    images, meta = make_folder(2)
+    out = tmp_path / "results.csv"
+    masks, report = tmp_path / "masks", tmp_path / "report.html"
+    args = (images, meta, out, tiny_bundle, "--save-masks", masks, "--report", report, "--resume")
+    assert run(*args).exit_code == 0
+    (images / "m.png").symlink_to(masks / "img_000.jpg.mask.png")
+    (images / "t.jpg").symlink_to(next((asset_folder(report) / "thumbs").glob("*.jpg")))
+    (images / "ok.png").symlink_to(images / "img_001.png")  # a link to an image is still screened
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert images_in(out) == ["img_000.jpg", "img_001.png", "ok.png"]
+    assert [line for line in result.stderr.splitlines() if "not screened" in line] == [
+        f"Warning: linked file m.png not screened: it is inside the --save-masks folder {masks}, which this run "
+        f"writes to; a run never screens its own outputs (masks, report pictures, results)",
+        f"Warning: linked file t.jpg not screened: it is inside the report's pictures folder "
+        f"{asset_folder(report)}, which this run writes to; a run never screens its own outputs (masks, report "
+        f"pictures, results)"]
