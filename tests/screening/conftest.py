@@ -24,6 +24,14 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """$SCREEN_BUNDLE names a missing folder: a test never picks up a bundle from the repository or
+    the environment by accident. Modules that run `screen` ask for it with
+    ``pytestmark = pytest.mark.usefixtures("no_default_bundle")``."""
+    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+
+
+@pytest.fixture
 def make_folder(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     """Build an images folder of ``n`` lesion PNG/JPEGs and a patients.csv with a row for each.
 

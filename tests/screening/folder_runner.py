@@ -1,4 +1,4 @@
-"""`screen folder` as the CLI tests call it: in-process, ONNX Runtime, one decode worker."""
+"""`screen` as the CLI tests call it: in this process through Click's CliRunner, and `screen folder` on ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -9,7 +9,24 @@ from click.testing import CliRunner, Result
 from screening.cli import cli
 
 
-def run_folder(images: Path, meta: Path, out: Path | str, bundle: Path, *extra: object) -> Result:
+def screen(*args: object, **env: str) -> Result:
+    """`screen ARGS...` in this process, every argument as text; ``env`` is added to the environment."""
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env or None)
+
+
+def folder_args(images: Path, meta: Path, out: Path | str, bundle: Path, *extra: object,
+                batch_size: int | None = None, workers: int = 1) -> list[str]:
+    """The arguments of `screen folder` on ONNX Runtime, ``extra`` last (a repeated option there wins).
+
+    ``batch_size`` None leaves the CLI's default batch size.
+    """
+    batch = [] if batch_size is None else ["--batch-size", batch_size]
     args = ["folder", images, "--meta", meta, "--out", out, "--bundle", bundle, "--backend", "onnxruntime",
-            "--workers", 1, *extra]
-    return CliRunner().invoke(cli, [str(a) for a in args])
+            *batch, "--workers", workers, *extra]
+    return [str(a) for a in args]
+
+
+def run_folder(images: Path, meta: Path, out: Path | str, bundle: Path, *extra: object,
+               batch_size: int | None = None, workers: int = 1) -> Result:
+    """`screen folder` in this process with :func:`folder_args` (one decode worker unless told)."""
+    return screen(*folder_args(images, meta, out, bundle, *extra, batch_size=batch_size, workers=workers))

@@ -8,10 +8,10 @@ import json
 import re
 from pathlib import Path
 
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from bundle_factory import build_bundle, lesion_rgb, patient_row, write_image, write_patients
-from screening.cli import cli
+from folder_runner import run_folder
 
 HOSTILE_IDS = {3: "<script>window.__pwned = 1</script>", 5: "=cmd|' /C calc'!A0", 7: "O'Brien & <b>Sons</b>"}
 POINT = {"name": "sens95", "target_sensitivity": 0.95, "threshold": 0.5, "sensitivity": 0.95,
@@ -46,10 +46,8 @@ def screened_folder(tmp_path: Path, n: int = 12) -> dict[str, Path]:
 
 
 def screen_with_report(paths: dict[str, Path], *extra: object) -> Result:
-    args = ["folder", paths["images"], "--meta", paths["meta"], "--out", paths["out"], "--bundle",
-            paths["bundle"], "--backend", "onnxruntime", "--batch-size", 4, "--workers", 2,
-            "--report", paths["report"], "--quiet", *extra]
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    return run_folder(paths["images"], paths["meta"], paths["out"], paths["bundle"], "--report", paths["report"],
+                      "--quiet", *extra, batch_size=4, workers=2)
 
 
 def report_of_csv(folder: Path, text: str) -> Path:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
 from bundle_factory import build_bundle, lesion_rgb, patient_row, segmenter_model, write_image, write_patients
+from folder_runner import run_folder
 from screening import pipeline
-from screening.cli import cli
 from screening.journal import journal_path
 from screening.pipeline import NOT_A_NUMBER
 from screening.results import Outcome
@@ -27,9 +27,7 @@ from screening.session import _RunResult, journaled_as, refuse_a_broken_night
 POISON = "poison.png"  # the one image whose model output is always NaN
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 @pytest.fixture
@@ -48,10 +46,7 @@ def poison_gives_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "_run_models", run_models)
 
 
-def run(images: Path, meta: Path, out: Path, bundle: Path, *extra: object) -> Result:
-    args = ["folder", images, "--meta", meta, "--out", out, "--bundle", bundle, "--backend", "onnxruntime",
-            "--batch-size", 3, "--workers", 2, *extra]
-    return CliRunner().invoke(cli, [str(a) for a in args])
+run = partial(run_folder, batch_size=3, workers=2)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -7,25 +7,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
+from folder_runner import screen
 from screening import backends
-from screening.cli import cli
 from screening.journal import journal_path
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 @pytest.fixture(autouse=True)
 def in_tmp_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths (--report r.txt) land here
-
-
-def screen(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def files_under(folder: Path) -> set[str]:

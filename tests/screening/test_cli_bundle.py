@@ -6,14 +6,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from screening.cli import cli
+from folder_runner import screen as run
 from screening.manifest import load_manifest, save_manifest
-
-
-def run(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def test_list_info_and_verify(tmp_path: Path, tiny_bundle: Path):

@@ -13,38 +13,31 @@ import subprocess
 import sys
 import zlib
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import click
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from bundle_factory import lesion_rgb, patient_row, write_image, write_patients
 from csv_compare import rows_without
+from folder_runner import run_folder, screen
 from screening.cli import cli
 from screening.journal import journal_path, lock_path
 from screening.manifest import load_manifest, sha256_file
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never pick up a bundle from the repository or the environment by accident."""
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
-
-
-def screen(*args: object, **env: str) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env or None)
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
 
 
-def run(images: Path, meta: Path, out: Path, bundle: Path, *extra: object) -> Result:
-    return screen("folder", images, "--meta", meta, "--out", out, "--bundle", bundle,
-                  "--backend", "onnxruntime", "--batch-size", 3, "--workers", 2, *extra)
+run = partial(run_folder, batch_size=3, workers=2)
 
 
 def only_stderr_line(result: Result) -> str:

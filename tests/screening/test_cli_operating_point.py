@@ -10,9 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from screening.cli import cli
+from folder_runner import run_folder as run
 from screening.manifest import load_manifest, save_manifest
 
 
@@ -24,12 +23,6 @@ def with_points(tiny_bundle: Path, dest: Path, thresholds: dict[str, float]) -> 
               for name, t in thresholds.items()]
     save_manifest(replace(load_manifest(dest), operating_points=points), dest)
     return dest
-
-
-def run(images: Path, meta: Path, out: Path, bundle: Path, *extra: str):
-    args = ["folder", images, "--meta", meta, "--out", out, "--bundle", bundle, "--backend", "onnxruntime",
-            "--workers", "1", *extra]
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -20,12 +20,12 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import folder_runner
 from bundle_factory import lesion_rgb, write_image
 from hostile_files import blocky, encode, huge_headers, png_bomb, progressive_jpeg
-from screening.cli import cli
 from screening.image_header import ImageDecodeError
 from screening.images import MAX_JPEG_SCANS, decode_image, discover_images
 from screening.journal import journal_path
@@ -34,21 +34,19 @@ from screening.results import display_name
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 def folder_args(images: Path, out: Path, bundle: Path, *extra: object) -> list[str]:
+    # Also what the real `python -m screening` processes below run: a hang, a signal, a memory peak.
     meta = images.parent / "patients.csv"
     if not meta.exists():
         meta.write_text("image,age\nnone.png,40\n")
-    return [str(a) for a in ("folder", images, "--meta", meta, "--out", out, "--bundle", bundle,
-                             "--backend", "onnxruntime", "--batch-size", 2, "--workers", 2, *extra)]
+    return folder_runner.folder_args(images, meta, out, bundle, *extra, batch_size=2, workers=2)
 
 
 def screen(images: Path, out: Path, bundle: Path, *extra: object) -> Result:
-    return CliRunner().invoke(cli, folder_args(images, out, bundle, *extra))
+    return folder_runner.screen(*folder_args(images, out, bundle, *extra))
 
 
 def rows_of(out: Path) -> dict[str, dict[str, str]]:

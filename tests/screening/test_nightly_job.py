@@ -9,32 +9,25 @@ import json
 import os
 import re
 import shutil
+from functools import partial
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from bundle_factory import build_bundle, segmenter_model
-from screening.cli import cli
+from folder_runner import run_folder, screen
 from screening.journal import journal_path
 from screening.progress import Progress
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
-def screen(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def run(images: Path, meta: Path, out: Path, bundle: Path, *extra: object) -> Result:
-    return screen("folder", images, "--meta", meta, "--out", out, "--bundle", bundle,
-                  "--backend", "onnxruntime", "--batch-size", 3, "--workers", 2, *extra)
+run = partial(run_folder, batch_size=3, workers=2)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

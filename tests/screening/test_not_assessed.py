@@ -15,14 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundle_factory import INPUT_SIZE, lesion_rgb, patient_row, write_image, write_patients
+from folder_runner import run_folder
 from hostile_files import png_chunk
 from report_factory import bundle_with_maps, page_data
-from screening.cli import cli
 from screening.images import decode_image
 from screening.manifest import load_manifest
 from screening.pipeline import (MIN_OPACITY, MIN_PIXEL_SPREAD, MIN_SIDE_OF_INPUT, NOT_ASSESSED, Decoded, ImageJob,
@@ -33,9 +32,7 @@ from screening.preprocess import resize_rgb
 SKIN = (224, 172, 150)
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +158,7 @@ def grey_alpha_png(pixels: np.ndarray) -> bytes:
 # -- a whole run ---------------------------------------------------------------------------------
 
 def screen(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
-    args = ["folder", images, "--meta", meta, "--out", out, "--bundle", bundle, "--backend", "onnxruntime",
-            "--batch-size", 3, "--workers", 2, "--quiet", *extra]
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    return run_folder(images, meta, out, bundle, "--quiet", *extra, batch_size=3, workers=2)
 
 
 def rows_of(out: Path) -> dict[str, dict[str, str]]:

@@ -30,9 +30,7 @@ from screening.progress import LogFile
 from screening.results import history_folder, summary_path, write_history
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 def rows(out: Path) -> list[dict[str, str]]:

@@ -13,9 +13,7 @@ from folder_runner import run_folder as run
 from screening.journal import journal_path, lock_path
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 def error_line(result: Result) -> str:

@@ -13,14 +13,13 @@ from urllib.parse import unquote
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bundle_factory import blue_picture, write_image
+from folder_runner import screen
 from report_factory import (HOSTILE_IDS, header_fact, page_data, report_of_csv, screen_with_report,
                             screened_folder)
-from screening.cli import cli
 from screening.errors import InputError
 from screening.journal import journal_path
 from screening.report import views as views_module
@@ -30,9 +29,7 @@ from screening.report.views import VIEWS_FILE, View, ViewWriter, outline_path, r
 from screening.results import neutralise
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +97,8 @@ def test_thumbnails_come_from_the_pixels_already_decoded(tmp_path, monkeypatch):
 def test_screen_report_rebuilds_from_the_csv_reusing_the_pictures(run, tmp_path):
     out = run["report"]
     before = page_data(out)
-    result = CliRunner().invoke(cli, ["report", str(run["out"]), "--images", str(run["images"]),
-                                      "--out", str(out), "--bundle", str(run["bundle"]), "--meta", str(run["meta"])])
+    result = screen("report", run["out"], "--images", run["images"], "--out", out, "--bundle", run["bundle"],
+                    "--meta", run["meta"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"Report: {out} (13 rows, 0 thumbnails made)"
     assert page_data(out)["rows"] == before["rows"]
@@ -114,9 +111,8 @@ def test_report_of_a_killed_run_lists_the_missing_images(tmp_path):
     lines = journal.read_text(encoding="utf-8").splitlines(keepends=True)
     journal.write_text("".join(lines[:4]) + lines[4][:10], encoding="utf-8")  # 3 results, a torn 4th
     paths["out"].unlink()
-    result = CliRunner().invoke(cli, ["report", str(paths["out"]), "--images", str(paths["images"]),
-                                      "--out", str(tmp_path / "partial.html"), "--bundle", str(paths["bundle"]),
-                                      "--meta", str(paths["meta"])])
+    result = screen("report", paths["out"], "--images", paths["images"], "--out", tmp_path / "partial.html",
+                    "--bundle", paths["bundle"], "--meta", paths["meta"])
     assert result.exit_code == 0, result.output
     assert "4 images of the folder have no result" in result.output
     html = (tmp_path / "partial.html").read_text(encoding="utf-8")
@@ -166,8 +162,7 @@ def test_a_link_planted_at_the_views_file_is_not_followed(tmp_path):
 def test_a_report_name_with_url_syntax_still_links_its_thumbnails(run, tmp_path):
     """'#' starts a fragment and '%20' decodes to a space: the links must be URL-quoted."""
     out = tmp_path / "night#1 %20.html"
-    result = CliRunner().invoke(cli, ["report", str(run["out"]), "--images", str(run["images"]),
-                                      "--out", str(out), "--bundle", str(run["bundle"])])
+    result = screen("report", run["out"], "--images", run["images"], "--out", out, "--bundle", run["bundle"])
     assert result.exit_code == 0, result.output
     rows = page_data(out)["rows"]
     assert rows and all(row["t"].startswith("night%231%20%2520_files/thumbs/") for row in rows)
@@ -267,8 +262,8 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_pictures_in_the_report(tm
     assert "of the folder have no result" not in paths["report"].read_text(encoding="utf-8")
     # Rebuilt by `screen report` without the pictures: the thumbnail is made from the file itself.
     shutil.rmtree(paths["report"].with_name("report_files"))
-    result = CliRunner().invoke(cli, ["report", str(paths["out"]), "--images", str(paths["images"]),
-                                      "--out", str(paths["report"]), "--bundle", str(paths["bundle"])])
+    result = screen("report", paths["out"], "--images", paths["images"], "--out", paths["report"],
+                    "--bundle", paths["bundle"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"Report: {paths['report']} (5 rows, 4 thumbnails made)"
     assert page_data(paths["report"])["rows"][0]["t"]
@@ -281,10 +276,10 @@ def test_pictures_of_a_file_since_replaced_are_not_shown_beside_its_new_result(t
     target = paths["images"] / "img_001.png"
     write_image(target, blue_picture())  # blue, not the lesion
     args = ["folder", paths["images"], "--meta", paths["meta"], "--out", paths["out"], "--bundle",
-            paths["bundle"], "--backend", "onnxruntime", "--quiet", "--resume"]  # the nightly job
-    assert CliRunner().invoke(cli, [str(a) for a in args]).exit_code == 0
-    result = CliRunner().invoke(cli, ["report", str(paths["out"]), "--images", str(paths["images"]),
-                                      "--out", str(paths["report"]), "--bundle", str(paths["bundle"])])
+            paths["bundle"], "--backend", "onnxruntime", "--quiet", "--resume"]  # the nightly job, default workers
+    assert screen(*args).exit_code == 0
+    result = screen("report", paths["out"], "--images", paths["images"], "--out", paths["report"],
+                    "--bundle", paths["bundle"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"Report: {paths['report']} (4 rows, 1 thumbnails made)"
     row = next(r for r in page_data(paths["report"])["rows"] if r["i"] == "img_001.png")

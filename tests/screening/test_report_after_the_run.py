@@ -10,19 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bundle_factory import write_image
+from folder_runner import screen
 from report_factory import POINT, header_fact, page_data, report_of_csv, screen_with_report, screened_folder
-from screening.cli import cli
 from screening.journal import journal_path
 from screening.report.operating_point import risk_text
 from screening.results import summary_path
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 @pytest.fixture
@@ -35,8 +32,7 @@ def run(tmp_path: Path) -> dict[str, Path]:
 
 def screen_report(paths: dict[str, Path], results: Path, *extra: str) -> Path:
     out = results.parent / "later.html"
-    result = CliRunner().invoke(cli, ["report", str(results), "--images", str(paths["images"]), "--out", str(out),
-                                      "--bundle", str(paths["bundle"]), *extra])
+    result = screen("report", results, "--images", paths["images"], "--out", out, "--bundle", paths["bundle"], *extra)
     assert result.exit_code == 0, result.output
     return out
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import cv2
 import pytest
-from click.testing import CliRunner
 
 from bundle_factory import blue_picture, write_image
+from folder_runner import screen
 from report_factory import header_fact, page_data, screen_with_report, screened_folder
 from screening import session
-from screening.cli import cli
 from screening.journal import journal_path
 from screening.report.build import NOT_IN_JOURNAL
 from screening.report.views import THUMBS, VIEWS_FILE
@@ -31,9 +30,7 @@ HOLD_THE_LOCK = ("import sys, time; from pathlib import Path; from screening.jou
                  "lock = OutputLock(Path(sys.argv[1])); lock.acquire(); print('locked', flush=True); time.sleep(120)")
 
 
-@pytest.fixture(autouse=True)
-def no_default_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SCREEN_BUNDLE", str(tmp_path / "no-such-bundle"))
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 
 def rows_of(report: Path) -> dict[str, dict]:
@@ -67,8 +64,8 @@ def killed_before_its_csv(monkeypatch: pytest.MonkeyPatch, paths: dict[str, Path
 
 
 def screen_report(paths: dict[str, Path], results: Path, *extra: str) -> str:
-    result = CliRunner().invoke(cli, ["report", str(results), "--images", str(paths["images"]), "--out",
-                                      str(paths["report"]), "--bundle", str(paths["bundle"]), *extra])
+    result = screen("report", results, "--images", paths["images"], "--out", paths["report"],
+                    "--bundle", paths["bundle"], *extra)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -154,8 +151,8 @@ def test_a_new_bundles_results_never_borrow_the_old_bundles_outlines_or_maps(tmp
     assert screen_with_report(paths).exit_code == 0  # bundle 1, with pictures
     paths["bundle"] = upgraded(paths["bundle"], tmp_path / "engines" / "maps2")
     night = ["folder", paths["images"], "--meta", paths["meta"], "--out", paths["out"], "--bundle", paths["bundle"],
-             "--backend", "onnxruntime", "--quiet", "--resume"]  # the upgrade night, without --report
-    assert CliRunner().invoke(cli, [str(a) for a in night]).exit_code == 0
+             "--backend", "onnxruntime", "--quiet", "--resume"]  # the upgrade night: no --report, default workers
+    assert screen(*night).exit_code == 0
 
     output = screen_report(paths, paths["out"])
     assert "(4 rows, 3 thumbnails made)" in output  # made again from the unchanged files
