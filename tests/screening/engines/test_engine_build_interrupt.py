@@ -5,6 +5,7 @@ the GIL released and asks the progress monitor after each one whether to go on.
 """
 
 import _thread
+import signal
 import threading
 import time
 
@@ -34,7 +35,16 @@ def test_a_finished_build_returns_its_plan():
     assert _run_build(SteppingBuilder(progress, steps=5), None, None, progress, print) == b"plan"
 
 
-def test_ctrl_c_cancels_the_build_and_is_re_raised():
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler for the test: interrupt_main does nothing while SIGINT is ignored,
+    and an earlier test in the same process (CI ran one) may have left it ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_cancels_the_build_and_is_re_raised(ctrl_c_raises):
     lines: list[str] = []
     progress = BuildProgress(lines.append)
     builder = SteppingBuilder(progress)
