@@ -30,3 +30,11 @@ def run_folder(images: Path, meta: Path, out: Path | str, bundle: Path, *extra: 
                batch_size: int | None = None, workers: int = 1) -> Result:
     """`screen folder` in this process with :func:`folder_args` (one decode worker unless told)."""
     return screen(*folder_args(images, meta, out, bundle, *extra, batch_size=batch_size, workers=workers))
+
+
+def error_line(result: Result, code: int = 2) -> str:
+    """The one line a refused run prints on stderr, after checking its exit code (2: bad input)."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]

@@ -21,12 +21,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from bundle_factory import lesion_rgb, patient_row, write_image, write_patients
-from folder_runner import run_folder as run
+from folder_runner import error_line, run_folder as run, screen
 from screening.atomic import temp_name_bytes
-from screening.cli import cli
 from screening.journal import OutputLock, lock_path
 from screening.report.render import asset_folder
 
@@ -42,13 +40,6 @@ def images_in(out: Path) -> list[str]:
 
 def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
-def error_line(result: Result, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # -- 1. --check and a run under way --------------------------------------------------------------
@@ -124,8 +115,7 @@ def test_a_report_name_whose_temp_name_would_not_fit_is_refused_before_screening
     assert result.exit_code == 0, result.output
     assert fits.is_file() and asset_folder(fits).is_dir()
     # `screen report` names it the same way, before reading anything.
-    later = CliRunner().invoke(cli, [str(a) for a in ("report", out, "--images", images, "--out", report,
-                                                       "--bundle", tiny_bundle)])
+    later = screen("report", out, "--images", images, "--out", report, "--bundle", tiny_bundle)
     assert error_line(later) == expected
 
 
@@ -182,8 +172,7 @@ def test_a_single_image_path_is_refused_even_a_link_to_a_mask_png(
         expected = f"Error: images path is not a folder: {target}"
         assert error_line(run(target, meta, out, tiny_bundle, "--save-masks", masks, "--resume")) == expected
         assert error_line(run(target, meta, out, tiny_bundle, "--save-masks", masks, "--check")) == expected
-        plain = CliRunner().invoke(cli, [str(a) for a in (target, "--meta", meta, "--out", out,
-                                                          "--bundle", tiny_bundle, "--save-masks", masks)])
+        plain = screen(target, "--meta", meta, "--out", out, "--bundle", tiny_bundle, "--save-masks", masks)
         assert error_line(plain) == expected  # `screen PATH` is `screen folder PATH`
     assert files_under(tmp_path) == before
 

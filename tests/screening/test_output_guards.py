@@ -18,10 +18,9 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 
 from bundle_factory import lesion_rgb, write_image
-from folder_runner import run_folder as run
+from folder_runner import error_line, run_folder as run
 from screening.atomic import atomic_write, temp_name_bytes
 from screening.images import IMAGE_SUFFIXES, discover_images
 from screening.journal import journal_path
@@ -35,13 +34,6 @@ pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 def rows(out: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
-
-
-def error_line(result: Result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # -- 1. discovery never walks the run's own output folders -----------------------------------------

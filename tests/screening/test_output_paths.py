@@ -6,21 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 
 from bundle_factory import lesion_rgb, write_image
-from folder_runner import run_folder as run
+from folder_runner import error_line, run_folder as run
 from screening.journal import journal_path, lock_path
 
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")
-
-
-def error_line(result: Result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_out_is_the_metadata_csv(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
