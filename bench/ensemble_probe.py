@@ -10,6 +10,11 @@ screened: it reads ``<report>/<split>/<name>.csv`` of each member.
         --member runs/starter2/report3/@starter@2.1.0rc1.csv \\
         --member runs/starter2/report4s/@starter@2.2.0rc1.csv \\
         --bundle runs/starter2/bundle-2.2.0rc1-sources
+
+``--out REPORT/@NAME.csv`` also writes the average per split, so that ``bench/paired_compare.py``
+can set it against one member with paired intervals (its threshold figures then use the
+``--candidate-bundle``'s operating points, which were not fitted for the average: read only the
+threshold-free figures).
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, required=True,
                         help="a member's bundle: its class names (and which are malignant) score the average")
     parser.add_argument("--splits", nargs="+", default=["external", "test"])
+    parser.add_argument("--out", type=Path, default=None, metavar="REPORT/@RESULTS.csv",
+                        help="also write the average as a report's results (REPORT/<split>/RESULTS.csv), "
+                             "for bench/paired_compare.py")
     args = parser.parse_args()
     if len(args.member) < 2:
         raise SystemExit("an ensemble needs at least two --member")
@@ -69,7 +77,12 @@ def main() -> int:
     for split in args.splits:
         rows = index[index["split"] == split].reset_index(drop=True)
         members = [read_member(spec, split) for spec in args.member]
-        for label, results in [*zip(args.member, members), ("mean of all", average(members))]:
+        mean = average(members)
+        if args.out is not None:
+            report, _, name = str(args.out).partition("/@")
+            (Path(report) / split).mkdir(parents=True, exist_ok=True)
+            mean.reset_index().to_csv(Path(report) / split / name, index=False, encoding="utf-8-sig")
+        for label, results in [*zip(args.member, members), ("mean of all", mean)]:
             figs = figures(results.reset_index(), rows, args.bundle)
             print(f"| {split} | {label} | " + " | ".join(_cell(figs[key]) for key in SHOWN) + " |")
     return 0

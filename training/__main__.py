@@ -5,6 +5,7 @@ Commands:
   segmenter    train the U-Net lesion segmenter
   masks        predict and cache the segmenter's masks for every indexed image
   classifier   train the fusion classifier (on cached predicted masks)
+  ensemble     join trained classifier stages into one ensemble (mean of their probabilities)
   evaluate     metrics, calibration (temperature) and plots on the validation split
   export       write the ONNX bundle (engines/<name>/) and check ONNX Runtime parity
   ablation     the ablation table (five fusion variants) on frozen, cached backbone features
@@ -19,6 +20,7 @@ COMMANDS = {
     "segmenter": "training.train_segmenter",
     "masks": "training.masks",
     "classifier": "training.train_classifier",
+    "ensemble": "training.ensemble",
     "evaluate": "training.evaluate",
     "export": "training.export",
     "ablation": "training.ablation",

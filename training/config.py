@@ -99,6 +99,9 @@ class ClassifierTrainConfig:
     init_reset: list[str] = field(default_factory=list)
     # Folder under out_dir for this stage's checkpoints (best.pt, which evaluate and export read).
     stage_dir: str = "classifier"
+    # `python -m training ensemble`: the stage folders (under out_dir) whose best.pt become the
+    # members of an ensemble written to stage_dir (training/ensemble.py). Empty for training.
+    ensemble_of: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -210,7 +210,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
                 inputs={"image": _shape(image), "mask": _shape(mask), "meta": _shape(meta)},
                 outputs=classifier_outputs,
                 mean=cls_state["mean"], std=cls_state["std"],
-                architecture=_classifier_description(cls_state["model_config"])),
+                architecture=classifier_description(cls_state)),
             attention_queries=cls.attention_queries,
             metadata=DEFAULT_VOCABULARY,
             mask_threshold=float(cls_state["model_config"]["mask_threshold"]),
@@ -307,7 +307,15 @@ def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
             "checkpoint": evaluation.get("checkpoint")}
 
 
-def _classifier_description(model_config: dict[str, Any]) -> str:
+def classifier_description(state: dict[str, Any]) -> str:
+    """The manifest's words for the classifier of checkpoint ``state`` (one model or an ensemble)."""
+    if "members" in state:
+        members = "; ".join(f"{m['stage']}: {_fusion_description(m['model_config'])}" for m in state["members"])
+        return f"mean of the probabilities of {len(state['members'])} classifiers ({members})"
+    return _fusion_description(state["model_config"])
+
+
+def _fusion_description(model_config: dict[str, Any]) -> str:
     parts = [f"image={model_config['image_backbone']}", f"fusion={model_config['fusion']}",
              f"use_meta={model_config['use_meta']}", f"use_mask={model_config['use_mask']}",
              *([f"mask={model_config.get('mask_backbone') or model_config['image_backbone']}"]

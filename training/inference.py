@@ -13,6 +13,7 @@ from screening.preprocess import normalise
 
 from .common import load_checkpoint
 from .config import from_dict
+from .models.ensemble import ProbabilityMean
 from .models.fusion import FusionClassifier, FusionConfig
 from .models.segmenter import SegmenterConfig, create_segmenter
 
@@ -48,11 +49,19 @@ def load_segmenter(path: Path) -> tuple[torch.nn.Module, dict]:
 
 
 def load_classifier(path: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a trained classifier, or an ensemble of them (training/ensemble.py), in eval mode."""
     state = load_checkpoint(path)
-    cfg = from_dict(FusionConfig, {**state["model_config"], "image_weights": None, "mask_weights": None})
+    if "members" in state:
+        members = [_fusion(member["model_config"], member["model"], state) for member in state["members"]]
+        return ProbabilityMean(members).eval(), state
+    return _fusion(state["model_config"], state["model"], state).eval(), state
+
+
+def _fusion(model_config: dict, weights: dict, state: dict) -> FusionClassifier:
+    cfg = from_dict(FusionConfig, {**model_config, "image_weights": None, "mask_weights": None})
     model = FusionClassifier(cfg, meta_dim=state["meta_dim"], num_classes=len(state["class_names"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), state
+    model.load_state_dict(weights)
+    return model
 
 
 def batched(items: Sequence, batch_size: int) -> Iterator[Sequence]:

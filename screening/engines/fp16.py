@@ -29,6 +29,9 @@ SENSITIVE_OPS = {
     # image tokens; FP16 rounding flushes small weights and shifts the fused features.
     "Softmax": "attention weights (exp + normalising sum)",
     "LogSoftmax": "same arithmetic as Softmax",
+    # An ensemble's output is the log of its members' mean probability (training/models/
+    # ensemble.py): the small probabilities a ranking separates are FP16 subnormals.
+    "Log": "log of small probabilities (ensemble output)",
     # Variance of the fused features: squares overflow FP16 above |x| ~ 256 (TensorRT itself
     # warns about FP16 LayerNorm for this reason).
     "LayerNormalization": "variance overflows FP16",
