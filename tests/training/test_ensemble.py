@@ -149,3 +149,32 @@ def test_an_ensemble_trains_evaluates_and_exports_as_one_classifier(trained_tiny
     session = ort.InferenceSession(str(bundle / manifest.classifier.file), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"image": image.numpy(), "mask": mask.numpy(), "meta": meta.numpy()})[0]
     np.testing.assert_allclose(softmax(logits), expected.numpy(), atol=1e-5)
+
+
+def test_the_ensemble_graph_converts_to_fp16_with_its_log_in_fp32(tmp_path):
+    """What an engine build does to the graph (screening/engines/fp16.py): the log of the mean
+    probability stays FP32, and the converted graph ranks as the FP32 one does."""
+    import onnx
+
+    from screening.engines.fp16 import convert_to_mixed_fp16
+    from training.export import classifier_for_export, export_onnx
+
+    ensemble = ProbabilityMean([_member(0), _member(1)]).eval()
+    image, mask, meta = _inputs(4)
+    exported, outputs = classifier_for_export(ensemble)
+    path = tmp_path / "classifier.onnx"
+    export_onnx(exported, {"image": image, "mask": mask, "meta": meta}, outputs, path, opset=17)
+    original = onnx.load(str(path))
+    converted, _ = convert_to_mixed_fp16(original, "classifier.onnx")
+    graph = onnx.shape_inference.infer_shapes(converted).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    logs = [n for n in graph.node if n.op_type == "Log"]
+    assert logs and all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in logs)
+    feed = {"image": image.numpy(), "mask": mask.numpy(), "meta": meta.numpy()}
+
+    def probabilities(model):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return softmax(session.run(["logits"], feed)[0])
+
+    p32, p16 = probabilities(original), probabilities(converted)
+    assert np.abs(p16 - p32).max() < 0.02 and (p16.argmax(1) == p32.argmax(1)).all()
