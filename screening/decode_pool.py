@@ -36,7 +36,7 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from .errors import InputError
 from .fingerprint import content_digest
@@ -168,7 +168,7 @@ class StallGuard:
         self.close()
 
 
-class _Read:
+class _Read(Generic[T]):
     """One read handed to a reader thread: its result or exception once ``done``."""
 
     def __init__(self, read: Callable[[Path], T], path: Path) -> None:
