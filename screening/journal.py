@@ -118,7 +118,7 @@ class OutputLock:
         except FileNotFoundError:
             return  # no lock file: no run holds it
         except OSError as error:
-            raise self._cannot_open(error) from None
+            raise self._cannot_open(error, "open") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -140,11 +140,12 @@ class OutputLock:
         try:
             return open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as error:
-            raise self._cannot_open(error) from None
+            raise self._cannot_open(error, "create") from None
 
-    def _cannot_open(self, error: OSError) -> OutputError:
+    def _cannot_open(self, error: OSError, verb: str) -> OutputError:
+        """``verb``: "create" where the lock is taken, "open" where it is only probed (never created)."""
         reason = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror or str(error)
-        return OutputError(f"cannot create the lock file {self.path}: {reason}")
+        return OutputError(f"cannot {verb} the lock file {self.path}: {reason}")
 
     def _still_linked(self, fd: int) -> bool:
         try:

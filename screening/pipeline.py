@@ -26,7 +26,7 @@ import numpy as np
 from .atomic import atomic_write
 from .backends.bundle import BundleBackend
 from .fingerprint import content_digest
-from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits, DecodePool
+from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits, DecodePool, ImagesUnreachable
 from .images import DEFAULT_MAX_DECODE_BYTES, DecodedImage, ImageDecodeError, load_image
 from .manifest import Manifest
 from .metadata import MetaCodes, MetadataVocabulary
@@ -136,11 +136,24 @@ def mask_paths(save_dir: Path, image: str) -> tuple[Path, Path]:
     return base.with_name(base.name + ".mask.png"), base.with_name(base.name + ".overlay.png")
 
 
-def with_digests(jobs: list[ImageJob], root: Path, pool: ThreadPoolExecutor | None = None) -> list[ImageJob]:
-    """The jobs with their content digests filled in (hashed in ``pool`` when given)."""
+def with_digests(jobs: list[ImageJob], root: Path, pool: ThreadPoolExecutor | None = None,
+                 digest: Callable[[Path], str | None] = content_digest) -> list[ImageJob]:
+    """The jobs with their content digests filled in (hashed in ``pool`` when given).
+
+    ``digest`` hashes one file: :func:`screening.fingerprint.content_digest`, or a
+    :class:`screening.decode_pool.StallGuard`'s, which gives up on a read past the time budget;
+    a file it gave up on gets no digest (unknown: screened again, and its row says why).
+    """
     paths = [Path(root) / job.image for job in jobs]
-    digests = pool.map(content_digest, paths) if pool is not None else map(content_digest, paths)
-    return [replace(job, digest=digest) for job, digest in zip(jobs, digests)]
+
+    def digest_or_unknown(path: Path) -> str | None:
+        try:
+            return digest(path)
+        except ImageDecodeError:
+            return None
+
+    digests = pool.map(digest_or_unknown, paths) if pool is not None else map(digest_or_unknown, paths)
+    return [replace(job, digest=value) for job, value in zip(jobs, digests)]
 
 
 def failed_in_the_models(outcome: Outcome) -> bool:
@@ -150,15 +163,17 @@ def failed_in_the_models(outcome: Outcome) -> bool:
 
 def split_finished(jobs: list[ImageJob], finished: dict[str, Outcome],
                    save_masks: Path | None = None, root: Path | None = None,
-                   pool: ThreadPoolExecutor | None = None) -> tuple[dict[str, Outcome], list[ImageJob]]:
+                   pool: ThreadPoolExecutor | None = None,
+                   digest: Callable[[Path], str | None] = content_digest) -> tuple[dict[str, Outcome], list[ImageJob]]:
     """Outcomes to reuse (same content and metadata; mask files present when masks are asked for)
     and the jobs still to screen, in discovery order.
 
     With ``root``, the images that have a journaled result are hashed here, so a file replaced
-    by another of the same size and mtime is screened again; an unreadable file never matches.
+    by another of the same size and mtime is screened again; an unreadable file (or one that did
+    not finish reading, with a bounded ``digest``) never matches.
     """
     if root is not None:
-        hashed = iter(with_digests([job for job in jobs if job.image in finished], root, pool))
+        hashed = iter(with_digests([job for job in jobs if job.image in finished], root, pool, digest))
         jobs = [next(hashed) if job.image in finished else job for job in jobs]
     reused: dict[str, Outcome] = {}
     todo = []
@@ -215,17 +230,23 @@ class Failed:
 
 
 def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_preview: bool,
-               keep_thumbnail: bool = False, load: Callable[..., DecodedImage] = load_image) -> Decoded | Failed:
+               keep_thumbnail: bool = False, load: Callable[..., DecodedImage] = load_image,
+               digest: Callable[[Path], str | None] = content_digest) -> Decoded | Failed:
     """Decode and resize one image; every failure becomes a Failed with a one-line reason.
 
     ``load`` reads and decodes the file: :func:`screening.images.load_image` in this thread, or
-    a :class:`screening.decode_pool.DecodePool`'s, in a child process under a time budget.
+    a :class:`screening.decode_pool.DecodePool`'s, which reads within a time budget and decodes
+    in a child process under it; ``digest`` hashes it (the pool's, within the budget).
+
+    Raises:
+        ImagesUnreachable: the pool found several reads stuck at once: the run must stop.
     """
-    if job.digest is None:
-        # Hashed before decoding: if the file changes in between, the journal holds the old
-        # digest with the new pixels' result, and the next --resume screens it again.
-        job = replace(job, digest=content_digest(Path(root) / job.image))
     try:
+        if job.digest is None:
+            # Hashed before decoding: if the file changes in between, the journal holds the old
+            # digest with the new pixels' result, and the next --resume screens it again. A file
+            # that does not finish reading for the hash is not read a second time.
+            job = replace(job, digest=digest(Path(root) / job.image))
         decoded = load(Path(root) / job.image, input_size)
         pixels = resize_rgb(decoded.rgb, input_size)
         preview = _preview(decoded.rgb) if keep_preview else None
@@ -233,6 +254,8 @@ def decode_one(job: ImageJob, root: Path, input_size: tuple[int, int], keep_prev
         thumb = thumbnail(decoded.rgb) if keep_thumbnail else None
     except ImageDecodeError as exc:
         return Failed(job, exc.reason, exc.transient)
+    except ImagesUnreachable:
+        raise  # not this image's problem but the drive's: no row, the run stops
     except Exception as exc:  # an unforeseen decoder failure is still one image's problem
         return Failed(job, f"cannot decode image ({exc.__class__.__name__}: {_one_line(exc)})")
     return Decoded(job, pixels, decoded.original_size, preview, thumb, decoded.opacity)
@@ -254,15 +277,16 @@ def _one_line(exc: BaseException) -> str:
 def decode_ahead(batches: Iterable[list[ImageJob]], root: Path, input_size: tuple[int, int],
                  pool: ThreadPoolExecutor, prefetch: int = DEFAULT_PREFETCH,
                  keep_preview: bool = False, keep_thumbnail: bool = False,
-                 load: Callable[..., DecodedImage] = load_image) -> Iterator[list[Decoded | Failed]]:
-    """Decode batches in ``pool``, yielding them in order.
+                 load: Callable[..., DecodedImage] = load_image,
+                 digest: Callable[[Path], str | None] = content_digest) -> Iterator[list[Decoded | Failed]]:
+    """Decode batches in ``pool`` (see :func:`decode_one`), yielding them in order.
 
     At most ``prefetch`` batches are decoding while the consumer works on the one yielded, so
     at most ``prefetch + 1`` batches are in memory whatever the folder size.
     """
     pending: deque[list[Future]] = deque()
     for batch in batches:
-        pending.append([pool.submit(decode_one, job, root, input_size, keep_preview, keep_thumbnail, load)
+        pending.append([pool.submit(decode_one, job, root, input_size, keep_preview, keep_thumbnail, load, digest)
                         for job in batch])
         if len(pending) > prefetch:
             yield [future.result() for future in pending.popleft()]
@@ -478,7 +502,7 @@ class PipelineOptions:
 
     batch_size: int = DEFAULT_BATCH_SIZE  # images per model call
     workers: int = 2  # decoder threads, each with its decoder process
-    # Time and memory budget per image; None decodes in the threads themselves, unbounded.
+    # Time and memory budget per image; None reads and decodes in the threads themselves, unbounded.
     limits: DecodeLimits | None = DecodeLimits(DEFAULT_TIME_BUDGET_S, DEFAULT_MAX_DECODE_BYTES)
     prefetch: int = DEFAULT_PREFETCH  # batches decoding ahead of inference
     save_masks: Path | None = None  # folder for mask and overlay PNGs
@@ -500,13 +524,15 @@ def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
         done: images not to screen (results reused from the journal).
     """
     input_size = backend.manifest.input_size
-    # The decoder processes close first (killed, however busy), then the threads waiting on
-    # them return at once: an interrupted run never waits for a decoder.
+    # The decoder processes close first (killed, however busy, and reads stuck on a stalled
+    # drive left behind), then the threads waiting on them return at once: an interrupted run
+    # never waits for a decoder or a read.
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode") as pool, \
             (DecodePool(options.workers, options.limits) if options.limits else nullcontext()) as decoders:
         load = decoders.load if decoders is not None else load_image
+        digest = decoders.digest if decoders is not None else content_digest
         batches = plan_batches(jobs, options.batch_size, done)
         for batch in decode_ahead(batches, root, input_size, pool, options.prefetch,
                                   keep_preview=options.save_masks is not None,
-                                  keep_thumbnail=options.views is not None, load=load):
+                                  keep_thumbnail=options.views is not None, load=load, digest=digest):
             yield infer_batch(batch, backend, options.save_masks, options.tta, options.views)

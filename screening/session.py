@@ -22,7 +22,7 @@ from .images import Discovery, discover_images, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
-from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
+from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits, StallGuard
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
@@ -230,10 +230,13 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
     """Screen the jobs the journal does not already hold, journaling each batch."""
     workers = request.workers or default_workers()
     # Journaled images are hashed to see whether their content changed (reading is I/O and
-    # hashlib releases the GIL, so the decoder thread count suits this too).
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
+    # hashlib releases the GIL, so the decoder thread count suits this too). Each read waits
+    # at most --decode-timeout: a stalled network drive must not hang the night here either.
+    # The guard closes first, so that an interrupt does not wait for the pool's stuck reads.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool, \
+            StallGuard(request.decode_timeout_s) as reads:
         reused, todo = split_finished(jobs, journal.finished, request.save_masks,
-                                      root=Path(request.images_dir), pool=pool)
+                                      root=Path(request.images_dir), pool=pool, digest=reads.digest)
     if not jobs:
         reporter.warn(f"no image files found in {request.images_dir} "
                       f"(looked for .jpg .jpeg .png .bmp .tif .tiff)")

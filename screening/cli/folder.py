@@ -141,8 +141,10 @@ def resolve_bundle(bundle: Path | None) -> Path:
               help="With --ray: model-holding actors.  [default: one per GPU of the cluster, "
                    "else one per 2 CPUs]")
 @click.option("--decode-timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
-              help="Time limit to read and decode one image; a decoder stuck in a hostile file "
-                   "is stopped and the image becomes an error row (retried by --resume).")
+              help="Time limit to read one image file, and again to decode it: a read stuck on "
+                   "a stalled network drive is abandoned, a decoder stuck in a hostile file is "
+                   "stopped, and the image becomes an error row (retried by --resume). Four reads "
+                   "stuck at once stop the run (exit 2): the drive is gone.")
 @click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
               help="Decoder memory limit per image, from its header (width x height x channels "
                    "x bytes per sample, before decoding); larger images become error rows (screened "

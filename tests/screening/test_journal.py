@@ -301,6 +301,17 @@ def test_lock_does_not_follow_a_planted_link(tmp_path: Path) -> None:
     assert not target.exists()
 
 
+def test_probe_says_it_cannot_open_the_lock_file_not_create_it(tmp_path: Path) -> None:
+    # The probe (screen folder --check, screen report) never creates the lock file: a message
+    # saying "create" would send the reader looking at folder permissions.
+    out = tmp_path / "results.csv"
+    lock_path(out).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError) as info:
+        OutputLock(out).probe()
+    assert str(info.value) == f"cannot open the lock file {out}.lock: it is a symbolic link"
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_temp_files_left_by_a_killed_run_are_removed_under_the_lock(tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
     left = [tmp_path / ".results.csv.k2j3h4.tmp", tmp_path / ".results.csv.journal.a1b2.tmp"]
