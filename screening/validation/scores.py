@@ -6,13 +6,12 @@ sum of its malignant columns). That is plenty for ranking and AUCs; for refittin
 a probability of 0.000000 has lost its logarithm, so it is read as the middle of what rounds to
 0 (``CSV_ZERO``), from either file. The journal is preferred whenever it belongs to the same run
 (same bundle, same classes): it is there even when a killed run never wrote the CSV, and it
-holds the numbers themselves rather than spreadsheet-safe text.
+holds the numbers themselves rather than spreadsheet-safe text. The CSV
+is read by ``results_csv``, which refuses what a spreadsheet or a cut-off copy has spoilt.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,13 +22,12 @@ from ..errors import InputError
 from ..manifest import Manifest
 from ..results import OK, Outcome
 from ..tta import TTA_MODES
+from .results_csv import read_results_csv
 
 JOURNAL_SUFFIX = ".journal"
 # Probabilities are rounded to 6 decimals (CSV and journal): one stored as 0 lies in [0, 5e-7), read
 # as its middle so that its logarithm (temperature fitting) is finite and of the right size.
 CSV_ZERO = 2.5e-7
-# Spreadsheet neutralisation (screening.results.neutralise) prefixes these with an apostrophe.
-_NEUTRALISED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
 
 
 @dataclass
@@ -70,22 +68,6 @@ def made_by(scores: "Scores", manifest: Manifest) -> bool:
     return tta_of(scores, manifest) is not None
 
 
-def _plain(cell: str) -> str:
-    """Undo the results CSV's spreadsheet neutralisation of a text cell."""
-    return cell[1:] if cell.startswith(_NEUTRALISED) else cell
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read results {path}: {exc}") from exc
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows or "image" not in rows[0] or "status" not in rows[0]:
-        raise InputError(f"{path} is not a `screen folder` results CSV (no image/status columns)")
-    return rows
-
-
 def _read_journal(path: Path) -> tuple[dict, dict[str, Outcome]]:
     """The journal's header and its outcomes by image (a later line wins; torn lines skipped)."""
     try:
@@ -124,23 +106,19 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
     journal = path if path.name.endswith(JOURNAL_SUFFIX) else path.with_name(path.name + JOURNAL_SUFFIX)
     bundle = ""
     if path != journal:
-        rows = _read_csv(path)
-        missing = [f"p_{c}" for c in classes if f"p_{c}" not in rows[0]]
-        if missing:
-            raise InputError(f"{path} lacks the columns {', '.join(missing)} of bundle {manifest.tag}'s classes")
-        named = sorted({_plain(row.get("bundle") or "") for row in rows if row["status"] == OK})
+        rows = read_results_csv(path, classes, manifest.tag)
+        named = sorted({row.bundle for row in rows if row.ok})
         if len(named) > 1:  # rows of two bundles joined by hand: no one temperature or threshold fits them
             raise InputError(f"{path} holds rows of {len(named)} bundles ({', '.join(n or '(none)' for n in named[:3])}"
                              f"{', ...' if len(named) > 3 else ''}): evaluate or calibrate one bundle's results")
         bundle = named[0] if named else ""
         for row in rows:
-            image = _plain(row["image"])
-            if row["status"] != OK:
-                errors.append(image)
+            if not row.ok:
+                errors.append(row.image)
                 continue
-            probabilities[image] = tuple(float(row[f"p_{c}"]) for c in classes)
-            if row.get("patient_id"):
-                patient_ids[image] = _plain(row["patient_id"])
+            probabilities[row.image] = row.probabilities
+            if row.patient_id:
+                patient_ids[row.image] = row.patient_id
     precision = "CSV (6 decimals)"
     if journal.is_file():
         header, outcomes = _read_journal(journal)

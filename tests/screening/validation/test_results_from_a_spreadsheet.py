@@ -1,0 +1,112 @@
+"""Results read back for `screen evaluate` / `screen calibrate` after a spreadsheet, a cut-off copy or a
+later run had them: every probability is the one screening wrote, or the file is refused in one line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from screening.errors import InputError
+from screening.validation.scores import CSV_ZERO, read_scores
+
+
+def _rows(data) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.results.read_text(encoding="utf-8-sig"))))
+
+
+def _write(data, rows: list[list[str]], delimiter: str = ",") -> None:
+    with open(data.results, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, delimiter=delimiter).writerows(rows)
+
+
+def _csv_only(data):
+    """The results CSV alone: its journal removed, as when only the CSV was copied off the machine."""
+    data.results.with_name("results.csv.journal").unlink(missing_ok=True)
+    return data
+
+
+def _expected(data, image: str) -> np.ndarray:
+    return np.maximum(data.probabilities[data.images.index(image)], CSV_ZERO)
+
+
+def test_an_excel_csv_with_semicolons_and_decimal_commas_reads_the_same_numbers(synthetic):
+    data = _csv_only(synthetic(n=40))
+    before = read_scores(data.results, data.manifest)
+    rows = _rows(data)
+    numeric = [i for i, name in enumerate(rows[0]) if name.startswith("p_") or name in ("risk", "confidence")]
+    _write(data, [rows[0]] + [[c.replace(".", ",") if i in numeric else c for i, c in enumerate(r)]
+                              for r in rows[1:]], delimiter=";")
+    after = read_scores(data.results, data.manifest)
+    assert after.images == before.images
+    np.testing.assert_array_equal(after.probabilities, before.probabilities)
+
+
+@pytest.mark.parametrize("cell, why", [
+    ("nan", "is not a probability"), ("-3", "is not a probability"), ("55", "is not a probability"),
+    ("0.5", "sum to"),  # one cell retyped: the row no longer sums to 1
+    ("", "is not a number"), ("12%", "is not a number"), ("'=0.5", "is not a number"),
+])
+def test_a_probability_that_is_not_the_one_screening_wrote_is_refused_naming_the_line(synthetic, cell, why):
+    data = _csv_only(synthetic(n=40))
+    rows = _rows(data)
+    column = rows[0].index("p_mel")
+    rows[3][column] = cell
+    _write(data, rows)
+    with pytest.raises(InputError) as error:
+        read_scores(data.results, data.manifest)
+    message = str(error.value)
+    assert "\n" not in message and f"{data.results} line 4" in message and "p_mel" in message and why in message
+
+
+def test_an_image_listed_twice_is_refused(synthetic):
+    """Two results pasted together: the later row must not silently replace the earlier."""
+    data = _csv_only(synthetic(n=40))
+    rows = _rows(data)
+    _write(data, rows + [rows[2]])
+    with pytest.raises(InputError, match=rf"lists {rows[2][1]} twice \(lines 3, 42\)"):
+        read_scores(data.results, data.manifest)
+
+
+def test_a_results_csv_cut_short_mid_row_is_refused(synthetic):
+    """A copy taken while the disk filled up: the last row's status and numbers are missing; it must
+    not be counted as a screening error."""
+    data = _csv_only(synthetic(n=40))
+    text = data.results.read_text(encoding="utf-8-sig")
+    data.results.write_text(text[:text.rfind(",ok,") - 10], encoding="utf-8")
+    with pytest.raises(InputError, match=r"line 41 has \d+ cells, its header 18: the file is cut short"):
+        read_scores(data.results, data.manifest)
+
+
+_CELLS = st.one_of(st.text(max_size=8), st.sampled_from(["nan", "inf", "-0", "1e-06", "0,5", " 0.1", "'-1"]),
+                   st.floats(allow_nan=True, allow_infinity=True).map(repr))
+
+
+@pytest.fixture
+def written(synthetic):
+    """One run's results CSV (no journal) and its text, made once for all the examples."""
+    data = _csv_only(synthetic(n=40))
+    return data, data.results.read_text(encoding="utf-8-sig")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(row=st.integers(1, 40), column=st.sampled_from(["p_nv", "p_bkl", "p_mel", "p_bcc"]), cell=_CELLS)
+def test_any_retyped_probability_reads_as_written_or_is_refused_in_one_line(written, row, column, cell):
+    data, text = written
+    rows = list(csv.reader(io.StringIO(text)))
+    image = rows[row][1]
+    rows[row][rows[0].index(column)] = cell
+    _write(data, rows)
+    try:
+        scores = read_scores(data.results, data.manifest)
+    except InputError as error:
+        assert "\n" not in str(error) and str(data.results) in str(error)
+        return
+    # Read: within the CSV's rounding of what screening wrote (a cell retyped as an equal number).
+    got = scores.probabilities[scores.images.index(image)]
+    np.testing.assert_allclose(got, _expected(data, image), rtol=0, atol=2e-6)
