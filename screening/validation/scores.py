@@ -5,8 +5,8 @@ decimals (screening rounds them before summing the risk, so that the CSV's risk 
 sum of its malignant columns). That is plenty for ranking and AUCs; for refitting a temperature
 a probability of 0.000000 has lost its logarithm, so it is read as the middle of what rounds to
 0 (``CSV_ZERO``), from either file. The journal is preferred whenever it belongs to the same run
-(same bundle, same classes): it is there even when a killed run never wrote the CSV, and it
-holds the numbers themselves rather than spreadsheet-safe text. The CSV
+(same bundle, same classes, the CSV's very numbers): it is there even when a killed run never
+wrote the CSV, and it holds the numbers themselves rather than spreadsheet-safe text. The CSV
 is read by ``results_csv``, which refuses what a spreadsheet or a cut-off copy has spoilt.
 """
 
@@ -66,6 +66,10 @@ def tta_of(scores: "Scores", manifest: Manifest) -> str | None:
 def made_by(scores: "Scores", manifest: Manifest) -> bool:
     """Whether the scores came from this very bundle, with any TTA (or do not say where they came from)."""
     return tta_of(scores, manifest) is not None
+
+
+def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-9 for x, y in zip(a, b))
 
 
 def _read_journal(path: Path) -> tuple[dict, dict[str, Outcome]]:
@@ -130,7 +134,11 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
                     if image in outcomes and outcomes[image].status == OK}
             if path == journal:
                 errors = sorted(i for i, o in outcomes.items() if o.status != OK)
-            if len(kept) == len(wanted):
+            # The journal outlives its CSV: a later --resume that re-screened a replaced picture and
+            # was killed before writing the CSV leaves a newer line. Only a journal that says what
+            # the CSV says is this CSV's (both are rounded to 6 decimals: equal when the same run).
+            if len(kept) == len(wanted) and (path == journal or all(
+                    _same(kept[image], probabilities[image]) for image in kept)):
                 probabilities, precision = kept, "journal (6 decimals)"
         elif path == journal:
             raise InputError(f"journal {journal} holds classes {header.get('classes')}, not bundle "

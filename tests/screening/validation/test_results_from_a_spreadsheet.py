@@ -35,6 +35,21 @@ def _expected(data, image: str) -> np.ndarray:
     return np.maximum(data.probabilities[data.images.index(image)], CSV_ZERO)
 
 
+def test_a_journal_a_later_run_rewrote_does_not_replace_the_csv_the_clinic_saw(synthetic):
+    """`--resume` on a folder where one picture was replaced, killed before its CSV: the journal's
+    newer line for that image is not the result in this CSV, and must not be evaluated as it."""
+    data = synthetic(n=40)
+    journal = data.results.with_name("results.csv.journal")
+    line = json.loads(journal.read_text().splitlines()[1])
+    line.update(fingerprint="the new picture", probabilities=[0.0, 0.0, 0.0, 1.0], risk=1.0)
+    with open(journal, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+    scores = read_scores(data.results, data.manifest)
+    image = line["image"]
+    np.testing.assert_array_equal(scores.probabilities[scores.images.index(image)], _expected(data, image))
+    assert scores.precision == "CSV (6 decimals)"
+
+
 def test_an_excel_csv_with_semicolons_and_decimal_commas_reads_the_same_numbers(synthetic):
     data = _csv_only(synthetic(n=40))
     before = read_scores(data.results, data.manifest)
