@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..manifest import Manifest
+from ..metadata import MAX_PLAUSIBLE_AGE
 from . import metrics
 from .bootstrap import DEFAULT_RESAMPLES, group_index, intervals
 from .labels import Labels
@@ -37,10 +38,16 @@ class Cases:
 
 
 def age_band(age: str) -> str:
-    """'47' -> '40-49'; under 30 and 80 or over are one band each; unknown stays 'unknown'."""
+    """'47' -> '40-49'; under 30 and 80 or over are one band each; unknown stays 'unknown'.
+
+    An age that screening takes as unknown ('NaN', '-5', '200', '45 years') is unknown here too:
+    counted under 30 or over 80 it would move cases between bands (and 'NaN' has no band at all).
+    """
     try:
         years = float(age)
     except ValueError:
+        return "unknown"
+    if not 0 <= years <= MAX_PLAUSIBLE_AGE:  # NaN is not in range either
         return "unknown"
     if years < 30:
         return "<30"

@@ -9,10 +9,13 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from screening.cli import cli
 from screening.errors import InputError
+from screening.metadata import DEFAULT_VOCABULARY
 from screening.cli.validation import DEFAULT_RESAMPLES as CLI_RESAMPLES
 from screening.validation import metrics
 from screening.validation.bootstrap import DEFAULT_RESAMPLES, group_index, intervals
@@ -193,3 +196,18 @@ def test_two_keys_fitting_one_image_with_two_diagnoses_are_refused(synthetic, tm
         fh.write(",".join([first[0] + ".jpg", other, *first[2:]]) + "\n")
     with pytest.raises(InputError, match=rf"one image more than one diagnosis: {first[0]}.jpg \(lines 2, 62: "):
         read_labels(data.labels, data.images, data.manifest)
+
+
+_BANDS = {"<30", "30-39", "40-49", "50-59", "60-69", "70-79", "80+", "unknown"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(age=st.one_of(st.text(max_size=10), st.floats().map(str), st.integers(-300, 300).map(str),
+                     st.sampled_from(["NaN", "nan", "inf", "-5", "200", "1e3", "45 years", "45,5", " 47 "])))
+def test_every_age_cell_gets_a_band_and_the_one_screening_would_use(age):
+    """A labels CSV exported with 'NaN' for a missing age crashed `screen evaluate`; '-5' and '200'
+    were counted under 30 and over 80. An age screening takes as unknown is an unknown band here."""
+    band = age_band(age)
+    assert band in _BANDS
+    code, _ = DEFAULT_VOCABULARY.age_code(age)
+    assert (band == "unknown") == (code == len(DEFAULT_VOCABULARY.age_edges) + 1)
