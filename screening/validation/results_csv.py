@@ -60,9 +60,10 @@ def read_results_csv(path: Path, classes: list[str], tag: str) -> list[ResultsLi
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read results {path}: {exc}") from exc
-    first = text.split("\n", 1)[0]
-    # A spreadsheet that writes decimal commas separates cells with semicolons.
-    semicolons = ";" in first and "," not in first
+    # A spreadsheet that writes decimal commas separates cells with semicolons: the delimiter is
+    # the one that splits the header into the columns screen writes.
+    first = next(csv.reader(io.StringIO(text, newline="")), [])
+    semicolons = not {"image", "status"} <= set(first)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=";" if semicolons else ",")
     header = next(reader, [])
     if "image" not in header or "status" not in header:

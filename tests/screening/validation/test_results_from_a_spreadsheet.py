@@ -125,3 +125,14 @@ def test_any_retyped_probability_reads_as_written_or_is_refused_in_one_line(writ
     # Read: within the CSV's rounding of what screening wrote (a cell retyped as an equal number).
     got = scores.probabilities[scores.images.index(image)]
     np.testing.assert_allclose(got, _expected(data, image), rtol=0, atol=2e-6)
+
+
+def test_a_semicolon_csv_whose_extra_column_name_holds_a_comma_is_still_read(synthetic):
+    """Columns copied from the patients CSV may hold a comma in their header ('notes, free text')."""
+    data = _csv_only(synthetic(n=20))
+    before = read_scores(data.results, data.manifest)
+    rows = _rows(data)
+    rows = [row + [cell] for row, cell in zip(rows, ["notes, free text"] + [""] * (len(rows) - 1))]
+    _write(data, [[c.replace(".", ",") if r and c[:2] in ("0.", "1.") else c for c in r] for r in rows],
+           delimiter=";")
+    np.testing.assert_array_equal(read_scores(data.results, data.manifest).probabilities, before.probabilities)
