@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..journal_lines import BadLine, read_outcome
 from ..manifest import Manifest
 from ..results import OK, Outcome
 from ..tta import TTA_MODES
@@ -72,8 +73,13 @@ def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-9 for x, y in zip(a, b))
 
 
-def _read_journal(path: Path) -> tuple[dict, dict[str, Outcome]]:
-    """The journal's header and its outcomes by image (a later line wins; torn lines skipped)."""
+def _read_journal(path: Path, classes: list[str]) -> tuple[dict, dict[str, Outcome]]:
+    """The journal's header and its outcomes by image (a later line wins).
+
+    Each line is checked as screening checks a line it reuses (``read_outcome``: as many
+    probabilities as ``classes``, each a number in 0..1): a torn last line, or one damaged by
+    hand or disk, is left out, never read as NaN scores or crash on a ragged row.
+    """
     try:
         lines = path.read_bytes().splitlines()
     except OSError as exc:
@@ -87,8 +93,8 @@ def _read_journal(path: Path) -> tuple[dict, dict[str, Outcome]]:
     outcomes = {}
     for line in lines[1:]:
         try:
-            outcome = Outcome.from_json(line.decode("utf-8"))
-        except ValueError:
+            outcome = read_outcome(line, tuple(classes))
+        except BadLine:
             continue
         outcomes[outcome.image] = outcome
     return header, outcomes
@@ -125,7 +131,7 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
                 patient_ids[row.image] = row.patient_id
     precision = "CSV (6 decimals)"
     if journal.is_file():
-        header, outcomes = _read_journal(journal)
+        header, outcomes = _read_journal(journal, classes)
         same_run = list(header.get("classes", [])) == classes and (not bundle or header.get("bundle") == bundle)
         if same_run:
             bundle = str(header.get("bundle", bundle))

@@ -136,3 +136,21 @@ def test_a_semicolon_csv_whose_extra_column_name_holds_a_comma_is_still_read(syn
     _write(data, [[c.replace(".", ",") if r and c[:2] in ("0.", "1.") else c for c in r] for r in rows],
            delimiter=";")
     np.testing.assert_array_equal(read_scores(data.results, data.manifest).probabilities, before.probabilities)
+
+
+def test_a_damaged_journal_line_is_left_out_like_a_torn_one_never_read_as_scores(synthetic):
+    """A journal alone (a run killed before its CSV) with a line damaged by hand or disk: a
+    probability that is NaN, or three probabilities for four classes. Read unchecked, the first
+    became a NaN in every figure and the second a crash; each such line is left out, as screening
+    leaves it out (its image is screened again by --resume)."""
+    data = synthetic(n=40)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    nan, short = json.loads(lines[1]), json.loads(lines[2])
+    nan["probabilities"][0] = float("nan")
+    short["probabilities"] = short["probabilities"][:3]
+    journal.write_text("\n".join([lines[0], json.dumps(nan), json.dumps(short), *lines[3:]]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 38 and nan["image"] not in scores.images and short["image"] not in scores.images
+    assert np.isfinite(scores.probabilities).all()
