@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..results import DECIMALS, ERROR, OK
+from ..results import DECIMALS, ERROR, OK, neutralise
 
-# Spreadsheet neutralisation (screening.results.neutralise) prefixes these with an apostrophe.
-_NEUTRALISED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
 # Each probability is rounded to DECIMALS: a row's sum may miss 1 by half a step per class.
 _HALF_STEP = 0.5 * 10.0 ** -DECIMALS
 _AS_WRITTEN = "use the CSV as `screen folder` wrote it, or its journal"
@@ -38,8 +36,12 @@ class ResultsLine:
 
 
 def plain(cell: str) -> str:
-    """Undo the results CSV's spreadsheet neutralisation of a text cell."""
-    return cell[1:] if cell.startswith(_NEUTRALISED) else cell
+    """Undo the results CSV's spreadsheet neutralisation of a text cell.
+
+    Only an apostrophe that ``neutralise`` would have added goes: ``'-5`` is a patient id typed
+    with its apostrophe (``neutralise`` leaves the number ``-5`` alone), and stays as typed.
+    """
+    return cell[1:] if cell.startswith("'") and neutralise(cell[1:]) == cell else cell
 
 
 def read_results_csv(path: Path, classes: list[str], tag: str) -> list[ResultsLine]:

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from screening.errors import InputError
+from screening.results import neutralise
+from screening.validation.results_csv import plain
 from screening.validation.scores import CSV_ZERO, read_scores
 
 
@@ -154,3 +156,12 @@ def test_a_damaged_journal_line_is_left_out_like_a_torn_one_never_read_as_scores
     scores = read_scores(journal, data.manifest)
     assert len(scores.images) == 38 and nan["image"] not in scores.images and short["image"] not in scores.images
     assert np.isfinite(scores.probabilities).all()
+
+
+@given(text=st.one_of(st.text(max_size=8), st.sampled_from(["-5", "'-5", "=1+1", "'=1+1", "@x", "+44 20", "-0.5"])))
+def test_a_text_cell_reads_back_as_the_clinic_typed_it(text):
+    """Image names and patient ids go through the CSV's formula neutralising and back unchanged;
+    an apostrophe the clinic typed ('-5) is kept, as the report keeps it."""
+    if text.startswith("'") and neutralise(text[1:]) == text:
+        return  # neutralised text itself ('=1+1): the CSV cannot tell it from =1+1
+    assert plain(neutralise(text)) == text
