@@ -211,3 +211,13 @@ def test_every_age_cell_gets_a_band_and_the_one_screening_would_use(age):
     assert band in _BANDS
     code, _ = DEFAULT_VOCABULARY.age_code(age)
     assert (band == "unknown") == (code == len(DEFAULT_VOCABULARY.age_edges) + 1)
+
+
+def test_an_unreadable_labels_file_is_named_as_the_labels_not_as_patient_metadata(synthetic, tmp_path):
+    """`screen evaluate` has no --meta here: a message about a 'metadata file' alone sends the admin
+    looking for the wrong file."""
+    data = synthetic(n=20)
+    missing = tmp_path / "labels-typo.csv"
+    result = run("evaluate", data.results, "--labels", missing, "--bundle", _bundle(data), "--out", tmp_path / "e")
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: --labels: metadata file not found: {missing}"
