@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..manifest import Manifest
-from ..metadata import MAX_PLAUSIBLE_AGE
+from ..metadata import MAX_PLAUSIBLE_AGE, MISSING_STRINGS, SEX_ALIASES, UNKNOWN
 from . import metrics
 from .bootstrap import DEFAULT_RESAMPLES, group_index, intervals
 from .labels import Labels
@@ -57,6 +57,16 @@ def age_band(age: str) -> str:
     return f"{low}-{low + 9}"
 
 
+def group_name(text: str, aliases: dict[str, str] | None = None) -> str:
+    """A breakdown group as screening reads the cell: 'Lower_Extremity' -> 'lower extremity',
+    'F' -> 'female' (``aliases``), 'NaN' or '' -> 'unknown'. Split by spelling, a group's figures
+    would silently leave out the cases spelt otherwise."""
+    text = " ".join(text.strip().lower().replace("_", " ").split())
+    if text in MISSING_STRINGS:
+        return UNKNOWN
+    return (aliases or {}).get(text, text)
+
+
 def join(scores: Scores, labels: Labels, manifest: Manifest) -> tuple[Cases, dict[str, Any]]:
     """The cases with both a score and a mapped label, and an account of every case without."""
     keep = [i for i, image in enumerate(scores.images) if image in labels.truth]
@@ -68,8 +78,9 @@ def join(scores: Scores, labels: Labels, manifest: Manifest) -> tuple[Cases, dic
     for image in images:
         d = dict(labels.descriptors.get(image, {}))
         d["age_band"] = age_band(d.get("age", ""))
-        for key in ("site", "sex", "source"):
-            d[key] = re.sub(r"\s+", " ", d.get(key, "").strip().lower()) or "unknown"
+        d["sex"] = group_name(d.get("sex", ""), SEX_ALIASES)
+        d["site"] = group_name(d.get("site", ""))
+        d["source"] = re.sub(r"\s+", " ", d.get("source", "").strip().lower()) or "unknown"
         descriptors.append(d)
     patient_ids = [labels.descriptors.get(i, {}).get("patient_id") or scores.patient_ids.get(i, "")
                    for i in images]

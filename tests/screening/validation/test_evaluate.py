@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -221,3 +223,21 @@ def test_an_unreadable_labels_file_is_named_as_the_labels_not_as_patient_metadat
     result = run("evaluate", data.results, "--labels", missing, "--bundle", _bundle(data), "--out", tmp_path / "e")
     assert result.exit_code == 2
     assert result.output.strip() == f"Error: --labels: metadata file not found: {missing}"
+
+
+def test_one_sex_or_site_spelled_several_ways_is_one_breakdown_group(synthetic):
+    """'F', 'female' and 'W' are one sex, as screening reads them; 'Lower_Extremity' and 'lower
+    extremity' one site; 'NaN' is unknown. Split by spelling, each group's figures left the others'
+    cases out, silently."""
+    data = synthetic(n=120)
+    rows = list(csv.reader(io.StringIO(data.labels.read_text())))
+    sex, site = rows[0].index("sex"), rows[0].index("site")
+    for i, row in enumerate(rows[1:]):
+        row[sex] = ("F", "female", "Female ", "W", "m", "MALE")[i % 6]
+        row[site] = ("Lower_Extremity", "lower extremity", "NaN")[i % 3]
+    with open(data.labels, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    m = data.manifest
+    report, _ = evaluate(read_scores(data.results, m), read_labels(data.labels, data.images, m), m, resamples=0)
+    assert {k: g["n"] for k, g in report["breakdowns"]["sex"].items()} == {"female": 80, "male": 40}
+    assert {k: g["n"] for k, g in report["breakdowns"]["site"].items()} == {"lower extremity": 80, "unknown": 40}
