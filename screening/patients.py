@@ -391,7 +391,8 @@ def _columns(path: Path, header: list[str], warnings: list[str],
     ``overrides`` (field -> header, from ``--column``) name a clinic's own columns; they win
     over the usual names.
     """
-    original = [name.strip() for name in header]
+    # As shown in messages: a quoted header may hold a line break, and an error is one line.
+    original = [" ".join(name.split()) for name in header]
     normal = [_normal_header(name) for name in header]
     for position, name in enumerate(normal):
         if name and normal.index(name) != position:

@@ -135,12 +135,18 @@ def calibrate(bundle: Path | None, results: Path, labels_csv: Path, out_dir: Pat
 
     No GPU and no torch needed: the temperature is fitted on the saved probabilities.
     """
+    from ..errors import InputError
     from ..manifest import load_manifest
     from ..validation.calibrate import CalibrationRequest, calibrate as run_calibration, format_calibration
     from ..validation.labels import read_labels
     from ..validation.scores import read_scores
 
     bundle_dir = resolve_bundle(bundle)
+    if out_dir.resolve() == bundle_dir.resolve():
+        # --force would swap the parent for its own child: the bundle the derived one names as its
+        # origin (and whose results it rescales) would be gone, and every job using it changed.
+        raise InputError(f"--out {out_dir} is the bundle being calibrated: write the derived bundle beside "
+                         f"it (e.g. {bundle_dir}-local)")
     manifest = load_manifest(bundle_dir)
     scores = read_scores(results, manifest)
     labels = read_labels(labels_csv, scores.images + scores.error_rows, manifest)

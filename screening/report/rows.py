@@ -103,6 +103,31 @@ def _finite(row: ReportRow, source: str) -> ReportRow:
                      new=row.new, screened_at=row.screened_at, bundle=row.bundle, fingerprint=row.fingerprint)
 
 
+def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
+    """A row cut short (a copy taken while the CSV was written), or an ok row whose risk or a
+    probability is no number in 0..1 (a spreadsheet's ``0,93`` or ``93%``, a retyped cell), becomes
+    an error row saying so: shown as an error without a reason, or as a result without its risk,
+    it would mislead the reviewer. Non-finite numbers are left to :func:`_finite`."""
+    problem = ""
+    if any(value is None for key, value in cells.items() if key is not None):
+        problem = "its row in the results CSV is cut short (copied while it was written?)"
+        problem += f"; {row.error}" if row.error else ""
+    elif row.status == OK:
+        text = {key: (value or "").strip() for key, value in cells.items() if key is not None}
+        for name in ("risk", *(key for key in text if key.startswith("p_"))):
+            value = _number(text[name]) if name in text else None
+            if value is None:
+                problem = f"{name} {text.get(name, '')!r} in the results CSV is not a number"
+            elif math.isfinite(value) and not 0.0 <= value <= 1.0:
+                problem = f"{name} {text[name]!r} in the results CSV is not a probability"
+            if problem:
+                break
+    if not problem:
+        return row
+    return ReportRow(rank=None, image=row.image, patient_id=row.patient_id, status=ERROR, error=problem,
+                     warnings=row.warnings, new=row.new, screened_at=row.screened_at, bundle=row.bundle)
+
+
 def read_results_csv(path: Path) -> Results:
     """Rows of a results CSV in its rank order.
 
@@ -122,7 +147,7 @@ def read_results_csv(path: Path) -> Results:
             for index, cells in enumerate(reader):
                 if index >= MAX_ROWS:
                     raise InputError(f"{path} has more than {MAX_ROWS} rows")
-                rows.append(_finite(_row(cells), "results CSV"))
+                rows.append(_finite(_usable(_row(cells), cells), "results CSV"))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     # A flag column left empty (no operating point) is no flag at all for the reviewer.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import InputError
+from ..errors import InputError, MetadataError
 from ..manifest import Manifest
 from ..patients import PatientTable, read_patients
 
@@ -97,7 +97,10 @@ def read_labels(path: Path, images: list[str], manifest: Manifest) -> Labels:
         MetadataError: the CSV cannot be read or has no key column.
         InputError: it has no diagnosis column.
     """
-    table = read_patients(path, images=images)
+    try:
+        table = read_patients(path, images=images)
+    except MetadataError as error:  # the reader's words are the patients CSV's: say which file it is
+        raise MetadataError(f"--labels: {error}") from None
     diagnosis_column = _column(table, DIAGNOSIS_COLUMNS)
     if diagnosis_column is None:
         raise InputError(f"{path} has no diagnosis column (one of {', '.join(DIAGNOSIS_COLUMNS)}); "

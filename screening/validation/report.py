@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..manifest import Manifest
+from ..metadata import MAX_PLAUSIBLE_AGE, MISSING_STRINGS, SEX_ALIASES, UNKNOWN
 from . import metrics
 from .bootstrap import DEFAULT_RESAMPLES, group_index, intervals
 from .labels import Labels
@@ -37,10 +38,16 @@ class Cases:
 
 
 def age_band(age: str) -> str:
-    """'47' -> '40-49'; under 30 and 80 or over are one band each; unknown stays 'unknown'."""
+    """'47' -> '40-49'; under 30 and 80 or over are one band each; unknown stays 'unknown'.
+
+    An age that screening takes as unknown ('NaN', '-5', '200', '45 years') is unknown here too:
+    counted under 30 or over 80 it would move cases between bands (and 'NaN' has no band at all).
+    """
     try:
         years = float(age)
     except ValueError:
+        return "unknown"
+    if not 0 <= years <= MAX_PLAUSIBLE_AGE:  # NaN is not in range either
         return "unknown"
     if years < 30:
         return "<30"
@@ -48,6 +55,16 @@ def age_band(age: str) -> str:
         return "80+"
     low = int(years // 10 * 10)
     return f"{low}-{low + 9}"
+
+
+def group_name(text: str, aliases: dict[str, str] | None = None) -> str:
+    """A breakdown group as screening reads the cell: 'Lower_Extremity' -> 'lower extremity',
+    'F' -> 'female' (``aliases``), 'NaN' or '' -> 'unknown'. Split by spelling, a group's figures
+    would silently leave out the cases spelt otherwise."""
+    text = " ".join(text.strip().lower().replace("_", " ").split())
+    if text in MISSING_STRINGS:
+        return UNKNOWN
+    return (aliases or {}).get(text, text)
 
 
 def join(scores: Scores, labels: Labels, manifest: Manifest) -> tuple[Cases, dict[str, Any]]:
@@ -61,8 +78,9 @@ def join(scores: Scores, labels: Labels, manifest: Manifest) -> tuple[Cases, dic
     for image in images:
         d = dict(labels.descriptors.get(image, {}))
         d["age_band"] = age_band(d.get("age", ""))
-        for key in ("site", "sex", "source"):
-            d[key] = re.sub(r"\s+", " ", d.get(key, "").strip().lower()) or "unknown"
+        d["sex"] = group_name(d.get("sex", ""), SEX_ALIASES)
+        d["site"] = group_name(d.get("site", ""))
+        d["source"] = re.sub(r"\s+", " ", d.get("source", "").strip().lower()) or "unknown"
         descriptors.append(d)
     patient_ids = [labels.descriptors.get(i, {}).get("patient_id") or scores.patient_ids.get(i, "")
                    for i in images]

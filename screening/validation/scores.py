@@ -5,14 +5,13 @@ decimals (screening rounds them before summing the risk, so that the CSV's risk 
 sum of its malignant columns). That is plenty for ranking and AUCs; for refitting a temperature
 a probability of 0.000000 has lost its logarithm, so it is read as the middle of what rounds to
 0 (``CSV_ZERO``), from either file. The journal is preferred whenever it belongs to the same run
-(same bundle, same classes): it is there even when a killed run never wrote the CSV, and it
-holds the numbers themselves rather than spreadsheet-safe text.
+(same bundle, same classes, the CSV's very numbers): it is there even when a killed run never
+wrote the CSV, and it holds the numbers themselves rather than spreadsheet-safe text. The CSV
+is read by ``results_csv``, which refuses what a spreadsheet or a cut-off copy has spoilt.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,16 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..journal_lines import BadLine, read_outcome
 from ..manifest import Manifest
 from ..results import OK, Outcome
 from ..tta import TTA_MODES
+from .results_csv import read_results_csv
 
 JOURNAL_SUFFIX = ".journal"
 # Probabilities are rounded to 6 decimals (CSV and journal): one stored as 0 lies in [0, 5e-7), read
 # as its middle so that its logarithm (temperature fitting) is finite and of the right size.
 CSV_ZERO = 2.5e-7
-# Spreadsheet neutralisation (screening.results.neutralise) prefixes these with an apostrophe.
-_NEUTRALISED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
 
 
 @dataclass
@@ -70,24 +69,17 @@ def made_by(scores: "Scores", manifest: Manifest) -> bool:
     return tta_of(scores, manifest) is not None
 
 
-def _plain(cell: str) -> str:
-    """Undo the results CSV's spreadsheet neutralisation of a text cell."""
-    return cell[1:] if cell.startswith(_NEUTRALISED) else cell
+def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-9 for x, y in zip(a, b))
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read results {path}: {exc}") from exc
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows or "image" not in rows[0] or "status" not in rows[0]:
-        raise InputError(f"{path} is not a `screen folder` results CSV (no image/status columns)")
-    return rows
+def _read_journal(path: Path, classes: list[str]) -> tuple[dict, dict[str, Outcome]]:
+    """The journal's header and its outcomes by image (a later line wins).
 
-
-def _read_journal(path: Path) -> tuple[dict, dict[str, Outcome]]:
-    """The journal's header and its outcomes by image (a later line wins; torn lines skipped)."""
+    Each line is checked as screening checks a line it reuses (``read_outcome``: as many
+    probabilities as ``classes``, each a number in 0..1): a torn last line, or one damaged by
+    hand or disk, is left out, never read as NaN scores or crash on a ragged row.
+    """
     try:
         lines = path.read_bytes().splitlines()
     except OSError as exc:
@@ -101,8 +93,8 @@ def _read_journal(path: Path) -> tuple[dict, dict[str, Outcome]]:
     outcomes = {}
     for line in lines[1:]:
         try:
-            outcome = Outcome.from_json(line.decode("utf-8"))
-        except ValueError:
+            outcome = read_outcome(line, tuple(classes))
+        except BadLine:
             continue
         outcomes[outcome.image] = outcome
     return header, outcomes
@@ -124,26 +116,22 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
     journal = path if path.name.endswith(JOURNAL_SUFFIX) else path.with_name(path.name + JOURNAL_SUFFIX)
     bundle = ""
     if path != journal:
-        rows = _read_csv(path)
-        missing = [f"p_{c}" for c in classes if f"p_{c}" not in rows[0]]
-        if missing:
-            raise InputError(f"{path} lacks the columns {', '.join(missing)} of bundle {manifest.tag}'s classes")
-        named = sorted({_plain(row.get("bundle") or "") for row in rows if row["status"] == OK})
+        rows = read_results_csv(path, classes, manifest.tag)
+        named = sorted({row.bundle for row in rows if row.ok})
         if len(named) > 1:  # rows of two bundles joined by hand: no one temperature or threshold fits them
             raise InputError(f"{path} holds rows of {len(named)} bundles ({', '.join(n or '(none)' for n in named[:3])}"
                              f"{', ...' if len(named) > 3 else ''}): evaluate or calibrate one bundle's results")
         bundle = named[0] if named else ""
         for row in rows:
-            image = _plain(row["image"])
-            if row["status"] != OK:
-                errors.append(image)
+            if not row.ok:
+                errors.append(row.image)
                 continue
-            probabilities[image] = tuple(float(row[f"p_{c}"]) for c in classes)
-            if row.get("patient_id"):
-                patient_ids[image] = _plain(row["patient_id"])
+            probabilities[row.image] = row.probabilities
+            if row.patient_id:
+                patient_ids[row.image] = row.patient_id
     precision = "CSV (6 decimals)"
     if journal.is_file():
-        header, outcomes = _read_journal(journal)
+        header, outcomes = _read_journal(journal, classes)
         same_run = list(header.get("classes", [])) == classes and (not bundle or header.get("bundle") == bundle)
         if same_run:
             bundle = str(header.get("bundle", bundle))
@@ -152,7 +140,11 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
                     if image in outcomes and outcomes[image].status == OK}
             if path == journal:
                 errors = sorted(i for i, o in outcomes.items() if o.status != OK)
-            if len(kept) == len(wanted):
+            # The journal outlives its CSV: a later --resume that re-screened a replaced picture and
+            # was killed before writing the CSV leaves a newer line. Only a journal that says what
+            # the CSV says is this CSV's (both are rounded to 6 decimals: equal when the same run).
+            if len(kept) == len(wanted) and (path == journal or all(
+                    _same(kept[image], probabilities[image]) for image in kept)):
                 probabilities, precision = kept, "journal (6 decimals)"
         elif path == journal:
             raise InputError(f"journal {journal} holds classes {header.get('classes')}, not bundle "

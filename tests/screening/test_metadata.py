@@ -5,9 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from screening.metadata import DEFAULT_VOCABULARY as V
-from screening.metadata import MetadataVocabulary
+from screening.metadata import MAX_PLAUSIBLE_AGE, MetadataVocabulary
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "isic_metadata"
 
@@ -99,3 +101,27 @@ def test_every_site_in_the_public_tables_is_mapped(table, column):
         sites = {row[column] for row in csv.DictReader(fh)}
     unmapped = {s for s in sites if V.site_code(s)[1] not in (None, "site unknown")}
     assert unmapped == set()
+
+
+_CELL = st.one_of(st.text(max_size=12), st.floats().map(str), st.integers(-500, 500).map(str),
+                  st.sampled_from(["45 years", "45,5", "NaN", "-1", "200", "1e999", " F ", "Weiblich", "m.",
+                                   "Lower_Extremity", "lower-extremity", "HEAD/NECK", "²", "٤٥"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(age=_CELL, sex=_CELL, site=_CELL)
+def test_any_cells_encode_to_one_code_per_field_and_every_unknown_says_why(age, sex, site):
+    """Whatever a clinic typed: never an exception; a known age is the bin of the number it reads
+    as (0 to MAX_PLAUSIBLE_AGE); a cell that is not used as given (unknown) always comes with a
+    warning, so no patient is screened as 'unknown' silently."""
+    codes, warnings = V.codes(age, sex, site)
+    n_age, n_sex, n_site = V.field_sizes
+    assert 0 <= codes.age < n_age and 0 <= codes.sex < n_sex and 0 <= codes.site < n_site
+    unknown = V.unknown_codes()
+    assert len(warnings) == sum([codes.age == unknown.age, codes.sex == unknown.sex, codes.site == unknown.site])
+    assert all("\n" not in w for w in warnings)
+    if codes.age != unknown.age:
+        years = float(age)
+        assert 0 <= years <= MAX_PLAUSIBLE_AGE
+        assert codes.age == sum(years >= edge for edge in V.age_edges)
+    assert V.one_hot(codes).sum() == 3

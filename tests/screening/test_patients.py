@@ -6,7 +6,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from screening.errors import MetadataError
@@ -434,3 +434,24 @@ def test_isic_2020_ground_truth_uses_its_own_column_names():
     assert table.columns_found["age"] == "age_approx"
     assert table.columns_found["site"] == "anatom_site_general_challenge"
     assert len(table) > 30000 and table.duplicate_keys == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(header=st.sampled_from([b"image,age,sex,site\n", b"\xef\xbb\xbfimage;age;sex;site\r\n", b"sep=;\n", b""]),
+       data=st.binary(max_size=300))
+@example(header=b"", data=b'"im\nage",age\na.jpg,1\n')  # a line break inside a quoted header
+@example(header=b"", data=b'image,"x\ny","x\ny"\na.jpg,1,2\n')
+def test_any_bytes_as_a_patients_csv_give_a_table_or_one_line_naming_the_file(tmp_path_factory, header, data):
+    """A truncated, binary or half-edited file: the reader's contract is a table, or a
+    MetadataError in one line that names the file, never another exception."""
+    path = tmp_path_factory.mktemp("fuzz") / "patients.csv"
+    path.write_bytes(header + data)
+    try:
+        table = read_patients(path, images=["a.jpg", "sub/b.jpg"])
+    except MetadataError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+        return
+    for image in ("a.jpg", "sub/b.jpg"):
+        match = table.match(image)
+        assert match.row is None or isinstance(match.row.key, str)
+        assert all("\n" not in warning for warning in match.warnings)

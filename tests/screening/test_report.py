@@ -286,3 +286,22 @@ def test_pictures_of_a_file_since_replaced_are_not_shown_beside_its_new_result(t
     thumb = cv2.imread(str(paths["report"].parent / row["t"]))
     assert thumb[..., 0].mean() > 150 > thumb[..., 2].mean()  # blue (BGR), the new file's pixels
     assert "o" not in row or not row["o"]  # no outline of the old lesion
+
+
+def test_a_row_cut_short_or_a_number_a_spreadsheet_retyped_is_an_error_row_saying_so(tmp_path):
+    """A CSV copied while written ends mid-row; a spreadsheet turned a risk into '0,93' or '93%'.
+    Such a row was shown as an error without a reason (cut short) or as a result without a risk
+    (retyped): each is an error row that says why, and the other rows are shown as they are."""
+    out = report_of_csv(tmp_path, "rank,image,patient_id,risk,flag,status,error,p_mel,p_nv\n"
+                                  "1,comma.jpg,P1,\"0,930000\",refer,ok,,0.93,0.07\n"
+                                  "2,percent.jpg,P2,93%,refer,ok,,0.93,0.07\n"
+                                  "3,big.jpg,P3,0.900000,refer,ok,,55,0.1\n"
+                                  "4,fine.jpg,P4,0.300000,routine,ok,,0.3,0.7\n"
+                                  "5,cut.jpg,P5,0.20")
+    assert [row["i"] for row in page_data(out)["rows"]] == ["fine.jpg"]
+    html = out.read_text(encoding="utf-8")
+    assert "<td>comma.jpg</td><td>P1</td><td>risk &#39;0,930000&#39; in the results CSV is not a number</td>" in html
+    assert "<td>percent.jpg</td><td>P2</td><td>risk &#39;93%&#39; in the results CSV is not a number</td>" in html
+    assert "<td>big.jpg</td><td>P3</td><td>p_mel &#39;55&#39; in the results CSV is not a probability</td>" in html
+    assert "<td>cut.jpg</td><td>P5</td><td>its row in the results CSV is cut short" in html
+    assert header_fact(out, "Screened") == "1" and header_fact(out, "Errors") == "4"

@@ -212,3 +212,20 @@ def test_a_threshold_fitted_on_stored_scores_refers_its_cases_when_the_derived_b
     truth = rng.uniform(size=3000) < 0.3
     for point in fit_operating_points(np.where(truth, floor, nominal), truth):
         assert (actual[truth] >= point["threshold"]).mean() >= point["target_sensitivity"]
+
+
+def test_the_bundle_being_calibrated_is_never_its_own_out_even_with_force(synthetic, tmp_path):
+    """`--out engines/starter --force` for `--bundle engines/starter`: the parent, which the derived
+    bundle names as its origin and whose results it rescales, would be replaced by its own child."""
+    import shutil
+
+    data = synthetic(n=200)
+    bundle = tmp_path / "engines" / "tiny"
+    shutil.copytree(data.manifest_dir, bundle)
+    before = (bundle / "manifest.json").read_bytes()
+    result = run("calibrate", "--bundle", bundle, "--results", data.results, "--labels", data.labels,
+                 "--out", tmp_path / "engines" / "." / "tiny", "--force", "--bootstrap", 0, "--sensitivity", "0.9")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"Error: --out {tmp_path / 'engines' / '.' / 'tiny'} is the bundle being "
+                                     f"calibrated: write the derived bundle beside it (e.g. {bundle}-local)")
+    assert (bundle / "manifest.json").read_bytes() == before

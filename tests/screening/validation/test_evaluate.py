@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -9,10 +11,13 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from screening.cli import cli
 from screening.errors import InputError
+from screening.metadata import DEFAULT_VOCABULARY
 from screening.cli.validation import DEFAULT_RESAMPLES as CLI_RESAMPLES
 from screening.validation import metrics
 from screening.validation.bootstrap import DEFAULT_RESAMPLES, group_index, intervals
@@ -193,3 +198,46 @@ def test_two_keys_fitting_one_image_with_two_diagnoses_are_refused(synthetic, tm
         fh.write(",".join([first[0] + ".jpg", other, *first[2:]]) + "\n")
     with pytest.raises(InputError, match=rf"one image more than one diagnosis: {first[0]}.jpg \(lines 2, 62: "):
         read_labels(data.labels, data.images, data.manifest)
+
+
+_BANDS = {"<30", "30-39", "40-49", "50-59", "60-69", "70-79", "80+", "unknown"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(age=st.one_of(st.text(max_size=10), st.floats().map(str), st.integers(-300, 300).map(str),
+                     st.sampled_from(["NaN", "nan", "inf", "-5", "200", "1e3", "45 years", "45,5", " 47 "])))
+def test_every_age_cell_gets_a_band_and_the_one_screening_would_use(age):
+    """A labels CSV exported with 'NaN' for a missing age crashed `screen evaluate`; '-5' and '200'
+    were counted under 30 and over 80. An age screening takes as unknown is an unknown band here."""
+    band = age_band(age)
+    assert band in _BANDS
+    code, _ = DEFAULT_VOCABULARY.age_code(age)
+    assert (band == "unknown") == (code == len(DEFAULT_VOCABULARY.age_edges) + 1)
+
+
+def test_an_unreadable_labels_file_is_named_as_the_labels_not_as_patient_metadata(synthetic, tmp_path):
+    """`screen evaluate` has no --meta here: a message about a 'metadata file' alone sends the admin
+    looking for the wrong file."""
+    data = synthetic(n=20)
+    missing = tmp_path / "labels-typo.csv"
+    result = run("evaluate", data.results, "--labels", missing, "--bundle", _bundle(data), "--out", tmp_path / "e")
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: --labels: metadata file not found: {missing}"
+
+
+def test_one_sex_or_site_spelled_several_ways_is_one_breakdown_group(synthetic):
+    """'F', 'female' and 'W' are one sex, as screening reads them; 'Lower_Extremity' and 'lower
+    extremity' one site; 'NaN' is unknown. Split by spelling, each group's figures left the others'
+    cases out, silently."""
+    data = synthetic(n=120)
+    rows = list(csv.reader(io.StringIO(data.labels.read_text())))
+    sex, site = rows[0].index("sex"), rows[0].index("site")
+    for i, row in enumerate(rows[1:]):
+        row[sex] = ("F", "female", "Female ", "W", "m", "MALE")[i % 6]
+        row[site] = ("Lower_Extremity", "lower extremity", "NaN")[i % 3]
+    with open(data.labels, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    m = data.manifest
+    report, _ = evaluate(read_scores(data.results, m), read_labels(data.labels, data.images, m), m, resamples=0)
+    assert {k: g["n"] for k, g in report["breakdowns"]["sex"].items()} == {"female": 80, "male": 40}
+    assert {k: g["n"] for k, g in report["breakdowns"]["site"].items()} == {"lower extremity": 80, "unknown": 40}

@@ -1,0 +1,167 @@
+"""Results read back for `screen evaluate` / `screen calibrate` after a spreadsheet, a cut-off copy or a
+later run had them: every probability is the one screening wrote, or the file is refused in one line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from screening.errors import InputError
+from screening.results import neutralise
+from screening.validation.results_csv import plain
+from screening.validation.scores import CSV_ZERO, read_scores
+
+
+def _rows(data) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.results.read_text(encoding="utf-8-sig"))))
+
+
+def _write(data, rows: list[list[str]], delimiter: str = ",") -> None:
+    with open(data.results, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, delimiter=delimiter).writerows(rows)
+
+
+def _csv_only(data):
+    """The results CSV alone: its journal removed, as when only the CSV was copied off the machine."""
+    data.results.with_name("results.csv.journal").unlink(missing_ok=True)
+    return data
+
+
+def _expected(data, image: str) -> np.ndarray:
+    return np.maximum(data.probabilities[data.images.index(image)], CSV_ZERO)
+
+
+def test_a_journal_a_later_run_rewrote_does_not_replace_the_csv_the_clinic_saw(synthetic):
+    """`--resume` on a folder where one picture was replaced, killed before its CSV: the journal's
+    newer line for that image is not the result in this CSV, and must not be evaluated as it."""
+    data = synthetic(n=40)
+    journal = data.results.with_name("results.csv.journal")
+    line = json.loads(journal.read_text().splitlines()[1])
+    line.update(fingerprint="the new picture", probabilities=[0.0, 0.0, 0.0, 1.0], risk=1.0)
+    with open(journal, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+    scores = read_scores(data.results, data.manifest)
+    image = line["image"]
+    np.testing.assert_array_equal(scores.probabilities[scores.images.index(image)], _expected(data, image))
+    assert scores.precision == "CSV (6 decimals)"
+
+
+def test_an_excel_csv_with_semicolons_and_decimal_commas_reads_the_same_numbers(synthetic):
+    data = _csv_only(synthetic(n=40))
+    before = read_scores(data.results, data.manifest)
+    rows = _rows(data)
+    numeric = [i for i, name in enumerate(rows[0]) if name.startswith("p_") or name in ("risk", "confidence")]
+    _write(data, [rows[0]] + [[c.replace(".", ",") if i in numeric else c for i, c in enumerate(r)]
+                              for r in rows[1:]], delimiter=";")
+    after = read_scores(data.results, data.manifest)
+    assert after.images == before.images
+    np.testing.assert_array_equal(after.probabilities, before.probabilities)
+
+
+@pytest.mark.parametrize("cell, why", [
+    ("nan", "is not a probability"), ("-3", "is not a probability"), ("55", "is not a probability"),
+    ("0.5", "sum to"),  # one cell retyped: the row no longer sums to 1
+    ("", "is not a number"), ("12%", "is not a number"), ("'=0.5", "is not a number"),
+])
+def test_a_probability_that_is_not_the_one_screening_wrote_is_refused_naming_the_line(synthetic, cell, why):
+    data = _csv_only(synthetic(n=40))
+    rows = _rows(data)
+    column = rows[0].index("p_mel")
+    rows[3][column] = cell
+    _write(data, rows)
+    with pytest.raises(InputError) as error:
+        read_scores(data.results, data.manifest)
+    message = str(error.value)
+    assert "\n" not in message and f"{data.results} line 4" in message and "p_mel" in message and why in message
+
+
+def test_an_image_listed_twice_is_refused(synthetic):
+    """Two results pasted together: the later row must not silently replace the earlier."""
+    data = _csv_only(synthetic(n=40))
+    rows = _rows(data)
+    _write(data, rows + [rows[2]])
+    with pytest.raises(InputError, match=rf"lists {rows[2][1]} twice \(lines 3, 42\)"):
+        read_scores(data.results, data.manifest)
+
+
+def test_a_results_csv_cut_short_mid_row_is_refused(synthetic):
+    """A copy taken while the disk filled up: the last row's status and numbers are missing; it must
+    not be counted as a screening error."""
+    data = _csv_only(synthetic(n=40))
+    text = data.results.read_text(encoding="utf-8-sig")
+    data.results.write_text(text[:text.rfind(",ok,") - 10], encoding="utf-8")
+    with pytest.raises(InputError, match=r"line 41 has \d+ cells, its header 18: the file is cut short"):
+        read_scores(data.results, data.manifest)
+
+
+_CELLS = st.one_of(st.text(max_size=8), st.sampled_from(["nan", "inf", "-0", "1e-06", "0,5", " 0.1", "'-1"]),
+                   st.floats(allow_nan=True, allow_infinity=True).map(repr))
+
+
+@pytest.fixture
+def written(synthetic):
+    """One run's results CSV (no journal) and its text, made once for all the examples."""
+    data = _csv_only(synthetic(n=40))
+    return data, data.results.read_text(encoding="utf-8-sig")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(row=st.integers(1, 40), column=st.sampled_from(["p_nv", "p_bkl", "p_mel", "p_bcc"]), cell=_CELLS)
+def test_any_retyped_probability_reads_as_written_or_is_refused_in_one_line(written, row, column, cell):
+    data, text = written
+    rows = list(csv.reader(io.StringIO(text)))
+    image = rows[row][1]
+    rows[row][rows[0].index(column)] = cell
+    _write(data, rows)
+    try:
+        scores = read_scores(data.results, data.manifest)
+    except InputError as error:
+        assert "\n" not in str(error) and str(data.results) in str(error)
+        return
+    # Read: within the CSV's rounding of what screening wrote (a cell retyped as an equal number).
+    got = scores.probabilities[scores.images.index(image)]
+    np.testing.assert_allclose(got, _expected(data, image), rtol=0, atol=2e-6)
+
+
+def test_a_semicolon_csv_whose_extra_column_name_holds_a_comma_is_still_read(synthetic):
+    """Columns copied from the patients CSV may hold a comma in their header ('notes, free text')."""
+    data = _csv_only(synthetic(n=20))
+    before = read_scores(data.results, data.manifest)
+    rows = _rows(data)
+    rows = [row + [cell] for row, cell in zip(rows, ["notes, free text"] + [""] * (len(rows) - 1))]
+    _write(data, [[c.replace(".", ",") if r and c[:2] in ("0.", "1.") else c for c in r] for r in rows],
+           delimiter=";")
+    np.testing.assert_array_equal(read_scores(data.results, data.manifest).probabilities, before.probabilities)
+
+
+def test_a_damaged_journal_line_is_left_out_like_a_torn_one_never_read_as_scores(synthetic):
+    """A journal alone (a run killed before its CSV) with a line damaged by hand or disk: a
+    probability that is NaN, or three probabilities for four classes. Read unchecked, the first
+    became a NaN in every figure and the second a crash; each such line is left out, as screening
+    leaves it out (its image is screened again by --resume)."""
+    data = synthetic(n=40)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    nan, short = json.loads(lines[1]), json.loads(lines[2])
+    nan["probabilities"][0] = float("nan")
+    short["probabilities"] = short["probabilities"][:3]
+    journal.write_text("\n".join([lines[0], json.dumps(nan), json.dumps(short), *lines[3:]]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 38 and nan["image"] not in scores.images and short["image"] not in scores.images
+    assert np.isfinite(scores.probabilities).all()
+
+
+@given(text=st.one_of(st.text(max_size=8), st.sampled_from(["-5", "'-5", "=1+1", "'=1+1", "@x", "+44 20", "-0.5"])))
+def test_a_text_cell_reads_back_as_the_clinic_typed_it(text):
+    """Image names and patient ids go through the CSV's formula neutralising and back unchanged;
+    an apostrophe the clinic typed ('-5) is kept, as the report keeps it."""
+    if text.startswith("'") and neutralise(text[1:]) == text:
+        return  # neutralised text itself ('=1+1): the CSV cannot tell it from =1+1
+    assert plain(neutralise(text)) == text
