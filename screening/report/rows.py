@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..journal import JournalHeader, journal_path
+from ..journal_lines import read_outcome
 from ..operating_points import flag
 from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, neutralise, rank_rows
 
@@ -227,10 +228,15 @@ def _journal(path: Path) -> tuple[JournalHeader, list[Outcome]]:
     if header is None:
         raise InputError(f"{path} is not a screening journal")
     outcomes: list[Outcome] = []
+    classes = tuple(header.classes)
     for line in lines[1:]:
+        if not line.strip():
+            continue
         try:
-            outcomes.append(Outcome.from_json(line.decode("utf-8")))
-        except ValueError:  # a torn last line or damage: that image counts as missing
+            # Checked as screening checks a line it reuses (and as `screen evaluate` reads it): a
+            # damaged number (a risk of 1.7, a NaN) never reaches the page as a result.
+            outcomes.append(read_outcome(line, classes) if classes else Outcome.from_json(line.decode("utf-8")))
+        except ValueError:  # a torn last line or damage (BadLine included): that image counts as missing
             continue
     return header, outcomes
 

@@ -95,3 +95,18 @@ def test_metadata_changed_since_screening_is_said_not_shown_as_read(run):
     meta = {row["i"]: row["m"] for row in page_data(out)["rows"]}
     assert meta.pop(rows[0]["image"]) == "metadata changed since screening"
     assert all(" · " in text for text in meta.values())  # the others, unchanged, as the model read them
+
+
+def test_a_damaged_journal_line_is_left_out_never_shown_as_a_result(run):
+    """A killed run's journal edited by hand (or damaged): a risk of 1.7 is no result to rank."""
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    header, *lines = journal.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if json.loads(line)["status"] == "ok")
+    damaged = {**json.loads(lines[at]), "risk": 1.7}
+    lines_now = [*lines[:at], json.dumps(damaged), *lines[at + 1:]]
+    journal.write_text("\n".join([header, *lines_now]) + "\n", encoding="utf-8")
+    others = {json.loads(line)["image"] for line in lines if json.loads(line)["status"] == "ok"} - {damaged["image"]}
+    shown = {row["i"]: row for row in page_data(screen_report(run, journal))["rows"]}
+    assert damaged["image"] not in shown and others and others <= set(shown)
+    assert all(row["k"] <= 1 for row in shown.values() if row.get("k") is not None)
