@@ -106,12 +106,14 @@ class GridListing(Datasource):
 _DECODERS: dict[DecodeLimits, DecodePool] = {}
 
 
-def _decoder(limits: DecodeLimits | None):
+def _decoder(limits: DecodeLimits | None) -> dict[str, Any]:
+    """``decode_one``'s reader and hasher: the pool's, which read within the time budget (a
+    stalled network drive gives an error row, not a task that never returns), else plain ones."""
     if limits is None:
-        return load_image
+        return {"load": load_image}
     if limits not in _DECODERS:
         _DECODERS[limits] = DecodePool(1, limits)
-    return _DECODERS[limits].load
+    return {"load": _DECODERS[limits].load, "digest": _DECODERS[limits].digest}
 
 
 def decode_row(row: dict[str, Any], root: str, input_size: tuple[int, int],
@@ -119,8 +121,8 @@ def decode_row(row: dict[str, Any], root: str, input_size: tuple[int, int],
     """Decode one grid batch under the run's time and memory budget per image (in a decoder
     child, as on one machine); a bad image becomes a Failed exactly as it would there."""
     batch: list[ImageJob] = _load(row["jobs"])
-    load = _decoder(limits)
-    decoded: list[Decoded | Failed] = [decode_one(job, Path(root), tuple(input_size), False, load=load)
+    readers = _decoder(limits)
+    decoded: list[Decoded | Failed] = [decode_one(job, Path(root), tuple(input_size), False, **readers)
                                        for job in batch]
     return {"decoded": _dump(decoded)}
 

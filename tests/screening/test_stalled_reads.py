@@ -296,3 +296,28 @@ def test_ctrl_c_stops_the_run_promptly_while_a_read_is_stuck(tmp_path: Path, tin
     assert stderr.splitlines()[-1] == ("Interrupted (SIGINT): finished images are kept in the journal; rerun "
                                        "the same command with --resume to continue")
     assert sorted(p.name for p in out.parent.iterdir()) == ["results.csv.journal"]  # no temp file, no lock
+
+
+# -- the Ray path's decode tasks ------------------------------------------------------------------
+
+def test_a_ray_decode_task_hashes_a_stalled_file_within_the_budget_too(tmp_path: Path, drive: StalledDrive) -> None:
+    """`screen folder --ray` decodes in Ray tasks (screening/distributed/stages.py): a stalled file
+    is a retryable error row there as well, not a task that waits for the drive."""
+    pytest.importorskip("ray", reason="Ray Data is the extra [distributed]")
+    import pickle
+
+    from screening.decode_pool import DecodeLimits
+    from screening.distributed.stages import decode_row
+    from screening.metadata import MetaCodes
+    from screening.pipeline import Failed, ImageJob
+
+    write_image(tmp_path / "a.png", lesion_rgb(64))
+    drive.stall(write_image(tmp_path / "b.png", lesion_rgb(64)))
+    jobs = [ImageJob(name, (tmp_path / name).stat().st_size, 0, MetaCodes(0, 0, 0)) for name in ("a.png", "b.png")]
+    started = time.monotonic()
+    row = decode_row({"jobs": pickle.dumps(jobs)}, str(tmp_path), (64, 64), DecodeLimits(1.0, 2**30))
+    took = time.monotonic() - started
+    ok, stalled = pickle.loads(row["decoded"])
+    assert not isinstance(ok, Failed)
+    assert isinstance(stalled, Failed) and stalled.reason == timeout_reason(1.0) and stalled.retry
+    assert took < STALL_CAP_S / 2
