@@ -2,9 +2,10 @@
 
 Each becomes :class:`Interrupted`, raised in the main thread, so that every ``with`` block on
 the way out runs: temp files are removed, decoder processes are killed, the journal keeps
-what finished (``--resume`` continues from there) and the lock is released. Decoding runs in
-child processes (``screening.decode_pool``), so the main thread is never stuck inside a C
-decoder and the first signal stops the run at once.
+what finished (``--resume`` continues from there) and the lock is released. Slow decoding runs in
+child processes (``screening.decode_pool``) and file reads in reader threads the run never
+waits for (``screening.stalled_reads``), so the main thread is never stuck inside a C decoder
+or a read from a silent network drive, and the first signal stops the run at once.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ import numpy as np
 from .atomic import atomic_write
 from .backends.bundle import BundleBackend
 from .fingerprint import content_digest
-from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits, DecodePool, ImagesUnreachable
+from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits, DecodePool
+from .stalled_reads import ImagesUnreachable
 from .images import DEFAULT_MAX_DECODE_BYTES, DecodedImage, ImageDecodeError, load_image
 from .manifest import Manifest
 from .metadata import MetaCodes, MetadataVocabulary
@@ -141,7 +142,7 @@ def with_digests(jobs: list[ImageJob], root: Path, pool: ThreadPoolExecutor | No
     """The jobs with their content digests filled in (hashed in ``pool`` when given).
 
     ``digest`` hashes one file: :func:`screening.fingerprint.content_digest`, or a
-    :class:`screening.decode_pool.StallGuard`'s, which gives up on a read past the time budget;
+    :class:`screening.stalled_reads.StallGuard`'s, which gives up on a read past the time budget;
     a file it gave up on gets no digest (unknown: screened again, and its row says why).
     """
     paths = [Path(root) / job.image for job in jobs]

@@ -22,7 +22,8 @@ from .images import Discovery, discover_images, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
-from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits, StallGuard
+from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
+from .stalled_reads import StallGuard
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients

@@ -25,7 +25,7 @@ import pytest
 
 import folder_runner
 from bundle_factory import lesion_rgb, write_image
-from screening.decode_pool import MAX_STUCK_READS, ImagesUnreachable, StallGuard
+from screening.stalled_reads import MAX_STUCK_READS, ImagesUnreachable, StallGuard
 from screening.image_header import ImageDecodeError
 from screening.images import read_image_file
 from screening.journal import journal_path, lock_path
