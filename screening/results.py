@@ -135,6 +135,17 @@ def neutralise(text: str) -> str:
     return text
 
 
+def original_text(cell: str) -> str:
+    """Undo :func:`neutralise`: ``'=cmd|`` was ``=cmd|`` before it was written.
+
+    Only an apostrophe that neutralising would have added is removed: ``'-5`` is a patient id
+    typed with its apostrophe (``neutralise`` leaves the number ``-5`` alone), and stays as typed.
+    """
+    if cell.startswith("'") and neutralise(cell[1:]) == cell:
+        return cell[1:]
+    return cell
+
+
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.{DECIMALS}f}"
 

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..journal import JournalHeader, journal_path
 from ..journal_lines import read_outcome
 from ..operating_points import flag
-from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, neutralise, rank_rows
+from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, original_text, rank_rows
 
 TOP_CLASSES = 3  # classes listed per row, most probable first
 # Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
@@ -61,17 +61,6 @@ class Results:
     # checked against the rows (an old run, or a CSV copied elsewhere).
     has_journal: bool = False
     notes: list[str] = field(default_factory=list)  # for the header: the CSV and its journal disagree
-
-
-def original_text(cell: str) -> str:
-    """Undo the CSV's formula neutralising: ``'=cmd|`` was ``=cmd|`` before it was written.
-
-    Only an apostrophe that neutralising would have added is removed, so the page shows the
-    patient id the clinic typed (as text, where it cannot execute).
-    """
-    if cell.startswith("'") and neutralise(cell[1:]) == cell:
-        return cell[1:]
-    return cell
 
 
 def _number(cell: str) -> float | None:
@@ -230,8 +219,6 @@ def _journal(path: Path) -> tuple[JournalHeader, list[Outcome]]:
     outcomes: list[Outcome] = []
     classes = tuple(header.classes)
     for line in lines[1:]:
-        if not line.strip():
-            continue
         try:
             # Checked as screening checks a line it reuses (and as `screen evaluate` reads it): a
             # damaged number (a risk of 1.7, a NaN) never reaches the page as a result.

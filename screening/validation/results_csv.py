@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..results import DECIMALS, ERROR, OK, neutralise
+from ..results import DECIMALS, ERROR, OK, original_text
 
 # Each probability is rounded to DECIMALS: a row's sum may miss 1 by half a step per class.
 _HALF_STEP = 0.5 * 10.0 ** -DECIMALS
@@ -33,15 +33,6 @@ class ResultsLine:
     probabilities: tuple[float, ...]  # in the order of the classes asked for; empty on error rows
     patient_id: str
     bundle: str
-
-
-def plain(cell: str) -> str:
-    """Undo the results CSV's spreadsheet neutralisation of a text cell.
-
-    Only an apostrophe that ``neutralise`` would have added goes: ``'-5`` is a patient id typed
-    with its apostrophe (``neutralise`` leaves the number ``-5`` alone), and stays as typed.
-    """
-    return cell[1:] if cell.startswith("'") and neutralise(cell[1:]) == cell else cell
 
 
 def read_results_csv(path: Path, classes: list[str], tag: str) -> list[ResultsLine]:
@@ -83,7 +74,7 @@ def read_results_csv(path: Path, classes: list[str], tag: str) -> list[ResultsLi
             raise InputError(f"{where} has {len(cells)} cells, its header {len(header)}: the file is cut "
                              f"short or was edited; {_AS_WRITTEN}")
         row = dict(zip(header, cells))
-        image = plain(row["image"])
+        image = original_text(row["image"])
         if image in seen:
             raise InputError(f"{path} lists {image} twice (lines {seen[image]}, {reader.line_num}): results of "
                              f"two runs pasted together? {_AS_WRITTEN}")
@@ -92,8 +83,8 @@ def read_results_csv(path: Path, classes: list[str], tag: str) -> list[ResultsLi
             raise InputError(f"{where}: status {row['status']!r} is neither {OK} nor {ERROR}; {_AS_WRITTEN}")
         ok = row["status"] == OK
         probabilities = _probabilities(row, classes, where, semicolons) if ok else ()
-        rows.append(ResultsLine(reader.line_num, image, ok, probabilities, plain(row.get("patient_id") or ""),
-                                plain(row.get("bundle") or "")))
+        rows.append(ResultsLine(reader.line_num, image, ok, probabilities, original_text(row.get("patient_id") or ""),
+                                original_text(row.get("bundle") or "")))
     return rows
 
 

@@ -24,9 +24,9 @@ from screening.errors import InputError
 from screening.journal import journal_path
 from screening.report import views as views_module
 from screening.report.render import ReportHeader, render_report
-from screening.report.rows import original_text, read_results_csv
+from screening.report.rows import read_results_csv
 from screening.report.views import VIEWS_FILE, View, ViewWriter, outline_path, read_views
-from screening.results import neutralise
+from screening.results import neutralise, original_text
 
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")

@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from screening.errors import InputError
-from screening.results import neutralise
-from screening.validation.results_csv import plain
+from screening.results import neutralise, original_text
 from screening.validation.scores import CSV_ZERO, read_scores
 
 
@@ -164,4 +163,4 @@ def test_a_text_cell_reads_back_as_the_clinic_typed_it(text):
     an apostrophe the clinic typed ('-5) is kept, as the report keeps it."""
     if text.startswith("'") and neutralise(text[1:]) == text:
         return  # neutralised text itself ('=1+1): the CSV cannot tell it from =1+1
-    assert plain(neutralise(text)) == text
+    assert original_text(neutralise(text)) == text
