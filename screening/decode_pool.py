@@ -42,7 +42,6 @@ DEFAULT_TIME_BUDGET_S = 30.0
 STARTUP_TIMEOUT_S = 300.0
 
 
-
 @dataclass(frozen=True)
 class DecodeLimits:
     """What one image may cost to decode; beyond either it becomes an error row."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -38,3 +40,12 @@ def error_line(result: Result, code: int = 2) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def stop_with(process: subprocess.Popen, signum: int, timeout: float = 60) -> tuple[str, str, float]:
+    """Send ``signum`` to a running `screen` process and wait for it to end: its stdout, its
+    stderr and the seconds it took to stop (what the interrupt tests bound)."""
+    process.send_signal(signum)
+    sent = time.monotonic()
+    stdout, stderr = process.communicate(timeout=timeout)
+    return stdout, stderr, time.monotonic() - sent

@@ -391,10 +391,7 @@ def test_first_signal_stops_promptly_while_a_decoder_is_busy(tmp_path: Path, tin
         time.sleep(1.0)  # the decoder is now in the slow file
         children = _children(run.pid)
         assert run.poll() is None and children, "the run did not reach the slow decode"
-        run.send_signal(signum)
-        sent = time.monotonic()
-        stdout, stderr = run.communicate(timeout=60)
-        stopped_in = time.monotonic() - sent
+        stdout, stderr, stopped_in = folder_runner.stop_with(run, signum)
     finally:
         if run.poll() is None:
             run.kill()

@@ -284,10 +284,7 @@ def test_ctrl_c_stops_the_run_promptly_while_a_read_is_stuck(tmp_path: Path, tin
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert process.poll() is None and marker.exists(), process.communicate()
-        process.send_signal(signal.SIGINT)
-        sent = time.monotonic()
-        stdout, stderr = process.communicate(timeout=60)
-        stopped_in = time.monotonic() - sent
+        stdout, stderr, stopped_in = folder_runner.stop_with(process, signal.SIGINT)
     finally:
         if process.poll() is None:
             process.kill()
