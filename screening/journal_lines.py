@@ -5,14 +5,18 @@ does not fit this bundle (another class count, a prediction that is not one of i
 a probability that is not a number in 0..1, a field of the wrong type) must never reach the
 CSV: it is dropped with a reason and the image is screened again. A misaligned CSV is then
 impossible whatever the journal holds (an edit by hand, a disk error, another tool's file).
+
+Readers of a whole journal (validation, the report) go through :func:`outcome_lines`, which
+numbers its lines and says which image a damaged line was for, when that can still be read.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
-from typing import Any
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Iterator
 
 from .results import ERROR, OK, Outcome
 
@@ -98,3 +102,56 @@ def read_outcome(line: bytes, classes: tuple[str, ...]) -> Outcome:
     data["warnings"] = tuple(warnings)
     data["image"] = image
     return Outcome(**data)
+
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A journal line that was left out: why, and the image it was for (None when unreadable)."""
+
+    reason: str
+    image: str | None
+
+
+# Outcome.to_json writes the image first: a line torn after it still names its image.
+_IMAGE_FIRST = re.compile(r'\s*\{\s*"image"\s*:\s*')
+
+
+def _image_named(line: bytes) -> str | None:
+    """The image a damaged line was for, where its text still says (whole JSON, or a torn line
+    whose image was written before the tear); None otherwise."""
+    text = line.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+        image = data.get("image") if isinstance(data, dict) else None
+    except ValueError:
+        start = _IMAGE_FIRST.match(text)
+        try:
+            image = json.JSONDecoder().raw_decode(text, start.end())[0] if start else None
+        except ValueError:
+            image = None
+    return image if isinstance(image, str) and image else None
+
+
+def header_line(data: bytes) -> bytes:
+    """A journal's first line (its header), for ``JournalHeader.from_json``."""
+    return data.split(b"\n", 1)[0]
+
+
+def outcome_lines(data: bytes, classes: tuple[str, ...]) -> Iterator[tuple[int, Outcome | Damage]]:
+    """Each line of a journal after its header, numbered as an editor numbers it (the header is
+    line 1): the checked outcome (``read_outcome``), or the damage that kept it out.
+
+    Lines run to a newline; a last line without one (a torn write) is checked like the others.
+    A damaged line names its image where it can: a later line of an image replaces its earlier
+    one, so a reader must know that an image's latest line is damaged rather than fall back, unawares,
+    to an older result of a file that has since changed.
+    """
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the file ends with a newline: there is no line after it
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            yield number, read_outcome(line, classes)
+        except BadLine as reason:
+            yield number, Damage(str(reason), _image_named(line))

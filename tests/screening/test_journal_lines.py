@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening.journal_lines import BadLine, read_outcome
+from screening.journal_lines import BadLine, Damage, header_line, outcome_lines, read_outcome
 from screening.results import Outcome, error_outcome
 
 CLASSES = ("nv", "bkl", "mel", "bcc")
@@ -83,3 +83,35 @@ def test_random_bytes_never_crash(data):
         read_outcome(data, CLASSES)
     except BadLine:
         pass
+
+
+HEADER = b'{"format":"screening-journal","version":1}'
+
+
+def test_a_journal_reads_as_numbered_outcomes_and_damage_naming_its_image():
+    """Numbers as an editor shows them (the header is line 1), so a warning can name the line."""
+    good, nan = ok_line(image="a.png"), ok_line(image="b.png", risk=float("nan"))
+    torn = ok_line(image="c.png")[:40]
+    data = b"\n".join([HEADER, good, nan, b"", b"[1]", torn])
+    assert header_line(data) == HEADER
+    read = list(outcome_lines(data, CLASSES))
+    assert [number for number, _ in read] == [2, 3, 4, 5, 6]
+    assert read[0][1] == read_outcome(good, CLASSES)
+    assert read[1][1] == Damage("risk nan is not a number between 0 and 1", "b.png")
+    assert read[2][1] == Damage("not JSON (JSONDecodeError)", None)  # a blank line names no image
+    assert read[3][1] == Damage("not a JSON object", None)
+    assert read[4][1] == Damage("not JSON (JSONDecodeError)", "c.png")  # torn after its image
+
+
+def test_the_newline_ending_a_journal_starts_no_line():
+    data = HEADER + b"\n" + ok_line() + b"\n"
+    assert [number for number, _ in outcome_lines(data, CLASSES)] == [2]
+    assert list(outcome_lines(HEADER + b"\n", CLASSES)) == list(outcome_lines(HEADER, CLASSES)) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_any_journal_bytes_give_one_item_per_line(data):
+    read = list(outcome_lines(data, CLASSES))
+    assert len(read) == max(0, len(data.split(b"\n")) - 1 - data.endswith(b"\n"))
+    assert all(isinstance(item, (Outcome, Damage)) for _, item in read)
