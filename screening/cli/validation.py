@@ -86,7 +86,8 @@ def evaluate(source: Path, labels_csv: Path, meta_csv: Path | None, out_dir: Pat
         raise InputError("--meta is only used when SOURCE is an images folder to screen")
     manifest = load_manifest(bundle_dir, verify_files=False)
     scores = align(read_scores(source, manifest), manifest)
-    labels = read_labels(labels_csv, scores.images + scores.error_rows, manifest)
+    _warn(scores.warnings)
+    labels = read_labels(labels_csv, scores.images + scores.error_rows + scores.unusable, manifest)
     report, cases = run_evaluation(scores, labels, manifest, resamples)
     report["labels"] = str(labels_csv)
     atomic_write(out_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
@@ -95,6 +96,12 @@ def evaluate(source: Path, labels_csv: Path, meta_csv: Path | None, out_dir: Pat
     if not quiet:
         click.echo(format_report(report))
         click.echo(f"Written: {out_dir / 'evaluation.json'} and roc.png, reliability.png, confusion.png")
+
+
+def _warn(messages: list[str]) -> None:
+    """Warnings go to stderr, even with --quiet, as `screen folder` prints them."""
+    for message in messages:
+        click.echo(f"Warning: {message}", err=True)
 
 
 def _screen_first(images: Path, meta_csv: Path | None, out_dir: Path, bundle_dir: Path, quiet: bool) -> Path:
@@ -149,7 +156,8 @@ def calibrate(bundle: Path | None, results: Path, labels_csv: Path, out_dir: Pat
                          f"it (e.g. {bundle_dir}-local)")
     manifest = load_manifest(bundle_dir)
     scores = read_scores(results, manifest)
-    labels = read_labels(labels_csv, scores.images + scores.error_rows, manifest)
+    _warn(scores.warnings)
+    labels = read_labels(labels_csv, scores.images + scores.error_rows + scores.unusable, manifest)
     request = CalibrationRequest(bundle_dir=bundle_dir, out=out_dir, name=name or out_dir.resolve().name,
                                  sensitivities=tuple(sorted(set(sensitivities))), labels_path=labels_csv,
                                  force=force, resamples=resamples)

@@ -95,6 +95,7 @@ def join(scores: Scores, labels: Labels, manifest: Manifest) -> tuple[Cases, dic
         "unmapped_diagnoses": dict(sorted(labels.unmapped.items())),
         "label_rows_without_screened_image": _listed(labels.rows_without_image),
         "screening_errors": _listed([i for i in scores.error_rows]),
+        "damaged_journal_lines": _listed(scores.unusable),
         "labelled_but_not_scored": _listed(sorted(set(labels.truth) - scored)),
     }
     return cases, unmatched
@@ -220,7 +221,8 @@ def format_report(report: dict[str, Any]) -> str:
                 (cases["screened_with_empty_diagnosis"]["count"], "with an empty diagnosis"),
                 (sum(cases["unmapped_diagnoses"].values()), "with an unmapped diagnosis"),
                 (cases["label_rows_without_screened_image"]["count"], "label rows without a screened image"),
-                (cases["screening_errors"]["count"], "screening errors")]
+                (cases["screening_errors"]["count"], "screening errors"),
+                (cases["damaged_journal_lines"]["count"], "with a damaged journal line")]
     if any(n for n, _ in left_out):
         lines.append("  left out: " + "; ".join(f"{n} {what}" for n, what in left_out if n))
     if cases["unmapped_diagnoses"]:

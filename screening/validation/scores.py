@@ -12,14 +12,14 @@ is read by ``results_csv``, which refuses what a spreadsheet or a cut-off copy h
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..journal_lines import BadLine, read_outcome
+from ..journal import JournalHeader
+from ..journal_lines import Damage, header_line, outcome_lines
 from ..manifest import Manifest
 from ..results import OK, Outcome
 from ..tta import TTA_MODES
@@ -42,6 +42,10 @@ class Scores:
     precision: str  # "journal (6 decimals)" or "CSV (6 decimals)"
     error_rows: list[str]  # images whose screening failed (no scores)
     source: Path
+    # Images of a journal read alone whose latest line is damaged: no usable score (their earlier
+    # line, if any, is the result of a file since replaced).
+    unusable: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # for the user: damaged journal lines
 
 
 def names_of(manifest: Manifest) -> set[str]:
@@ -73,31 +77,77 @@ def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-9 for x, y in zip(a, b))
 
 
-def _read_journal(path: Path, classes: list[str]) -> tuple[dict, dict[str, Outcome]]:
-    """The journal's header and its outcomes by image (a later line wins).
+@dataclass
+class _Journal:
+    """A journal read for validation: each image's latest line, good or damaged."""
+
+    header: JournalHeader
+    outcomes: dict[str, Outcome]  # image -> its latest line, where that line is readable
+    damaged: dict[str, tuple[int, Damage]]  # image -> its latest line (number, why), where that is damaged
+    nameless: list[tuple[int, Damage]]  # damaged lines that no longer say which image they were for
+
+
+def _read_journal(path: Path, classes: list[str]) -> _Journal:
+    """The journal's header and each image's latest line (a later line wins, a damaged one too).
 
     Each line is checked as screening checks a line it reuses (``read_outcome``: as many
     probabilities as ``classes``, each a number in 0..1): a torn last line, or one damaged by
-    hand or disk, is left out, never read as NaN scores or crash on a ragged row.
+    hand or disk, is never read as NaN scores or crash on a ragged row. Nor does an image whose
+    latest line is damaged fall back to its earlier line: a later line is written only when the
+    image was screened again (its file or metadata changed, or it had failed), so the earlier
+    one is the result of something that is no longer there.
     """
     try:
-        lines = path.read_bytes().splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read journal {path}: {exc}") from exc
-    try:
-        header = json.loads(lines[0]) if lines else None
-    except ValueError:
-        header = None
-    if not isinstance(header, dict) or header.get("format") != "screening-journal":
+    header = JournalHeader.from_json(header_line(data).decode("utf-8", errors="replace"))
+    if header is None:
         raise InputError(f"{path} is not a screening journal")
-    outcomes = {}
-    for line in lines[1:]:
-        try:
-            outcome = read_outcome(line, tuple(classes))
-        except BadLine:
-            continue
-        outcomes[outcome.image] = outcome
-    return header, outcomes
+    journal = _Journal(header, {}, {}, [])
+    for number, item in outcome_lines(data, tuple(classes)):
+        if isinstance(item, Outcome):
+            journal.outcomes[item.image] = item
+            journal.damaged.pop(item.image, None)
+        elif item.image is not None:
+            journal.damaged[item.image] = (number, item)
+            journal.outcomes.pop(item.image, None)
+        else:
+            journal.nameless.append((number, item))
+    return journal
+
+
+def _damage_warning(path: Path, lines: list[tuple[int, str | None, str]], consequence: str) -> str:
+    """One warning line for damaged journal lines (number, image or None, reason)."""
+    def one(number: int, image: str | None, reason: str) -> str:
+        return f"line {number}{f' ({image})' if image else ''} is damaged ({reason})"
+
+    if len(lines) == 1:
+        return f"{path} {one(*lines[0])}: {consequence}"
+    shown = "; ".join(one(*line) for line in lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+    return f"{path} has {len(lines)} damaged lines ({shown}): {consequence}"
+
+
+def _damaged(journal: _Journal, images) -> list[tuple[int, str | None, str]]:
+    """The damaged latest lines of ``images``, in file order."""
+    return sorted((journal.damaged[i][0], i, journal.damaged[i][1].reason) for i in images if i in journal.damaged)
+
+
+def _alone_warnings(path: Path, journal: _Journal) -> list[str]:
+    """What the user must know of a journal read alone: images left out for a damaged latest
+    line, and damaged lines that name no image (which may have hidden an image's newer result)."""
+    warnings = []
+    if journal.damaged:
+        images = sorted(journal.damaged)
+        who = f"{images[0]} is" if len(images) == 1 else "those images are"
+        warnings.append(_damage_warning(path, _damaged(journal, images),
+                                        f"{who} left out, not scored on an earlier line"))
+    if journal.nameless:
+        they = "it names" if len(journal.nameless) == 1 else "they name"
+        warnings.append(_damage_warning(path, [(n, None, damage.reason) for n, damage in journal.nameless],
+                                        f"{they} no image: an image whose newer result was on "
+                                        f"{'it' if len(journal.nameless) == 1 else 'one'} is scored on its older line"))
+    return warnings
 
 
 def read_scores(path: Path, manifest: Manifest) -> Scores:
@@ -130,24 +180,35 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
             if row.patient_id:
                 patient_ids[row.image] = row.patient_id
     precision = "CSV (6 decimals)"
+    unusable: list[str] = []
+    warnings: list[str] = []
     if journal.is_file():
-        header, outcomes = _read_journal(journal, classes)
-        same_run = list(header.get("classes", [])) == classes and (not bundle or header.get("bundle") == bundle)
+        read = _read_journal(journal, classes)
+        header, outcomes = read.header, read.outcomes
+        same_run = list(header.classes) == classes and (not bundle or header.bundle == bundle)
         if same_run:
-            bundle = str(header.get("bundle", bundle))
-            wanted = probabilities.keys() if path != journal else [i for i, o in outcomes.items() if o.status == OK]
+            bundle = header.bundle
+        if same_run and path == journal:
+            probabilities = {i: o.probabilities for i, o in outcomes.items() if o.status == OK}
+            errors = sorted(i for i, o in outcomes.items() if o.status != OK)
+            unusable = sorted(read.damaged)
+            precision = "journal (6 decimals)"
+            warnings = _alone_warnings(journal, read)
+        elif same_run:
+            wanted = probabilities.keys()
             kept = {image: outcomes[image].probabilities for image in wanted
                     if image in outcomes and outcomes[image].status == OK}
-            if path == journal:
-                errors = sorted(i for i, o in outcomes.items() if o.status != OK)
             # The journal outlives its CSV: a later --resume that re-screened a replaced picture and
-            # was killed before writing the CSV leaves a newer line. Only a journal that says what
-            # the CSV says is this CSV's (both are rounded to 6 decimals: equal when the same run).
-            if len(kept) == len(wanted) and (path == journal or all(
-                    _same(kept[image], probabilities[image]) for image in kept)):
+            # was killed before writing the CSV leaves a newer line (damaged or not). Only a journal
+            # that says what the CSV says is this CSV's (both are rounded to 6 decimals: equal when
+            # the same run).
+            if len(kept) == len(wanted) and all(_same(kept[image], probabilities[image]) for image in kept):
                 probabilities, precision = kept, "journal (6 decimals)"
+            damaged = _damaged(read, wanted)
+            if damaged:
+                warnings.append(_damage_warning(journal, damaged, "scores read from the CSV, not the journal"))
         elif path == journal:
-            raise InputError(f"journal {journal} holds classes {header.get('classes')}, not bundle "
+            raise InputError(f"journal {journal} holds classes {list(header.classes)}, not bundle "
                              f"{manifest.tag}'s {classes}")
     if not probabilities:
         raise InputError(f"{path} has no successfully screened image")
@@ -156,4 +217,4 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
     floored = np.maximum(np.array([probabilities[i] for i in images], dtype=np.float64), CSV_ZERO)
     return Scores(images=images, probabilities=floored,
                   patient_ids=patient_ids, bundle=bundle, precision=precision, error_rows=sorted(errors),
-                  source=path)
+                  source=path, unusable=unusable, warnings=warnings)

@@ -241,3 +241,23 @@ def test_one_sex_or_site_spelled_several_ways_is_one_breakdown_group(synthetic):
     report, _ = evaluate(read_scores(data.results, m), read_labels(data.labels, data.images, m), m, resamples=0)
     assert {k: g["n"] for k, g in report["breakdowns"]["sex"].items()} == {"female": 80, "male": 40}
     assert {k: g["n"] for k, g in report["breakdowns"]["site"].items()} == {"lower extremity": 80, "unknown": 40}
+
+
+def test_an_image_whose_latest_journal_line_is_damaged_is_accounted_for_and_warned_of(synthetic, tmp_path):
+    """A journal alone whose line for one image was damaged after it was screened again: the image
+    is listed as left out (not as a label row without an image) and stderr names the line."""
+    data = synthetic(n=60)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    newer = json.loads(lines[1])
+    newer["risk"] = 1.7
+    journal.write_text("\n".join([*lines, json.dumps(newer)]) + "\n")
+    data.results.unlink()
+    result = run("evaluate", journal, "--labels", data.labels, "--bundle", _bundle(data),
+                 "--out", tmp_path / "eval", "--bootstrap", 0, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"Warning: {journal} line 62 ({newer['image']}) is damaged (risk 1.7 is not a number "
+                             f"between 0 and 1): {newer['image']} is left out, not scored on an earlier line\n")
+    cases = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["cases"]
+    assert cases["matched"] == 59 and cases["damaged_journal_lines"] == {"count": 1, "first": [newer["image"]]}
+    assert cases["label_rows_without_screened_image"]["count"] == 0

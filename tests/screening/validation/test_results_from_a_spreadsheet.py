@@ -164,3 +164,73 @@ def test_a_text_cell_reads_back_as_the_clinic_typed_it(text):
     if text.startswith("'") and neutralise(text[1:]) == text:
         return  # neutralised text itself ('=1+1): the CSV cannot tell it from =1+1
     assert original_text(neutralise(text)) == text
+
+
+def test_a_journal_of_another_version_is_not_read_as_this_one(synthetic):
+    """The header is checked as screening checks it (JournalHeader.from_json): a journal written by a
+    later screen, whose lines may mean something else, is refused rather than read as version 1."""
+    data = synthetic(n=20)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["version"] = 2
+    journal.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    data.results.unlink()
+    with pytest.raises(InputError, match="is not a screening journal"):
+        read_scores(journal, data.manifest)
+
+
+def _rescreened_then_damaged(data, damage) -> tuple[str, int]:
+    """A --resume that screened a replaced picture again and was killed: the image's new line is
+    appended after its old one, then damaged (``damage`` edits the line). Returns the image and line."""
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    newer = json.loads(lines[1])
+    newer.update(fingerprint="the new picture", probabilities=[0.0, 0.0, 0.0, 1.0], risk=1.0, prediction="bcc")
+    journal.write_text("\n".join([*lines, damage(json.dumps(newer))]) + "\n")
+    return newer["image"], len(lines) + 1
+
+
+@pytest.mark.parametrize("damage", [lambda line: line.replace('"risk": 1.0', '"risk": 1.7'),
+                                    lambda line: line[:60]], ids=["risk out of range", "torn"])
+def test_an_images_damaged_later_line_leaves_it_out_not_scored_on_its_older_line(synthetic, damage):
+    """A journal alone: the image's latest line (of the file as it is now) is damaged. Its earlier
+    line is the result of the file before it was replaced: scoring that against today's label
+    would be wrong, so the image counts as unusable and a warning names the journal line."""
+    data = synthetic(n=40)
+    image, number = _rescreened_then_damaged(data, damage)
+    data.results.unlink()
+    journal = data.results.with_name("results.csv.journal")
+    scores = read_scores(journal, data.manifest)
+    assert image not in scores.images and scores.unusable == [image] and len(scores.images) == 39
+    assert len(scores.warnings) == 1
+    assert scores.warnings[0].startswith(f"{journal} line {number} ({image}) is damaged (")
+    assert scores.warnings[0].endswith(f"): {image} is left out, not scored on an earlier line")
+
+
+def test_a_damaged_later_line_beside_the_csv_reads_the_csv_and_says_why(synthetic):
+    """With its CSV, a journal whose latest line of an image is damaged no longer says what the CSV
+    says (as with any newer line): the CSV's numbers are read, and the warning names the line."""
+    data = synthetic(n=40)
+    image, number = _rescreened_then_damaged(data, lambda line: line.replace('"risk": 1.0', '"risk": 1.7'))
+    scores = read_scores(data.results, data.manifest)
+    assert scores.precision == "CSV (6 decimals)" and scores.unusable == []
+    np.testing.assert_array_equal(scores.probabilities[scores.images.index(image)], _expected(data, image))
+    journal = data.results.with_name("results.csv.journal")
+    assert scores.warnings == [f"{journal} line {number} ({image}) is damaged (risk 1.7 is not a number between "
+                               f"0 and 1): scores read from the CSV, not the journal"]
+
+
+def test_damaged_lines_that_name_no_image_are_warned_of(synthetic):
+    """A line too damaged to say which image it was for cannot leave that image out: the user is
+    told, with the line, that an image may be scored on an older line."""
+    data = synthetic(n=40)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join([*lines[:3], "\x00\x00\x00", *lines[3:], '{"ima']) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 40 and scores.unusable == []
+    assert scores.warnings == [f"{journal} has 2 damaged lines (line 4 is damaged (not JSON (JSONDecodeError)); "
+                               f"line 43 is damaged (not JSON (JSONDecodeError))): they name no image: an image "
+                               f"whose newer result was on one is scored on its older line"]
