@@ -88,6 +88,7 @@ def evaluate(source: Path, labels_csv: Path, meta_csv: Path | None, out_dir: Pat
     scores = align(read_scores(source, manifest), manifest)
     _warn(scores.warnings)
     labels = read_labels(labels_csv, scores.images + scores.error_rows + scores.unusable, manifest)
+    _warn(labels.warnings)
     report, cases = run_evaluation(scores, labels, manifest, resamples)
     report["labels"] = str(labels_csv)
     atomic_write(out_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
@@ -158,6 +159,7 @@ def calibrate(bundle: Path | None, results: Path, labels_csv: Path, out_dir: Pat
     scores = read_scores(results, manifest)
     _warn(scores.warnings)
     labels = read_labels(labels_csv, scores.images + scores.error_rows + scores.unusable, manifest)
+    _warn(labels.warnings)
     request = CalibrationRequest(bundle_dir=bundle_dir, out=out_dir, name=name or out_dir.resolve().name,
                                  sensitivities=tuple(sorted(set(sensitivities))), labels_path=labels_csv,
                                  force=force, resamples=resamples)

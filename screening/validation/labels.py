@@ -77,6 +77,7 @@ class Labels:
     no_row: list[str]  # images with no labels row at all
     descriptors: dict[str, dict[str, str]] = field(default_factory=dict)  # image -> patient_id/age/sex/site/source
     rows_without_image: list[str] = field(default_factory=list)  # label keys no image matched
+    warnings: list[str] = field(default_factory=list)  # the reader's, about the file (an encoding fallback)
 
 
 def _column(table: PatientTable, names: Iterable[str]) -> str | None:
@@ -107,7 +108,9 @@ def read_labels(path: Path, images: list[str], manifest: Manifest) -> Labels:
                          f"its columns: {', '.join(table.extra_columns) or 'none besides the key'}")
     source_column = _column(table, SOURCE_COLUMNS)
     lookup = class_lookup(manifest)
-    labels = Labels(truth={}, unmapped={}, no_label=[], no_row=[])
+    # The reader's words are the patients CSV's ("metadata CSV ..."): say which file it is, as errors do.
+    labels = Labels(truth={}, unmapped={}, no_label=[], no_row=[],
+                    warnings=[f"--labels: {warning}" for warning in table.warnings])
     matched_keys = []
     conflicts = []
     for image in images:

@@ -261,3 +261,19 @@ def test_an_image_whose_latest_journal_line_is_damaged_is_accounted_for_and_warn
     cases = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["cases"]
     assert cases["matched"] == 59 and cases["damaged_journal_lines"] == {"count": 1, "first": [newer["image"]]}
     assert cases["label_rows_without_screened_image"]["count"] == 0
+
+
+def test_a_labels_csv_saved_as_windows_1252_is_read_with_the_readers_warning(synthetic, tmp_path):
+    """Excel on Windows saves "CSV" in the ANSI code page: the reader falls back to Windows-1252 and
+    says so, as it does for the patients CSV; the warning reaches the user, naming the labels."""
+    data = synthetic(n=60)
+    text = data.labels.read_text(encoding="utf-8").replace("clinic0", "clinique-é")
+    data.labels.write_bytes(text.encode("cp1252"))
+    labels = read_labels(data.labels, data.images, data.manifest)
+    assert len(labels.truth) == 60
+    assert labels.warnings == [f"--labels: metadata CSV {data.labels} is not UTF-8 (lines 2, 4, 6, 8, 10 and 25 "
+                               f"more are not UTF-8); read it as Windows-1252"]
+    result = run("evaluate", data.results, "--labels", data.labels, "--bundle", _bundle(data),
+                 "--out", tmp_path / "eval", "--bootstrap", 0, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"Warning: {labels.warnings[0]}\n"
