@@ -127,7 +127,8 @@ def read_labels(path: Path, images: list[str], manifest: Manifest) -> Labels:
         said = {normal_diagnosis(cells.get(diagnosis_column, "")) for _, cells in rows}
         if len({lookup.get(text, text) for text in said}) > 1:
             lines = sorted(line for line, _ in rows)
-            conflicts.append(f"{row.key} (lines {', '.join(map(str, lines))}: {' / '.join(sorted(said))})")
+            texts = sorted(text or "(empty)" for text in said)  # an empty cell must still read as one
+            conflicts.append(f"{row.key} (lines {', '.join(map(str, lines))}: {' / '.join(texts)})")
         matched_keys.append(row.key)
         labels.descriptors[image] = {
             "patient_id": row.patient_id or "", "age": row.age or "", "sex": row.sex or "",

@@ -277,3 +277,14 @@ def test_a_labels_csv_saved_as_windows_1252_is_read_with_the_readers_warning(syn
                  "--out", tmp_path / "eval", "--bootstrap", 0, "--quiet")
     assert result.exit_code == 0, result.output
     assert result.stderr == f"Warning: {labels.warnings[0]}\n"
+
+
+def test_a_diagnosis_left_empty_on_a_repeated_row_is_named_in_the_refusal(synthetic, tmp_path):
+    """The message read '(lines 2, 62:  / mel)': an empty cell said nothing the admin could look for."""
+    data = synthetic(n=60)
+    first = data.labels.read_text().splitlines()[1].split(",")
+    with open(data.labels, "a") as fh:
+        fh.write(",".join([first[0], "", *first[2:]]) + "\n")
+    with pytest.raises(InputError) as refused:
+        read_labels(data.labels, data.images, data.manifest)
+    assert f"{first[0]} (lines 2, 62: (empty) / {first[1]})" in str(refused.value)
