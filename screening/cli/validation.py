@@ -118,6 +118,30 @@ def _screen_first(images: Path, meta_csv: Path | None, out_dir: Path, bundle_dir
     return output
 
 
+class Sensitivity(click.ParamType):
+    """A target sensitivity as a fraction strictly between 0 and 1; a percentage says what was meant.
+
+    ``--sensitivity 95`` would otherwise fail only after the results and labels were read, with a
+    range error that does not say the option wants 0.95.
+    """
+
+    name = "fraction"
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, float):
+            return value
+        typed = str(value).strip()
+        try:
+            number = float(typed)
+        except ValueError:
+            self.fail(f"{typed!r} is not a number (0.95 is 95 % sensitivity)", param, ctx)
+        if 1.0 < number < 100.0:
+            self.fail(f"{typed} is not a fraction: did you mean {round(number / 100, 6):g}?", param, ctx)
+        if not 0.0 < number < 1.0:  # 1.0 would need infinitely many malignant cases: no threshold promises 100 %
+            self.fail(f"{typed} must lie strictly between 0 and 1 (0.95 is 95 % sensitivity)", param, ctx)
+        return number
+
+
 @click.command(epilog=CALIBRATE_EPILOG)
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="The bundle that made the results. Default: $SCREEN_BUNDLE, else engines/starter.")
@@ -130,8 +154,9 @@ def _screen_first(images: Path, meta_csv: Path | None, out_dir: Path, bundle_dir
 @click.option("--name", default=None,
               help="Local version label, e.g. clinic-a -> <version>+local.clinic.a. Default: the --out "
                    "folder's name.")
-@click.option("--sensitivity", "sensitivities", type=float, multiple=True, default=(0.90, 0.95),
-              show_default=True, help="Target malignant sensitivity of an operating point; repeatable.")
+@click.option("--sensitivity", "sensitivities", type=Sensitivity(), multiple=True, default=(0.90, 0.95),
+              show_default=True, help="Target malignant sensitivity of an operating point, as a fraction "
+                                      "(0.95 for 95 %); repeatable.")
 @click.option("--force", is_flag=True, help="Replace an existing --out bundle (swapped atomically).")
 @click.option("--bootstrap", "resamples", type=click.IntRange(0, 100000), default=DEFAULT_RESAMPLES,
               show_default=True, help="Bootstrap resamples for the before/after intervals.")

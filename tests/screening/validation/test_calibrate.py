@@ -229,3 +229,20 @@ def test_the_bundle_being_calibrated_is_never_its_own_out_even_with_force(synthe
     assert result.output.strip() == (f"Error: --out {tmp_path / 'engines' / '.' / 'tiny'} is the bundle being "
                                      f"calibrated: write the derived bundle beside it (e.g. {bundle}-local)")
     assert (bundle / "manifest.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("given, error", [
+    ("95", "95 is not a fraction: did you mean 0.95?"),
+    ("97.5", "97.5 is not a fraction: did you mean 0.975?"),
+    ("1", "1 must lie strictly between 0 and 1 (0.95 is 95 % sensitivity)"),
+    ("0", "0 must lie strictly between 0 and 1 (0.95 is 95 % sensitivity)"),
+    ("100", "100 must lie strictly between 0 and 1 (0.95 is 95 % sensitivity)"),
+])
+def test_a_sensitivity_given_as_a_percentage_is_refused_with_the_fraction_meant(synthetic, tmp_path, given, error):
+    """`--sensitivity 95` is refused before any file is read, saying what to type instead."""
+    data = synthetic(n=60)
+    result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                 "--out", tmp_path / "x", "--sensitivity", "0.9", "--sensitivity", given)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for '--sensitivity': {error}"
+    assert not (tmp_path / "x").exists()
