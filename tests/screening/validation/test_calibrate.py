@@ -246,3 +246,14 @@ def test_a_sensitivity_given_as_a_percentage_is_refused_with_the_fraction_meant(
     assert result.exit_code == 2
     assert result.output.splitlines()[-1] == f"Error: Invalid value for '--sensitivity': {error}"
     assert not (tmp_path / "x").exists()
+
+
+def test_calibrate_prints_the_warnings_of_its_readers(synthetic, tmp_path):
+    """As `screen evaluate` does: a labels CSV read as Windows-1252 is said on stderr, even with --quiet."""
+    data = synthetic(n=200)
+    data.labels.write_bytes(data.labels.read_text(encoding="utf-8").replace("clinic0", "clinique-é").encode("cp1252"))
+    result = run("calibrate", "--bundle", data.manifest_dir, "--results", data.results, "--labels", data.labels,
+                 "--out", tmp_path / "x", "--bootstrap", 0, "--sensitivity", "0.9", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"Warning: --labels: metadata CSV {data.labels} is not UTF-8 (")
+    assert result.stdout == ""
