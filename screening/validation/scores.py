@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -128,7 +129,7 @@ def _damage_warning(path: Path, lines: list[tuple[int, str | None, str]], conseq
     return f"{path} has {len(lines)} damaged lines ({shown}): {consequence}"
 
 
-def _damaged(journal: _Journal, images) -> list[tuple[int, str | None, str]]:
+def _damaged(journal: _Journal, images: Iterable[str]) -> list[tuple[int, str | None, str]]:
     """The damaged latest lines of ``images``, in file order."""
     return sorted((journal.damaged[i][0], i, journal.damaged[i][1].reason) for i in images if i in journal.damaged)
 
