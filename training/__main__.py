@@ -6,6 +6,7 @@ Commands:
   masks        predict and cache the segmenter's masks for every indexed image
   classifier   train the fusion classifier (on cached predicted masks)
   ensemble     join trained classifier stages into one ensemble (mean of their probabilities)
+  join         join exported bundles into one ensemble bundle (temperature and thresholds refitted)
   evaluate     metrics, calibration (temperature) and plots on the validation split
   export       write the ONNX bundle (engines/<name>/) and check ONNX Runtime parity
   ablation     the ablation table (five fusion variants) on frozen, cached backbone features
@@ -21,6 +22,7 @@ COMMANDS = {
     "masks": "training.masks",
     "classifier": "training.train_classifier",
     "ensemble": "training.ensemble",
+    "join": "training.join_bundles",
     "evaluate": "training.evaluate",
     "export": "training.export",
     "ablation": "training.ablation",

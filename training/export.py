@@ -171,7 +171,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
                          f"config says {classes.class_names}")
     evaluation = _evaluation(config, checkpoint, release)
     temperature = float(evaluation.get("temperature", 1.0))
-    gates = check_gates(list(require), _headline(evaluation)) if require else []
+    gates = check_gates(list(require), headline(evaluation)) if require else []
     out = bundle_dir(config)
     git = release_state(config, release)
     tag = f"{config.export.name}@{config.export.version}"
@@ -221,7 +221,7 @@ def export_bundle(config: Config, force: bool = False, require: tuple[str, ...] 
             tta=config.classifier.tta,
             # git_commit from the same state as "git" (provenance's own looks at the whole tree,
             # the bundle folder being replaced included, and would say +dirty beside clean: true)
-            training={**provenance(config), "git_commit": commit_label(git), "evaluation": _headline(evaluation),
+            training={**provenance(config), "git_commit": commit_label(git), "evaluation": headline(evaluation),
                       "onnx_parity": parity, "git": git, "release": release, "quality_gates": gates},
             card=model_card(config.export.card, Path(config.data.index),
                             [c.to_dict() for c in classes.classes]),
@@ -293,7 +293,7 @@ def _evaluation(config: Config, checkpoint: Path, release: bool = False) -> dict
     return evaluation
 
 
-def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
     """The numbers worth carrying in the manifest (the full report stays in the run folder)."""
     if not evaluation:
         return {}
