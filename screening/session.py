@@ -165,7 +165,8 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
             for message in lock.notes:
                 reporter.warn(message)
             with Journal.open(request.output, manifest, resume=request.resume,
-                              on_bundle_change=request.on_bundle_change) as journal:
+                              on_bundle_change=request.on_bundle_change,
+                              backend=backend.results_backend) as journal:
                 for message in (*table.warnings, *journal.notes):
                     reporter.warn(message)
                 jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)

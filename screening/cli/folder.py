@@ -111,7 +111,9 @@ def resolve_bundle(bundle: Path | None) -> Path:
               help="Image decoding threads.  [default: one per CPU]")
 @click.option("--resume", is_flag=True,
               help="Reuse the results journal of an earlier (killed or finished) run: only "
-                   "images not yet screened, new or changed are screened.")
+                   "images not yet screened, new or changed are screened. Results of another "
+                   "bundle, --tta or backend are not reused (see --on-bundle-change); flags are "
+                   "always those of this run's --operating-point.")
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None,
               help="Folder for each image's lesion mask PNG (0/255, original size) and a "
                    "contour overlay PNG; the images' relative paths are kept. It may not be inside "
