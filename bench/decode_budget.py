@@ -96,7 +96,7 @@ def worker(spec: dict) -> None:
     manifest = load_manifest(bundle)
     discovery = discover_images(root)
     table = read_patients(Path(spec["meta"]), images=discovery.images)
-    jobs = plan_jobs(root, discovery.images, table, manifest.metadata)
+    jobs = plan_jobs(discovery.images, table, manifest.metadata)
     limits = DecodeLimits(DEFAULT_TIME_BUDGET_S, DEFAULT_MAX_DECODE_BYTES) if spec["mode"] == "processes" else None
     if spec.get("decode_only"):
         decode_worker(spec, root, jobs, manifest.input_size, limits)

@@ -113,7 +113,7 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
     if not discovery.images and not allow_empty:
         raise no_images(discovery)  # as the run would: --check must not pass a night that fails
     table = read_patients(meta_csv, images=discovery.images, columns=columns)
-    bundle, error, backend = "", "", ""
+    bundle, error, backend, backend_name = "", "", "", ""
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY
     notes: list[str] = []
     try:
@@ -122,7 +122,7 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
             manifest = replace(manifest, tta=run.tta)  # as the run does: part of the bundle's identity
         point = manifest.operating_point(run.operating_point)  # an unknown name: InputError, as the run
         if request is not None:  # the run opens its backend before its journal
-            backend = probe_backend(request, manifest)
+            backend_name, backend = probe_backend(request, manifest)
     except BundleError as exc:
         error = str(exc)
     else:
@@ -132,7 +132,7 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         if run.output is not None:
             OutputLock(run.output).probe()  # the run locks its output before it opens the journal: exit 5
             notes.append(Journal.preview(run.output, manifest, resume=run.resume,
-                                         on_bundle_change=run.on_bundle_change))
+                                         on_bundle_change=run.on_bundle_change, backend=backend_name))
     unknown = {"age": 0, "sex": 0, "site": 0}
     used_keys, with_row = [], 0
     for image in discovery.images:
@@ -156,8 +156,9 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         bundle=bundle, bundle_error=error, notes=notes, backend=backend)
 
 
-def probe_backend(request: FolderRequest, manifest: Manifest) -> str:
-    """The backend the run would open, as one line, decided as the run decides it
+def probe_backend(request: FolderRequest, manifest: Manifest) -> tuple[str, str]:
+    """The backend the run would open: its name (what the journal records; "" with ``--ray``,
+    whose workers decide) and one line, decided as the run decides it
     (``screening.backends.open_backend``) but without opening it: nothing is loaded or written.
 
     With ``--ray`` the driver only needs Ray: the cluster's workers open the bundle when the
@@ -173,13 +174,13 @@ def probe_backend(request: FolderRequest, manifest: Manifest) -> str:
         from .distributed.cluster import import_ray
 
         import_ray()
-        return (f"backend: --ray {request.ray.address} (--backend {request.backend} on the cluster's "
-                f"workers; --check does not contact the cluster)")
+        return "", (f"backend: --ray {request.ray.address} (--backend {request.backend} on the cluster's "
+                    f"workers; --check does not contact the cluster)")
     if request.backend == "onnxruntime":
-        return "backend: onnxruntime (onnxruntime requested)"
+        return "onnxruntime", "backend: onnxruntime (onnxruntime requested)"
     probe = backends.probe_tensorrt(request.bundle_dir, manifest)  # the run's own probe
     if probe.usable:
-        return f"backend: tensorrt ({request.backend}: {probe.reason})"
+        return "tensorrt", f"backend: tensorrt ({request.backend}: {probe.reason})"
     if request.backend == "tensorrt":
         raise BackendUnavailable(probe.reason)
-    return f"backend: onnxruntime (auto picked onnxruntime: {probe.reason})"
+    return "onnxruntime", f"backend: onnxruntime (auto picked onnxruntime: {probe.reason})"

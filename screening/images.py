@@ -7,7 +7,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InputError
 from .results import display_name
 from .image_header import Header, ImageDecodeError, read_header, without_tiff_orientation
+from .stalled_reads import DEFAULT_STALL_S, ImagesUnreachable, while_progressing
 if TYPE_CHECKING:
     from .output_paths import OutputFolder
 
@@ -79,7 +80,8 @@ def no_images(discovery: Discovery) -> InputError:
                       f"(screen folder --allow-empty writes an empty results CSV)")
 
 
-def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discovery:
+def discover_images(root: Path, outputs: Iterable[OutputFolder] = (), *,
+                    stall_s: float = DEFAULT_STALL_S) -> Discovery:
     """Find the image files under ``root``, recursively and in a deterministic order.
 
     A file is an image when its suffix is one of ``IMAGE_SUFFIXES`` (any letter case), whatever
@@ -100,10 +102,16 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
     file that leads inside one of them (a link to a mask PNG). (Outputs inside the images folder
     itself are refused before a run starts; only links reach them.)
 
+    A folder on a network drive that stops answering mid-listing would block the listing in
+    the kernel for as long as the drive is silent: the listing runs in a watched thread
+    (:func:`screening.stalled_reads.while_progressing`) and stops the run when no entry has been
+    read for ``stall_s`` seconds, however long a large folder takes in all.
+
     Args:
         root: The images folder.
         outputs: Folders the run writes into: each one (and, for one whose ``whole`` is set,
             everything inside it) is left out.
+        stall_s: Seconds without an entry read after which the folder is taken as gone.
 
     Returns:
         The images and the other (ignored) files, each sorted by relative path, and the
@@ -111,8 +119,31 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
 
     Raises:
         InputError: ``root`` does not exist, is not a folder, or a folder in it cannot be listed.
+        ImagesUnreachable: the folder stopped answering while it was being listed.
     """
     root = Path(root)
+    return while_progressing(lambda beat: _discover(root, outputs, beat), stall_s,
+                             lambda: listing_stalled(root, stall_s))
+
+
+def is_folder(path: Path, stall_s: float = DEFAULT_STALL_S) -> bool:
+    """``Path(path).is_dir()``, waiting at most ``stall_s`` for a drive that stopped answering.
+
+    Raises:
+        ImagesUnreachable: the folder did not answer (as :func:`discover_images`).
+    """
+    return while_progressing(lambda beat: Path(path).is_dir(), stall_s, lambda: listing_stalled(Path(path), stall_s))
+
+
+def listing_stalled(root: Path, stall_s: float) -> ImagesUnreachable:
+    """The one line of a run stopped by a folder that stopped answering while it was listed."""
+    return ImagesUnreachable(f"the images folder {display_name(str(root))} stopped answering while it was being "
+                             f"listed (nothing for {stall_s:g} s; a stalled network drive?): run the same "
+                             f"command again once the drive answers")
+
+
+def _discover(root: Path, outputs: Iterable[OutputFolder], beat: Callable[[], None]) -> Discovery:
+    """:func:`discover_images` itself, calling ``beat`` for every entry it reads or looks up."""
     if not root.exists():
         raise InputError(f"images folder not found: {root}")
     if not root.is_dir():
@@ -128,7 +159,7 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
     images: list[str] = []
     ignored: list[str] = []
     skipped: list[str] = []
-    for folder, subfolders, files in os.walk(root, onerror=fail, followlinks=True):
+    for folder, subfolders, files, linked in _walk(os.fspath(root), fail, beat):
         base = Path(folder).relative_to(root)
         if not walked:
             info = os.stat(folder)
@@ -137,6 +168,7 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
         for name in sorted(subfolders):
             if name.startswith("."):
                 continue
+            beat()
             reason = _not_walked(Path(folder) / name, (base / name).as_posix(), real_root, walked, guards)
             if reason is None:
                 keep.append(name)
@@ -148,7 +180,8 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
                 continue
             relative = (base / name).as_posix()
             is_image = os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-            if is_image and os.path.islink(os.path.join(folder, name)):
+            if is_image and name in linked:
+                beat()
                 # A linked file, like a linked folder, may lead into a run's own output tree.
                 output = guards.inside(os.path.realpath(os.path.join(folder, name)))
                 if output is not None:
@@ -157,6 +190,49 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = ()) -> Discove
                     continue
             (images if is_image else ignored).append(relative)
     return Discovery(root=root, images=sorted(images), ignored=sorted(ignored), skipped=skipped)
+
+
+def _walk(top: str, onerror: Callable[[OSError], None],
+          beat: Callable[[], None]) -> Iterator[tuple[str, list[str], list[str], set[str]]]:
+    """``os.walk(top, onerror=onerror, followlinks=True)``, top-down, that also yields the names
+    of the files that are symbolic links (from the folder entries: no call per file) and calls
+    ``beat`` for every entry read, so that a large folder read slowly is told from a silent one.
+
+    The caller may prune the sub-folder list in place, as with ``os.walk``.
+    """
+    pending = [top]
+    while pending:
+        folder = pending.pop()
+        subfolders: list[str] = []
+        files: list[str] = []
+        linked: set[str] = set()
+        try:
+            entries = os.scandir(folder)
+        except OSError as error:
+            onerror(error)
+            continue
+        with entries:
+            try:
+                for entry in entries:
+                    beat()
+                    try:
+                        is_folder = entry.is_dir()  # follows links, as followlinks=True
+                    except OSError:
+                        is_folder = False
+                    if is_folder:
+                        subfolders.append(entry.name)
+                    else:
+                        files.append(entry.name)
+                        try:
+                            if entry.is_symlink():
+                                linked.add(entry.name)
+                        except OSError:
+                            pass  # as os.path.islink: an entry that cannot be looked at is no link
+            except OSError as error:
+                onerror(error)
+                continue
+        yield folder, subfolders, files, linked
+        pending.extend(os.path.join(folder, name) for name in reversed(subfolders))
 
 
 class _OutputGuards:

@@ -1,8 +1,9 @@
 """The results journal beside the output, and the lock that keeps two runs off one output.
 
-``results.csv.journal`` is JSON lines: a header naming the bundle (tag and model sha256s),
-then one line per finished image, appended and fsync'd once per batch. A run killed at any
-point leaves at most a torn last line, which the next ``--resume`` drops. The journal is kept
+``results.csv.journal`` is JSON lines: a header naming the bundle (tag and model sha256s) and
+the backend that screened its results, then one line per finished image, appended and fsync'd
+once per batch. A run killed at any point leaves at most a torn last line, which the next
+``--resume`` drops. The journal is kept
 after the CSV is written (rewritten without stale lines), so that a later ``--resume`` on a
 folder that gained images screens only the new ones.
 
@@ -30,7 +31,8 @@ from .results import Outcome
 
 JOURNAL_FORMAT = "screening-journal"
 JOURNAL_VERSION = 1
-# What --resume does with a journal written by another bundle (or another manifest).
+# What --resume does with a journal written by another bundle (or another manifest, or TTA), or
+# screened on another backend.
 ON_BUNDLE_CHANGE = ("rescreen", "fail")
 
 
@@ -182,14 +184,19 @@ class JournalHeader:
     classifier_sha256: str
     classes: tuple[str, ...]
     manifest_sha256: str = ""  # of the canonical manifest: any edit makes another bundle
+    # The backend whose numbers the results are (BundleBackend.name: onnxruntime, tensorrt). FP16
+    # engines and ONNX Runtime differ in the last digits, enough to move a risk across a threshold,
+    # so a resume on another backend never reuses them (see backend_differs). Empty: not recorded
+    # (a journal of an earlier version, or a caller that does not say).
+    backend: str = field(default="", compare=False)
     # Outcome lines that a finished run left (written by compact); lines after them are from a
     # run that was interrupted, so the job that resumes it still counts them as new.
     settled: int = field(default=0, compare=False)
 
     @classmethod
-    def of(cls, manifest: Manifest) -> "JournalHeader":
+    def of(cls, manifest: Manifest, backend: str = "") -> "JournalHeader":
         return cls(manifest.identity, manifest.segmenter.sha256, manifest.classifier.sha256,
-                   tuple(manifest.class_names), manifest.digest)
+                   tuple(manifest.class_names), manifest.digest, backend)
 
     def to_json(self) -> str:
         data = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, **asdict(self)}
@@ -208,16 +215,23 @@ class JournalHeader:
         try:
             # Journals from before manifest hashing have no manifest_sha256: another bundle.
             settled = data.get("settled", 0)
+            backend = data.get("backend", "")
             return cls(str(data["bundle"]), str(data["segmenter_sha256"]),
                        str(data["classifier_sha256"]), tuple(data["classes"]),
                        str(data.get("manifest_sha256", "")),
-                       settled if isinstance(settled, int) and not isinstance(settled, bool) else 0)
+                       backend=backend if isinstance(backend, str) else "",
+                       settled=settled if isinstance(settled, int) and not isinstance(settled, bool) else 0)
         except (KeyError, TypeError):
             return None
 
     def describe(self) -> str:
         return (f"{self.bundle} (manifest sha256 {self.manifest_sha256[:12] or 'unknown'}, segmenter "
                 f"sha256 {self.segmenter_sha256[:12]}, classifier sha256 {self.classifier_sha256[:12]})")
+
+    def backend_differs(self, other: "JournalHeader") -> bool:
+        """Whether the two headers name different backends. A header that names none (an
+        earlier version's journal) differs from none: its results are taken as this run's."""
+        return bool(self.backend and other.backend and self.backend != other.backend)
 
 
 class Journal:
@@ -240,7 +254,7 @@ class Journal:
 
     @classmethod
     def open(cls, output: Path, manifest: Manifest, *, resume: bool,
-             on_bundle_change: str = "rescreen") -> "Journal":
+             on_bundle_change: str = "rescreen", backend: str = "") -> "Journal":
         """Open the journal of ``output`` for appending.
 
         Args:
@@ -248,22 +262,24 @@ class Journal:
             manifest: the bundle of this run; an existing journal must come from the same one.
             resume: reuse an existing journal; without it an existing journal is an error, so
                 that results are never silently reused (or silently thrown away).
-            on_bundle_change: with ``resume``, a journal of another bundle (or another manifest)
-                is replaced and everything screened again, with a note ("rescreen", so that a
-                nightly job survives an upgrade), or is an error ("fail"). Results of two
-                bundles are never mixed.
+            on_bundle_change: with ``resume``, a journal of another bundle (or another manifest),
+                or one screened on another backend, is replaced and everything screened again,
+                with a note ("rescreen", so that a nightly job survives an upgrade), or is an
+                error ("fail"). Results of two bundles, or of two backends, are never mixed.
+            backend: the backend this run screens on (``BundleBackend.name``), recorded in the
+                header; "" compares equal to any.
 
         Raises:
-            InputError: a journal exists without ``resume``, was written by another bundle, or
-                is not a journal.
+            InputError: a journal exists without ``resume``, was written by another bundle or
+                on another backend, or is not a journal.
         """
         path = journal_path(output)
-        header = JournalHeader.of(manifest)
+        header = JournalHeader.of(manifest, backend)
         if not os.path.lexists(path):  # a dangling link is not "no journal": _create refuses it
             return cls._create(path, header)
         _check_reuse(path, resume, on_bundle_change)
         found = _peek_header(path)
-        if on_bundle_change == "rescreen" and found is not None and found != header:
+        if on_bundle_change == "rescreen" and found is not None and _other_results(found, header):
             path.unlink()
             journal = cls._create(path, header)
             journal.notes.append(_rescreen_note(path, found, header))
@@ -271,26 +287,31 @@ class Journal:
         return cls._reopen(path, header)
 
     @staticmethod
-    def preview(output: Path, manifest: Manifest, *, resume: bool, on_bundle_change: str = "rescreen") -> str:
+    def preview(output: Path, manifest: Manifest, *, resume: bool, on_bundle_change: str = "rescreen",
+                backend: str = "") -> str:
         """What :meth:`open` would do with this output's journal, as one line; writes nothing.
 
         For ``screen folder --check``: a night that would fail on its journal fails the check too.
 
         Raises:
-            InputError: as :meth:`open` would (a journal without ``resume``, another bundle's with
-                ``on_bundle_change`` "fail").
+            InputError: as :meth:`open` would (a journal without ``resume``, another bundle's or
+                another backend's with ``on_bundle_change`` "fail").
         """
         path = journal_path(output)
-        header = JournalHeader.of(manifest)
+        header = JournalHeader.of(manifest, backend)
         if not os.path.lexists(path):
             return f"journal: none yet at {path}; every image will be screened"
         _check_reuse(path, resume, on_bundle_change)
         found = _peek_header(path)
-        if found is not None and found != header:
-            if on_bundle_change == "rescreen":
+        if found is not None and _other_results(found, header):
+            if on_bundle_change == "fail":
+                raise InputError(_refusal(path, found, header))
+            if found != header:
                 return (f"journal: {path} holds results of bundle {found.bundle}, this run uses {header.bundle}: "
                         f"every image will be screened again (--on-bundle-change fail stops instead)")
-            raise InputError(_other_bundle(path, found, header))
+            return (f"journal: {path} holds results screened on {found.backend}, this run uses {header.backend}: "
+                    f"every image will be screened again (--backend {found.backend} reuses them; "
+                    f"--on-bundle-change fail stops instead)")
         if found is None:  # as _reopen would find it: a link, an empty file, or not a journal
             try:
                 with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as handle:
@@ -327,15 +348,19 @@ class Journal:
             path.unlink()
             return cls._create(path, header)
         found = JournalHeader.from_json(lines[0].decode("utf-8", errors="replace"))
-        if found is None or found != header:
+        if found is None or _other_results(found, header):
             handle.close()
         if found is None:
             raise InputError(f"{path} is not a screening journal: delete it or choose another --out")
-        if found != header:
-            raise InputError(_other_bundle(path, found, header))
+        if _other_results(found, header):
+            raise InputError(_refusal(path, found, header))
         finished, dropped, fresh = _read_outcomes(lines[1:], header.classes, found.settled)
         unreadable = len(dropped)
         notes = []
+        if header.backend and not found.backend and finished:
+            notes.append(f"{path} does not say which backend screened its results (an earlier version of screen "
+                         f"wrote it): they are reused as screened on {header.backend}; delete it to screen "
+                         f"everything again")
         if complete < len(data):
             notes.append(f"dropped a torn last line of {path} (the previous run was killed mid-write)")
         if unreadable:
@@ -402,9 +427,28 @@ def _check_reuse(path: Path, resume: bool, on_bundle_change: str) -> None:
                          f"got {on_bundle_change!r}")
 
 
+def _other_results(found: JournalHeader, header: JournalHeader) -> bool:
+    """Whether a journal's results were computed otherwise than this run's would be: by another
+    bundle (manifest, TTA), or on another backend."""
+    return found != header or found.backend_differs(header)
+
+
 def _rescreen_note(path: Path, found: JournalHeader, header: JournalHeader) -> str:
-    return (f"{path} holds results of bundle {found.bundle}, this run uses {header.bundle}: screening every "
-            f"image again with the new bundle (--on-bundle-change fail stops instead)")
+    if found != header:
+        return (f"{path} holds results of bundle {found.bundle}, this run uses {header.bundle}: screening every "
+                f"image again with the new bundle (--on-bundle-change fail stops instead)")
+    return (f"{path} holds results screened on {found.backend}, this run uses {header.backend}: screening every "
+            f"image again on {header.backend} (--backend {found.backend} reuses them; --on-bundle-change fail "
+            f"stops instead)")
+
+
+def _refusal(path: Path, found: JournalHeader, header: JournalHeader) -> str:
+    """The one line of a resume refused (--on-bundle-change fail) over another bundle or backend."""
+    if found != header:
+        return _other_bundle(path, found, header)
+    return (f"{path} holds results screened on {found.backend} but this run uses {header.backend}: pass "
+            f"--backend {found.backend} to reuse them, or --on-bundle-change rescreen to screen everything "
+            f"on {header.backend}")
 
 
 def _other_bundle(path: Path, found: JournalHeader, header: JournalHeader) -> str:

@@ -1,6 +1,6 @@
 """The screening data flow of a stream of images: plan, decode, preprocess, infer, postprocess.
 
-    plan (stat + metadata row, minus what the journal already has, by content hash) -> batches on a fixed grid
+    plan (metadata row, minus what the journal already has, by content hash) -> batches on a fixed grid
     -> decode in a thread pool, a few batches ahead -> preprocess -> segmenter -> classifier
     -> probabilities, risk, lesion area (and mask PNGs) -> outcomes, one batch at a time
 
@@ -76,8 +76,6 @@ class ImageJob:
     """One image file to screen, with its metadata row already attached."""
 
     image: str  # path relative to the images folder, POSIX separators
-    size: int  # bytes; -1 when the file could not be stat'ed
-    mtime_ns: int
     meta: MetaCodes  # encoded with the bundle's vocabulary
     patient_id: str = ""
     warnings: tuple[str, ...] = ()  # metadata warnings: no row, unknown or unusable values
@@ -95,32 +93,29 @@ class ImageJob:
         return f"{self.digest or 'unread'}:{self.meta.age},{self.meta.sex},{self.meta.site}"
 
 
-def plan_jobs(root: Path, images: Iterable[str], table: PatientTable,
-              vocab: MetadataVocabulary) -> list[ImageJob]:
-    """Stat each image and attach its metadata row (or unknown metadata, with a warning).
+def plan_jobs(images: Iterable[str], table: PatientTable, vocab: MetadataVocabulary) -> list[ImageJob]:
+    """Attach each image's metadata row (or unknown metadata, with a warning).
+
+    Nothing is read from the image files here: a file on a drive that stopped answering would
+    hold up the whole plan. The first look at a file is its read within the time budget
+    (hashing or decoding), where a silent drive costs one retryable error row.
 
     Args:
-        root: the images folder.
         images: relative POSIX paths from discovery.
         table: the patients CSV.
         vocab: the bundle's metadata vocabulary (never a default one).
     """
     jobs = []
     for image in images:
-        try:
-            stat = os.stat(Path(root) / image)
-            size, mtime_ns = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size, mtime_ns = -1, 0  # the decode step reports why
         match = table.match(image)
         warnings = list(match.warnings)
         row = match.row
         if row is None:
             codes = vocab.unknown_codes()
-            jobs.append(ImageJob(image, size, mtime_ns, codes, warnings=tuple(warnings)))
+            jobs.append(ImageJob(image, codes, warnings=tuple(warnings)))
             continue
         codes, field_warnings = vocab.codes(row.age, row.sex, row.site)
-        jobs.append(ImageJob(image, size, mtime_ns, codes, patient_id=_text(row.patient_id),
+        jobs.append(ImageJob(image, codes, patient_id=_text(row.patient_id),
                              warnings=tuple(warnings + field_warnings),
                              extra=row.extra, row_key=row.key))
     return jobs

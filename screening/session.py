@@ -11,19 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from . import __version__
 from .backends import open_backend
 from .backends.bundle import BundleBackend
 from .errors import BundleError, InputError
 from .tta import TTA_MODES
-from .images import Discovery, discover_images, no_images
+from .images import Discovery, discover_images, listing_stalled, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
 from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
-from .stalled_reads import StallGuard
+from .stalled_reads import StallGuard, while_progressing
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
@@ -66,7 +66,8 @@ def check_request(request: FolderRequest) -> None:
     """Option checks that need no file contents.
 
     Raises:
-        InputError: naming the unusable option.
+        InputError: naming the unusable option, or saying that its paths stopped answering
+            (nothing for ``--decode-timeout`` seconds).
     """
     if request.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {request.batch_size}")
@@ -83,6 +84,17 @@ def check_request(request: FolderRequest) -> None:
         # journal that the next plain run refuses without --resume.
         raise InputError("--save-masks is not available with --ray yet: the mask files would be "
                          "written by the workers")
+    # The paths are looked up on drives that may have stopped answering (a silent share blocks
+    # even a look at its folder): such a night stops here with one line, it does not hang.
+    stall_s = request.decode_timeout_s
+    while_progressing(lambda beat: _check_paths(request), stall_s, lambda: InputError(
+        f"the images folder {request.images_dir}, the metadata CSV {request.meta_csv} or the output folder "
+        f"{Path(request.output).parent} stopped answering while they were being looked up (nothing for "
+        f"{stall_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
+
+
+def _check_paths(request: FolderRequest) -> None:
+    """The checks of :func:`check_request` that look at the files and folders named."""
     check_output_location(request.output, request.images_dir, request.meta_csv)
     if request.save_masks is not None:
         masks = Path(request.save_masks)
@@ -106,13 +118,31 @@ def discover(request: FolderRequest) -> Discovery:
     """The images the run screens (its own output folders left out), with ``--out`` checked
     against them; ``screen folder --check`` finds them the same way.
 
+    Both wait at most ``--decode-timeout`` for a drive that stopped answering (they look up
+    every file: a listing, and the real path of every image).
+
     Raises:
         InputError: the images folder cannot be used, or ``--out`` would land on an image.
+        ImagesUnreachable: the images folder stopped answering while it was being listed.
     """
-    discovery = discover_images(request.images_dir, output_folders(request.output, request.save_masks, request.report))
-    # Again with the images found: one of them may be a link to where --out points.
-    check_output_location(request.output, request.images_dir, request.meta_csv, discovery.images)
+    stall_s = request.decode_timeout_s
+    discovery = discover_images(request.images_dir, output_folders(request.output, request.save_masks, request.report),
+                                stall_s=stall_s)
+
+    def check_against_images(beat: Callable[[], None]) -> None:
+        # Again with the images found: one of them may be a link to where --out points.
+        check_output_location(request.output, request.images_dir, request.meta_csv,
+                              _beating(discovery.images, beat))
+
+    while_progressing(check_against_images, stall_s, lambda: listing_stalled(Path(request.images_dir), stall_s))
     return discovery
+
+
+def _beating(items: Iterable[str], beat: Callable[[], None]) -> Iterator[str]:
+    """``items``, calling ``beat`` as each is taken: progress of a step that looks each one up."""
+    for item in items:
+        beat()
+        yield item
 
 
 def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> Summary:
@@ -165,10 +195,11 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
             for message in lock.notes:
                 reporter.warn(message)
             with Journal.open(request.output, manifest, resume=request.resume,
-                              on_bundle_change=request.on_bundle_change) as journal:
+                              on_bundle_change=request.on_bundle_change,
+                              backend=backend.results_backend) as journal:
                 for message in (*table.warnings, *journal.notes):
                     reporter.warn(message)
-                jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
+                jobs = plan_jobs(discovery.images, table, manifest.metadata)
                 run = _run(request, jobs, backend, journal, reporter)
                 refuse_a_broken_night(run, request.output)
                 ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
@@ -193,7 +224,8 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
 
 def _write_report(request: FolderRequest, manifest: Manifest, backend: str, jobs: list[ImageJob]) -> None:
     build_report(ReportRequest(results=request.output, images_dir=request.images_dir, out=request.report,
-                               manifest=manifest, backend=backend, meta=metadata_as_read(jobs, manifest.metadata)))
+                               manifest=manifest, backend=backend, meta=metadata_as_read(jobs, manifest.metadata),
+                               read_timeout_s=request.decode_timeout_s))
 
 
 @dataclass

@@ -6,12 +6,18 @@ a daemon reader thread while the calling thread waits at most the budget; past i
 becomes an error row (retried by ``--resume``) and the stuck reader is left behind, never waited
 for. A few stuck reads at once mean the drive is gone: the run stops (:class:`ImagesUnreachable`)
 rather than leave a thread behind for every image of the night.
+
+A walk over many files (the folder listing) is watched as a whole instead
+(:func:`while_progressing`): it runs in one daemon thread that says when it moves on, and it is
+given up only when it has said nothing for the whole budget, so a large folder that lists slowly
+is never cut short and a folder that answers costs one thread, not one per file.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
@@ -25,10 +31,17 @@ T = TypeVar("T")
 # gone: one stuck file is a flaky drive, several at once are a drive that stopped answering, and
 # the run stops instead of leaving a thread behind for every image still to read.
 MAX_STUCK_READS = 4
+# How long a step that is not an image's read (the folder listing, the report's thumbnails) waits
+# for a silent drive unless told: --decode-timeout's default (decode_pool.DEFAULT_TIME_BUDGET_S).
+DEFAULT_STALL_S = 30.0
 
 
 class ImagesUnreachable(InputError):
     """Several reads of image files are stuck at once: the images folder stopped answering."""
+
+
+class ReadTimedOut(ImageDecodeError):
+    """One read did not finish within the budget: the file's drive may answer later (transient)."""
 
 
 class StallGuard:
@@ -57,8 +70,8 @@ class StallGuard:
         """``read(path)``'s result, or its exception, if it comes within the budget.
 
         Raises:
-            ImageDecodeError: the read took longer than the budget (transient), or the guard
-                was closed (the run is stopping).
+            ReadTimedOut: the read took longer than the budget (an ImageDecodeError, transient).
+            ImageDecodeError: the guard was closed (the run is stopping), or the read's own.
             ImagesUnreachable: ``max_stuck`` reads are stuck at once.
         """
         task = _Read(read, path)
@@ -81,8 +94,8 @@ class StallGuard:
                 task.abandoned = True
                 self._stuck += 1
                 self._refuse_new_reads()
-                raise ImageDecodeError(f"the file did not finish reading within the {self.budget_s:g} s "
-                                       f"limit per image (a stalled network drive?)", transient=True)
+                raise ReadTimedOut(f"the file did not finish reading within the {self.budget_s:g} s "
+                                   f"limit per image (a stalled network drive?)", transient=True)
         return task.result()
 
     def digest(self, path: Path) -> str | None:
@@ -151,3 +164,42 @@ class _Read(Generic[T]):
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def while_progressing(work: Callable[[Callable[[], None]], T], budget_s: float,
+                      stalled: Callable[[], BaseException]) -> T:
+    """``work(beat)``'s result, or its exception, run in a daemon thread that calls ``beat()``
+    each time it moves on (a folder entry read, a file looked at).
+
+    The caller waits as long as the work goes on beating; once ``budget_s`` passes without a
+    beat (a call stuck on a drive that stopped answering), ``stalled()`` is raised and the
+    thread is left behind, as a stuck read is. A stall is noticed between ``budget_s`` and
+    1.25 x ``budget_s`` after the last beat. A signal (Ctrl-C) interrupts the wait at once.
+    """
+    beats = [0]  # a list, not a nonlocal int: the work's thread adds, this thread compares
+
+    def beat() -> None:
+        beats[0] += 1
+
+    done = threading.Event()
+    outcome: list = [None, None]  # value, exception
+
+    def run() -> None:
+        try:
+            outcome[0] = work(beat)
+        except BaseException as error:  # handed to the caller, who raises it
+            outcome[1] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="walk", daemon=True).start()
+    seen, since = beats[0], time.monotonic()
+    while not done.wait(budget_s / 4):
+        now = time.monotonic()
+        if beats[0] != seen:
+            seen, since = beats[0], now
+        elif now - since >= budget_s:
+            raise stalled()
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]

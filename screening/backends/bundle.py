@@ -56,6 +56,12 @@ class BundleBackend(ABC):
         """One line for the summary, e.g. 'onnxruntime (CPU, 2 threads)'."""
         return self.name
 
+    @property
+    def results_backend(self) -> str:
+        """The backend whose numbers this one's results are, as the journal records it: a resume
+        on another never reuses them (screening.journal)."""
+        return self.name
+
 
 class RunnerPairBackend(BundleBackend):
     """Chains a segmenter Runner and a classifier Runner through host memory."""

@@ -10,6 +10,7 @@ import click
 import screening
 
 from ..backends import BACKEND_CHOICES
+from .paths import PATH
 from .job import JobOptions, job_options, run_check
 from ..interrupt import Interrupted, interruptible
 from ..errors import BundleError, InputError, OutputError, describe_os_error
@@ -93,13 +94,13 @@ def resolve_bundle(bundle: Path | None) -> Path:
 
 @click.command(epilog=FOLDER_EPILOG)
 @job_options
-@click.argument("images_dir", type=click.Path(path_type=Path))
-@click.option("--meta", "meta_csv", required=True, type=click.Path(path_type=Path),
+@click.argument("images_dir", type=PATH)
+@click.option("--meta", "meta_csv", required=True, type=PATH,
               help="Patient metadata CSV: one row per image; key column image (or image_id, "
                    "image_name, isic_id); optional patient_id, age, sex, site.")
 @click.option("--out", "output", default=Path("results.csv"), show_default=True,
-              type=click.Path(path_type=Path), help="Results CSV, ranked by risk.")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              type=PATH, help="Results CSV, ranked by risk.")
+@click.option("--bundle", type=PATH, default=None,
               help=f"Model bundle folder (engines/NAME). Default: ${BUNDLE_ENV}, else the "
                    f"repository's engines/starter.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
@@ -111,12 +112,14 @@ def resolve_bundle(bundle: Path | None) -> Path:
               help="Image decoding threads.  [default: one per CPU]")
 @click.option("--resume", is_flag=True,
               help="Reuse the results journal of an earlier (killed or finished) run: only "
-                   "images not yet screened, new or changed are screened.")
-@click.option("--save-masks", type=click.Path(path_type=Path), default=None,
+                   "images not yet screened, new or changed are screened. Results of another "
+                   "bundle, --tta or backend are not reused (see --on-bundle-change); flags are "
+                   "always those of this run's --operating-point.")
+@click.option("--save-masks", type=PATH, default=None,
               help="Folder for each image's lesion mask PNG (0/255, original size) and a "
                    "contour overlay PNG; the images' relative paths are kept. It may not be inside "
                    "the images folder nor hold it (exit 2).")
-@click.option("--report", type=click.Path(path_type=Path), default=None, metavar="REPORT.html",
+@click.option("--report", type=PATH, default=None, metavar="REPORT.html",
               help="Also write a self-contained HTML review report: the ranked worklist with "
                    "thumbnails, lesion outlines and attention maps, per-patient view, errors. Its "
                    "pictures go in REPORT_files/ beside it; open it in any browser (docs/report.md).")
@@ -144,7 +147,9 @@ def resolve_bundle(bundle: Path | None) -> Path:
               help="Time limit to read one image file, and again to decode it: a read stuck on "
                    "a stalled network drive is abandoned, a decoder stuck in a hostile file is "
                    "stopped, and the image becomes an error row (retried by --resume). Four reads "
-                   "stuck at once stop the run (exit 2): the drive is gone.")
+                   "stuck at once stop the run (exit 2): the drive is gone. Looking up the folders "
+                   "and listing the images wait as long for a silent drive, then stop the run "
+                   "(exit 2).")
 @click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
               help="Decoder memory limit per image, from its header (width x height x channels "
                    "x bytes per sample, before decoding); larger images become error rows (screened "

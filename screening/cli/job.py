@@ -166,9 +166,9 @@ def job_options(command: Callable) -> Callable:
                           "e.g. --column age=Alter; repeatable."),
         click.option("--on-bundle-change", type=click.Choice(ON_BUNDLE_CHANGE), default="rescreen",
                      show_default=True,
-                     help="With --resume, when the journal is from another bundle (or an edited "
-                          "manifest): screen everything again with this bundle (a warning says so), "
-                          "or fail (exit 2)."),
+                     help="With --resume, when the journal is from another bundle (an edited "
+                          "manifest, another --tta) or another backend: screen everything again with "
+                          "this bundle and backend (a warning says so), or fail (exit 2)."),
         click.option("--allow-empty", is_flag=True,
                      help="An images folder without image files is a failure (exit 2) and the last "
                           "results are left as they were: an unmounted share or a mistyped path must "

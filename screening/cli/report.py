@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .folder import BUNDLE_ENV, EXIT_CODES_HELP, resolve_bundle
+from .paths import PATH
 
 REPORT_EPILOG = """\b
 Examples:
@@ -26,15 +27,15 @@ the new page does not need are removed, unless a run is writing RESULTS.
 
 
 @click.command(epilog=REPORT_EPILOG)
-@click.argument("results", type=click.Path(path_type=Path))
-@click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("results", type=PATH)
+@click.option("--images", "images_dir", required=True, type=PATH,
               help="The folder that was screened: thumbnails, and images without a result.")
 @click.option("--out", "out", default=Path("report.html"), show_default=True,
-              type=click.Path(path_type=Path), help="The HTML report to write.")
-@click.option("--meta", "meta_csv", type=click.Path(path_type=Path), default=None,
+              type=PATH, help="The HTML report to write.")
+@click.option("--meta", "meta_csv", type=PATH, default=None,
               help="The run's patients CSV: shows age/sex/site as the model read them, and patient "
                    "ids when RESULTS is a journal.")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+@click.option("--bundle", type=PATH, default=None,
               help=f"The bundle the run used, for readable class names. Default: ${BUNDLE_ENV}, "
                    f"else the repository's engines/starter.")
 def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bundle: Path | None) -> None:
@@ -48,7 +49,7 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     Not for diagnosis: every result must be reviewed by a qualified clinician.
     """
     from ..errors import InputError
-    from ..images import discover_images
+    from ..images import discover_images, is_folder
     from ..manifest import load_manifest
     from ..patients import read_patients
     from ..pipeline import plan_jobs
@@ -56,14 +57,14 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
 
     bundle_dir = resolve_bundle(bundle)
     manifest = load_manifest(bundle_dir, verify_files=False)  # names only: no model is run
-    if not Path(images_dir).is_dir():
+    if not is_folder(images_dir):  # at most 30 s on a share that stopped answering
         raise InputError(f"--images {images_dir} is not a folder")
     meta = codes = patients = None
     request = ReportRequest(results=results, images_dir=images_dir, out=out, manifest=manifest)
     if meta_csv is not None:
         discovery = discover_images(images_dir, run_outputs(request))  # the images the report itself lists
         table = read_patients(meta_csv, images=discovery.images)
-        jobs = plan_jobs(discovery.root, discovery.images, table, manifest.metadata)
+        jobs = plan_jobs(discovery.images, table, manifest.metadata)
         meta = metadata_as_read(jobs, manifest.metadata)
         codes = metadata_codes(jobs)  # compared with the journal's: today's CSV may differ
         patients = {job.image: job.patient_id for job in jobs}

@@ -62,6 +62,10 @@ class RayScreening:
         self.cluster: ClusterInfo | None = None
         self.note = ""
         self.worker_backends: set[str] = set()  # descriptions reported by the actors that ran
+        # The backend of the worker probed at the start, as the journal records it. (With
+        # --backend auto on a cluster of GPU and CPU nodes the actors may differ: see
+        # worker_backends in the summary.)
+        self.results_backend = ""
         self.nodes_used: set[str] = set()  # Ray node ids whose actors returned outcomes
         self.duplicates = 0  # outcomes the cluster delivered twice (dropped)
         self._connection = None
@@ -90,14 +94,15 @@ class RayScreening:
         ray = import_ray()
         probe = ray.remote(probe_bundle).options(**self._actor_resources())
         try:
-            status, first, second = ray.get(probe.remote(str(self.bundle_dir), self.manifest, self.backend,
-                                                         self.batch_size))
+            status, first, second, name = ray.get(probe.remote(str(self.bundle_dir), self.manifest, self.backend,
+                                                               self.batch_size))
         except ray.exceptions.RayError as exc:
             raise BackendUnavailable(f"--ray: cannot open the bundle on a worker ({_first_line(exc)})") from None
         if status == "error":
             raise getattr(errors, first, ScreeningError)(second)
         self.worker_backends.add(first)
         self.note = second
+        self.results_backend = name
 
     # -- resources ------------------------------------------------------------------------------
 

@@ -174,15 +174,16 @@ class ScreeningActor:
 
 
 def probe_bundle(bundle_dir: str, manifest: Manifest, backend: str,
-                 batch_size: int) -> tuple[str, str, str]:
-    """Open and close the bundle on one worker: ("ok", description, note), or the domain error
-    as ("error", class name, message) so that the driver can raise it with its exit code."""
+                 batch_size: int) -> tuple[str, str, str, str]:
+    """Open and close the bundle on one worker: ("ok", description, note, backend name), or the
+    domain error as ("error", class name, message, "") so that the driver can raise it with its
+    exit code."""
     try:
         opened, note = open_bundle(bundle_dir, manifest, backend, batch_size)
         with opened:
-            return "ok", opened.description, note
+            return "ok", opened.description, note, opened.results_backend
     except ScreeningError as exc:
-        return "error", type(exc).__name__, str(exc)
+        return "error", type(exc).__name__, str(exc), ""
 
 
 def outcomes_of(row: dict[str, Any]) -> list[Outcome]:

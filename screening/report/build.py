@@ -18,7 +18,8 @@ from typing import Any, Iterable
 from ..atomic import temp_name_bytes
 from ..attention import QUERY_LABELS
 from ..errors import InputError
-from ..images import discover_images
+from ..images import discover_images, is_folder
+from ..stalled_reads import DEFAULT_STALL_S, StallGuard
 from ..journal import lock_path
 from ..output_paths import name_limit, output_folders
 from ..manifest import Manifest
@@ -48,6 +49,9 @@ class ReportRequest:
     # shown only where they are the codes the journal says the image was screened with.
     meta_codes: dict[str, str] | None = None
     backend: str = ""  # what ran; default: from the run's summary JSON
+    # Seconds to wait for an image file (a thumbnail's read) or the folder listing on a drive that
+    # stopped answering (screening.stalled_reads); screen folder --report passes its --decode-timeout.
+    read_timeout_s: float = DEFAULT_STALL_S
 
 
 @dataclass
@@ -117,10 +121,11 @@ def build_report(request: ReportRequest) -> ReportStats:
     if without:
         rows = {r.image: r for r in ok}
         with ViewWriter(folder, queries, manifest.mask_threshold if manifest else 0.5,
-                        bundle=manifest.identity if manifest else "") as writer:
+                        bundle=manifest.identity if manifest else "") as writer, \
+                StallGuard(request.read_timeout_s) as reads:
             # Each thumbnail is made for its row's screening: the file must still be the one
             # screened (its fingerprint), and it is named by the row's bundle, not today's.
-            for view in thumbnails_from_files(without, Path(request.images_dir), writer,
+            for view in thumbnails_from_files(without, Path(request.images_dir), writer, reads,
                                               {i: r.fingerprint for i, r in rows.items() if r.fingerprint},
                                               {i: r.bundle for i, r in rows.items() if r.bundle}):
                 views[view.image] = view
@@ -216,9 +221,10 @@ def _meta_as_screened(meta: dict[str, str] | None, codes: dict[str, str] | None,
 def _discovered(images_dir: Path | None, request: ReportRequest) -> dict[str, str]:
     """The images of the folder by the name the results show (a name that is not UTF-8 is
     shown with escapes, and opened by its own bytes)."""
-    if images_dir is None or not Path(images_dir).is_dir():
+    if images_dir is None or not is_folder(images_dir, request.read_timeout_s):
         return {}
-    return {display_name(image): image for image in discover_images(images_dir, run_outputs(request)).images}
+    listed = discover_images(images_dir, run_outputs(request), stall_s=request.read_timeout_s)
+    return {display_name(image): image for image in listed.images}
 
 
 def run_outputs(request: ReportRequest) -> list:

@@ -28,9 +28,10 @@ import numpy as np
 from ..atomic import atomic_write_chunks
 from ..attention import QUERY_LABELS, normalised_maps
 from ..errors import InputError
-from ..fingerprint import content_digest
-from ..images import load_image
+from ..image_header import ImageDecodeError
+from ..images import decode_image, read_image_file
 from ..results import display_name
+from ..stalled_reads import ImagesUnreachable, ReadTimedOut, StallGuard
 
 THUMB_SIDE = 200  # px, longest side: sharp at the page's 100 px display size on a 2x screen
 THUMB_QUALITY = 80  # JPEG quality: about 8 KB per dermoscopy thumbnail
@@ -38,6 +39,9 @@ VIEWS_FILE = "views.jsonl"
 THUMBS = "thumbs"
 OUTLINE_SCALE = 1000  # outline coordinates are integers in 0..1000 of the image's width/height
 FILE_CHANGED = "file changed since it was screened"  # shown instead of a picture of other content
+# Shown instead of a picture whose file did not answer within the time budget (or after several
+# did not: the drive is taken as gone and no more are tried). Not recorded: the next report tries again.
+FILE_STALLED = "no picture: the file did not finish reading (a stalled network drive?)"
 _THUMB_FILE = re.compile(r"[0-9a-f]{20}\.jpg")  # what thumb_name makes: the only files tidy removes
 
 
@@ -287,7 +291,7 @@ def tidy(folder: Path, keep: list[View]) -> int:
     return removed
 
 
-def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter,
+def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter, reads: StallGuard,
                           fingerprints: dict[str, str] | None = None,
                           bundles: dict[str, str] | None = None) -> Iterator[View]:
     """Views with a thumbnail only, decoding each image from ``root`` (for images screened
@@ -297,21 +301,40 @@ def thumbnails_from_files(images: list[str], root: Path, writer: ViewWriter,
     ``bundles`` (by displayed name) say which screening each picture is made for. An image that
     cannot be read any more gets a view without a thumbnail. A file whose content is no longer
     what was screened gets none either, and a note saying so (not recorded: a file put back is
-    pictured next time).
+    pictured next time). Every file is read through ``reads``, within its time budget: a file
+    that does not answer gets a note in place of its picture, and once ``reads`` takes the drive
+    as gone, so do all the files after it, without a read more.
     """
     fingerprints = fingerprints or {}
     bundles = bundles or {}
+    gone = False
     for image in images:
         shown = display_name(image)
         fingerprint = fingerprints.get(shown, "")
         bundle = bundles.get(shown, writer.bundle)
         path = Path(root) / image
-        current = content_digest(path) if fingerprint else None  # None: gone or unreadable, below
-        if current is not None and current != screened_content(fingerprint):
-            yield View(shown, "", (0, 0), fingerprint=fingerprint, bundle=bundle, note=FILE_CHANGED)
+        stalled = View(shown, "", (0, 0), fingerprint=fingerprint, bundle=bundle, note=FILE_STALLED)
+        if gone:
+            yield stalled
             continue
         try:
-            decoded = load_image(path, (THUMB_SIDE, THUMB_SIDE))
+            current = reads.digest(path) if fingerprint else None  # None: gone or unreadable, below
+            if current is not None and current != screened_content(fingerprint):
+                yield View(shown, "", (0, 0), fingerprint=fingerprint, bundle=bundle, note=FILE_CHANGED)
+                continue
+            data = reads.call(read_image_file, path)
+        except ImagesUnreachable:
+            gone = True
+            yield stalled
+            continue
+        except ReadTimedOut:
+            yield stalled  # may answer next time: not recorded
+            continue
+        except ImageDecodeError:  # a vanished or unreadable file only costs its picture
+            yield writer.add(image, None, fingerprint=fingerprint, bundle=bundle)
+            continue
+        try:
+            decoded = decode_image(data, (THUMB_SIDE, THUMB_SIDE))
             yield writer.add(image, thumbnail(decoded.rgb), fingerprint=fingerprint, bundle=bundle)
-        except Exception:  # a vanished or unreadable file only costs its picture
+        except Exception:  # an unreadable picture only costs its picture
             yield writer.add(image, None, fingerprint=fingerprint, bundle=bundle)

@@ -143,6 +143,38 @@ def test_an_edited_manifest_is_another_bundle(tmp_path: Path, manifest) -> None:
         Journal.open(out, edited, resume=True, on_bundle_change="fail")
 
 
+def test_the_header_names_the_backend_and_another_backend_is_not_reused(tmp_path: Path, manifest) -> None:
+    out = tmp_path / "results.csv"
+    with Journal.open(out, manifest, resume=False, backend="onnxruntime") as journal:
+        journal.append([outcome("a.png")])
+    assert json.loads(lines(journal_path(out))[0])["backend"] == "onnxruntime"
+    assert Journal.preview(out, manifest, resume=True, backend="tensorrt") == (
+        f"journal: {journal_path(out)} holds results screened on onnxruntime, this run uses tensorrt: every image "
+        f"will be screened again (--backend onnxruntime reuses them; --on-bundle-change fail stops instead)")
+    with pytest.raises(InputError, match="holds results screened on onnxruntime but this run uses tensorrt"):
+        Journal.preview(out, manifest, resume=True, backend="tensorrt", on_bundle_change="fail")
+    with pytest.raises(InputError, match="pass --backend onnxruntime to reuse them"):
+        Journal.open(out, manifest, resume=True, backend="tensorrt", on_bundle_change="fail")
+    with Journal.open(out, manifest, resume=True, backend="tensorrt") as journal:
+        assert journal.finished == {} and "screening every image again on tensorrt" in journal.notes[0]
+    assert json.loads(lines(journal_path(out))[0])["backend"] == "tensorrt"
+
+
+def test_a_journal_that_does_not_name_its_backend_is_reused_with_a_note(tmp_path: Path, manifest) -> None:
+    """A journal of an earlier version: a night after the upgrade reuses it, and says so."""
+    out = tmp_path / "results.csv"
+    with Journal.open(out, manifest, resume=False) as journal:
+        journal.append([outcome("a.png")])
+    assert "backend" not in lines(journal_path(out))[0] or json.loads(lines(journal_path(out))[0])["backend"] == ""
+    with Journal.open(out, manifest, resume=True, backend="tensorrt") as journal:
+        assert sorted(journal.finished) == ["a.png"]
+        assert journal.notes == [f"{journal_path(out)} does not say which backend screened its results (an earlier "
+                                 f"version of screen wrote it): they are reused as screened on tensorrt; delete it "
+                                 f"to screen everything again"]
+        journal.compact([outcome("a.png")])
+    assert json.loads(lines(journal_path(out))[0])["backend"] == "tensorrt"  # said once, then recorded
+
+
 def test_lines_that_do_not_fit_the_bundle_are_dropped_and_redone(tmp_path: Path, manifest) -> None:
     out = tmp_path / "results.csv"
     with Journal.open(out, manifest, resume=False) as journal:

@@ -104,7 +104,7 @@ def test_screening_plan_attaches_the_row_to_a_latin1_file(tmp_path):
     os.rename(images / "x.png", images / os.fsdecode(b"caf\xe9.png"))
     meta = csv_file(tmp_path, b"image,patient_id,age,sex,site\ncaf\xe9.png,P7,45,female,back\n")
     discovery = discover_images(images)
-    (job,) = plan_jobs(images, discovery.images, read_patients(meta, images=discovery.images), DEFAULT_VOCABULARY)
+    (job,) = plan_jobs(discovery.images, read_patients(meta, images=discovery.images), DEFAULT_VOCABULARY)
     assert (job.patient_id, job.row_key, job.warnings) == ("P7", "café.png", ())
 
 

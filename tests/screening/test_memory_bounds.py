@@ -95,7 +95,7 @@ def test_per_image_state_of_a_run_stays_small(tmp_path: Path, manifest) -> None:
     def run_state() -> None:
         # What screen_folder holds per image until the CSV is written.
         table = read_patients(csv_path, images=images)
-        jobs = plan_jobs(tmp_path / "absent", images, table, manifest.metadata)
+        jobs = plan_jobs(images, table, manifest.metadata)
         outcomes = {job.image: outcome(i) for i, job in enumerate(jobs)}
         ranked = rank_rows(ResultRow(outcomes[j.image], j.patient_id, j.warnings, j.extra) for j in jobs)
         kept["state"] = (images, table, jobs, outcomes, ranked)

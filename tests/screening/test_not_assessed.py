@@ -54,7 +54,7 @@ def with_alpha(rgb: np.ndarray, alpha: np.ndarray | int) -> np.ndarray:
 
 
 def decoded(rgb: np.ndarray, original_size: tuple[int, int] | None = None, opacity: float = 1.0) -> Decoded:
-    job = ImageJob("x.png", 1, 0, None)  # type: ignore[arg-type]  # metadata plays no part
+    job = ImageJob("x.png", None)  # type: ignore[arg-type]  # metadata plays no part
     return Decoded(job, resize_rgb(rgb, INPUT_SIZE), original_size or rgb.shape[:2], None, opacity=opacity)
 
 
@@ -293,7 +293,7 @@ def test_opacity_crosses_the_decoder_process_and_a_pickled_batch(tmp_path: Path,
     images.mkdir()
     (images / "faint.png").write_bytes(encode(".png", with_alpha(lesion_rgb(2, size=96), 60)))
     manifest = load_manifest(bundle)
-    job = ImageJob("faint.png", 1, 0, manifest.metadata.unknown_codes())
+    job = ImageJob("faint.png", manifest.metadata.unknown_codes())
     with DecodePool(1, DecodeLimits(30.0, 2**28)) as pool:
         item = pickle.loads(pickle.dumps(decode_one(job, images, manifest.input_size, False, load=pool.load)))
     assert item.opacity == pytest.approx(60 / 255)

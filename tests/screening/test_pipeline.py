@@ -33,7 +33,7 @@ def backend(tiny_bundle: Path, manifest):
 
 
 def job(image: str, manifest, codes: MetaCodes | None = None) -> ImageJob:
-    return ImageJob(image, 1, 1, codes or manifest.metadata.unknown_codes())
+    return ImageJob(image, codes or manifest.metadata.unknown_codes())
 
 
 def run_all(jobs, root: Path, backend, **options) -> list[Outcome]:
@@ -46,7 +46,7 @@ def test_plan_attaches_metadata_rows_and_warns_about_missing_ones(tmp_path: Path
         write_image(tmp_path / "img" / name, lesion_rgb(i))
     rows = [patient_row(0, "a"), {**patient_row(1, "b.png"), "age": "", "site": "moon"}]
     table = read_patients(write_patients(tmp_path / "p.csv", rows), images=names)
-    jobs = plan_jobs(tmp_path / "img", names, table, manifest.metadata)
+    jobs = plan_jobs(names, table, manifest.metadata)
     vocab = manifest.metadata
     assert [j.image for j in jobs] == names
     assert jobs[0].patient_id == "P000" and jobs[0].warnings == () and jobs[0].row_key == "a"
@@ -54,16 +54,14 @@ def test_plan_attaches_metadata_rows_and_warns_about_missing_ones(tmp_path: Path
     assert jobs[1].warnings == ("age unknown", "site 'moon' not recognised, used unknown")
     assert jobs[2].row_key is None and jobs[2].meta == vocab.unknown_codes()
     assert jobs[2].warnings == ("no metadata row",)
-    assert jobs[0].size == (tmp_path / "img" / "a.png").stat().st_size
 
 
 def test_fingerprint_follows_content_and_metadata(manifest) -> None:
-    base = ImageJob("a.png", 100, 5, MetaCodes(1, 0, 2), digest="b2:aa")
+    base = ImageJob("a.png", MetaCodes(1, 0, 2), digest="b2:aa")
     assert base.fingerprint == "b2:aa:1,0,2"
-    # size and mtime do not count: only the bytes and the encoded metadata
-    assert ImageJob("a.png", 101, 6, MetaCodes(1, 0, 2), digest="b2:aa").fingerprint == base.fingerprint
-    changed = {ImageJob("a.png", 100, 5, MetaCodes(1, 0, 2), digest="b2:ab").fingerprint,
-               ImageJob("a.png", 100, 5, MetaCodes(2, 0, 2), digest="b2:aa").fingerprint}
+    # only the bytes (their digest) and the encoded metadata count
+    changed = {ImageJob("a.png", MetaCodes(1, 0, 2), digest="b2:ab").fingerprint,
+               ImageJob("a.png", MetaCodes(2, 0, 2), digest="b2:aa").fingerprint}
     assert base.fingerprint not in changed and len(changed) == 2
 
 

@@ -87,7 +87,7 @@ def test_report_is_self_contained_and_refuses_other_scripts(run):
 
 def test_thumbnails_come_from_the_pixels_already_decoded(tmp_path, monkeypatch):
     """--report decodes no image twice: the report's own decoder is never called."""
-    monkeypatch.setattr(views_module, "load_image", lambda *a, **k: pytest.fail("second decode"))
+    monkeypatch.setattr(views_module, "decode_image", lambda *a, **k: pytest.fail("second decode"))
     paths = screened_folder(tmp_path, n=5)
     result = screen_with_report(paths)
     assert result.exit_code == 0, result.output

@@ -310,7 +310,7 @@ def test_a_ray_decode_task_hashes_a_stalled_file_within_the_budget_too(tmp_path:
 
     write_image(tmp_path / "a.png", lesion_rgb(64))
     drive.stall(write_image(tmp_path / "b.png", lesion_rgb(64)))
-    jobs = [ImageJob(name, (tmp_path / name).stat().st_size, 0, MetaCodes(0, 0, 0)) for name in ("a.png", "b.png")]
+    jobs = [ImageJob(name, MetaCodes(0, 0, 0)) for name in ("a.png", "b.png")]
     started = time.monotonic()
     row = decode_row({"jobs": pickle.dumps(jobs)}, str(tmp_path), (64, 64), DecodeLimits(1.0, 2**30))
     took = time.monotonic() - started

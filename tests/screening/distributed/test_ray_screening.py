@@ -55,6 +55,9 @@ def test_ray_csv_is_byte_identical_to_one_process(tmp_path: Path, make_folder, t
     # Every byte but the run-time columns (screened_at): identical rows, ranks and numbers.
     assert rows_without(distributed) == rows_without(local)
     assert journal_outcomes(distributed) == journal_outcomes(local)
+    # The journal names the workers' backend, so a --resume without --ray (or back) reuses it.
+    assert [json.loads(journal_path(out).read_text().splitlines()[0])["backend"]
+            for out in (local, distributed)] == ["onnxruntime", "onnxruntime"]
     assert not lock_path(distributed).exists()
     table = rows(distributed)
     assert sorted(row["image"] for row in table) == sorted(

@@ -23,7 +23,7 @@ from screening.distributed.stages import GridListing, _GridChunk  # noqa: E402
 
 
 def jobs(n: int) -> list[ImageJob]:
-    return [ImageJob(f"img_{i:03d}.png", 100 + i, i, MetaCodes(1, 0, 2), patient_id=f"P{i}",
+    return [ImageJob(f"img_{i:03d}.png", MetaCodes(1, 0, 2), patient_id=f"P{i}",
                      extra={"notes": f"private note {i}"}) for i in range(n)]
 
 
