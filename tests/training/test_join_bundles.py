@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 import pandas as pd
 import pytest
@@ -137,14 +138,20 @@ def test_the_segmenter_comes_from_the_member_named(two_bundles, tmp_path):
     first, second, index = two_bundles
     other = _edited_copy(second, tmp_path / "other")
     model = onnx.load(str(other / "segmenter.onnx"))
-    model.doc_string = "another segmenter"
+    bias = next(t for t in reversed(model.graph.initializer) if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 1)
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 2.0, bias.name))  # another segmenter
     onnx.save(model, str(other / "segmenter.onnx"))
     data = json.loads((other / "manifest.json").read_text())
     data["segmenter"]["sha256"] = sha256_file(other / "segmenter.onnx")
     (other / "manifest.json").write_text(json.dumps(data))
 
     out = join([first, other], index, tmp_path / "joined", "0.1.1", segmenter_from=1)
-    assert load_manifest(out).segmenter.sha256 == data["segmenter"]["sha256"] != load_manifest(first).segmenter.sha256
+    image = _feed(3, 64)["image"]
+    masks = {name: _run(path / "segmenter.onnx", {"image": image}, ["mask"])[0]
+             for name, path in (("joined", out), ("first", first), ("other", other))}
+    np.testing.assert_allclose(masks["joined"], masks["other"], atol=1e-5)
+    assert np.abs(masks["joined"] - masks["first"]).max() > 1e-3
+    assert load_manifest(out).training["segmenter_from"] == "tiny@0.0.2"
 
 
 @pytest.mark.parametrize("field, value", [("mask_threshold", 0.3),
