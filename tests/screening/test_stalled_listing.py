@@ -253,6 +253,28 @@ def test_the_reports_thumbnails_never_wait_for_a_file_that_does_not_answer(tmp_p
     assert build_report(request).pictures_made == 1
 
 
+def test_screen_report_waits_for_a_stalled_thumbnail_file_at_most_its_decode_timeout(tmp_path, tiny_bundle, share):
+    """`screen report --decode-timeout`, as `screen folder`'s: the reviewer's report is not held 30 s
+    per file of a drive that stopped answering when the clinic chose a shorter limit."""
+    images, meta = _folder(tmp_path, goods=3)
+    out = tmp_path / "results.csv"
+    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    share.stall(images / "good_1.png", "fstat")
+    report = tmp_path / "report.html"
+    result = _within(STALL_CAP_S / 4, lambda: folder_runner.screen(
+        "report", out, "--images", images, "--out", report, "--bundle", tiny_bundle, "--decode-timeout", BUDGET_S))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"Report: {report} (3 rows, 2 thumbnails made)\n"
+    assert "no picture: the file did not finish reading (a stalled network drive?)" in report.read_text()
+
+
+def test_screen_report_refuses_a_decode_timeout_that_is_not_above_zero(tmp_path, tiny_bundle):
+    images, _ = _folder(tmp_path)
+    result = folder_runner.screen("report", tmp_path / "results.csv", "--images", images, "--bundle", tiny_bundle,
+                                  "--decode-timeout", 0)
+    assert folder_runner.error_line(result, 2) == "Error: --decode-timeout must be above 0 seconds, got 0"
+
+
 def test_a_report_built_while_the_drive_is_gone_is_written_without_the_pictures(tmp_path, tiny_bundle, share):
     from screening.stalled_reads import MAX_STUCK_READS
 
