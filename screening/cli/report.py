@@ -42,8 +42,8 @@ the new page does not need are removed, unless a run is writing RESULTS.
 @click.option("--decode-timeout", type=float, default=DEFAULT_STALL_S, show_default=True, metavar="SECONDS",
               help="Time limit to read one image file for its thumbnail, as `screen folder`'s: a file "
                    "on a stalled network drive gets a note in place of its picture, and after four "
-                   "such files the rest are not read. Looking up and listing the images folder wait "
-                   "as long for a silent drive, then stop (exit 2).")
+                   "such files the rest are not read. Looking up and listing the images folder, and "
+                   "reading --meta, wait as long for a silent drive, then stop (exit 2).")
 def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bundle: Path | None,
            decode_timeout: float) -> None:
     """Write the HTML review report of the run whose results CSV (or journal) is RESULTS.
@@ -74,7 +74,7 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     if meta_csv is not None:
         # The images the report itself lists.
         discovery = discover_images(images_dir, run_outputs(request), stall_s=decode_timeout)
-        table = read_patients(meta_csv, images=discovery.images)
+        table = read_patients(meta_csv, images=discovery.images, stall_s=decode_timeout)
         jobs = plan_jobs(discovery.images, table, manifest.metadata)
         meta = metadata_as_read(jobs, manifest.metadata)
         codes = metadata_codes(jobs)  # compared with the journal's: today's CSV may differ
