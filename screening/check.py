@@ -25,6 +25,7 @@ from .manifest import Manifest, load_manifest
 from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
 from .patients import read_patients
 from .session import FolderRequest, check_request, discover
+from .stalled_reads import DEFAULT_STALL_S
 
 _SHOWN = 5  # keys listed by name; the rest are counted
 
@@ -112,7 +113,8 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         discovery = discover_images(images_dir)
     if not discovery.images and not allow_empty:
         raise no_images(discovery)  # as the run would: --check must not pass a night that fails
-    table = read_patients(meta_csv, images=discovery.images, columns=columns)
+    table = read_patients(meta_csv, images=discovery.images, columns=columns,
+                          stall_s=request.decode_timeout_s if request is not None else DEFAULT_STALL_S)
     bundle, error, backend, backend_name = "", "", "", ""
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY
     notes: list[str] = []

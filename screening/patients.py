@@ -12,6 +12,7 @@ from typing import Iterable
 
 from .errors import InputError, MetadataError
 from .results import display_name
+from .stalled_reads import DEFAULT_STALL_S, while_progressing
 
 # Accepted header names of each field, in priority order: the first present wins.
 KEY_COLUMNS = ("image", "image_id", "image_name", "isic_id")
@@ -30,6 +31,9 @@ _LEVELS = (*_SPELLINGS, *(f"{spelling}, any case" for spelling in _SPELLINGS))
 _EXACT_LEVELS = len(_SPELLINGS)
 # Lines named in an encoding warning; the rest are counted.
 _LINES_SHOWN = 5
+# The CSV is read in pieces of this size, each one a sign of progress: a large file on a slow
+# share is never taken for a stalled one, and a stalled share is noticed within the time limit.
+_READ_CHUNK = 256 * 1024
 
 
 # slots: one instance per image lives for the whole run, so its size is per-image memory.
@@ -453,8 +457,30 @@ def _rows(records: list[tuple[int, list[str]]], fields: dict[str, int],
     return rows, counts, blank_keys, repeats
 
 
+def _read_bytes(path: Path, stall_s: float) -> bytes:
+    """The file's bytes, read in a watched thread: a share that stops answering (a read blocked in
+    the kernel cannot be stopped) gives up after ``stall_s`` seconds without a piece read.
+
+    Raises:
+        MetadataError: nothing came for ``stall_s`` seconds.
+        OSError: the file's own errors.
+    """
+    def read(beat) -> bytes:
+        pieces = []
+        with open(path, "rb") as fh:
+            beat()
+            while piece := fh.read(_READ_CHUNK):
+                pieces.append(piece)
+                beat()
+        return b"".join(pieces)
+
+    return while_progressing(read, stall_s, lambda: MetadataError(
+        f"the metadata CSV {display_name(str(path))} stopped answering while it was being read (nothing for "
+        f"{stall_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
+
+
 def read_patients(path: Path, *, images: Iterable[str] | None = None,
-                  columns: dict[str, str] | None = None) -> PatientTable:
+                  columns: dict[str, str] | None = None, stall_s: float = DEFAULT_STALL_S) -> PatientTable:
     """Read a patient metadata CSV.
 
     Headers are matched case-insensitively (spaces and hyphens count as '_'); the file may be
@@ -468,16 +494,18 @@ def read_patients(path: Path, *, images: Iterable[str] | None = None,
             instead of being used for each of them.
         columns: field ('key', 'patient_id', 'age', 'sex', 'site') -> the CSV's header for it,
             for a clinic's own column names (``--column age=Alter``).
+        stall_s: Seconds to wait for a file on a drive that stopped answering (``--decode-timeout``).
 
     Returns:
         The table; the first row of each key wins, later duplicates only count.
 
     Raises:
-        MetadataError: The file is missing, unreadable, not a CSV, empty, or has no key column.
+        MetadataError: The file is missing, unreadable, not a CSV, empty, or has no key column,
+            or its drive stopped answering while it was read.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = _read_bytes(path, stall_s)
     except FileNotFoundError:
         raise MetadataError(f"metadata file not found: {path}") from None
     except IsADirectoryError:

@@ -171,7 +171,8 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     for message in discovery.skipped:
         reporter.warn(message)
     # The table sees every image so that a key fitting several images is reported, not guessed.
-    table = read_patients(request.meta_csv, images=discovery.images, columns=dict(request.columns))
+    table = read_patients(request.meta_csv, images=discovery.images, columns=dict(request.columns),
+                          stall_s=request.decode_timeout_s)
     manifest = load_manifest(request.bundle_dir)
     if not discovery.images and not request.allow_empty:
         # Before anything is written: last night's results stay, and the job fails loudly.

@@ -147,9 +147,9 @@ def resolve_bundle(bundle: Path | None) -> Path:
               help="Time limit to read one image file, and again to decode it: a read stuck on "
                    "a stalled network drive is abandoned, a decoder stuck in a hostile file is "
                    "stopped, and the image becomes an error row (retried by --resume). Four reads "
-                   "stuck at once stop the run (exit 2): the drive is gone. Looking up the folders "
-                   "and listing the images wait as long for a silent drive, then stop the run "
-                   "(exit 2).")
+                   "stuck at once stop the run (exit 2): the drive is gone. Looking up the folders, "
+                   "listing the images and reading the metadata CSV wait as long for a silent "
+                   "drive, then stop the run (exit 2).")
 @click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
               help="Decoder memory limit per image, from its header (width x height x channels "
                    "x bytes per sample, before decoding); larger images become error rows (screened "

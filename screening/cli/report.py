@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .folder import BUNDLE_ENV, EXIT_CODES_HELP, resolve_bundle
+from ..stalled_reads import DEFAULT_STALL_S
 from .paths import PATH
 
 REPORT_EPILOG = """\b
@@ -38,7 +39,13 @@ the new page does not need are removed, unless a run is writing RESULTS.
 @click.option("--bundle", type=PATH, default=None,
               help=f"The bundle the run used, for readable class names. Default: ${BUNDLE_ENV}, "
                    f"else the repository's engines/starter.")
-def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bundle: Path | None) -> None:
+@click.option("--decode-timeout", type=float, default=DEFAULT_STALL_S, show_default=True, metavar="SECONDS",
+              help="Time limit to read one image file for its thumbnail, as `screen folder`'s: a file "
+                   "on a stalled network drive gets a note in place of its picture, and after four "
+                   "such files the rest are not read. Looking up and listing the images folder, and "
+                   "reading --meta, wait as long for a silent drive, then stop (exit 2).")
+def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bundle: Path | None,
+           decode_timeout: float) -> None:
     """Write the HTML review report of the run whose results CSV (or journal) is RESULTS.
 
     The worklist ranked by risk (rank 1 first) with thumbnails, lesion outlines and attention
@@ -55,15 +62,19 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     from ..pipeline import plan_jobs
     from ..report.build import ReportRequest, build_report, metadata_as_read, metadata_codes, run_outputs
 
+    if not decode_timeout > 0:  # as screen folder refuses it
+        raise InputError(f"--decode-timeout must be above 0 seconds, got {decode_timeout:g}")
     bundle_dir = resolve_bundle(bundle)
     manifest = load_manifest(bundle_dir, verify_files=False)  # names only: no model is run
-    if not is_folder(images_dir):  # at most 30 s on a share that stopped answering
+    if not is_folder(images_dir, decode_timeout):  # at most --decode-timeout on a share that stopped answering
         raise InputError(f"--images {images_dir} is not a folder")
     meta = codes = patients = None
-    request = ReportRequest(results=results, images_dir=images_dir, out=out, manifest=manifest)
+    request = ReportRequest(results=results, images_dir=images_dir, out=out, manifest=manifest,
+                            read_timeout_s=decode_timeout)
     if meta_csv is not None:
-        discovery = discover_images(images_dir, run_outputs(request))  # the images the report itself lists
-        table = read_patients(meta_csv, images=discovery.images)
+        # The images the report itself lists.
+        discovery = discover_images(images_dir, run_outputs(request), stall_s=decode_timeout)
+        table = read_patients(meta_csv, images=discovery.images, stall_s=decode_timeout)
         jobs = plan_jobs(discovery.images, table, manifest.metadata)
         meta = metadata_as_read(jobs, manifest.metadata)
         codes = metadata_codes(jobs)  # compared with the journal's: today's CSV may differ

@@ -50,7 +50,8 @@ class ReportRequest:
     meta_codes: dict[str, str] | None = None
     backend: str = ""  # what ran; default: from the run's summary JSON
     # Seconds to wait for an image file (a thumbnail's read) or the folder listing on a drive that
-    # stopped answering (screening.stalled_reads); screen folder --report passes its --decode-timeout.
+    # stopped answering (screening.stalled_reads): the --decode-timeout of `screen folder --report`
+    # or of `screen report`.
     read_timeout_s: float = DEFAULT_STALL_S
 
 

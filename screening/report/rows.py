@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..journal import JournalHeader, journal_path
-from ..journal_lines import read_outcome
+from ..journal_lines import Damage, header_line, outcome_lines
 from ..operating_points import flag
 from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, original_text, rank_rows
 
@@ -172,6 +172,10 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
                  threshold: float | None = None) -> Results:
     """Rows of a run's journal (a killed or unfinished run), ranked as the CSV would be.
 
+    An image whose latest line is damaged is an error row naming that line, never its earlier
+    line's result: that line was written before the image was screened again (its file or
+    metadata changed, or it had failed), so it is the result of something no longer there.
+
     Args:
         path: the ``results.csv.journal`` file.
         class_names: the bundle's class codes, in the order of the journal's probabilities.
@@ -182,11 +186,13 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
     Raises:
         InputError: the file is not a screening journal.
     """
-    header, lines = _journal(path)
-    outcomes = {outcome.image: outcome for outcome in lines}  # a later line for an image wins
+    journal = _journal(path)
+    header = journal.header
+    outcomes = [*journal.latest().values(), *(_damaged_row(image, number, damage)
+                                               for image, (number, damage) in journal.damaged.items())]
     patients = patients or {}
     names = list(header.classes) or class_names
-    ranked = rank_rows(ResultRow(o, patients.get(o.image, "")) for o in outcomes.values())
+    ranked = rank_rows(ResultRow(o, patients.get(o.image, "")) for o in outcomes)
     # Names as the CSV shows them: the report's rows, pictures and page all use that form.
     rows = [_finite(ReportRow(
                 rank=rank, image=display_name(r.outcome.image), patient_id=r.patient_id,
@@ -195,10 +201,51 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
                 probabilities=dict(zip(names, r.outcome.probabilities)),
                 lesion_area=r.outcome.lesion_area, error=r.outcome.error,
                 warnings=list(r.outcome.warnings), bundle=header.bundle, screened_at=r.outcome.screened_at,
-                flag=_journal_flag(r.outcome, threshold), fingerprint=r.outcome.fingerprint), "journal")
+                flag=_journal_flag(r.outcome, threshold),
+                fingerprint=r.outcome.fingerprint or None), "journal")  # a damaged line's row says no screening
             for rank, r in ranked]
     return Results(rows, "journal (the run did not finish)", has_flag=any(r.flag for r in rows),
-                   bundle=header.bundle, has_journal=True)
+                   bundle=header.bundle, has_journal=True, notes=_damage_notes(Path(path), journal))
+
+
+def _damaged_row(image: str, number: int, damage: Damage) -> Outcome:
+    """The error row of an image whose latest journal line is damaged. Its fingerprint says no
+    screening: no picture of an earlier one may stand for it."""
+    return Outcome(image=image, fingerprint="", status=ERROR,
+                   error=f"its latest journal line ({number}) is damaged ({damage.reason}): no result "
+                         f"shown, not even its earlier one")
+
+
+def _damage_notes(path: Path, journal: _Journal, beside_csv: bool = False) -> list[str]:
+    """One header line for the images whose latest line is damaged (shown as errors; or, beside
+    its CSV, with the CSV's result, which that line may have replaced), and one for damaged lines
+    that name no image (which may have hidden an image's newer result)."""
+    notes = []
+    if journal.damaged:
+        lines = sorted((number, image, damage.reason) for image, (number, damage) in journal.damaged.items())
+        one = len(lines) == 1
+        who = f"{display_name(lines[0][1])} is" if one else "those images are"
+        consequence = (f"this report shows the CSV's result{'' if one else 's'}, which "
+                       f"{'that line' if one else 'those lines'} may have replaced" if beside_csv else
+                       f"{who} shown as an error, not with {'its' if one else 'their'} earlier result")
+        notes.append(_damage_note(path, lines, consequence))
+    if journal.nameless:
+        one = len(journal.nameless) == 1
+        notes.append(_damage_note(path, [(n, None, d.reason) for n, d in journal.nameless],
+                                  f"{'it names' if one else 'they name'} no image: an image whose newer result "
+                                  f"was on {'it' if one else 'one'} may show its older result"))
+    return notes
+
+
+def _damage_note(path: Path, lines: list[tuple[int, str | None, str]], consequence: str) -> str:
+    """One line naming damaged journal lines (number, image or None, reason), as validation warns."""
+    def one(number: int, image: str | None, reason: str) -> str:
+        return f"line {number}{f' ({display_name(image)})' if image else ''} is damaged ({reason})"
+
+    if len(lines) == 1:
+        return f"{path} {one(*lines[0])}: {consequence}"
+    shown = "; ".join(one(*line) for line in lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+    return f"{path} has {len(lines)} damaged lines ({shown}): {consequence}"
 
 
 def _journal_flag(outcome: Outcome, threshold: float | None) -> str:
@@ -207,25 +254,45 @@ def _journal_flag(outcome: Outcome, threshold: float | None) -> str:
     return flag(outcome.risk, threshold)
 
 
-def _journal(path: Path) -> tuple[JournalHeader, list[Outcome]]:
-    """The journal's header and every readable outcome line, in the order written."""
+@dataclass
+class _Journal:
+    """A journal read for the report: its readable lines, and each image's latest line when damaged."""
+
+    header: JournalHeader
+    outcomes: list[Outcome]  # every readable line, in the order written
+    damaged: dict[str, tuple[int, Damage]]  # image -> its latest line (number, why), where that is damaged
+    nameless: list[tuple[int, Damage]]  # damaged lines that no longer say which image they were for
+
+    def latest(self) -> dict[str, Outcome]:
+        """Each image's latest line, where that line is readable (a later line wins)."""
+        latest = {o.image: o for o in self.outcomes}
+        return {image: o for image, o in latest.items() if image not in self.damaged}
+
+
+def _journal(path: Path) -> _Journal:
+    """The journal's header, its readable lines and the damaged lines that are an image's latest.
+
+    Lines are checked as screening checks a line it reuses (``read_outcome``, and as `screen
+    evaluate` reads them): a damaged number (a risk of 1.7, a NaN) or a torn line never reaches
+    the page as a result.
+    """
     try:
-        lines = Path(path).read_bytes().split(b"\n")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
-    header = JournalHeader.from_json(lines[0].decode("utf-8", errors="replace")) if lines else None
+    header = JournalHeader.from_json(header_line(data).decode("utf-8", errors="replace"))
     if header is None:
         raise InputError(f"{path} is not a screening journal")
-    outcomes: list[Outcome] = []
-    classes = tuple(header.classes)
-    for line in lines[1:]:
-        try:
-            # Checked as screening checks a line it reuses (and as `screen evaluate` reads it): a
-            # damaged number (a risk of 1.7, a NaN) never reaches the page as a result.
-            outcomes.append(read_outcome(line, classes) if classes else Outcome.from_json(line.decode("utf-8")))
-        except ValueError:  # a torn last line or damage (BadLine included): that image counts as missing
-            continue
-    return header, outcomes
+    journal = _Journal(header, [], {}, [])
+    for number, item in outcome_lines(data, tuple(header.classes)):
+        if isinstance(item, Outcome):
+            journal.outcomes.append(item)
+            journal.damaged.pop(item.image, None)
+        elif item.image is not None:
+            journal.damaged[item.image] = (number, item)
+        else:
+            journal.nameless.append((number, item))
+    return journal
 
 
 @dataclass(frozen=True)
@@ -243,11 +310,13 @@ def journal_screenings(results: Path) -> list[JournalScreening]:
     results = Path(results)
     path = results if results.name.endswith(".journal") else journal_path(results)
     try:
-        header, outcomes = _journal(path)
+        journal = _journal(path)
     except InputError:
         return []
-    latest = {display_name(o.image): o for o in outcomes}
-    return [JournalScreening(image, o.fingerprint, header.bundle) for image, o in latest.items()]
+    # Only a readable line says which screening an image's pictures are of: an image whose latest
+    # line is damaged keeps none (the next run screens it again).
+    latest = {display_name(image): o for image, o in journal.latest().items()}
+    return [JournalScreening(image, o.fingerprint, journal.header.bundle) for image, o in latest.items()]
 
 
 def _match_journal(results: Results, csv_path: Path) -> Results:
@@ -260,14 +329,17 @@ def _match_journal(results: Results, csv_path: Path) -> Results:
     screening of a replaced file to the CSV's row. When they disagree the report says so.
     """
     try:
-        header, outcomes = _journal(journal_path(csv_path))
+        journal = _journal(journal_path(csv_path))
     except InputError:
         return results  # no journal (or not one): nothing to check the pictures against
     results.has_journal = True
+    header = journal.header
     by_time: dict[tuple[str, str, str], list[Outcome]] = {}
-    for o in outcomes:
+    for o in journal.outcomes:
         by_time.setdefault((display_name(o.image), o.screened_at, header.bundle), []).append(o)
-    latest = {display_name(o.image): o for o in outcomes}
+    # An image whose latest line is damaged has no latest screening to lend a CSV row without
+    # screening times: its earlier line may be of a file since replaced.
+    latest = {display_name(image): o for image, o in journal.latest().items()}
     unmatched = 0
     for row in results.rows:
         if row.screened_at:
@@ -283,6 +355,7 @@ def _match_journal(results: Results, csv_path: Path) -> Results:
     newer = sum(1 for image, o in latest.items()
                 if image not in shown or (shown[image].screened_at and (
                     o.screened_at != shown[image].screened_at or o.fingerprint != shown[image].fingerprint)))
+    results.notes.extend(_damage_notes(journal_path(csv_path), journal, beside_csv=True))
     journal = journal_path(csv_path).name
     if newer:
         results.notes.append(

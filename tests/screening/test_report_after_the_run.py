@@ -4,7 +4,9 @@ must not be shown as what was screened, and the operating point must be the one 
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from bundle_factory import write_image
 from folder_runner import screen
 from report_factory import POINT, header_fact, page_data, report_of_csv, screen_with_report, screened_folder
 from screening.journal import journal_path
+from screening.report.build import NOT_IN_JOURNAL
 from screening.report.operating_point import risk_text
 from screening.results import summary_path
 
@@ -110,3 +113,67 @@ def test_a_damaged_journal_line_is_left_out_never_shown_as_a_result(run):
     shown = {row["i"]: row for row in page_data(screen_report(run, journal))["rows"]}
     assert damaged["image"] not in shown and others and others <= set(shown)
     assert all(row["k"] <= 1 for row in shown.values() if row.get("k") is not None)
+
+
+def _rescreened_then_damaged(journal: Path) -> tuple[str, int]:
+    """A --resume that screened a replaced picture again and was killed: the image's new line is
+    appended after its old one, then damaged (a risk of 1.7). Returns the image and its line number."""
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    older = json.loads(next(line for line in lines[1:] if json.loads(line)["status"] == "ok"))
+    newer = {**older, "fingerprint": "the new picture", "risk": 1.7}
+    journal.write_text("\n".join([*lines, json.dumps(newer)]) + "\n", encoding="utf-8")
+    return older["image"], len(lines) + 1
+
+
+def notes(report: Path) -> list[str]:
+    page = report.read_text(encoding="utf-8")
+    return [html.unescape(note) for note in re.findall(r'<p class="warning" role="alert">(.*?)</p>', page, re.S)]
+
+
+def test_an_images_damaged_later_line_is_shown_as_damaged_never_as_its_older_result(run):
+    """A journal alone: the image's latest line (of the file as it is now) is damaged. Its earlier
+    line is the result of the file before it was replaced: shown, it would present an old result
+    as tonight's. The image is an error row naming the line, and the header says so."""
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    image, number = _rescreened_then_damaged(journal)
+    out = screen_report(run, journal)
+    data = page_data(out)
+    assert image not in {row["i"] for row in data["rows"]}
+    errors = {row["i"]: row["e"] for row in data["errors"]}
+    assert errors[image] == (f"its latest journal line ({number}) is damaged (risk 1.7 is not a number between "
+                             f"0 and 1): no result shown, not even its earlier one")
+    assert f"{journal} line {number} ({image}) is damaged (risk 1.7 is not a number between 0 and 1): " \
+           f"{image} is shown as an error, not with its earlier result" in notes(out)
+
+
+def test_damaged_journal_lines_that_name_no_image_are_warned_of(run):
+    """A line too damaged to say which image it was for cannot be shown as that image's error: the
+    reviewer is told, with the line, that an image may show its older result."""
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    journal.write_text("\n".join([*lines, "\x00\x00\x00"]) + "\n", encoding="utf-8")
+    out = screen_report(run, journal)
+    assert f"{journal} line {len(lines) + 1} is damaged (not JSON (JSONDecodeError)): it names no image: an " \
+           f"image whose newer result was on it may show its older result" in notes(out)
+
+
+def test_a_csv_without_screening_times_shows_no_picture_of_an_older_screening(run):
+    """A results CSV from before ``screened_at``: the journal's latest line of an image is all that
+    says which file its row screened. When that line is damaged, the earlier line's screening (a file
+    since replaced) must not lend its picture to the row: no picture, and the note says why."""
+    with open(run["out"], encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(run["out"], "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[c for c in rows[0] if c != "screened_at"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    journal = journal_path(run["out"])
+    image, number = _rescreened_then_damaged(journal)
+    out = screen_report(run, run["out"])
+    shown = {row["i"]: row for row in page_data(out)["rows"]}
+    assert "t" not in shown[image] and shown[image]["x"] == NOT_IN_JOURNAL
+    assert all("t" in row for name, row in shown.items() if name != image)
+    assert f"{journal} line {number} ({image}) is damaged (risk 1.7 is not a number between 0 and 1): this " \
+           f"report shows the CSV's result, which that line may have replaced" in notes(out)

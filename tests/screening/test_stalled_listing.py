@@ -8,6 +8,7 @@ then passes its own checks, so each test bounds how long a step took rather than
 
 from __future__ import annotations
 
+import builtins
 import csv
 import io
 import os
@@ -73,6 +74,21 @@ class Share:
 
         stalled.stalls = True
         self.monkeypatch.setattr(os, name, stalled)
+
+    def stall_open(self, path: Path) -> Path:
+        """Opening ``path`` blocks (``open``, ``io.open``: ``Path.read_bytes`` too), as opening a file
+        on a share that stopped answering does."""
+        self.paths.add(os.fspath(path))
+        for module in (builtins, io):
+            real: Callable = module.open
+
+            def stalled(file, *args, real=real, **kwargs):
+                if isinstance(file, (str, os.PathLike)) and os.fspath(file) in self.paths:
+                    self._block("open")
+                return real(file, *args, **kwargs)
+
+            self.monkeypatch.setattr(module, "open", stalled)
+        return path
 
     def _block(self, name: str) -> None:
         self.blocked.append(name)
@@ -234,6 +250,76 @@ def test_a_file_whose_metadata_does_not_answer_is_a_retryable_error_row(tmp_path
     assert _rows(out)["stalled.png"]["status"] == "ok"
 
 
+# -- the patients CSV ---------------------------------------------------------------------------------
+
+def meta_stalled(meta: Path) -> str:
+    return (f"Error: the metadata CSV {meta} stopped answering while it was being read (nothing for "
+            f"{BUDGET_S:g} s; a stalled network drive?): run the same command again once the drive answers")
+
+
+def test_a_patients_csv_that_does_not_answer_stops_the_night_with_one_line(tmp_path, tiny_bundle, share):
+    """The patients CSV on a share that went silent after it was looked up: the night stops with
+    one line naming it (exit 2), as a stalled listing does, instead of waiting for ever."""
+    images, meta = _folder(tmp_path)
+    share.stall_open(meta)
+    out = tmp_path / "results.csv"
+    result = _within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle))
+    assert folder_runner.error_line(result, 2) == meta_stalled(meta)
+    assert not out.exists() and not journal_path(out).exists()
+
+
+def test_screen_report_meta_that_does_not_answer_stops_with_one_line(tmp_path, tiny_bundle, share):
+    images, meta = _folder(tmp_path)
+    out = tmp_path / "results.csv"
+    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    share.stall_open(meta)
+    result = _within(STALL_CAP_S / 2, lambda: folder_runner.screen(
+        "report", out, "--images", images, "--out", tmp_path / "report.html", "--meta", meta,
+        "--bundle", tiny_bundle, "--decode-timeout", BUDGET_S))
+    assert folder_runner.error_line(result, 2) == meta_stalled(meta)
+
+
+def test_a_patients_csv_that_reads_slowly_is_not_taken_for_a_stalled_one(tmp_path, monkeypatch):
+    """A large CSV on a slow share keeps arriving: the limit is a time without progress, so it is
+    read whole even when reading it all takes longer than the limit."""
+    meta = tmp_path / "patients.csv"
+    notes = "x" * 2000  # a clinic's free-text column: few rows, many bytes
+    meta.write_text("image,age,notes\n" + "".join(f"img_{i:04d}.png,{i % 90},{notes}\n" for i in range(2000)))
+    real_open = builtins.open
+    waited: list[float] = []
+
+    def slow_open(file, *args, **kwargs):
+        opened = real_open(file, *args, **kwargs)
+        return _SlowFile(opened, waited) if isinstance(file, (str, os.PathLike)) and os.fspath(file) == os.fspath(meta) \
+            else opened
+
+    for module in (builtins, io):
+        monkeypatch.setattr(module, "open", slow_open)
+    table = read_patients(meta, stall_s=BUDGET_S)
+    assert len(table) == 2000 and sum(waited) > 2 * BUDGET_S
+
+
+class _SlowFile:
+    """An open file on a slow drive: each read waits well within the limit (``waited`` adds it up)."""
+
+    def __init__(self, file, waited: list[float]) -> None:
+        self.file, self.waited = file, waited
+
+    def read(self, *args):
+        time.sleep(BUDGET_S * 0.4)
+        self.waited.append(BUDGET_S * 0.4)
+        return self.file.read(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()
+
+
 # -- the report's thumbnails ------------------------------------------------------------------------
 
 def test_the_reports_thumbnails_never_wait_for_a_file_that_does_not_answer(tmp_path, tiny_bundle, share):
@@ -251,6 +337,28 @@ def test_the_reports_thumbnails_never_wait_for_a_file_that_does_not_answer(tmp_p
     assert "no picture: the file did not finish reading (a stalled network drive?)" in report.read_text()
     share.answer()  # the next report, with the drive back, pictures it
     assert build_report(request).pictures_made == 1
+
+
+def test_screen_report_waits_for_a_stalled_thumbnail_file_at_most_its_decode_timeout(tmp_path, tiny_bundle, share):
+    """`screen report --decode-timeout`, as `screen folder`'s: the reviewer's report is not held 30 s
+    per file of a drive that stopped answering when the clinic chose a shorter limit."""
+    images, meta = _folder(tmp_path, goods=3)
+    out = tmp_path / "results.csv"
+    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    share.stall(images / "good_1.png", "fstat")
+    report = tmp_path / "report.html"
+    result = _within(STALL_CAP_S / 4, lambda: folder_runner.screen(
+        "report", out, "--images", images, "--out", report, "--bundle", tiny_bundle, "--decode-timeout", BUDGET_S))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"Report: {report} (3 rows, 2 thumbnails made)\n"
+    assert "no picture: the file did not finish reading (a stalled network drive?)" in report.read_text()
+
+
+def test_screen_report_refuses_a_decode_timeout_that_is_not_above_zero(tmp_path, tiny_bundle):
+    images, _ = _folder(tmp_path)
+    result = folder_runner.screen("report", tmp_path / "results.csv", "--images", images, "--bundle", tiny_bundle,
+                                  "--decode-timeout", 0)
+    assert folder_runner.error_line(result, 2) == "Error: --decode-timeout must be above 0 seconds, got 0"
 
 
 def test_a_report_built_while_the_drive_is_gone_is_written_without_the_pictures(tmp_path, tiny_bundle, share):
