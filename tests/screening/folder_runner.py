@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import time
 from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from bundle_factory import lesion_rgb, write_image
 from screening.cli import cli
 
 
@@ -49,3 +52,18 @@ def stop_with(process: subprocess.Popen, signum: int, timeout: float = 60) -> tu
     sent = time.monotonic()
     stdout, stderr = process.communicate(timeout=timeout)
     return stdout, stderr, time.monotonic() - sent
+
+
+def small_folder(tmp_path: Path, goods: int = 2) -> tuple[Path, Path]:
+    """An images folder of ``goods`` lesion pictures and a patients CSV naming the first."""
+    images = tmp_path / "images"
+    for index in range(goods):
+        write_image(images / f"good_{index}.png", lesion_rgb(index))
+    meta = tmp_path / "patients.csv"
+    meta.write_text("image,age\ngood_0.png,40\n")
+    return images, meta
+
+
+def rows_by_image(out: Path) -> dict[str, dict[str, str]]:
+    """The results CSV's rows by image, read as a spreadsheet would (BOM included)."""
+    return {row["image"]: row for row in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig")))}

@@ -9,7 +9,6 @@ then passes its own checks, so each test bounds how long a step took rather than
 from __future__ import annotations
 
 import builtins
-import csv
 import io
 import os
 import threading
@@ -107,22 +106,11 @@ def share(monkeypatch: pytest.MonkeyPatch) -> Iterator[Share]:
     stalled.answer()  # whatever a test left stuck ends with it
 
 
-def _folder(tmp_path: Path, goods: int = 2) -> tuple[Path, Path]:
-    images = tmp_path / "images"
-    for index in range(goods):
-        write_image(images / f"good_{index}.png", lesion_rgb(index))
-    meta = tmp_path / "patients.csv"
-    meta.write_text("image,age\ngood_0.png,40\n")
-    return images, meta
-
 
 def _screen(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
     return folder_runner.run_folder(images, meta, out, bundle, "--quiet", "--decode-timeout", BUDGET_S, *extra,
                                     batch_size=2, workers=2)
 
-
-def _rows(out: Path) -> dict[str, dict[str, str]]:
-    return {row["image"]: row for row in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig")))}
 
 
 def _within(seconds: float, work: Callable[[], object]) -> object:
@@ -153,7 +141,7 @@ def listing_stalled(images: Path) -> str:
 
 
 def test_a_sub_folder_that_does_not_answer_stops_the_night_with_one_line(tmp_path, tiny_bundle, share):
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     write_image(images / "2026-11-30" / "late.png", lesion_rgb(3))
     share.stall(images / "2026-11-30", "scandir")
     out = tmp_path / "out" / "results.csv"
@@ -170,7 +158,7 @@ def test_a_sub_folder_that_does_not_answer_stops_the_night_with_one_line(tmp_pat
 
 def test_a_linked_image_that_does_not_answer_stops_the_listing_too(tmp_path, share):
     """A link's target is looked up while listing (it may lead into the run's own outputs)."""
-    images, _ = _folder(tmp_path)
+    images, _ = folder_runner.small_folder(tmp_path)
     target = write_image(tmp_path / "elsewhere" / "linked.png", lesion_rgb(4))
     (images / "linked.png").symlink_to(target)
     share.stall(target, "lstat", "stat")
@@ -221,7 +209,7 @@ def test_errors_of_the_listing_itself_are_raised_as_before(tmp_path):
 # -- planning: the image's metadata ---------------------------------------------------------------
 
 def test_planning_never_waits_for_a_file_that_does_not_answer(tmp_path, share):
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     share.stall(write_image(images / "stalled.png", lesion_rgb(5)), "stat")
     names = ["good_0.png", "good_1.png", "stalled.png"]
     table = read_patients(meta, images=names)
@@ -233,21 +221,21 @@ def test_planning_never_waits_for_a_file_that_does_not_answer(tmp_path, share):
 def test_a_file_whose_metadata_does_not_answer_is_a_retryable_error_row(tmp_path, tiny_bundle, share):
     """On a share that stopped answering for one file, every call on it blocks (stat, open's
     fstat): the file is an error row with the time-out, the night finishes, --resume retries it."""
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     share.stall(write_image(images / "stalled.png", lesion_rgb(5)), "stat", "fstat")
     out = tmp_path / "results.csv"
     started = time.monotonic()
     result = _screen(images, meta, out, tiny_bundle)
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < STALL_CAP_S / 2
-    rows = _rows(out)
+    rows = folder_runner.rows_by_image(out)
     assert rows["good_0.png"]["status"] == rows["good_1.png"]["status"] == "ok"
     assert (rows["stalled.png"]["status"], rows["stalled.png"]["error"]) == (
         "error", f"the file did not finish reading within the {BUDGET_S:g} s limit per image (a stalled network "
                  f"drive?)")
     share.answer()
     assert _screen(images, meta, out, tiny_bundle, "--resume").exit_code == 0
-    assert _rows(out)["stalled.png"]["status"] == "ok"
+    assert folder_runner.rows_by_image(out)["stalled.png"]["status"] == "ok"
 
 
 # -- the patients CSV ---------------------------------------------------------------------------------
@@ -260,7 +248,7 @@ def meta_stalled(meta: Path) -> str:
 def test_a_patients_csv_that_does_not_answer_stops_the_night_with_one_line(tmp_path, tiny_bundle, share):
     """The patients CSV on a share that went silent after it was looked up: the night stops with
     one line naming it (exit 2), as a stalled listing does, instead of waiting for ever."""
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     share.stall_open(meta)
     out = tmp_path / "results.csv"
     result = _within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle))
@@ -269,7 +257,7 @@ def test_a_patients_csv_that_does_not_answer_stops_the_night_with_one_line(tmp_p
 
 
 def test_screen_report_meta_that_does_not_answer_stops_with_one_line(tmp_path, tiny_bundle, share):
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     out = tmp_path / "results.csv"
     assert _screen(images, meta, out, tiny_bundle).exit_code == 0
     share.stall_open(meta)
@@ -325,7 +313,7 @@ class _SlowFile:
 def test_the_reports_thumbnails_never_wait_for_a_file_that_does_not_answer(tmp_path, tiny_bundle, share):
     """Images screened without --report get their thumbnails from the files when the report is
     built: a stalled file gets a note in place of its picture, not a report that never comes."""
-    images, meta = _folder(tmp_path, goods=3)
+    images, meta = folder_runner.small_folder(tmp_path, goods=3)
     out = tmp_path / "results.csv"
     assert _screen(images, meta, out, tiny_bundle).exit_code == 0
     share.stall(images / "good_1.png", "fstat")
@@ -342,7 +330,7 @@ def test_the_reports_thumbnails_never_wait_for_a_file_that_does_not_answer(tmp_p
 def test_screen_report_waits_for_a_stalled_thumbnail_file_at_most_its_decode_timeout(tmp_path, tiny_bundle, share):
     """`screen report --decode-timeout`, as `screen folder`'s: the reviewer's report is not held 30 s
     per file of a drive that stopped answering when the clinic chose a shorter limit."""
-    images, meta = _folder(tmp_path, goods=3)
+    images, meta = folder_runner.small_folder(tmp_path, goods=3)
     out = tmp_path / "results.csv"
     assert _screen(images, meta, out, tiny_bundle).exit_code == 0
     share.stall(images / "good_1.png", "fstat")
@@ -355,7 +343,7 @@ def test_screen_report_waits_for_a_stalled_thumbnail_file_at_most_its_decode_tim
 
 
 def test_screen_report_refuses_a_decode_timeout_that_is_not_above_zero(tmp_path, tiny_bundle):
-    images, _ = _folder(tmp_path)
+    images, _ = folder_runner.small_folder(tmp_path)
     result = folder_runner.screen("report", tmp_path / "results.csv", "--images", images, "--bundle", tiny_bundle,
                                   "--decode-timeout", 0)
     assert folder_runner.error_line(result, 2) == "Error: --decode-timeout must be above 0 seconds, got 0"
@@ -364,7 +352,7 @@ def test_screen_report_refuses_a_decode_timeout_that_is_not_above_zero(tmp_path,
 def test_a_report_built_while_the_drive_is_gone_is_written_without_the_pictures(tmp_path, tiny_bundle, share):
     from screening.stalled_reads import MAX_STUCK_READS
 
-    images, meta = _folder(tmp_path, goods=MAX_STUCK_READS + 2)
+    images, meta = folder_runner.small_folder(tmp_path, goods=MAX_STUCK_READS + 2)
     out = tmp_path / "results.csv"
     assert _screen(images, meta, out, tiny_bundle).exit_code == 0
     for image in images.iterdir():
@@ -381,7 +369,7 @@ def test_a_report_built_while_the_drive_is_gone_is_written_without_the_pictures(
 
 def test_an_images_folder_that_does_not_answer_at_all_stops_the_night_with_one_line(tmp_path, tiny_bundle, share):
     """The whole share silent (the usual case): even looking the folder up blocks, before any listing."""
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     share.stall(images, "lstat", "stat", "scandir")
     out = tmp_path / "out" / "results.csv"
     out.parent.mkdir()

@@ -9,8 +9,6 @@ block on an event until the test lets the drive answer. Without a bound they wou
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import signal
@@ -149,33 +147,22 @@ def test_closing_the_guard_wakes_a_caller_waiting_on_a_stuck_read(tmp_path: Path
 
 # -- screen folder ------------------------------------------------------------------------------------
 
-def _folder(tmp_path: Path, goods: int = 2) -> tuple[Path, Path]:
-    images = tmp_path / "images"
-    for index in range(goods):
-        write_image(images / f"good_{index}.png", lesion_rgb(index))
-    meta = tmp_path / "patients.csv"
-    meta.write_text("image,age\ngood_0.png,40\n")
-    return images, meta
-
 
 def _screen(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
     return folder_runner.run_folder(images, meta, out, bundle, "--quiet", *extra, batch_size=2, workers=2)
 
 
-def _rows(out: Path) -> dict[str, dict[str, str]]:
-    return {row["image"]: row for row in csv.DictReader(io.StringIO(out.read_text(encoding="utf-8-sig")))}
-
 
 def test_a_stalled_file_is_one_error_row_the_night_finishes_and_resume_retries_it(
         tmp_path: Path, tiny_bundle: Path, drive: StalledDrive) -> None:
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     drive.stall(write_image(images / "stalled.png", lesion_rgb(5)))
     out = tmp_path / "results.csv"
     started = time.monotonic()
     result = _screen(images, meta, out, tiny_bundle, "--decode-timeout", 0.5)
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < STALL_CAP_S  # it did not wait for the drive
-    rows = _rows(out)
+    rows = folder_runner.rows_by_image(out)
     assert sorted(rows) == ["good_0.png", "good_1.png", "stalled.png"]
     assert rows["good_0.png"]["status"] == rows["good_1.png"]["status"] == "ok"
     assert (rows["stalled.png"]["status"], rows["stalled.png"]["error"]) == ("error", timeout_reason(0.5))
@@ -187,19 +174,19 @@ def test_a_stalled_file_is_one_error_row_the_night_finishes_and_resume_retries_i
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "results.summary.json").read_text())
     assert (summary["screened"], summary["reused"]) == (1, 2)
-    assert _rows(out)["stalled.png"]["error"] == timeout_reason(0.5)
+    assert folder_runner.rows_by_image(out)["stalled.png"]["error"] == timeout_reason(0.5)
 
     drive.answer()
     result = _screen(images, meta, out, tiny_bundle, "--decode-timeout", 0.5, "--resume")
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "results.summary.json").read_text())
     assert (summary["screened"], summary["reused"]) == (1, 2)
-    assert _rows(out)["stalled.png"]["status"] == "ok"
+    assert folder_runner.rows_by_image(out)["stalled.png"]["status"] == "ok"
 
 
 def test_a_drive_gone_silent_stops_the_run_with_one_line_and_resume_continues(
         tmp_path: Path, tiny_bundle: Path, drive: StalledDrive) -> None:
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     for index in range(2, 12):  # sorted after the good ones: those are screened first
         drive.stall(write_image(images / f"late_{index:02d}.png", lesion_rgb(index)))
     out = tmp_path / "results.csv"
@@ -220,7 +207,7 @@ def test_a_drive_gone_silent_stops_the_run_with_one_line_and_resume_continues(
     drive.answer()
     result = _screen(images, meta, out, tiny_bundle, "--decode-timeout", 0.3, "--resume")
     assert result.exit_code == 0, result.output
-    rows = _rows(out)
+    rows = folder_runner.rows_by_image(out)
     assert len(rows) == 12 and all(row["status"] == "ok" for row in rows.values())
     assert json.loads((tmp_path / "results.summary.json").read_text())["reused"] >= 2  # the good ones
 
@@ -252,7 +239,7 @@ main()
 
 
 def _start(tmp_path: Path, tiny_bundle: Path, *extra: object) -> tuple[subprocess.Popen, Path, Path]:
-    images, meta = _folder(tmp_path)
+    images, meta = folder_runner.small_folder(tmp_path)
     stalled = write_image(images / "stalled.png", lesion_rgb(5))
     out, marker = tmp_path / "out" / "results.csv", tmp_path / "stuck"
     out.parent.mkdir()
@@ -272,7 +259,7 @@ def test_the_process_exits_without_waiting_for_a_read_stuck_for_good(tmp_path: P
             process.kill()
     assert process.returncode == 0, stderr
     assert marker.exists()  # the read did get stuck
-    assert _rows(out)["stalled.png"]["error"] == timeout_reason(1)
+    assert folder_runner.rows_by_image(out)["stalled.png"]["error"] == timeout_reason(1)
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "results.csv", "results.csv.journal", "results.history", "results.summary.json"]
 
