@@ -16,7 +16,8 @@ import json
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from .results import ERROR, OK, Outcome
 
@@ -131,6 +132,19 @@ def _image_named(line: bytes) -> str | None:
         except ValueError:
             image = None
     return image if isinstance(image, str) and image else None
+
+
+def damaged_lines_note(path: Path, lines: list[tuple[int, str | None, str]], consequence: str,
+                       name: Callable[[str], str] = str) -> str:
+    """One line naming a journal's damaged lines (number, image or None, reason) and what follows
+    from them, as validation warns and the report notes; ``name`` shows an image's name."""
+    def one(number: int, image: str | None, reason: str) -> str:
+        return f"line {number}{f' ({name(image)})' if image else ''} is damaged ({reason})"
+
+    if len(lines) == 1:
+        return f"{path} {one(*lines[0])}: {consequence}"
+    shown = "; ".join(one(*line) for line in lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+    return f"{path} has {len(lines)} damaged lines ({shown}): {consequence}"
 
 
 def header_line(data: bytes) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..journal import JournalHeader, journal_path
-from ..journal_lines import Damage, header_line, outcome_lines
+from ..journal_lines import Damage, damaged_lines_note, header_line, outcome_lines
 from ..operating_points import flag
 from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, original_text, rank_rows
 
@@ -228,24 +228,14 @@ def _damage_notes(path: Path, journal: _Journal, beside_csv: bool = False) -> li
         consequence = (f"this report shows the CSV's result{'' if one else 's'}, which "
                        f"{'that line' if one else 'those lines'} may have replaced" if beside_csv else
                        f"{who} shown as an error, not with {'its' if one else 'their'} earlier result")
-        notes.append(_damage_note(path, lines, consequence))
+        notes.append(damaged_lines_note(path, lines, consequence, display_name))
     if journal.nameless:
         one = len(journal.nameless) == 1
-        notes.append(_damage_note(path, [(n, None, d.reason) for n, d in journal.nameless],
-                                  f"{'it names' if one else 'they name'} no image: an image whose newer result "
-                                  f"was on {'it' if one else 'one'} may show its older result"))
+        notes.append(damaged_lines_note(path, [(n, None, d.reason) for n, d in journal.nameless],
+                                        f"{'it names' if one else 'they name'} no image: an image whose newer "
+                                        f"result was on {'it' if one else 'one'} may show its older result"))
     return notes
 
-
-def _damage_note(path: Path, lines: list[tuple[int, str | None, str]], consequence: str) -> str:
-    """One line naming damaged journal lines (number, image or None, reason), as validation warns."""
-    def one(number: int, image: str | None, reason: str) -> str:
-        return f"line {number}{f' ({display_name(image)})' if image else ''} is damaged ({reason})"
-
-    if len(lines) == 1:
-        return f"{path} {one(*lines[0])}: {consequence}"
-    shown = "; ".join(one(*line) for line in lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
-    return f"{path} has {len(lines)} damaged lines ({shown}): {consequence}"
 
 
 def _journal_flag(outcome: Outcome, threshold: float | None) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..journal import JournalHeader
-from ..journal_lines import Damage, header_line, outcome_lines
+from ..journal_lines import Damage, damaged_lines_note, header_line, outcome_lines
 from ..manifest import Manifest
 from ..results import OK, Outcome
 from ..tta import TTA_MODES
@@ -118,16 +118,6 @@ def _read_journal(path: Path, classes: list[str]) -> _Journal:
     return journal
 
 
-def _damage_warning(path: Path, lines: list[tuple[int, str | None, str]], consequence: str) -> str:
-    """One warning line for damaged journal lines (number, image or None, reason)."""
-    def one(number: int, image: str | None, reason: str) -> str:
-        return f"line {number}{f' ({image})' if image else ''} is damaged ({reason})"
-
-    if len(lines) == 1:
-        return f"{path} {one(*lines[0])}: {consequence}"
-    shown = "; ".join(one(*line) for line in lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
-    return f"{path} has {len(lines)} damaged lines ({shown}): {consequence}"
-
 
 def _damaged(journal: _Journal, images: Iterable[str]) -> list[tuple[int, str | None, str]]:
     """The damaged latest lines of ``images``, in file order."""
@@ -141,13 +131,13 @@ def _alone_warnings(path: Path, journal: _Journal) -> list[str]:
     if journal.damaged:
         images = sorted(journal.damaged)
         who = f"{images[0]} is" if len(images) == 1 else "those images are"
-        warnings.append(_damage_warning(path, _damaged(journal, images),
-                                        f"{who} left out, not scored on an earlier line"))
+        warnings.append(damaged_lines_note(path, _damaged(journal, images),
+                                           f"{who} left out, not scored on an earlier line"))
     if journal.nameless:
         they = "it names" if len(journal.nameless) == 1 else "they name"
-        warnings.append(_damage_warning(path, [(n, None, damage.reason) for n, damage in journal.nameless],
-                                        f"{they} no image: an image whose newer result was on "
-                                        f"{'it' if len(journal.nameless) == 1 else 'one'} is scored on its older line"))
+        warnings.append(damaged_lines_note(path, [(n, None, damage.reason) for n, damage in journal.nameless],
+                                           f"{they} no image: an image whose newer result was on "
+                                           f"{'it' if len(journal.nameless) == 1 else 'one'} is scored on its older line"))
     return warnings
 
 
@@ -207,7 +197,7 @@ def read_scores(path: Path, manifest: Manifest) -> Scores:
                 probabilities, precision = kept, "journal (6 decimals)"
             damaged = _damaged(read, wanted)
             if damaged:
-                warnings.append(_damage_warning(journal, damaged, "scores read from the CSV, not the journal"))
+                warnings.append(damaged_lines_note(journal, damaged, "scores read from the CSV, not the journal"))
         elif path == journal:
             raise InputError(f"journal {journal} holds classes {list(header.classes)}, not bundle "
                              f"{manifest.tag}'s {classes}")
