@@ -25,7 +25,7 @@ from screening.manifest import ATTENTION_OUTPUT, Manifest, ModelSpec, fields_req
 from screening.bundle_store import BundleExists, check_destination, staged_bundle
 from screening.engines.shape_tensors import fold_static_shapes
 from screening.metadata import DEFAULT_VOCABULARY
-from screening.preprocess import normalise, softmax
+from screening.preprocess import softmax
 
 from .card import REPO_ROOT, commit_label, git_state, model_card
 from .common import config_argument_parser, config_from_args, provenance, read_index, split
@@ -33,7 +33,7 @@ from .config import Config
 from .data.classes import get_class_config
 from .evaluate import check_lineage, checkpoint_record, eval_dir
 from .gates import GateError, check_gates
-from .data.dataset import load_resized
+from .data.dataset import runtime_inputs
 from .inference import SegmenterWithSigmoid, load_classifier, load_segmenter
 from .lineage import LineageError, check_pixels
 from .masks import segmenter_checkpoint
@@ -115,13 +115,8 @@ def parity_inputs(config: Config, seg_state: dict, cls_state: dict, count: int) 
     """Real validation images (and their metadata) preprocessed exactly as the runtime does."""
     index = split(read_index(config), "val").head(count)
     size = config.data.input_size
-    images = np.stack([load_resized(p, (size, size), config.data.preprocessing) for p in index["image_path"]])
-    meta = np.stack([DEFAULT_VOCABULARY.encode(r.age, r.sex, r.site)[0] for r in index.itertuples()])
-    return {
-        "seg_image": normalise(images, seg_state["mean"], seg_state["std"]),
-        "cls_image": normalise(images, cls_state["mean"], cls_state["std"]),
-        "meta": meta.astype(np.float32),
-    }
+    return runtime_inputs(index, (size, size), config.data.preprocessing, DEFAULT_VOCABULARY,
+                          (seg_state["mean"], seg_state["std"]), (cls_state["mean"], cls_state["std"]))
 
 
 def check_parity(seg: torch.nn.Module, cls: torch.nn.Module, seg_path: Path, cls_path: Path,

@@ -42,11 +42,11 @@ from onnx import TensorProto, helper, numpy_helper
 from screening.backends.onnxrt import OnnxRuntimeBackend
 from screening.bundle_store import BundleExists, check_destination, staged_bundle
 from screening.manifest import ATTENTION_OUTPUT, Manifest, fields_required, load_manifest, save_manifest, sha256_file
-from screening.preprocess import normalise, softmax
+from screening.preprocess import softmax
 
 from .calibration import expected_calibration_error, fit_temperature
 from .card import REPO_ROOT, commit_label, data_sha256, git_state, package_versions
-from .data.dataset import load_resized
+from .data.dataset import runtime_inputs
 from .evaluate import validation_operating_points
 from .export import fold_for_runtime, headline
 from .metrics import classification_report
@@ -159,15 +159,14 @@ def screen_validation(bundle: Path, manifest: Manifest, rows: pd.DataFrame, memb
     """Logits of the joined bundle on ``rows`` through ONNX Runtime, and the parity record of the
     joined graphs against the members' own files run one by one on the first images."""
     size = tuple(manifest.input_size)
-    vocab = manifest.metadata
     logits, parity = [], {}
     with OnnxRuntimeBackend(bundle, manifest) as backend:
         for start in range(0, len(rows), BATCH):
             part = rows.iloc[start:start + BATCH]
-            pixels = np.stack([load_resized(path, size, manifest.preprocessing) for path in part["image_path"]])
-            seg = normalise(pixels, manifest.segmenter.mean, manifest.segmenter.std)
-            cls = normalise(pixels, manifest.classifier.mean, manifest.classifier.std)
-            meta = np.stack([vocab.one_hot(vocab.codes(r.age, r.sex, r.site)[0]) for r in part.itertuples()])
+            inputs = runtime_inputs(part, size, manifest.preprocessing, manifest.metadata,
+                                    (manifest.segmenter.mean, manifest.segmenter.std),
+                                    (manifest.classifier.mean, manifest.classifier.std))
+            seg, cls, meta = inputs["seg_image"], inputs["cls_image"], inputs["meta"]
             outputs = backend.run_batch(seg, cls, meta)
             logits.append(outputs.logits)
             if start == 0:

@@ -50,6 +50,18 @@ def load_resized(path: str | Path, size: tuple[int, int], preprocessing: Sequenc
     return apply_preprocessing(resize_rgb(read_rgb(path, size), size), preprocessing)
 
 
+def runtime_inputs(rows: pd.DataFrame, size: tuple[int, int], preprocessing: Sequence[dict],
+                   vocabulary: MetadataVocabulary, segmenter_norm: tuple[Sequence[float], Sequence[float]],
+                   classifier_norm: tuple[Sequence[float], Sequence[float]]) -> dict[str, np.ndarray]:
+    """Index rows as the runtime feeds them to a bundle's two models: ``seg_image`` and
+    ``cls_image`` (pixels decoded, resized, preprocessed and normalised with each model's
+    (mean, std)) and ``meta`` (the one-hot metadata, no dropout)."""
+    pixels = np.stack([load_resized(path, size, preprocessing) for path in rows["image_path"]])
+    meta = np.stack([vocabulary.encode(r.age, r.sex, r.site)[0] for r in rows.itertuples()]).astype(np.float32)
+    return {"seg_image": normalise(pixels, *segmenter_norm), "cls_image": normalise(pixels, *classifier_norm),
+            "meta": meta}
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Decode a mask file to (H, W) uint8 (0/255 binary, or a 0..255 probability)."""
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
