@@ -118,9 +118,11 @@ def test_only_a_last_line_cut_short_of_its_newline_is_torn():
 
 
 def test_a_torn_line_is_named_torn_and_a_damaged_one_damaged():
-    torn, damaged = Damage("not JSON (JSONDecodeError)", "c.png", torn=True), Damage("risk 1.7 is not a number", "b.png")
+    torn = Damage("not JSON (JSONDecodeError)", "c.png", torn=True)
+    damaged = Damage("risk 1.7 is not a number", "b.png")
     assert damaged_lines_note("r.csv.journal", [(9, "c.png", torn)], "c.png is left out") == \
-        "r.csv.journal line 9 (c.png) is torn (the run stopped while writing it; rerun with --resume): c.png is left out"
+        ("r.csv.journal line 9 (c.png) is torn (the run stopped while writing it; rerun with --resume): "
+         "c.png is left out")
     assert damaged_lines_note("r.csv.journal", [(4, "b.png", damaged)], "b.png is left out") == \
         "r.csv.journal line 4 (b.png) is damaged (risk 1.7 is not a number): b.png is left out"
     assert damaged_lines_note("r.csv.journal", [(4, "b.png", damaged), (9, None, torn)], "they are left out") == \
