@@ -64,6 +64,11 @@ class Discovery:
     # run writes its outputs to), one line each for the user: nothing under the folder is
     # silently left out.
     skipped: list[str] = field(default_factory=list)
+    # Images reached through a symbolic link (a linked file, or any file in a linked folder) ->
+    # their real path. Only these can be a file outside the images folder, so only these need
+    # comparing with the run's output files (screening.output_paths.check_output_location); the
+    # real paths come from the listing's own lookups, not from one more lookup per image.
+    linked: dict[str, str] = field(default_factory=dict)
 
 
 def no_images(discovery: Discovery) -> InputError:
@@ -102,6 +107,10 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = (), *,
     file that leads inside one of them (a link to a mask PNG). (Outputs inside the images folder
     itself are refused before a run starts; only links reach them.)
 
+    Each image reached through a symbolic link is given with its real path (``linked``), for
+    the ``--out`` check, at one lookup per linked file or folder: none per plain image, which
+    matters on a network share of 100,000 files.
+
     A folder on a network drive that stops answering mid-listing would block the listing in
     the kernel for as long as the drive is silent: the listing runs in a watched thread
     (:func:`screening.stalled_reads.while_progressing`) and stops the run when no entry has been
@@ -114,8 +123,9 @@ def discover_images(root: Path, outputs: Iterable[OutputFolder] = (), *,
         stall_s: Seconds without an entry read after which the folder is taken as gone.
 
     Returns:
-        The images and the other (ignored) files, each sorted by relative path, and the
-        linked folders not walked and linked images not screened.
+        The images and the other (ignored) files, each sorted by relative path, the linked
+        folders not walked and linked images not screened, and the real path of each image
+        reached through a link.
 
     Raises:
         InputError: ``root`` does not exist, is not a folder, or a folder in it cannot be listed.
@@ -156,11 +166,17 @@ def _discover(root: Path, outputs: Iterable[OutputFolder], beat: Callable[[], No
     real_root = os.path.realpath(root)
     guards = _OutputGuards(outputs, real_root)
     walked: dict[tuple[int, int], str] = {}  # (device, inode) of each folder walked -> its path
+    # Each folder walked through a link -> its real path. A folder reached without one lies in
+    # the images folder (absent here); below a link, a plain sub-folder's real path is its
+    # parent's plus its name, and only a further link needs a lookup.
+    real_folders: dict[str, str] = {}
     images: list[str] = []
     ignored: list[str] = []
     skipped: list[str] = []
+    through_links: dict[str, str] = {}
     for folder, subfolders, files, linked in _walk(os.fspath(root), fail, beat):
         base = Path(folder).relative_to(root)
+        real_folder = real_folders.get(folder)
         if not walked:
             info = os.stat(folder)
             walked[(info.st_dev, info.st_ino)] = "."
@@ -169,9 +185,15 @@ def _discover(root: Path, outputs: Iterable[OutputFolder], beat: Callable[[], No
             if name.startswith("."):
                 continue
             beat()
-            reason = _not_walked(Path(folder) / name, (base / name).as_posix(), real_root, walked, guards)
+            path = os.path.join(folder, name)
+            is_link = os.path.islink(path)
+            reason = _not_walked(Path(path), is_link, (base / name).as_posix(), real_root, walked, guards)
             if reason is None:
                 keep.append(name)
+                if is_link:
+                    real_folders[path] = os.path.realpath(path)
+                elif real_folder is not None:
+                    real_folders[path] = os.path.join(real_folder, name)
             else:
                 skipped.append(reason)
         subfolders[:] = keep
@@ -183,13 +205,18 @@ def _discover(root: Path, outputs: Iterable[OutputFolder], beat: Callable[[], No
             if is_image and name in linked:
                 beat()
                 # A linked file, like a linked folder, may lead into a run's own output tree.
-                output = guards.inside(os.path.realpath(os.path.join(folder, name)))
+                real = os.path.realpath(os.path.join(folder, name))
+                output = guards.inside(real)
                 if output is not None:
                     skipped.append(_an_output("linked file", display_name(relative), output, inside=True,
                                               verb="screened"))
                     continue
+                through_links[relative] = real
+            elif is_image and real_folder is not None:
+                through_links[relative] = os.path.join(real_folder, name)
             (images if is_image else ignored).append(relative)
-    return Discovery(root=root, images=sorted(images), ignored=sorted(ignored), skipped=skipped)
+    return Discovery(root=root, images=sorted(images), ignored=sorted(ignored), skipped=skipped,
+                     linked=dict(sorted(through_links.items())))
 
 
 def _walk(top: str, onerror: Callable[[OSError], None],
@@ -262,11 +289,11 @@ class _OutputGuards:
         return None
 
 
-def _not_walked(folder: Path, relative: str, real_root: str,
+def _not_walked(folder: Path, linked: bool, relative: str, real_root: str,
                 walked: dict[tuple[int, int], str], guards: _OutputGuards) -> str | None:
-    """Why the sub-folder ``folder`` is not walked, or None to walk it (and remember it as walked)."""
+    """Why the sub-folder ``folder`` (a symbolic link when ``linked``) is not walked, or None to
+    walk it (and remember it as walked)."""
     shown = display_name(relative)
-    linked = folder.is_symlink()
     kind = "linked folder" if linked else "folder"
     if linked:
         target = os.path.realpath(folder)

@@ -106,12 +106,24 @@ def read_outcome(line: bytes, classes: tuple[str, ...]) -> Outcome:
 
 
 
+# What a torn line is, in the user's words: the next run with --resume drops it (screening.journal)
+# and screens its image again, so there is nothing to repair by hand.
+TORN = "the run stopped while writing it; rerun with --resume"
+
+
 @dataclass(frozen=True)
 class Damage:
     """A journal line that was left out: why, and the image it was for (None when unreadable)."""
 
     reason: str
     image: str | None
+    # The file's last line, cut off before its newline: what a run stopped mid-write leaves,
+    # not a finished line damaged since (by hand, by a disk, by another tool).
+    torn: bool = False
+
+    def said(self) -> str:
+        """What is wrong with the line, as a warning says it: ``is torn (...)`` or ``is damaged (why)``."""
+        return f"is torn ({TORN})" if self.torn else f"is damaged ({self.reason})"
 
 
 # Outcome.to_json writes the image first: a line torn after it still names its image.
@@ -134,17 +146,18 @@ def _image_named(line: bytes) -> str | None:
     return image if isinstance(image, str) and image else None
 
 
-def damaged_lines_note(path: Path, lines: list[tuple[int, str | None, str]], consequence: str,
+def damaged_lines_note(path: Path, lines: list[tuple[int, str | None, Damage]], consequence: str,
                        name: Callable[[str], str] = str) -> str:
-    """One line naming a journal's damaged lines (number, image or None, reason) and what follows
-    from them, as validation warns and the report notes; ``name`` shows an image's name."""
-    def one(number: int, image: str | None, reason: str) -> str:
-        return f"line {number}{f' ({name(image)})' if image else ''} is damaged ({reason})"
+    """One line naming a journal's damaged or torn lines (number, image or None, damage) and what
+    follows from them, as validation warns and the report notes; ``name`` shows an image's name."""
+    def one(number: int, image: str | None, damage: Damage) -> str:
+        return f"line {number}{f' ({name(image)})' if image else ''} {damage.said()}"
 
     if len(lines) == 1:
         return f"{path} {one(*lines[0])}: {consequence}"
     shown = "; ".join(one(*line) for line in lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
-    return f"{path} has {len(lines)} damaged lines ({shown}): {consequence}"
+    kind = "damaged or torn" if any(damage.torn for _, _, damage in lines) else "damaged"
+    return f"{path} has {len(lines)} {kind} lines ({shown}): {consequence}"
 
 
 def header_line(data: bytes) -> bytes:
@@ -156,7 +169,9 @@ def outcome_lines(data: bytes, classes: tuple[str, ...]) -> Iterator[tuple[int, 
     """Each line of a journal after its header, numbered as an editor numbers it (the header is
     line 1): the checked outcome (``read_outcome``), or the damage that kept it out.
 
-    Lines run to a newline; a last line without one (a torn write) is checked like the others.
+    Lines run to a newline; a last line without one is checked like the others and, when it does
+    not read, is torn (``Damage.torn``): a run stopped while writing it, which ``--resume`` mends,
+    unlike a damaged line.
     A damaged line names its image where it can: a later line of an image replaces its earlier
     one, so a reader must know that an image's latest line is damaged rather than fall back, unawares,
     to an older result of a file that has since changed.
@@ -164,8 +179,9 @@ def outcome_lines(data: bytes, classes: tuple[str, ...]) -> Iterator[tuple[int, 
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()  # the file ends with a newline: there is no line after it
+    unfinished = len(lines) if not data.endswith(b"\n") else None  # the number of a last line cut short
     for number, line in enumerate(lines[1:], start=2):
         try:
             yield number, read_outcome(line, classes)
         except BadLine as reason:
-            yield number, Damage(str(reason), _image_named(line))
+            yield number, Damage(str(reason), _image_named(line), torn=number == unfinished)

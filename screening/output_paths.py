@@ -87,14 +87,19 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
-                          images: Iterable[str] = ()) -> None:
+                          linked_images: Iterable[str] = ()) -> None:
     """Refuse an ``--out`` whose files would land on an input or in a folder the run cannot use.
+
+    An image reached without a symbolic link lies inside ``images_dir``, where no output file may
+    resolve: only the images reached through one can be an output file elsewhere, and only those
+    are compared, by the real paths discovery found (``Discovery.linked``), so that the check
+    costs no lookup per image on a network share.
 
     Args:
         output: the ``--out`` CSV.
         images_dir: the images folder; no output file may resolve inside it.
         meta_csv: the patients CSV; no output file may be it.
-        images: discovered image paths relative to ``images_dir`` (links may point anywhere).
+        linked_images: real paths of the images reached through a link (which may point anywhere).
 
     Raises:
         InputError: naming the clash or the unusable folder.
@@ -104,7 +109,7 @@ def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
         _check_writable_folder(output)
         folder = _real(images_dir)
         meta = _real(meta_csv)
-        image_files = {_real(folder / image) for image in images}
+        image_files = {Path(image) for image in linked_images}
         for path in output_files(output):
             real = _real(path)
             what = f"--out {output}" if path == output else f"--out {output} would write {path}, which"

@@ -118,8 +118,8 @@ def discover(request: FolderRequest) -> Discovery:
     """The images the run screens (its own output folders left out), with ``--out`` checked
     against them; ``screen folder --check`` finds them the same way.
 
-    Both wait at most ``--decode-timeout`` for a drive that stopped answering (they look up
-    every file: a listing, and the real path of every image).
+    Both wait at most ``--decode-timeout`` for a drive that stopped answering (the listing looks
+    up every file, and the real path of each linked one; the check looks up the output files).
 
     Raises:
         InputError: the images folder cannot be used, or ``--out`` would land on an image.
@@ -130,9 +130,9 @@ def discover(request: FolderRequest) -> Discovery:
                                 stall_s=stall_s)
 
     def check_against_images(beat: Callable[[], None]) -> None:
-        # Again with the images found: one of them may be a link to where --out points.
+        # Again with the images found: one reached through a link may be where --out points.
         check_output_location(request.output, request.images_dir, request.meta_csv,
-                              _beating(discovery.images, beat))
+                              _beating(discovery.linked.values(), beat))
 
     while_progressing(check_against_images, stall_s, lambda: listing_stalled(Path(request.images_dir), stall_s))
     return discovery

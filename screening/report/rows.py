@@ -212,7 +212,7 @@ def _damaged_row(image: str, number: int, damage: Damage) -> Outcome:
     """The error row of an image whose latest journal line is damaged. Its fingerprint says no
     screening: no picture of an earlier one may stand for it."""
     return Outcome(image=image, fingerprint="", status=ERROR,
-                   error=f"its latest journal line ({number}) is damaged ({damage.reason}): no result "
+                   error=f"its latest journal line ({number}) {damage.said()}: no result "
                          f"shown, not even its earlier one")
 
 
@@ -222,7 +222,8 @@ def _damage_notes(path: Path, journal: _Journal, beside_csv: bool = False) -> li
     that name no image (which may have hidden an image's newer result)."""
     notes = []
     if journal.damaged:
-        lines = sorted((number, image, damage.reason) for image, (number, damage) in journal.damaged.items())
+        lines = sorted(((number, image, damage) for image, (number, damage) in journal.damaged.items()),
+                       key=lambda line: line[0])
         one = len(lines) == 1
         who = f"{display_name(lines[0][1])} is" if one else "those images are"
         consequence = (f"this report shows the CSV's result{'' if one else 's'}, which "
@@ -231,7 +232,7 @@ def _damage_notes(path: Path, journal: _Journal, beside_csv: bool = False) -> li
         notes.append(damaged_lines_note(path, lines, consequence, display_name))
     if journal.nameless:
         one = len(journal.nameless) == 1
-        notes.append(damaged_lines_note(path, [(n, None, d.reason) for n, d in journal.nameless],
+        notes.append(damaged_lines_note(path, [(n, None, d) for n, d in journal.nameless],
                                         f"{'it names' if one else 'they name'} no image: an image whose newer "
                                         f"result was on {'it' if one else 'one'} may show its older result"))
     return notes

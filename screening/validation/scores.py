@@ -119,9 +119,10 @@ def _read_journal(path: Path, classes: list[str]) -> _Journal:
 
 
 
-def _damaged(journal: _Journal, images: Iterable[str]) -> list[tuple[int, str | None, str]]:
-    """The damaged latest lines of ``images``, in file order."""
-    return sorted((journal.damaged[i][0], i, journal.damaged[i][1].reason) for i in images if i in journal.damaged)
+def _damaged(journal: _Journal, images: Iterable[str]) -> list[tuple[int, str | None, Damage]]:
+    """The damaged (or torn) latest lines of ``images``, in file order."""
+    return sorted(((journal.damaged[i][0], i, journal.damaged[i][1]) for i in images if i in journal.damaged),
+                  key=lambda line: line[0])
 
 
 def _alone_warnings(path: Path, journal: _Journal) -> list[str]:
@@ -135,7 +136,7 @@ def _alone_warnings(path: Path, journal: _Journal) -> list[str]:
                                            f"{who} left out, not scored on an earlier line"))
     if journal.nameless:
         they = "it names" if len(journal.nameless) == 1 else "they name"
-        warnings.append(damaged_lines_note(path, [(n, None, damage.reason) for n, damage in journal.nameless],
+        warnings.append(damaged_lines_note(path, [(n, None, damage) for n, damage in journal.nameless],
                                            f"{they} no image: an image whose newer result was on "
                                            f"{'it' if len(journal.nameless) == 1 else 'one'} is scored on its older line"))
     return warnings

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening.journal_lines import BadLine, Damage, header_line, outcome_lines, read_outcome
+from screening.journal_lines import BadLine, Damage, damaged_lines_note, header_line, outcome_lines, read_outcome
 from screening.results import Outcome, error_outcome
 
 CLASSES = ("nv", "bkl", "mel", "bcc")
@@ -100,7 +100,34 @@ def test_a_journal_reads_as_numbered_outcomes_and_damage_naming_its_image():
     assert read[1][1] == Damage("risk nan is not a number between 0 and 1", "b.png")
     assert read[2][1] == Damage("not JSON (JSONDecodeError)", None)  # a blank line names no image
     assert read[3][1] == Damage("not a JSON object", None)
-    assert read[4][1] == Damage("not JSON (JSONDecodeError)", "c.png")  # torn after its image
+    assert read[4][1] == Damage("not JSON (JSONDecodeError)", "c.png", torn=True)  # torn after its image
+
+
+def test_only_a_last_line_cut_short_of_its_newline_is_torn():
+    """A run stopped mid-write leaves its last line without a newline: torn, which --resume mends.
+    The same bytes anywhere else (or ended by a newline) were a finished line, damaged since."""
+    cut = ok_line(image="c.png")[:40]
+    at_the_end = list(outcome_lines(b"\n".join([HEADER, ok_line(), cut]), CLASSES))
+    in_the_middle = list(outcome_lines(b"\n".join([HEADER, cut, ok_line()]), CLASSES))
+    ended = list(outcome_lines(b"\n".join([HEADER, ok_line(), cut]) + b"\n", CLASSES))
+    assert at_the_end[1] == (3, Damage("not JSON (JSONDecodeError)", "c.png", torn=True))
+    assert in_the_middle[0] == (2, Damage("not JSON (JSONDecodeError)", "c.png"))
+    assert ended[1] == (3, Damage("not JSON (JSONDecodeError)", "c.png"))
+    # A last line that reads whole is a result, newline or not.
+    assert list(outcome_lines(HEADER + b"\n" + ok_line(), CLASSES)) == [(2, read_outcome(ok_line(), CLASSES))]
+
+
+def test_a_torn_line_is_named_torn_and_a_damaged_one_damaged():
+    torn = Damage("not JSON (JSONDecodeError)", "c.png", torn=True)
+    damaged = Damage("risk 1.7 is not a number", "b.png")
+    assert damaged_lines_note("r.csv.journal", [(9, "c.png", torn)], "c.png is left out") == \
+        ("r.csv.journal line 9 (c.png) is torn (the run stopped while writing it; rerun with --resume): "
+         "c.png is left out")
+    assert damaged_lines_note("r.csv.journal", [(4, "b.png", damaged)], "b.png is left out") == \
+        "r.csv.journal line 4 (b.png) is damaged (risk 1.7 is not a number): b.png is left out"
+    assert damaged_lines_note("r.csv.journal", [(4, "b.png", damaged), (9, None, torn)], "they are left out") == \
+        ("r.csv.journal has 2 damaged or torn lines (line 4 (b.png) is damaged (risk 1.7 is not a number); "
+         "line 9 is torn (the run stopped while writing it; rerun with --resume)): they are left out")
 
 
 def test_the_newline_ending_a_journal_starts_no_line():

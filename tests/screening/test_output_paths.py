@@ -9,7 +9,9 @@ import pytest
 
 from bundle_factory import lesion_rgb, write_image
 from folder_runner import error_line, run_folder as run
+from screening.images import discover_images
 from screening.journal import journal_path, lock_path
+from screening.session import FolderRequest, discover
 
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")
@@ -133,3 +135,63 @@ def test_output_files_get_normal_permissions(tmp_path: Path, make_folder, tiny_b
     assert modes.pop("results.csv") == oct(0o664)
     assert set(modes.values()) == {oct(0o640)}, modes
     assert {"results.csv.journal", "results.summary.json", "img_000.jpg.mask.png"} <= set(modes)
+
+
+# -- the --out check costs no lookup per image --------------------------------------------------
+
+def test_out_is_a_linked_image_inside_a_linked_folder(tmp_path: Path, make_folder, tiny_bundle: Path) -> None:
+    """A link to the journal, found in a folder that is itself a link: still an image being screened."""
+    images, meta = make_folder(1)
+    out = tmp_path / "results" / "r.csv"
+    out.parent.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    write_image(elsewhere / "day" / "photo.png", lesion_rgb(5))
+    (elsewhere / "day" / "then.png").symlink_to(journal_path(out))  # not written yet: a dangling link
+    (images / "linked").symlink_to(elsewhere)
+    assert error_line(run(images, meta, out, tiny_bundle)) == \
+        f"Error: --out {out} would write {journal_path(out)}, which is an image being screened: " \
+        f"choose another output file"
+    assert not out.exists() and not journal_path(out).exists()
+
+
+def test_discovery_gives_the_real_path_of_every_image_reached_through_a_link(tmp_path: Path) -> None:
+    """Whatever the links, an image's real path is either in the images folder under its own name
+    or the one discovery gives (what the --out check compares, with no lookup of its own)."""
+    images = tmp_path / "images"
+    outside = tmp_path / "outside"
+    for path in (images / "plain" / "a.png", outside / "b.png", outside / "deeper" / "c.png",
+                 tmp_path / "far" / "d.png", tmp_path / "far" / "e.png"):
+        write_image(path, lesion_rgb(1))
+    (images / "linked").symlink_to(outside)  # a linked folder with a plain sub-folder
+    (outside / "deeper" / "far").symlink_to(tmp_path / "far")  # a link inside a linked folder
+    (outside / "e.png").symlink_to(tmp_path / "far" / "e.png")  # a linked file inside a linked folder
+    (images / "plain" / "f.png").symlink_to(tmp_path / "far" / "d.png")  # a linked file
+    found = discover_images(images)
+    assert found.images == ["linked/b.png", "linked/deeper/c.png", "linked/deeper/far/d.png",
+                            "linked/deeper/far/e.png", "linked/e.png", "plain/a.png", "plain/f.png"]
+    real_images = os.path.realpath(images)
+    for image in found.images:
+        real = os.path.realpath(images / image)
+        assert found.linked.get(image, os.path.join(real_images, image)) == real, image
+    assert sorted(found.linked) == [image for image in found.images if image != "plain/a.png"]
+
+
+def test_the_out_check_looks_up_no_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a network share every lookup is a round trip: checking --out against 300 images must not
+    resolve each one's real path (5 lookups an image, one per folder of its path, before)."""
+    images = tmp_path / "images"
+    for index in range(300):
+        folder = images / f"day_{index // 100}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"img_{index:03d}.jpg").write_bytes(b"\xff\xd8" + bytes(98))
+    meta = tmp_path / "patients.csv"
+    meta.write_text("image,age\n")
+    out = tmp_path / "results" / "r.csv"
+    out.parent.mkdir()
+    lookups = []
+    for name in ("stat", "lstat"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda path, *a, real=real, **kw: lookups.append(path) or real(path, *a, **kw))
+    discovery = discover(FolderRequest(images_dir=images, meta_csv=meta, output=out, bundle_dir=tmp_path))
+    assert len(discovery.images) == 300
+    assert len(lookups) < 100, f"{len(lookups)} lookups for 300 images"  # about 60: outputs, folders, CSV

@@ -147,6 +147,27 @@ def test_an_images_damaged_later_line_is_shown_as_damaged_never_as_its_older_res
            f"{image} is shown as an error, not with its earlier result" in notes(out)
 
 
+def test_an_images_torn_last_line_says_the_run_stopped_not_that_the_journal_is_damaged(run):
+    """A run stopped while writing an image's new line leaves it cut short at the end of the
+    journal: the reviewer is told that the run stopped and what to do, not of damage to look into."""
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    older = json.loads(next(line for line in lines[1:] if json.loads(line)["status"] == "ok"))
+    newer = json.dumps({**older, "fingerprint": "the new picture"})
+    journal.write_text("\n".join([*lines, newer[:len(newer) // 2]]), encoding="utf-8")  # no newline: cut
+    image, number = older["image"], len(lines) + 1
+    out = screen_report(run, journal)
+    data = page_data(out)
+    assert image not in {row["i"] for row in data["rows"]}
+    errors = {row["i"]: row["e"] for row in data["errors"]}
+    assert errors[image] == (f"its latest journal line ({number}) is torn (the run stopped while writing it; "
+                             f"rerun with --resume): no result shown, not even its earlier one")
+    assert f"{journal} line {number} ({image}) is torn (the run stopped while writing it; rerun with --resume): " \
+           f"{image} is shown as an error, not with its earlier result" in notes(out)
+    assert not any("damaged" in note for note in notes(out))
+
+
 def test_damaged_journal_lines_that_name_no_image_are_warned_of(run):
     """A line too damaged to say which image it was for cannot be shown as that image's error: the
     reviewer is told, with the line, that an image may show its older result."""

@@ -212,6 +212,25 @@ def test_an_images_damaged_later_line_leaves_it_out_not_scored_on_its_older_line
     assert scores.warnings[0].endswith(f"): {image} is left out, not scored on an earlier line")
 
 
+def test_a_torn_last_line_is_warned_of_as_torn_and_a_damaged_one_in_the_middle_as_damaged(synthetic):
+    """A run stopped mid-write leaves its last line cut short, without a newline: the warning says
+    so and what to do (--resume); a finished line damaged since keeps the word damaged."""
+    data = synthetic(n=40)
+    image, number = _rescreened_then_damaged(data, lambda line: line[:60])
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    lines[3] = lines[3].replace('"image"', '"picture"')  # a middle line no longer fits
+    journal.write_text("\n".join(lines))  # and the last one, cut, has no newline
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert image not in scores.images and scores.unusable == [image]
+    assert scores.warnings == [
+        f"{journal} line {number} ({image}) is torn (the run stopped while writing it; rerun with --resume): "
+        f"{image} is left out, not scored on an earlier line",
+        f"{journal} line 4 is damaged (unknown field 'picture'): it names no image: an image whose newer "
+        f"result was on it is scored on its older line"]
+
+
 def test_a_damaged_later_line_beside_the_csv_reads_the_csv_and_says_why(synthetic):
     """With its CSV, a journal whose latest line of an image is damaged no longer says what the CSV
     says (as with any newer line): the CSV's numbers are read, and the warning names the line."""
