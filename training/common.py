@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import random
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -194,26 +193,6 @@ def place(item: torch.nn.Module | torch.Tensor, device: torch.device, channels_l
     if channels_last and (isinstance(item, torch.nn.Module) or item.dim() == 4):
         return item.to(device, memory_format=torch.channels_last)
     return item.to(device)
-
-
-def training_autocast(config: Config, device: torch.device):
-    """The context a training step's forward pass runs in: bfloat16 autocast when the config asks
-    for it (``precision``), else nothing. Only the forward pass: the loss is taken in float32."""
-    bf16 = config.precision == "bfloat16"
-    if bf16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        # Emulated bfloat16 is slower than float32: the setting would cost, not save, time.
-        _warn_once("warning: precision bfloat16 on a CPU without native bfloat16 (AVX-512 BF16 or AMX): "
-                   "training steps will be slower than float32")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        print(message, file=sys.stderr, flush=True)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -126,11 +126,6 @@ class Config:
     # per training step on the CPU than NCHW (bench/train_step.py, docs/results.md). Results
     # differ from NCHW only by float rounding; false reproduces runs made before this setting.
     channels_last: bool = True
-    # The arithmetic of training steps: "bfloat16" runs the forward pass's convolutions and matmuls
-    # in bfloat16 (torch.autocast), which CPUs with AMX or AVX-512 BF16 do about 1.8 times faster
-    # per step (bench/train_step.py, docs/results.md); weights, optimizer, loss, validation and
-    # export stay float32. "float32" reproduces runs made before this setting.
-    precision: str = "float32"
     data: DataConfig = field(default_factory=DataConfig)
     segmenter: SegmenterTrainConfig = field(default_factory=SegmenterTrainConfig)
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
@@ -315,13 +310,8 @@ def _config_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[s
 SCHEDULES = ("plateau", "cosine")
 
 
-PRECISIONS = ("float32", "bfloat16")
-
-
 def _check_choices(config: Config) -> None:
     """Refuse values the dataclass types cannot: a misspelt schedule would otherwise train a run."""
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision: {config.precision!r} is not one of {list(PRECISIONS)}")
     for stage in ("segmenter", "classifier"):
         optim = getattr(config, stage).optim
         if optim.schedule not in SCHEDULES:

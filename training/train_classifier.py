@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from screening.metadata import DEFAULT_VOCABULARY
 
 from .common import (Distributed, config_argument_parser, config_from_args, load_checkpoint, place, read_index,
-                     seed_everything, split, training_autocast, unwrap, write_run_files)
+                     seed_everything, split, unwrap, write_run_files)
 from .config import Config
 from .data.classes import get_class_config
 from .data.augment import AUGMENT_PRESETS
@@ -258,12 +258,9 @@ def train(config: Config, resume: bool = False) -> Path:
             tuned = "the image backbone" if config.classifier.freeze_mask_backbone else "every backbone"
             print("backbones frozen" if frozen else f"fine-tuning {tuned}")
 
-    autocast = training_autocast(config, device)
-
     def train_step(batch) -> torch.Tensor:
-        with autocast:
-            logits = model(*(place(batch[name], device, config.channels_last) for name in ("image", "mask", "meta")))
-        return loss_fn(logits.float(), batch["label"].to(device))
+        logits = model(*(place(batch[name], device, config.channels_last) for name in ("image", "mask", "meta")))
+        return loss_fn(logits, batch["label"].to(device))
 
     def validate() -> Validation:
         logits, y = predict_logits(net, val_loader, device, config.channels_last)

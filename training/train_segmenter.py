@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .common import (Distributed, config_argument_parser, config_from_args, place, read_index, seed_everything,
-                     split, training_autocast, unwrap, write_run_files)
+                     split, unwrap, write_run_files)
 from .config import Config
 from .data.augment import AUGMENT_PRESETS
 from .data.dataset import SegmentationDataset
@@ -58,13 +58,9 @@ def train(config: Config, resume: bool = False) -> Path:
     loss_fn = DiceBCELoss(bce_weight=config.segmenter.model.bce_weight)
     optimizer = make_optimizer(model, optim, unwrap(model).encoder.parameters())
 
-    autocast = training_autocast(config, device)
-
     def train_step(batch) -> torch.Tensor:
         images, masks = (place(t, device, config.channels_last) for t in batch)
-        with autocast:
-            logits = model(images)
-        return loss_fn(logits.float(), masks)
+        return loss_fn(model(images), masks)
 
     def validate() -> Validation:
         losses, dice = [], []
