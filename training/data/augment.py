@@ -44,7 +44,12 @@ DEFAULT_AUGMENT = AugmentConfig()
 # Starter 2.0: make one clinic's camera look like many (see docs/results.md for what each buys).
 ACQUISITION_AUGMENT = AugmentConfig(brightness=0.15, contrast=0.2, hue=0.03, channel_gain=0.15, gamma=0.25,
                                     blur=0.25, jpeg=0.3, downscale=0.25, vignette=0.25, hair=0.15)
-AUGMENT_PRESETS = {"default": DEFAULT_AUGMENT, "acquisition": ACQUISITION_AUGMENT}
+# An ensemble member that trusts absolute colour less: about twice acquisition's white balance,
+# tone and hue range, and more thumbnails and blur, so it ranks by pattern and relative colour
+# where the other members also read a camera's colour (docs/results.md, thirteenth session).
+CAMERA_AUGMENT = AugmentConfig(brightness=0.2, contrast=0.3, hue=0.06, channel_gain=0.35, gamma=0.4,
+                               blur=0.35, jpeg=0.3, downscale=0.4, vignette=0.25, hair=0.15)
+AUGMENT_PRESETS = {"default": DEFAULT_AUGMENT, "acquisition": ACQUISITION_AUGMENT, "camera": CAMERA_AUGMENT}
 
 
 def flip_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
