@@ -18,9 +18,9 @@ classifier:
 def test_each_variant_reports_its_seconds_per_step(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
-    assert train_step.main(["--config", str(config), "--variants", "nchw", "nhwc", "--steps", "1"]) == 0
+    assert train_step.main(["--config", str(config), "--variants", "nchw", "nhwc", "nhwc-bf16", "--steps", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
-    assert [line.split(":")[0].strip() for line in lines] == ["nchw", "nhwc"]
+    assert [line.split(":")[0].strip() for line in lines] == ["nchw", "nhwc", "nhwc-bf16"]
     for line in lines:
         assert re.search(r": \d+\.\d\d s/step \(batch 4, 64 px, \d+ threads; warm-up \d+ s\)$", line), line
 
