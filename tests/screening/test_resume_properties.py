@@ -211,6 +211,47 @@ def test_a_journaled_result_is_reused_only_for_the_content_it_was_screened_from(
     assert reused == {"a.png": now} and todo == []
 
 
+def flip_risk(line: dict) -> None:
+    line["risk"] = round(1 - line["risk"], 6)  # e.g. 0.775739 -> 0.224261: ranked far lower
+
+
+def flip_a_malignant_probability(line: dict) -> None:
+    line["probabilities"][2] = round(line["probabilities"][2] / 10, 6)
+
+
+def flip_the_prediction(line: dict) -> None:
+    line["prediction"] = "nv" if line["prediction"] != "nv" else "mel"
+
+
+def flip_the_confidence(line: dict) -> None:
+    line["confidence"] = round(line["confidence"] / 2, 6)
+
+
+@pytest.mark.parametrize("flip", [flip_risk, flip_a_malignant_probability, flip_the_prediction,
+                                  flip_the_confidence])
+def test_a_line_damaged_into_numbers_that_disagree_is_screened_again_not_copied(tmp_path: Path, bundle: Path,
+                                                                                flip) -> None:
+    """A journal line changed since it was written (a disk error, an edit by hand) that still
+    reads as JSON, its fingerprint intact: its risk must still be the sum of its malignant
+    probabilities, its prediction and confidence its most likely class, or a wrong risk would
+    reach the worklist without a word."""
+    images, meta, out = tmp_path / "images", patients_csv(tmp_path), tmp_path / "results.csv"
+    put(images, "a.png", 1)
+    put(images, "b.jpg", 2)
+    assert night(images, meta, out, bundle).exit_code == 0
+    header, *lines = journal_path(out).read_text(encoding="utf-8").splitlines()
+    line = json.loads(lines[0])
+    assert line["image"] == "a.png" and line["status"] == "ok"
+    flip(line)
+    lines[0] = json.dumps(line, separators=(",", ":"))
+    journal_path(out).write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+
+    resumed = night(images, meta, out, bundle)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"ignored 1 unreadable line of {journal_path(out)} (line 2: " in resumed.stderr
+    assert_every_image_once_as_it_is_now(images, meta, out, bundle, tmp_path / "fresh")
+
+
 # -- any night, any damage -------------------------------------------------------------------------
 
 def damage_journal(out: Path, kind: str, pick: int, where: float) -> None:
