@@ -32,7 +32,7 @@ from screening import session
 from screening.fingerprint import content_digest
 from screening.interrupt import Interrupted
 from screening.journal import Journal, journal_path
-from screening.journal_lines import Damage, outcome_lines
+from screening.journal_lines import Damage, outcome_lines, read_outcome
 from screening.manifest import load_manifest
 from screening.metadata import MetaCodes
 from screening.pipeline import ImageJob, split_finished
@@ -138,10 +138,14 @@ def assert_every_image_once_as_it_is_now(images: Path, meta: Path, out: Path, bu
     image_column = rows[0].index("image")
     assert sorted(row[image_column] for row in rows[1:]) == present  # one row each, none for a deleted file
     assert rows == fresh_rows(images, meta, bundle, scratch)  # each row the result of the file as it is now
-    # and the journal the next night starts from holds exactly those, keyed on today's content
-    classes = tuple(load_manifest(bundle).class_names)
+    # and the journal the next night starts from holds exactly those, keyed on today's content,
+    # every line one that the next night reuses (it passes the checks a resume makes)
+    manifest = load_manifest(bundle)
+    classes = tuple(manifest.class_names)
     kept = journal_outcomes(out, classes)
     assert all(isinstance(line, Outcome) for line in kept), kept
+    for line in journal_path(out).read_bytes().splitlines()[1:]:
+        read_outcome(line, classes, manifest.malignant_indices)
     assert sorted(line.image for line in kept) == present
     for line in kept:
         assert line.fingerprint.startswith(f"{content_digest(images / line.image)}:"), line
@@ -249,6 +253,25 @@ def test_a_line_damaged_into_numbers_that_disagree_is_screened_again_not_copied(
     resumed = night(images, meta, out, bundle)
     assert resumed.exit_code == 0, resumed.output
     assert f"ignored 1 unreadable line of {journal_path(out)} (line 2: " in resumed.stderr
+    summary = json.loads(out.with_name("results.summary.json").read_text())
+    assert (summary["screened"], summary["reused"]) == (1, 1)  # a.png again; b.jpg's line, as written, reused
+    assert_every_image_once_as_it_is_now(images, meta, out, bundle, tmp_path / "fresh")
+
+
+def test_a_corrupt_jpeg_as_the_nights_only_new_image_is_a_row_not_a_failed_night(tmp_path: Path,
+                                                                                 bundle: Path) -> None:
+    """Exit 3 is for a bundle that fails in the models on every image a night screens; a file
+    that does not decode is the image's problem, not the bundle's: an error row, exit 0, on the
+    night it comes and on every night after (where its row is reused)."""
+    images, meta, out = tmp_path / "images", patients_csv(tmp_path), tmp_path / "results.csv"
+    put(images, "a.png", 1)
+    assert night(images, meta, out, bundle).exit_code == 0
+    put(images, "c.png", CORRUPT)
+    for _ in range(2):
+        result = night(images, meta, out, bundle)
+        assert result.exit_code == 0, result.output
+        row = rows_by_image(out)["c.png"]
+        assert (row["status"], row["rank"]) == ("error", "") and row["error"]
     assert_every_image_once_as_it_is_now(images, meta, out, bundle, tmp_path / "fresh")
 
 
