@@ -12,6 +12,7 @@ files, interrupting runs and damaging the journal.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 from unittest import mock
 
+import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -33,9 +35,9 @@ from screening.fingerprint import content_digest
 from screening.interrupt import Interrupted
 from screening.journal import Journal, journal_path
 from screening.journal_lines import Damage, outcome_lines, read_outcome
-from screening.manifest import load_manifest
+from screening.manifest import Manifest, load_manifest
 from screening.metadata import MetaCodes
-from screening.pipeline import ImageJob, split_finished
+from screening.pipeline import ImageJob, postprocess, split_finished
 from screening.results import Outcome
 
 # Columns that say when a row was screened and whether it is news to the reader: a resumed run
@@ -52,6 +54,11 @@ def bundle() -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as folder:
         build_bundle(Path(folder) / "tiny")
         yield Path(folder) / "tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(bundle: Path) -> Manifest:
+    return load_manifest(bundle)
 
 
 def put(images: Path, name: str, content: int) -> None:
@@ -256,6 +263,22 @@ def test_a_line_damaged_into_numbers_that_disagree_is_screened_again_not_copied(
     summary = json.loads(out.with_name("results.summary.json").read_text())
     assert (summary["screened"], summary["reused"]) == (1, 1)  # a.png again; b.jpg's line, as written, reused
     assert_every_image_once_as_it_is_now(images, meta, out, bundle, tmp_path / "fresh")
+
+
+@settings(max_examples=200, deadline=None, database=None)
+# Equal logits (ties for the most likely class) and saturated ones (probabilities rounding to 0 and 1).
+@given(logits=st.lists(st.sampled_from([-30.0, -1.5, 0.0, 2.25, 30.0]) | st.floats(-40, 40), min_size=4, max_size=4),
+       temperature=st.sampled_from([0.5, 1.0, 1.7]))
+def test_every_result_screening_computes_passes_the_checks_a_resume_makes(tiny_manifest: Manifest, logits,
+                                                                          temperature) -> None:
+    """The agreement check must never drop a line screening wrote, ties and rounding included:
+    that image would be screened again, with a warning, every night."""
+    manifest = dataclasses.replace(tiny_manifest, temperature=temperature)
+    mask = np.zeros((1, 32, 32), np.float32)
+    outcome = postprocess(ImageJob("a.png", MetaCodes(0, 0, 0), digest="b2:00"), mask,
+                          np.asarray(logits, np.float32), manifest)
+    line = outcome.to_json().encode()
+    assert read_outcome(line, tuple(manifest.class_names), manifest.malignant_indices) == outcome
 
 
 def test_a_corrupt_jpeg_as_the_nights_only_new_image_is_a_row_not_a_failed_night(tmp_path: Path,
