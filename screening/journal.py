@@ -284,7 +284,7 @@ class Journal:
             journal = cls._create(path, header)
             journal.notes.append(_rescreen_note(path, found, header))
             return journal
-        return cls._reopen(path, header)
+        return cls._reopen(path, header, manifest.malignant_indices)
 
     @staticmethod
     def preview(output: Path, manifest: Manifest, *, resume: bool, on_bundle_change: str = "rescreen",
@@ -335,7 +335,7 @@ class Journal:
         return journal
 
     @classmethod
-    def _reopen(cls, path: Path, header: JournalHeader) -> "Journal":
+    def _reopen(cls, path: Path, header: JournalHeader, malignant: Sequence[int]) -> "Journal":
         try:
             handle = os.fdopen(open_no_follow(path, os.O_RDWR), "r+b")
         except OSError as error:
@@ -354,7 +354,7 @@ class Journal:
             raise InputError(f"{path} is not a screening journal: delete it or choose another --out")
         if _other_results(found, header):
             raise InputError(_refusal(path, found, header))
-        finished, dropped, fresh = _read_outcomes(lines[1:], header.classes, found.settled)
+        finished, dropped, fresh = _read_outcomes(lines[1:], header.classes, found.settled, malignant)
         unreadable = len(dropped)
         notes = []
         if header.backend and not found.backend and finished:
@@ -466,20 +466,23 @@ def _peek_header(path: Path) -> JournalHeader | None:
     return JournalHeader.from_json(first.decode("utf-8", errors="replace")) if first.endswith(b"\n") else None
 
 
-def _read_outcomes(lines: list[bytes], classes: tuple[str, ...],
-                   settled: int = 0) -> tuple[dict[str, Outcome], list[tuple[int, str]], set[str]]:
+def _read_outcomes(lines: list[bytes], classes: tuple[str, ...], settled: int = 0,
+                   malignant: Sequence[int] | None = None) -> tuple[dict[str, Outcome], list[tuple[int, str]], set[str]]:
     """Outcomes by image path (a later line wins), the dropped lines (line number, reason), and
     the images of the lines after the first ``settled`` (an interrupted run's).
 
-    Every line is checked against the bundle's classes (screening.journal_lines): one that
-    does not fit is dropped and its image screened again, never copied into the CSV.
+    Every line is checked against the bundle's classes, and with ``malignant`` its numbers
+    against each other (screening.journal_lines): one that does not fit is dropped and its image
+    screened again, never copied into the CSV. Where an image's later line is dropped, its
+    earlier line is kept here; it is reused only if its fingerprint is still the file's
+    (pipeline.split_finished), so a file replaced since is screened again.
     """
     finished: dict[str, Outcome] = {}
     dropped: list[tuple[int, str]] = []
     fresh: set[str] = set()
     for number, line in enumerate(lines, start=2):  # line 1 is the header
         try:
-            outcome = read_outcome(line, classes)
+            outcome = read_outcome(line, classes, malignant)
         except BadLine as reason:
             dropped.append((number, str(reason)))
             continue

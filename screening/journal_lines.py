@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from .results import ERROR, OK, Outcome
 
@@ -52,8 +52,12 @@ def _absent(data: dict, key: str, empty: Any) -> None:
         raise BadLine(f"an error row has a {key}")
 
 
-def read_outcome(line: bytes, classes: tuple[str, ...]) -> Outcome:
+def read_outcome(line: bytes, classes: tuple[str, ...], malignant: Sequence[int] | None = None) -> Outcome:
     """The outcome on one journal line, checked against the bundle's ``classes``.
+
+    With ``malignant`` (the bundle's malignant class indices), an ok line's numbers must also
+    agree with each other as screening wrote them (:func:`_check_agreement`): what ``--resume``
+    reuses without screening again.
 
     Raises:
         BadLine: the line is not JSON, not an outcome, or does not fit the bundle; the message
@@ -90,6 +94,8 @@ def read_outcome(line: bytes, classes: tuple[str, ...]) -> Outcome:
             raise BadLine(f"prediction {data.get('prediction')!r} is not one of the bundle's classes")
         if data.get("error"):
             raise BadLine("an ok row has an error")
+        if malignant is not None:
+            _check_agreement(data, values, classes, malignant)
         data["probabilities"] = tuple(values)
     elif status == ERROR:
         _text(data, "error", empty=False)
@@ -104,6 +110,25 @@ def read_outcome(line: bytes, classes: tuple[str, ...]) -> Outcome:
     data["image"] = image
     return Outcome(**data)
 
+
+# Risk against the sum of the malignant probabilities: the same rounded numbers summed in the same
+# order give the same float, so only a changed digit is further off than this.
+_SUM_TOLERANCE = 1e-9
+
+
+def _check_agreement(data: dict, probabilities: list[float], classes: tuple[str, ...],
+                     malignant: Sequence[int]) -> None:
+    """An ok line's risk is the sum of its malignant probabilities and its prediction and
+    confidence are its most likely class, as pipeline.postprocess writes them; a line changed
+    since (a disk error, an edit by hand) that still reads as JSON keeps its fingerprint, so
+    this is what keeps a changed risk out of the worklist."""
+    summed = sum(probabilities[index] for index in malignant)
+    if abs(data["risk"] - summed) > _SUM_TOLERANCE:
+        raise BadLine(f"risk {data['risk']!r} is not the sum of the malignant probabilities ({summed!r})")
+    best = max(range(len(probabilities)), key=probabilities.__getitem__)  # the first of equals, as numpy's argmax
+    if data["prediction"] != classes[best] or data["confidence"] != probabilities[best]:
+        raise BadLine(f"prediction {data['prediction']!r} ({data['confidence']!r}) is not the most likely "
+                      f"class {classes[best]!r} ({probabilities[best]!r})")
 
 
 # What a torn line is, in the user's words: the next run with --resume drops it (screening.journal)
