@@ -22,6 +22,7 @@ from .images import Discovery, discover_images, listing_stalled, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
+from .output_watch import OutputWatch, write_stall_s
 from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
 from .stalled_reads import StallGuard, while_progressing
 from .images import DEFAULT_MAX_DECODE_BYTES
@@ -190,14 +191,17 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     if tta_note and point is not None:
         reporter.warn(tta_note)
     backend, note = _open_backend(request, manifest)
-    with backend:
+    # Every write to the output folder is watched from here on (screening.output_watch): a share
+    # that stops answering ends the run with one line; what was journaled stays for --resume.
+    watch = OutputWatch(Path(request.output).parent, write_stall_s(request.decode_timeout_s), reporter.log)
+    with backend, watch:
         reporter.info(f"backend: {backend.description} ({note})")
-        with OutputLock(request.output) as lock:
+        with OutputLock(request.output, watch) as lock:
             for message in lock.notes:
                 reporter.warn(message)
             with Journal.open(request.output, manifest, resume=request.resume,
                               on_bundle_change=request.on_bundle_change,
-                              backend=backend.results_backend) as journal:
+                              backend=backend.results_backend, watch=watch) as journal:
                 for message in (*table.warnings, *journal.notes):
                     reporter.warn(message)
                 jobs = plan_jobs(discovery.images, table, manifest.metadata)
@@ -206,17 +210,19 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
                 ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
                                              (*job.warnings, *run.outcomes[job.image].warnings),
                                              job.extra, new=job.image in run.new) for job in jobs)
-                write_results_csv(request.output, ranked, manifest,
-                                  table.extra_columns if request.keep_columns else [],
-                                  threshold=point["threshold"] if point else None)
+                with watch.step(f"writing the results CSV {Path(request.output).name}"):
+                    write_results_csv(request.output, watch.beating(ranked), manifest,
+                                      table.extra_columns if request.keep_columns else [],
+                                      threshold=point["threshold"] if point else None)
                 journal.compact(run.outcomes[job.image] for job in jobs)
                 # Still under the lock: a run started meanwhile must not write its summary or
                 # report between this run's CSV and this run's summary.
                 summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
                                     jobs, ranked, run, time.monotonic() - started, point, started_at)
-                write_summary_json(summary, summary_path(request.output))
-                # The run history: one dated copy per run, so last week's nights can still be audited.
-                write_history(summary, request.output, started_at, reporter.warn)
+                with watch.step(f"writing the summary {summary_path(request.output).name}"):
+                    write_summary_json(summary, summary_path(request.output))
+                    # The run history: one dated copy per run, so last week's nights can still be audited.
+                    write_history(summary, request.output, started_at, reporter.warn)
                 if request.report is not None:
                     _write_report(request, manifest, backend.description, jobs)
                     reporter.info(f"report: {request.report}")
