@@ -119,7 +119,7 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY
     notes: list[str] = []
     try:
-        manifest = load_manifest(bundle_dir)
+        manifest = load_manifest(bundle_dir, stall_s=request.decode_timeout_s if request is not None else DEFAULT_STALL_S)
         if run.tta is not None and run.tta != manifest.tta:
             manifest = replace(manifest, tta=run.tta)  # as the run does: part of the bundle's identity
         point = manifest.operating_point(run.operating_point)  # an unknown name: InputError, as the run

@@ -174,7 +174,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     # The table sees every image so that a key fitting several images is reported, not guessed.
     table = read_patients(request.meta_csv, images=discovery.images, columns=dict(request.columns),
                           stall_s=request.decode_timeout_s)
-    manifest = load_manifest(request.bundle_dir)
+    manifest = load_manifest(request.bundle_dir, stall_s=request.decode_timeout_s)
     if not discovery.images and not request.allow_empty:
         # Before anything is written: last night's results stay, and the job fails loudly.
         raise no_images(discovery)
@@ -251,7 +251,8 @@ class _RunResult:
 def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
     """The backend of this process, or with ``--ray`` the cluster (whose workers open the bundle)."""
     if request.ray is None:
-        return open_backend(request.backend, request.bundle_dir, manifest, batch_size=request.batch_size)
+        return open_backend(request.backend, request.bundle_dir, manifest, batch_size=request.batch_size,
+                            stall_s=request.decode_timeout_s)
     from .distributed.run import RayScreening
 
     return (RayScreening(request.ray, request.bundle_dir, manifest, request.backend, request.batch_size),

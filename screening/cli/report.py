@@ -65,7 +65,7 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     if not decode_timeout > 0:  # as screen folder refuses it
         raise InputError(f"--decode-timeout must be above 0 seconds, got {decode_timeout:g}")
     bundle_dir = resolve_bundle(bundle)
-    manifest = load_manifest(bundle_dir, verify_files=False)  # names only: no model is run
+    manifest = load_manifest(bundle_dir, verify_files=False, stall_s=decode_timeout)  # names only: no model is run
     if not is_folder(images_dir, decode_timeout):  # at most --decode-timeout on a share that stopped answering
         raise InputError(f"--images {images_dir} is not a folder")
     meta = codes = patients = None

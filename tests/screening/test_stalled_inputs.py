@@ -1,0 +1,74 @@
+"""The files a night reads besides the images, on a network drive that stops answering: the model
+bundle, the job config, the log file, and the results that `screen report` reads back. Each one
+ends the command with one line within the time limit (exit 2), never a wait for ever.
+
+The stall is simulated as in test_stalled_listing.py (stalled_share.Share): opening the chosen
+file blocks until the test lets the drive answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import folder_runner
+from stalled_share import STALL_CAP_S, Share, within
+from screening.backends.onnxrt import OnnxRuntimeBackend
+from screening.errors import InputError
+from screening.journal import journal_path
+from screening.manifest import load_manifest
+
+BUDGET_S = 0.5
+
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
+
+
+@pytest.fixture
+def share(monkeypatch: pytest.MonkeyPatch) -> Iterator[Share]:
+    stalled = Share(monkeypatch)
+    yield stalled
+    stalled.answer()  # whatever a test left stuck ends with it
+
+
+def _screen(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
+    return folder_runner.run_folder(images, meta, out, bundle, "--quiet", "--decode-timeout", BUDGET_S, *extra,
+                                    batch_size=2, workers=2)
+
+
+# -- the model bundle --------------------------------------------------------------------------------
+
+def bundle_stalled(bundle: Path) -> str:
+    return (f"Error: the model bundle {bundle} stopped answering while it was being read (nothing for "
+            f"{BUDGET_S:g} s; a stalled network drive?): run the same command again once the drive answers")
+
+
+@pytest.mark.parametrize("stalled_file", ["manifest.json", "classifier.onnx"])
+def test_a_bundle_that_does_not_answer_stops_the_night_with_one_line(tmp_path, tiny_bundle, share, stalled_file):
+    """The manifest, or a model file while its sha256 is checked, on a share gone silent."""
+    images, meta = folder_runner.small_folder(tmp_path)
+    share.stall_open(tiny_bundle / stalled_file)
+    out = tmp_path / "out" / "results.csv"
+    out.parent.mkdir()
+    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle))
+    assert folder_runner.error_line(result, 2) == bundle_stalled(tiny_bundle)
+    assert share.blocked == ["open"]
+    assert list(out.parent.iterdir()) == []  # the night had not begun: nothing written, nothing locked
+    check = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--check"))
+    assert folder_runner.error_line(check, 2) == bundle_stalled(tiny_bundle)  # --check stops where the night does
+
+
+def test_a_model_file_that_stops_answering_after_its_check_stops_onnx_runtime_too(tmp_path, tiny_bundle, share):
+    """ONNX Runtime reads the model again (the bytes it runs are the bytes checked): a share that
+    went silent in between ends the start-up with the same line."""
+    manifest = load_manifest(tiny_bundle, stall_s=BUDGET_S)
+    share.stall_open(tiny_bundle / manifest.classifier.file)
+
+    def enter() -> None:
+        with OnnxRuntimeBackend(tiny_bundle, manifest, threads=1, stall_s=BUDGET_S):
+            pass
+
+    with pytest.raises(InputError) as raised:
+        within(STALL_CAP_S / 2, enter)
+    assert f"Error: {raised.value}" == bundle_stalled(tiny_bundle)
