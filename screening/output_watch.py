@@ -41,6 +41,8 @@ EXIT_STALLED = 2
 # is often set low, while an fsync on a busy but healthy file server can take a few seconds; a
 # night must not be ended for a slow write, only for a silent folder.
 MIN_WRITE_STALL_S = 10.0
+# What the line of a stalled night tells the user to do.
+RESUME_ADVICE = "everything screened so far is in the journal: rerun the same command with --resume once the drive answers"
 # How long the watchdog waits for its last line to be written (stderr or the log may sit on the
 # same silent share) before it ends the process anyway.
 LAST_WORDS_S = 2.0
@@ -62,12 +64,14 @@ class OutputWatch:
         folder: the output folder, named in the message.
         budget_s: seconds a step may go without moving on.
         log: the ``--log-file`` (``screening.progress.LogFile``), which gets the message too.
+        advice: what the message tells the user to do (a night: rerun with --resume).
     """
 
-    def __init__(self, folder: Path, budget_s: float, log: Any = None) -> None:
+    def __init__(self, folder: Path, budget_s: float, log: Any = None, advice: str = RESUME_ADVICE) -> None:
         self.folder = Path(folder)
         self.budget_s = budget_s
         self.log = log
+        self.advice = advice
         # (what the step does, when it last moved on), or None between steps. One attribute,
         # assigned whole: the watchdog reads it without a lock.
         self._current: tuple[str, float] | None = None
@@ -106,8 +110,7 @@ class OutputWatch:
     def message(self, doing: str) -> str:
         """The line a stalled step ends the run with."""
         return (f"Error: the output folder {self.folder} stopped answering for {self.budget_s:g} s while "
-                f"{doing} (a stalled network drive?); everything screened so far is in the journal: rerun "
-                f"the same command with --resume once the drive answers")
+                f"{doing} (a stalled network drive?); {self.advice}")
 
     def _watch(self) -> None:
         while not self._stopped.wait(self.budget_s / 4):

@@ -224,15 +224,16 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
                     # The run history: one dated copy per run, so last week's nights can still be audited.
                     write_history(summary, request.output, started_at, reporter.warn)
                 if request.report is not None:
-                    _write_report(request, manifest, backend.description, jobs)
+                    _write_report(request, manifest, backend.description, jobs, watch)
                     reporter.info(f"report: {request.report}")
     return summary
 
 
-def _write_report(request: FolderRequest, manifest: Manifest, backend: str, jobs: list[ImageJob]) -> None:
+def _write_report(request: FolderRequest, manifest: Manifest, backend: str, jobs: list[ImageJob],
+                  watch: OutputWatch) -> None:
     build_report(ReportRequest(results=request.output, images_dir=request.images_dir, out=request.report,
                                manifest=manifest, backend=backend, meta=metadata_as_read(jobs, manifest.metadata),
-                               read_timeout_s=request.decode_timeout_s))
+                               read_timeout_s=request.decode_timeout_s, watch=watch))
 
 
 @dataclass

@@ -58,6 +58,7 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     from ..errors import InputError
     from ..images import discover_images, is_folder
     from ..manifest import load_manifest
+    from ..output_watch import OutputWatch, write_stall_s
     from ..patients import read_patients
     from ..pipeline import plan_jobs
     from ..report.build import ReportRequest, build_report, metadata_as_read, metadata_codes, run_outputs
@@ -79,6 +80,11 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
         meta = metadata_as_read(jobs, manifest.metadata)
         codes = metadata_codes(jobs)  # compared with the journal's: today's CSV may differ
         patients = {job.image: job.patient_id for job in jobs}
-    stats = build_report(replace(request, patients=patients, meta=meta, meta_codes=codes))
+    # The page's writes are watched (screening.output_watch): a report folder on a share that stops
+    # answering ends the command with one line, where a write blocked in the kernel would hang it.
+    watch = OutputWatch(Path(out).parent, write_stall_s(decode_timeout),
+                        advice="the report was not written: run the same command again once the drive answers")
+    with watch:
+        stats = build_report(replace(request, patients=patients, meta=meta, meta_codes=codes, watch=watch))
     missing = f"; {stats.missing} images of the folder have no result" if stats.missing else ""
     click.echo(f"Report: {stats.out} ({stats.rows} rows, {stats.pictures_made} thumbnails made{missing})")

@@ -72,3 +72,42 @@ def test_a_model_file_that_stops_answering_after_its_check_stops_onnx_runtime_to
     with pytest.raises(InputError) as raised:
         within(STALL_CAP_S / 2, enter)
     assert f"Error: {raised.value}" == bundle_stalled(tiny_bundle)
+
+
+# -- screen report: the results it reads back ---------------------------------------------------------
+
+def results_stalled(results: Path) -> str:
+    return (f"Error: the results {results} stopped answering while they were being read (nothing for {BUDGET_S:g} s; "
+            f"a stalled network drive?): run the same command again once the drive answers")
+
+
+def _report(results: Path, images: Path, bundle: Path, tmp_path: Path):
+    return folder_runner.screen("report", results, "--images", images, "--out", tmp_path / "report.html",
+                                "--bundle", bundle, "--decode-timeout", BUDGET_S)
+
+
+@pytest.mark.parametrize("named, stalled", [("results.csv", "results.csv"),
+                                            ("results.csv", "results.csv.journal"),
+                                            ("results.csv.journal", "results.csv.journal")])
+def test_screen_report_on_results_that_do_not_answer_stops_with_one_line(tmp_path, tiny_bundle, share, named, stalled):
+    """The results CSV, the journal beside it (read to match the pictures) or the journal named
+    instead (a run that did not finish), on a share gone silent since the night."""
+    images, meta = folder_runner.small_folder(tmp_path)
+    out = tmp_path / "results.csv"
+    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    share.stall_open(tmp_path / stalled)
+    result = within(STALL_CAP_S / 2, lambda: _report(tmp_path / named, images, tiny_bundle, tmp_path))
+    assert folder_runner.error_line(result, 2) == results_stalled(tmp_path / named)
+    assert not (tmp_path / "report.html").exists()
+    share.answer()  # the drive is back: the same command writes the report
+    assert _report(tmp_path / named, images, tiny_bundle, tmp_path).exit_code == 0
+    assert journal_path(out).exists()
+
+
+def test_screen_report_on_a_summary_that_does_not_answer_stops_with_one_line(tmp_path, tiny_bundle, share):
+    images, meta = folder_runner.small_folder(tmp_path)
+    out = tmp_path / "results.csv"
+    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    share.stall_open(tmp_path / "results.summary.json")
+    result = within(STALL_CAP_S / 2, lambda: _report(out, images, tiny_bundle, tmp_path))
+    assert folder_runner.error_line(result, 2) == results_stalled(out)

@@ -82,7 +82,8 @@ def _args(images: Path, meta: Path, out: Path, bundle: Path, *extra: object) -> 
 
 
 def _run_stalled(tmp_path: Path, args: list[str], call: str, name: str, spared: int = 0):
-    """Run `screen ARGS` with the stall; (exit code, stderr, seconds it ran after the call blocked)."""
+    """Run `screen ARGS` with the stall in the folder of its --out; (exit code, stderr, seconds it ran
+    after the call blocked)."""
     out = Path(args[args.index("--out") + 1])
     marker = tmp_path / "stuck"
     process = subprocess.Popen([sys.executable, "-c", STALL_THEN_RUN, str(out.parent), call, name, str(spared),
@@ -159,3 +160,19 @@ def test_an_output_lock_that_does_not_answer_ends_the_night_before_anything_is_w
     # The morning's reader of the log sees why the night ended.
     assert log.read_text().splitlines()[-1].endswith(stalled_line(out, "taking the output lock results.csv.lock"))
     assert not lock_path(out).exists()
+
+
+def test_a_report_folder_that_stops_answering_ends_screen_report_with_one_line(tmp_path, tiny_bundle):
+    images, meta, out = _night(tmp_path, tiny_bundle)
+    assert folder_runner.run_folder(images, meta, out, tiny_bundle, "--quiet").exit_code == 0
+    report = tmp_path / "review" / "report.html"
+    report.parent.mkdir()
+    args = ["report", str(out), "--images", str(images), "--out", str(report), "--bundle", str(tiny_bundle),
+            "--decode-timeout", "1"]
+    code, stderr, took = _run_stalled(tmp_path, ["screen", *args], "fsync", "#")  # the page's unnamed temp file
+    assert (code, stderr.splitlines()) == (2, [
+        f"Error: the output folder {report.parent} stopped answering for {WRITE_STALL_S:g} s while writing the "
+        f"report report.html (a stalled network drive?); the report was not written: run the same command again "
+        f"once the drive answers"])
+    assert took < WRITE_STALL_S * 1.25 + LAST_WORDS_S + 5, f"took {took:.1f} s to end"
+    assert not report.exists()
