@@ -111,3 +111,90 @@ def test_screen_report_on_a_summary_that_does_not_answer_stops_with_one_line(tmp
     share.stall_open(tmp_path / "results.summary.json")
     result = within(STALL_CAP_S / 2, lambda: _report(out, images, tiny_bundle, tmp_path))
     assert folder_runner.error_line(result, 2) == results_stalled(out)
+
+
+# -- the job config and the log file --------------------------------------------------------------------
+
+def test_a_job_config_that_does_not_answer_stops_with_one_line(tmp_path, share):
+    """--config is read before --decode-timeout is known (the config may set it): the command waits
+    the default limit, 30 s; here the same read with a shorter one."""
+    from screening.cli.job import read_config
+
+    config = tmp_path / "night.toml"
+    config.write_text('meta = "patients.csv"\n')
+    share.stall_open(config)
+    with pytest.raises(InputError) as raised:
+        within(STALL_CAP_S / 2, lambda: read_config(config, stall_s=BUDGET_S))
+    assert str(raised.value) == (
+        f"the job config {config} stopped answering while it was being read (nothing for {BUDGET_S:g} s; a stalled "
+        f"network drive?): run the same command again once the drive answers")
+    share.answer()
+    assert read_config(config) == b'meta = "patients.csv"\n'
+
+
+def test_a_log_file_that_does_not_answer_stops_the_night_before_it_begins(tmp_path, tiny_bundle, share):
+    images, meta = folder_runner.small_folder(tmp_path)
+    log = tmp_path / "logs" / "night.log"
+    log.parent.mkdir()
+    log.write_text("2026-11-30T02:00:00+00:00 last night's lines\n")
+    share.stall(log, "lstat", "stat", "open")
+    out = tmp_path / "out" / "results.csv"
+    out.parent.mkdir()
+    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--log-file", log))
+    assert folder_runner.error_line(result, 2) == (
+        f"Error: the --log-file {log} or the paths it is checked against stopped answering while they were being "
+        f"looked up (nothing for {BUDGET_S:g} s; a stalled network drive?): run the same command again once the "
+        f"drive answers")
+    assert list(out.parent.iterdir()) == []
+
+
+def test_opening_a_log_file_that_does_not_answer_is_an_error_that_says_so(tmp_path, share):
+    from screening.progress import LogFile
+
+    log = tmp_path / "night.log"
+    log.write_text("")
+    share.stall(log, "open")
+    with pytest.raises(OSError) as raised:
+        within(STALL_CAP_S / 2, lambda: LogFile(str(log), stall_s=BUDGET_S))
+    assert raised.value.strerror == (
+        f"it stopped answering while it was being opened (nothing for {BUDGET_S:g} s; a stalled network drive?): "
+        f"run the same command again once the drive answers")
+
+
+def test_a_log_file_that_stops_answering_during_the_night_stops_the_log_not_the_night(
+        tmp_path, tiny_bundle, share, monkeypatch):
+    """The log is the night's record, not its product: one warning, and the results are written."""
+    from screening import progress
+
+    images, meta = folder_runner.small_folder(tmp_path)
+    log = tmp_path / "night.log"
+    real_open_log = progress.open_log
+
+    class GoesSilent:
+        """The log's file: its share stops answering once the first line ("started") is written."""
+
+        def __init__(self, handle) -> None:
+            self.handle, self.lines = handle, 0
+
+        def write(self, text: str) -> int:
+            if self.lines:
+                share._block("write")
+            self.lines += 1
+            return self.handle.write(text)
+
+        def flush(self) -> None:
+            self.handle.flush()
+
+        def close(self) -> None:
+            self.handle.close()
+
+    monkeypatch.setattr(progress, "open_log", lambda path: GoesSilent(real_open_log(path)))
+    out = tmp_path / "results.csv"
+    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--log-file", log))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"Warning: cannot write the log file {log} (it stopped answering for {BUDGET_S:g} s; a stalled network "
+        f"drive?); logging stopped"]
+    assert share.blocked == ["write"]  # tried once, then no more
+    assert [row["status"] for row in folder_runner.rows_by_image(out).values()] == ["ok", "ok"]
+    assert len(log.read_text().splitlines()) == 1
