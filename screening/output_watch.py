@@ -18,6 +18,12 @@ fsync'd before the next batch began, the results CSV and the journal's compactio
 (the old file or the new, never half of one, and an unnamed temp file vanishes with the
 process), and the kernel releases the output lock (``flock``) with the process.
 
+Ctrl-C (or SIGTERM, SIGHUP) stays prompt while a write is stuck: Python runs a signal's handler
+only in the main thread, which is stuck, but ``signal.set_wakeup_fd`` also writes the signal's
+number to a pipe the watchdog listens on. A signal that comes while a step has not moved on for a
+second (the main thread would have run its handler by then) ends the process as the stall would,
+with the interrupt's line and exit code (130 for Ctrl-C).
+
 Cost: a step is two assignments and a clock read (well under a microsecond); the watchdog wakes
 four times per time limit.
 """
@@ -25,6 +31,8 @@ four times per time limit.
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
 import threading
 import time
@@ -43,6 +51,9 @@ EXIT_STALLED = 2
 MIN_WRITE_STALL_S = 10.0
 # What the line of a stalled night tells the user to do.
 RESUME_ADVICE = "everything screened so far is in the journal: rerun the same command with --resume once the drive answers"
+# How long a signal waits for the main thread to run its handler (it does so at once unless stuck in
+# the kernel) before the watchdog ends the process itself.
+SIGNAL_GRACE_S = 1.0
 # How long the watchdog waits for its last line to be written (stderr or the log may sit on the
 # same silent share) before it ends the process anyway.
 LAST_WORDS_S = 2.0
@@ -76,14 +87,19 @@ class OutputWatch:
         # assigned whole: the watchdog reads it without a lock.
         self._current: tuple[str, float] | None = None
         self._stopped = threading.Event()
+        self._signals: _Signals | None = None
 
     def __enter__(self) -> "OutputWatch":
         self._stopped.clear()
-        threading.Thread(target=self._watch, name="output-watch", daemon=True).start()
+        self._signals = _Signals.listen()
+        threading.Thread(target=self._watch, args=(self._signals,), name="output-watch", daemon=True).start()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self._stopped.set()  # the thread ends at its next look; a daemon, never waited for
+        if self._signals is not None:
+            self._signals.stop()
+            self._signals = None
 
     @contextmanager
     def step(self, doing: str) -> Iterator[None]:
@@ -112,13 +128,37 @@ class OutputWatch:
         return (f"Error: the output folder {self.folder} stopped answering for {self.budget_s:g} s while "
                 f"{doing} (a stalled network drive?); {self.advice}")
 
-    def _watch(self) -> None:
-        while not self._stopped.wait(self.budget_s / 4):
+    def _watch(self, signals: _Signals | None) -> None:
+        while True:
+            if signals is None:
+                received = b""
+                if self._stopped.wait(self.budget_s / 4):
+                    return
+            else:
+                received = signals.wait(self.budget_s / 4)
+                if self._stopped.is_set():
+                    signals.close()
+                    return
             current = self._current
-            if current is not None and time.monotonic() - current[1] >= self.budget_s:
+            if current is None:
+                continue
+            for signum in received:
+                if signum in _INTERRUPTS:
+                    self._interrupted(signum, current)
+            if time.monotonic() - current[1] >= self.budget_s:
                 self._end(self.message(current[0]))
 
-    def _end(self, line: str) -> None:
+    def _interrupted(self, signum: int, current: tuple[str, float]) -> None:
+        """A signal came during the step ``current``: end the process if the main thread is stuck
+        in it (it does not move on within the grace), else leave the signal to the main thread."""
+        deadline = time.monotonic() + SIGNAL_GRACE_S
+        while self._current is current and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self._current is current:
+            self._end(f"Interrupted ({signal.Signals(signum).name}) while the output folder {self.folder} was not "
+                      f"answering ({current[0]}; a stalled network drive?); {self.advice}", 128 + signum)
+
+    def _end(self, line: str, code: int = EXIT_STALLED) -> None:
         """Say why, then end the process: the main thread is stuck in the kernel and cannot be
         raised into, and no clean-up can run on a folder that does not answer."""
         said = threading.Event()
@@ -134,7 +174,59 @@ class OutputWatch:
         # In a thread of its own: stderr or the log may be on the silent share as well.
         threading.Thread(target=say, name="last-words", daemon=True).start()
         said.wait(LAST_WORDS_S)
-        os._exit(EXIT_STALLED)
+        os._exit(code)
+
+
+# The signals a run stops on (screening.interrupt.HANDLED; not imported, to keep this module light).
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Signals:
+    """The signals this process receives, seen from the watchdog's thread: Python writes each
+    one's number to a pipe (``signal.set_wakeup_fd``) as it arrives, even while the main thread,
+    which alone runs the handlers, is stuck in the kernel."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)  # set_wakeup_fd wants it so; a full pipe drops, never blocks
+        try:
+            self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def listen(cls) -> "_Signals | None":
+        """Listen from here on; None outside the main thread, where Python cannot (a library caller's thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return cls()
+
+    def wait(self, timeout: float) -> bytes:
+        """The numbers of the signals received, after waiting at most ``timeout`` for one."""
+        ready, _, _ = select.select([self._read], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self._read, 64)
+        except (BlockingIOError, OSError):
+            return b""
+
+    def stop(self) -> None:
+        """Give the wake-up back to whoever had it (main thread) and wake the watchdog, which closes the pipe."""
+        signal.set_wakeup_fd(self._previous)
+        try:
+            os.write(self._write, b"\0")  # 0: no signal, only a wake-up
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 @contextmanager

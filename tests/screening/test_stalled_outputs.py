@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,9 +34,11 @@ pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
 # `screen ARGS...` where one call on the output folder blocks for good: ``call`` (os.fsync on a
 # file descriptor, or os.open on a path) on a file of the folder whose name contains ``name``,
-# after ``spared`` such calls went through. The first to block writes the marker file.
+# after ``spared`` such calls went through. The first to block writes the marker file. With
+# $STALL_IN_KERNEL the blocked thread takes no signal, as a thread stuck in the kernel runs no
+# Python handler (a Python-level wait would run them, and Ctrl-C would look prompt for free).
 STALL_THEN_RUN = """
-import os, pathlib, sys, threading
+import os, pathlib, signal, sys, threading
 from screening.cli import main
 
 folder, call, name, spared, marker = sys.argv[1:6]
@@ -48,6 +51,8 @@ def silent(path):
         return
     seen[0] += 1
     if seen[0] > spared:
+        if os.environ.get("STALL_IN_KERNEL"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         marker.write_text(os.path.basename(path))
         threading.Event().wait()  # the share never answers
 
@@ -176,3 +181,31 @@ def test_a_report_folder_that_stops_answering_ends_screen_report_with_one_line(t
         f"once the drive answers"])
     assert took < WRITE_STALL_S * 1.25 + LAST_WORDS_S + 5, f"took {took:.1f} s to end"
     assert not report.exists()
+
+
+def test_ctrl_c_ends_the_night_promptly_while_a_write_is_stuck_in_the_kernel(tmp_path, tiny_bundle):
+    """The main thread, stuck in an fsync, cannot run Python's handler: the watchdog hears the
+    signal and ends the process with the interrupt's line and exit code, without waiting the limit."""
+    images, meta, out = _night(tmp_path, tiny_bundle)
+    args = _args(images, meta, out, tiny_bundle)
+    marker = tmp_path / "stuck"
+    process = subprocess.Popen([sys.executable, "-c", STALL_THEN_RUN, str(out.parent), "fsync", ".journal", "2",
+                                str(marker), *args[1:]],
+                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "STALL_IN_KERNEL": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None and marker.exists(), process.communicate(timeout=60)
+        _, stderr, stopped_in = folder_runner.stop_with(process, signal.SIGINT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stopped_in < WRITE_STALL_S / 2, f"took {stopped_in:.1f} s to stop"
+    assert stderr.splitlines() == [
+        f"Interrupted (SIGINT) while the output folder {out.parent} was not answering (appending to the journal "
+        f"results.csv.journal; a stalled network drive?); everything screened so far is in the journal: rerun the "
+        f"same command with --resume once the drive answers"]
+    assert _journaled(out)[:1] == ["good_0.png"]
