@@ -198,3 +198,17 @@ def test_a_log_file_that_stops_answering_during_the_night_stops_the_log_not_the_
     assert share.blocked == ["write"]  # tried once, then no more
     assert [row["status"] for row in folder_runner.rows_by_image(out).values()] == ["ok", "ok"]
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_check_stops_with_one_line_where_the_output_folder_does_not_answer(tmp_path, tiny_bundle, share):
+    """--check reads the lock and the journal the night would find: on a silent share it stops as
+    the night would, with a line, not a wait (the night's writes are the watchdog's: test_stalled_outputs)."""
+    images, meta = folder_runner.small_folder(tmp_path)
+    out = tmp_path / "out" / "results.csv"
+    out.parent.mkdir()
+    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    share.stall(journal_path(out), "open")  # the lock file is gone after the night: its journal is read
+    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--check", "--resume"))
+    assert folder_runner.error_line(result, 2) == (
+        f"Error: the output folder {out.parent} stopped answering while its lock and journal were being read (nothing "
+        f"for {BUDGET_S:g} s; a stalled network drive?): run the same command again once the drive answers")
