@@ -83,9 +83,9 @@ class OutputWatch:
         self.budget_s = budget_s
         self.log = log
         self.advice = advice
-        # (what the step does, when it last moved on), or None between steps. One attribute,
-        # assigned whole: the watchdog reads it without a lock.
-        self._current: tuple[str, float] | None = None
+        # (what the step does, its folder, when it last moved on), or None between steps. One
+        # attribute, assigned whole: the watchdog reads it without a lock.
+        self._current: tuple[str, Path, float] | None = None
         self._stopped = threading.Event()
         self._signals: _Signals | None = None
 
@@ -102,20 +102,21 @@ class OutputWatch:
             self._signals = None
 
     @contextmanager
-    def step(self, doing: str) -> Iterator[None]:
-        """Watch the block: ``doing`` says what it does ("appending to the journal ...")."""
+    def step(self, doing: str, folder: Path | None = None) -> Iterator[None]:
+        """Watch the block: ``doing`` says what it does ("appending to the journal ..."), in
+        ``folder`` when it is not the output folder (the masks, the report's pictures)."""
         outer = self._current
-        self._current = (doing, time.monotonic())
+        self._current = (doing, self.folder if folder is None else Path(folder), time.monotonic())
         try:
             yield
         finally:
-            self._current = None if outer is None else (outer[0], time.monotonic())
+            self._current = None if outer is None else (*outer[:2], time.monotonic())
 
     def beat(self) -> None:
         """The step in progress moved on (a piece of a large file was written)."""
         current = self._current
         if current is not None:
-            self._current = (current[0], time.monotonic())
+            self._current = (*current[:2], time.monotonic())
 
     def beating(self, items: Iterable[T]) -> Iterator[T]:
         """``items``, with a :meth:`beat` as each is taken: the lines of a file being written."""
@@ -123,10 +124,10 @@ class OutputWatch:
             self.beat()
             yield item
 
-    def message(self, doing: str) -> str:
+    def message(self, doing: str, folder: Path | None = None) -> str:
         """The line a stalled step ends the run with."""
-        return (f"Error: the output folder {self.folder} stopped answering for {self.budget_s:g} s while "
-                f"{doing} (a stalled network drive?); {self.advice}")
+        return (f"Error: the output folder {self.folder if folder is None else folder} stopped answering for "
+                f"{self.budget_s:g} s while {doing} (a stalled network drive?); {self.advice}")
 
     def _watch(self, signals: _Signals | None) -> None:
         while True:
@@ -145,17 +146,17 @@ class OutputWatch:
             for signum in received:
                 if signum in _INTERRUPTS:
                     self._interrupted(signum, current)
-            if time.monotonic() - current[1] >= self.budget_s:
-                self._end(self.message(current[0]))
+            if time.monotonic() - current[2] >= self.budget_s:
+                self._end(self.message(current[0], current[1]))
 
-    def _interrupted(self, signum: int, current: tuple[str, float]) -> None:
+    def _interrupted(self, signum: int, current: tuple[str, Path, float]) -> None:
         """A signal came during the step ``current``: end the process if the main thread is stuck
         in it (it does not move on within the grace), else leave the signal to the main thread."""
         deadline = time.monotonic() + SIGNAL_GRACE_S
         while self._current is current and time.monotonic() < deadline:
             time.sleep(0.02)
         if self._current is current:
-            self._end(f"Interrupted ({signal.Signals(signum).name}) while the output folder {self.folder} was not "
+            self._end(f"Interrupted ({signal.Signals(signum).name}) while the output folder {current[1]} was not "
                       f"answering ({current[0]}; a stalled network drive?); {self.advice}", 128 + signum)
 
     def _end(self, line: str, code: int = EXIT_STALLED) -> None:
@@ -230,11 +231,11 @@ class _Signals:
 
 
 @contextmanager
-def watched(watch: OutputWatch | None, doing: str) -> Iterator[None]:
+def watched(watch: OutputWatch | None, doing: str, folder: Path | None = None) -> Iterator[None]:
     """:meth:`OutputWatch.step` of ``watch``; the block unwatched when there is none (a library
     caller that writes to a local folder)."""
     if watch is None:
         yield
         return
-    with watch.step(doing):
+    with watch.step(doing, folder):
         yield

@@ -205,7 +205,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
                 for message in (*table.warnings, *journal.notes):
                     reporter.warn(message)
                 jobs = plan_jobs(discovery.images, table, manifest.metadata)
-                run = _run(request, jobs, backend, journal, reporter)
+                run = _run(request, jobs, backend, journal, reporter, watch)
                 refuse_a_broken_night(run, request.output)
                 ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
                                              (*job.warnings, *run.outcomes[job.image].warnings),
@@ -268,7 +268,7 @@ def _stream(backend: BundleBackend | RayScreening, jobs: list[ImageJob], root: P
 
 
 def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, journal: Journal,
-         reporter: Reporter) -> _RunResult:
+         reporter: Reporter, watch: OutputWatch | None = None) -> _RunResult:
     """Screen the jobs the journal does not already hold, journaling each batch."""
     workers = request.workers or default_workers()
     # Journaled images are hashed to see whether their content changed (reading is I/O and
@@ -287,11 +287,11 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
                       f"({journal.path}), {len(todo)} to go")
     # Report pictures are made from the pixels decoded here; on a Ray cluster the report
     # decodes its thumbnails at the end instead.
-    views = view_writer(request.report, backend.manifest) if isinstance(backend, BundleBackend) else None
+    views = view_writer(request.report, backend.manifest, watch) if isinstance(backend, BundleBackend) else None
     options = PipelineOptions(batch_size=request.batch_size,
                               workers=workers,
                               save_masks=Path(request.save_masks) if request.save_masks else None,
-                              views=views,
+                              views=views, watch=watch,
                               limits=DecodeLimits(request.decode_timeout_s, request.max_decode_mib * 2**20))
     outcomes = dict(reused)
     # closing(): an interrupt stops the stream (and kills its decoder processes) right here,

@@ -127,7 +127,7 @@ def build_report(request: ReportRequest) -> ReportStats:
     if without:
         rows = {r.image: r for r in ok}
         with ViewWriter(folder, queries, manifest.mask_threshold if manifest else 0.5,
-                        bundle=manifest.identity if manifest else "") as writer, \
+                        bundle=manifest.identity if manifest else "", watch=request.watch) as writer, \
                 StallGuard(request.read_timeout_s) as reads:
             # Each thumbnail is made for its row's screening: the file must still be the one
             # screened (its fingerprint), and it is named by the row's bundle, not today's.
@@ -304,13 +304,14 @@ def _run_date(results_path: Path, results: Results) -> str:
     return ""
 
 
-def view_writer(report: Path | None, manifest: Manifest) -> ViewWriter | None:
-    """Where ``screen folder --report`` records pictures while screening; None without --report."""
+def view_writer(report: Path | None, manifest: Manifest, watch: OutputWatch | None = None) -> ViewWriter | None:
+    """Where ``screen folder --report`` records pictures while screening, its writes steps of
+    ``watch``; None without --report."""
     if report is None:
         return None
     queries = manifest.attention_queries if manifest.has_attention else []
     # The identity the results CSV and the journal write: a view of another bundle is not reused.
-    return ViewWriter(asset_folder(report), queries, manifest.mask_threshold, bundle=manifest.identity)
+    return ViewWriter(asset_folder(report), queries, manifest.mask_threshold, bundle=manifest.identity, watch=watch)
 
 
 def metadata_as_read(jobs: Iterable[Any], vocabulary: MetadataVocabulary) -> dict[str, str]:

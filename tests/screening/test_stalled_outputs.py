@@ -209,3 +209,36 @@ def test_ctrl_c_ends_the_night_promptly_while_a_write_is_stuck_in_the_kernel(tmp
         f"results.csv.journal; a stalled network drive?); everything screened so far is in the journal: rerun the "
         f"same command with --resume once the drive answers"]
     assert _journaled(out)[:1] == ["good_0.png"]
+
+
+@pytest.mark.parametrize("option, doing", [("--save-masks", "writing the mask files of good_0.png"),
+                                           ("--report", "opening the report's pictures")])
+def test_a_masks_or_pictures_folder_that_stops_answering_ends_the_night_with_one_line(
+        tmp_path, tiny_bundle, option, doing):
+    """The night's other outputs, written image by image while screening: the folder named is theirs."""
+    from screening.report.render import asset_folder
+
+    images, meta, out = _night(tmp_path, tiny_bundle)
+    if option == "--save-masks":
+        target = stalled = tmp_path / "masks"
+        calls_in, name = tmp_path, "masks"  # a mask is written through an unnamed file opened on its folder
+    else:
+        target = out.parent / "report.html"
+        stalled = calls_in = asset_folder(target)
+        name = "views.jsonl"
+    args = _args(images, meta, out, tiny_bundle, option, target)
+    marker = tmp_path / "stuck"
+    process = subprocess.Popen([sys.executable, "-c", STALL_THEN_RUN, str(calls_in), "open", name, "0", str(marker),
+                                *args[1:]], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=STARTUP_S + WRITE_STALL_S * 3)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert marker.exists()
+    assert (process.returncode, stderr.splitlines()) == (2, [
+        f"Error: the output folder {stalled} stopped answering for {WRITE_STALL_S:g} s while {doing} (a stalled "
+        f"network drive?); everything screened so far is in the journal: rerun the same command with --resume "
+        f"once the drive answers"])
+    assert not out.exists() and journal_path(out).exists()
