@@ -23,7 +23,9 @@ Exit codes:
   0  all images screened (error rows are results too)
   1  unexpected internal failure
   2  unusable input: images folder (also one without image files, unless
-     --allow-empty), metadata CSV, options, or a journal that needs --resume
+     --allow-empty), metadata CSV, options, or a journal that needs --resume;
+     or a drive that stopped answering (images, metadata, bundle, config,
+     log or outputs): once it answers, rerun (--resume keeps what finished)
   3  model bundle missing, malformed or modified, or it failed in the models
      on every image the run screened (NaN outputs, exceptions): the last
      results are left as they were, and --resume retries those images
@@ -148,8 +150,11 @@ def resolve_bundle(bundle: Path | None) -> Path:
                    "a stalled network drive is abandoned, a decoder stuck in a hostile file is "
                    "stopped, and the image becomes an error row (retried by --resume). Four reads "
                    "stuck at once stop the run (exit 2): the drive is gone. Looking up the folders, "
-                   "listing the images and reading the metadata CSV wait as long for a silent "
-                   "drive, then stop the run (exit 2).")
+                   "listing the images, reading the metadata CSV, the bundle and opening --log-file wait "
+                   "as long for a silent drive, then stop the run (exit 2). Writes to the output folders "
+                   "(lock, journal, results, masks, report) wait as long but at least 10 s, then end "
+                   "the run (exit 2): what the journal holds is kept for --resume. A log that stops "
+                   "answering stops the log, not the run.")
 @click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
               help="Decoder memory limit per image, from its header (width x height x channels "
                    "x bytes per sample, before decoding); larger images become error rows (screened "

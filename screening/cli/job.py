@@ -178,7 +178,8 @@ def job_options(command: Callable) -> Callable:
                      is_eager=True, expose_value=True, callback=load_config, metavar="JOB.toml",
                      help="Read options from a TOML file: the same keys as the options (meta, out, "
                           "bundle, resume, log-file, column = [\"age=Alter\"], images_dir ...); "
-                          "options given on the command line win. See docs/nightly.md."),
+                          "options given on the command line win; a file on a drive that does not answer "
+                          "for 30 s stops the command (exit 2). See docs/nightly.md."),
         click.option("--check", is_flag=True,
                      help="Read the folder, the metadata CSV and the bundle, write nothing, and report "
                           "images found, rows matched and unmatched, columns used and ignored, unknown "

@@ -42,8 +42,9 @@ the new page does not need are removed, unless a run is writing RESULTS.
 @click.option("--decode-timeout", type=float, default=DEFAULT_STALL_S, show_default=True, metavar="SECONDS",
               help="Time limit to read one image file for its thumbnail, as `screen folder`'s: a file "
                    "on a stalled network drive gets a note in place of its picture, and after four "
-                   "such files the rest are not read. Looking up and listing the images folder, and "
-                   "reading --meta, wait as long for a silent drive, then stop (exit 2).")
+                   "such files the rest are not read. Looking up and listing the images folder, "
+                   "reading RESULTS, its journal, --meta and the bundle, wait as long for a silent drive, "
+                   "then stop (exit 2); writing the report waits as long but at least 10 s.")
 def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bundle: Path | None,
            decode_timeout: float) -> None:
     """Write the HTML review report of the run whose results CSV (or journal) is RESULTS.
