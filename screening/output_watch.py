@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
+from .interrupt import HANDLED
+
 T = TypeVar("T")
 
 # Exit code of a run ended by the watchdog: unusable input or output, as for a stalled images
@@ -148,7 +150,7 @@ class OutputWatch:
             if current is None:
                 continue
             for signum in received:
-                if signum in _INTERRUPTS:
+                if signum in HANDLED:  # the signals a run stops on
                     self._interrupted(signum, current)
             if time.monotonic() - current[2] >= self.budget_s:
                 self._end(self.message(current[0], current[1]))
@@ -180,10 +182,6 @@ class OutputWatch:
         threading.Thread(target=say, name="last-words", daemon=True).start()
         said.wait(LAST_WORDS_S)
         os._exit(code)
-
-
-# The signals a run stops on (screening.interrupt.HANDLED; not imported, to keep this module light).
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Signals:

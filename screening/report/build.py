@@ -21,7 +21,7 @@ from ..attention import QUERY_LABELS
 from ..errors import InputError
 from ..images import discover_images, is_folder
 from ..stalled_reads import DEFAULT_STALL_S, StallGuard, while_progressing
-from ..output_watch import OutputWatch, watched
+from ..output_watch import OutputWatch, watched, write_stall_s
 from ..journal import lock_path
 from ..output_paths import name_limit, output_folders
 from ..manifest import Manifest
@@ -118,7 +118,9 @@ def build_report(request: ReportRequest) -> ReportStats:
                            threshold=point["threshold"] if point else None, stall_s=request.read_timeout_s)
     folder = asset_folder(request.out)
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
-    records = read_view_records(folder)
+    records = while_progressing(lambda beat: read_view_records(folder), request.read_timeout_s, lambda: InputError(
+        f"the report's pictures folder {folder} stopped answering while it was being read (nothing for "
+        f"{request.read_timeout_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
     views = _pictures_of_each_row(results, records)
     found = _discovered(request.images_dir, request)  # displayed name -> the file's own name
     made = 0
@@ -150,11 +152,12 @@ def build_report(request: ReportRequest) -> ReportStats:
     except OSError as exc:
         raise InputError(f"cannot write the report {request.out}: {exc}") from exc
     # After the page is written: a crash in between leaves spare pictures, never missing ones. The
-    # tidying reads the journal and the lock again: on a drive that stopped answering it is given
-    # up after the time limit (its thread left behind), and the next report tidies instead.
+    # tidying reads the journal and the lock again and removes files: on a drive that stopped
+    # answering it is given up after a write's time limit (its thread left behind), and the next
+    # report tidies instead.
     with suppress(_TidyingStalled):
         while_progressing(lambda beat: _tidy_unless_a_run_writes(folder, views.values(), request.results),
-                          request.read_timeout_s, _TidyingStalled)
+                          write_stall_s(request.read_timeout_s), _TidyingStalled)
     return ReportStats(Path(request.out), len(results.rows), made, len(missing))
 
 

@@ -212,3 +212,17 @@ def test_check_stops_with_one_line_where_the_output_folder_does_not_answer(tmp_p
     assert folder_runner.error_line(result, 2) == (
         f"Error: the output folder {out.parent} stopped answering while its lock and journal were being read (nothing "
         f"for {BUDGET_S:g} s; a stalled network drive?): run the same command again once the drive answers")
+
+
+def test_screen_report_on_a_pictures_folder_that_does_not_answer_stops_with_one_line(tmp_path, tiny_bundle, share):
+    """The pictures the night recorded (REPORT_files/views.jsonl) are read back before the page."""
+    from screening.report.render import asset_folder
+
+    images, meta = folder_runner.small_folder(tmp_path)
+    out, report = tmp_path / "results.csv", tmp_path / "report.html"
+    assert _screen(images, meta, out, tiny_bundle, "--report", report).exit_code == 0
+    share.stall_open(asset_folder(report) / "views.jsonl")
+    result = within(STALL_CAP_S / 2, lambda: _report(out, images, tiny_bundle, tmp_path))
+    assert folder_runner.error_line(result, 2) == (
+        f"Error: the report's pictures folder {asset_folder(report)} stopped answering while it was being read "
+        f"(nothing for {BUDGET_S:g} s; a stalled network drive?): run the same command again once the drive answers")
