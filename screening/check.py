@@ -18,14 +18,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import backends
-from .errors import BackendUnavailable, BundleError
+from .errors import BackendUnavailable, BundleError, InputError
 from .images import discover_images, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
 from .patients import read_patients
 from .session import FolderRequest, check_request, discover
-from .stalled_reads import DEFAULT_STALL_S
+from .stalled_reads import DEFAULT_STALL_S, while_progressing
 
 _SHOWN = 5  # keys listed by name; the rest are counted
 
@@ -115,11 +115,12 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         raise no_images(discovery)  # as the run would: --check must not pass a night that fails
     table = read_patients(meta_csv, images=discovery.images, columns=columns,
                           stall_s=request.decode_timeout_s if request is not None else DEFAULT_STALL_S)
+    stall_s = request.decode_timeout_s if request is not None else DEFAULT_STALL_S
     bundle, error, backend, backend_name = "", "", "", ""
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY
     notes: list[str] = []
     try:
-        manifest = load_manifest(bundle_dir)
+        manifest = load_manifest(bundle_dir, stall_s=stall_s)
         if run.tta is not None and run.tta != manifest.tta:
             manifest = replace(manifest, tta=run.tta)  # as the run does: part of the bundle's identity
         point = manifest.operating_point(run.operating_point)  # an unknown name: InputError, as the run
@@ -132,9 +133,7 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         notes.append(f"flag: {point['name']} (refer at risk >= {point['threshold']:.6f})" if point
                      else "flag: none (the bundle has no operating points)")
         if run.output is not None:
-            OutputLock(run.output).probe()  # the run locks its output before it opens the journal: exit 5
-            notes.append(Journal.preview(run.output, manifest, resume=run.resume,
-                                         on_bundle_change=run.on_bundle_change, backend=backend_name))
+            notes.append(_look_at_output(run, manifest, backend_name, stall_s))
     unknown = {"age": 0, "sex": 0, "site": 0}
     used_keys, with_row = [], 0
     for image in discovery.images:
@@ -156,6 +155,22 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         rows_without_image=table.unmatched_keys(used_keys), columns_used=dict(table.columns_found),
         columns_ignored=list(table.extra_columns), unknown=unknown, metadata_warnings=list(table.warnings),
         bundle=bundle, bundle_error=error, notes=notes, backend=backend)
+
+
+def _look_at_output(run: PlannedRun, manifest: Manifest, backend_name: str, stall_s: float) -> str:
+    """The run's lock probed and its journal previewed, as the run would find them: a line.
+
+    Both read the output folder, which may sit on a share that stopped answering: --check stops
+    with one line once it has not answered for ``stall_s`` seconds (reads, so a watched thread).
+    """
+    def look(beat) -> str:
+        OutputLock(run.output).probe()  # the run locks its output before it opens the journal: exit 5
+        return Journal.preview(run.output, manifest, resume=run.resume, on_bundle_change=run.on_bundle_change,
+                               backend=backend_name)
+
+    return while_progressing(look, stall_s, lambda: InputError(
+        f"the output folder {Path(run.output).parent} stopped answering while its lock and journal were being read "
+        f"(nothing for {stall_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
 
 
 def probe_backend(request: FolderRequest, manifest: Manifest) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from .errors import InputError, OutputError, OutputLocked
 from .manifest import Manifest
 from .atomic import atomic_write_chunks, create_exclusive, fsync_dir, open_no_follow, remove_stale_temp_files
 from .journal_lines import BadLine, read_outcome
+from .output_watch import OutputWatch, watched
 from .results import Outcome
 
 JOURNAL_FORMAT = "screening-journal"
@@ -58,21 +59,27 @@ class OutputLock:
     at the same instant can never both hold it. The file names its holder (pid, host) for the
     message a second run prints; it is removed on release, while still locked, and a run that
     locked a file removed meanwhile tries again on the new one.
+
+    Taking and releasing it are steps of ``watch`` (screening.output_watch), when given: on a
+    share that stopped answering they block like any write.
     """
 
-    def __init__(self, output: Path) -> None:
+    def __init__(self, output: Path, watch: OutputWatch | None = None) -> None:
         self.path = lock_path(output)
         self.output = Path(output)
         self.held = False
         self.notes: list[str] = []  # warnings for the user
         self._fd: int | None = None
+        self._watch = watch
 
     def __enter__(self) -> "OutputLock":
-        self.acquire()
+        with watched(self._watch, f"taking the output lock {self.path.name}"):
+            self.acquire()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.release()
+        with watched(self._watch, f"releasing the output lock {self.path.name}"):
+            self.release()
 
     def acquire(self) -> None:
         """Take the lock, without waiting.
@@ -244,6 +251,8 @@ class Journal:
     def __init__(self, path: Path, header: JournalHeader, handle: BinaryIO,
                  finished: dict[str, Outcome], notes: list[str]) -> None:
         self.path = path
+        # Appends, compaction and close are steps of this watch (see :meth:`open`).
+        self.watch: OutputWatch | None = None
         self.header = header
         self._handle = handle
         self.finished = finished
@@ -254,7 +263,8 @@ class Journal:
 
     @classmethod
     def open(cls, output: Path, manifest: Manifest, *, resume: bool,
-             on_bundle_change: str = "rescreen", backend: str = "") -> "Journal":
+             on_bundle_change: str = "rescreen", backend: str = "",
+             watch: OutputWatch | None = None) -> "Journal":
         """Open the journal of ``output`` for appending.
 
         Args:
@@ -268,11 +278,21 @@ class Journal:
                 error ("fail"). Results of two bundles, or of two backends, are never mixed.
             backend: the backend this run screens on (``BundleBackend.name``), recorded in the
                 header; "" compares equal to any.
+            watch: every read and write of the journal is a step of it (screening.output_watch):
+                a journal on a share that stops answering ends the run with one line.
 
         Raises:
             InputError: a journal exists without ``resume``, was written by another bundle or
                 on another backend, or is not a journal.
         """
+        with watched(watch, f"opening the journal {journal_path(output).name}"):
+            journal = cls._open(output, manifest, resume, on_bundle_change, backend)
+        journal.watch = watch
+        return journal
+
+    @classmethod
+    def _open(cls, output: Path, manifest: Manifest, resume: bool, on_bundle_change: str,
+              backend: str) -> "Journal":
         path = journal_path(output)
         header = JournalHeader.of(manifest, backend)
         if not os.path.lexists(path):  # a dangling link is not "no journal": _create refuses it
@@ -376,7 +396,9 @@ class Journal:
 
     def append(self, outcomes: Iterable[Outcome]) -> None:
         """Persist outcomes: one write, flushed and fsync'd before returning."""
-        self._write_lines([outcome.to_json() for outcome in outcomes])
+        lines = [outcome.to_json() for outcome in outcomes]
+        with watched(self.watch, f"appending to the journal {self.path.name}"):
+            self._write_lines(lines)
 
     def _write_lines(self, lines: list[str]) -> None:
         if not lines:
@@ -397,11 +419,16 @@ class Journal:
         settled = replace(self.header, settled=len(outcomes))
         lines = itertools.chain([settled.to_json()], (outcome.to_json() for outcome in outcomes))
         # Line by line: the text of a 10,000-image journal never sits in memory whole.
-        atomic_write_chunks(self.path, (f"{line}\n".encode("utf-8", "backslashreplace") for line in lines))
+        chunks: Iterable[bytes] = (f"{line}\n".encode("utf-8", "backslashreplace") for line in lines)
+        if self.watch is not None:
+            chunks = self.watch.beating(chunks)  # a large journal on a slow share is moving on
+        with watched(self.watch, f"rewriting the journal {self.path.name}"):
+            atomic_write_chunks(self.path, chunks)
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            with watched(self.watch, f"closing the journal {self.path.name}"):
+                self._handle.close()
 
     def __enter__(self) -> "Journal":
         return self

@@ -13,16 +13,17 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .attention import ATTENTION_OUTPUT
 from .attention import problems as attention_problems
-from .errors import BundleError
+from .errors import BundleError, InputError
 from .manifest_schema import FIELDS, MAX_MANIFEST_BYTES, parse_manifest_json, validate_manifest_data
 from .metadata import MetadataVocabulary
 from .operating_points import default_point_name, find_point
 from .operating_points import problems as operating_point_problems
 from .preprocess import preprocessing_problems
+from .stalled_reads import DEFAULT_STALL_S, read_pieces, while_progressing
 from .tta import TTA_MODES
 
 SCHEMA_VERSION = 1
@@ -278,11 +279,13 @@ def canonical_digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, beat: Callable[[], None] = lambda: None) -> str:
+    """sha256 hex of a file's content; ``beat()`` after each piece read (see :func:`load_manifest`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+            beat()
     return digest.hexdigest()
 
 
@@ -294,17 +297,37 @@ def save_manifest(manifest: Manifest, bundle_dir: Path) -> Path:
     return path
 
 
-def load_manifest(bundle_dir: Path, verify_files: bool = True) -> Manifest:
-    """Read and check a bundle's manifest; with ``verify_files`` also the ONNX files' sha256."""
+def load_manifest(bundle_dir: Path, verify_files: bool = True, stall_s: float = DEFAULT_STALL_S) -> Manifest:
+    """Read and check a bundle's manifest; with ``verify_files`` also the ONNX files' sha256.
+
+    The bundle may sit on a network share: it is read in a watched thread
+    (:func:`screening.stalled_reads.while_progressing`) that gives up once nothing has come for
+    ``stall_s`` seconds (``--decode-timeout``), however long hashing large models takes in all.
+
+    Raises:
+        BundleError: the bundle is missing, malformed or does not match its manifest.
+        InputError: the bundle's drive stopped answering while it was being read.
+    """
     bundle_dir = Path(bundle_dir)
+    return while_progressing(lambda beat: _load_manifest(bundle_dir, verify_files, beat), stall_s,
+                             lambda: bundle_stalled(bundle_dir, stall_s))
+
+
+def bundle_stalled(bundle_dir: Path, stall_s: float) -> InputError:
+    """The one line of a bundle whose drive stopped answering: not the bundle's fault (exit 2, not 3)."""
+    return InputError(f"the model bundle {bundle_dir} stopped answering while it was being read (nothing for "
+                      f"{stall_s:g} s; a stalled network drive?): run the same command again once the drive answers")
+
+
+def _load_manifest(bundle_dir: Path, verify_files: bool, beat: Callable[[], None]) -> Manifest:
     path = bundle_dir / MANIFEST_NAME
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle folder {bundle_dir} does not exist")
     if not path.is_file():
         raise BundleError(f"{path} not found: not a model bundle")
+    beat()
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_MANIFEST_BYTES + 1)  # never a huge file read whole
+        raw = read_pieces(path, beat, MAX_MANIFEST_BYTES + 1)  # never a huge file read whole
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
     manifest = replace(Manifest.from_dict(parse_manifest_json(raw, str(path))), folder=bundle_dir)
@@ -314,13 +337,14 @@ def load_manifest(bundle_dir: Path, verify_files: bool = True) -> Manifest:
         if not (bundle_dir / spec.file).resolve().is_relative_to(inside):
             raise BundleError(f"manifest field {role}.file: {spec.file!r} leads outside the bundle "
                               f"folder {bundle_dir}")
+        beat()
     if verify_files:
         for spec in (manifest.segmenter, manifest.classifier):
             model_path = bundle_dir / spec.file
             if not model_path.is_file():
                 raise BundleError(f"{model_path} listed in the manifest is missing")
             try:
-                actual = sha256_file(model_path)
+                actual = sha256_file(model_path, beat)
             except OSError as exc:  # the bundle's problem (exit 3), not the results' (exit 2)
                 raise BundleError(f"cannot read {model_path}: {exc.strerror or exc}") from None
             if actual != spec.sha256:

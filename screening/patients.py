@@ -12,7 +12,7 @@ from typing import Iterable
 
 from .errors import InputError, MetadataError
 from .results import display_name
-from .stalled_reads import DEFAULT_STALL_S, while_progressing
+from .stalled_reads import DEFAULT_STALL_S, read_within
 
 # Accepted header names of each field, in priority order: the first present wins.
 KEY_COLUMNS = ("image", "image_id", "image_name", "isic_id")
@@ -31,9 +31,6 @@ _LEVELS = (*_SPELLINGS, *(f"{spelling}, any case" for spelling in _SPELLINGS))
 _EXACT_LEVELS = len(_SPELLINGS)
 # Lines named in an encoding warning; the rest are counted.
 _LINES_SHOWN = 5
-# The CSV is read in pieces of this size, each one a sign of progress: a large file on a slow
-# share is never taken for a stalled one, and a stalled share is noticed within the time limit.
-_READ_CHUNK = 256 * 1024
 
 
 # slots: one instance per image lives for the whole run, so its size is per-image memory.
@@ -465,16 +462,7 @@ def _read_bytes(path: Path, stall_s: float) -> bytes:
         MetadataError: nothing came for ``stall_s`` seconds.
         OSError: the file's own errors.
     """
-    def read(beat) -> bytes:
-        pieces = []
-        with open(path, "rb") as fh:
-            beat()
-            while piece := fh.read(_READ_CHUNK):
-                pieces.append(piece)
-                beat()
-        return b"".join(pieces)
-
-    return while_progressing(read, stall_s, lambda: MetadataError(
+    return read_within(path, stall_s, lambda: MetadataError(
         f"the metadata CSV {display_name(str(path))} stopped answering while it was being read (nothing for "
         f"{stall_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
 

@@ -34,7 +34,8 @@ from .metadata import MetaCodes, MetadataVocabulary
 from .patients import PatientTable
 from .preprocess import apply_preprocessing, normalise, resize_mask, resize_rgb, risk_score, softmax
 from .report.views import ViewWriter, thumbnail
-from .results import DECIMALS, OK, Outcome, error_outcome
+from .output_watch import OutputWatch, watched
+from .results import DECIMALS, OK, Outcome, display_name, error_outcome
 from .tta import run_views
 
 DEFAULT_BATCH_SIZE = 8
@@ -441,10 +442,13 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
                 save_masks: Path | None = None, tta: str | None = None,
-                views: ViewWriter | None = None) -> list[Outcome]:
+                views: ViewWriter | None = None, watch: OutputWatch | None = None) -> list[Outcome]:
     """Outcomes of one decoded batch, in batch order: model results or error rows.
 
-    ``tta`` None uses the bundle's default test-time augmentation (manifest ``tta``).
+    ``tta`` None uses the bundle's default test-time augmentation (manifest ``tta``). Writing an
+    image's mask files is a step of ``watch`` (screening.output_watch), as the report's pictures
+    are of their writer's: on a share that stops answering the run ends with one line instead of
+    blocking for ever.
     """
     manifest = backend.manifest
     tta = manifest.tta if tta is None else tta
@@ -476,7 +480,8 @@ def infer_batch(batch: list[Decoded | Failed], backend: BundleBackend,
             outcome = replace(outcome, warnings=(*outcome.warnings, missed))
         if save_masks is not None:
             try:
-                save_mask_files(item, mask, manifest.mask_threshold, save_masks)
+                with watched(watch, f"writing the mask files of {display_name(item.job.image)}", save_masks):
+                    save_mask_files(item, mask, manifest.mask_threshold, save_masks)
             except OSError as exc:
                 outcome = replace(outcome, warnings=(*outcome.warnings, f"mask not saved ({_one_line(exc)})"))
         if views is not None:
@@ -504,6 +509,7 @@ class PipelineOptions:
     save_masks: Path | None = None  # folder for mask and overlay PNGs
     views: ViewWriter | None = None  # the HTML report's thumbnails, outlines and attention maps
     tta: str | None = None  # test-time augmentation (screening.tta); None = the bundle's default
+    watch: OutputWatch | None = None  # the run's writes' watchdog (screening.output_watch); None: unwatched
 
 
 def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
@@ -531,4 +537,4 @@ def screen_jobs(jobs: Iterable[ImageJob], root: Path, backend: BundleBackend,
         for batch in decode_ahead(batches, root, input_size, pool, options.prefetch,
                                   keep_preview=options.save_masks is not None,
                                   keep_thumbnail=options.views is not None, load=load, digest=digest):
-            yield infer_batch(batch, backend, options.save_masks, options.tta, options.views)
+            yield infer_batch(batch, backend, options.save_masks, options.tta, options.views, options.watch)

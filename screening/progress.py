@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -11,6 +12,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from typing import Callable, TextIO
+
+from .stalled_reads import DEFAULT_STALL_S, while_progressing
 
 BAR_WIDTH = 24
 # A terminal bar redraws at most this often; a log gets one line per LOG_INTERVAL_S.
@@ -143,32 +146,62 @@ class LogFile:
     its name is refused, not followed (``O_NOFOLLOW``), as is a FIFO or a socket (a FIFO without
     a reader would hold the night forever); a character device such as /dev/null is accepted.
 
+    A log on a network share that stops answering would block its writer in the kernel, so
+    each write (and the open and the close) runs in a watched thread
+    (:func:`screening.stalled_reads.while_progressing`) that the caller waits for at most
+    ``stall_s`` seconds: past that, logging stops with one warning and the night goes on, the
+    stuck thread left behind. A line is written when :meth:`write` returns, as before; a thread
+    per line costs some 0.1 ms, and a night logs a line every 30 s.
+
     Raises:
-        OSError: the log cannot be opened; for a link, ELOOP with the reason in ``strerror``.
+        OSError: the log cannot be opened; for a link, ELOOP with the reason in ``strerror``;
+            for a share that does not answer, ETIMEDOUT.
     """
 
-    def __init__(self, path: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(self, path: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 stall_s: float = DEFAULT_STALL_S) -> None:
         self.path = path
         self.clock = clock
-        self._handle: TextIO | None = open_log(path)
+        self.stall_s = stall_s
+        self._handle: TextIO | None = while_progressing(lambda beat: open_log(path), stall_s, lambda: OSError(
+            errno.ETIMEDOUT, f"it stopped answering while it was being opened (nothing for {stall_s:g} s; a stalled "
+                             f"network drive?): run the same command again once the drive answers", path))
 
     def write(self, message: str) -> None:
-        if self._handle is None:
+        handle = self._handle
+        if handle is None:
             return
         stamp = self.clock().isoformat(timespec="seconds")
+        text = "".join(f"{stamp} {line}\n" for line in str(message).splitlines() or [""])
+
+        def append(beat: Callable[[], None]) -> None:
+            handle.write(text)
+            handle.flush()
+
         try:
-            for line in str(message).splitlines() or [""]:
-                self._handle.write(f"{stamp} {line}\n")
-            self._handle.flush()
+            while_progressing(append, self.stall_s, _LogStalled)
+        except _LogStalled:
+            self._stop(f"it stopped answering for {self.stall_s:g} s; a stalled network drive?")
         except OSError as error:
-            self._handle = None
-            print(f"Warning: cannot write the log file {self.path} ({error.strerror}); "
-                  f"logging stopped", file=sys.stderr, flush=True)
+            self._stop(str(error.strerror))
+
+    def _stop(self, reason: str) -> None:
+        if self._handle is None:  # another thread (the output watchdog's last words) stopped it first
+            return
+        self._handle = None  # never closed: a stuck write may still hold it
+        print(f"Warning: cannot write the log file {self.path} ({reason}); logging stopped",
+              file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            # Closing flushes to the share as well: given up, as a write is, when it does not answer.
+            with contextlib.suppress(_LogStalled, OSError):
+                while_progressing(lambda beat: handle.close(), self.stall_s, _LogStalled)
+
+
+class _LogStalled(Exception):
+    """A write to the log file did not finish within its time limit."""
 
 
 def is_stream(path: str | os.PathLike) -> bool:

@@ -200,7 +200,7 @@ def render_csv(ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
     return "".join(iter_csv(ranked, manifest, extra_columns, threshold))
 
 
-def write_results_csv(path: Path, ranked: list[tuple[int | None, ResultRow]], manifest: Manifest,
+def write_results_csv(path: Path, ranked: Iterable[tuple[int | None, ResultRow]], manifest: Manifest,
                       extra_columns: Iterable[str] = (), threshold: float | None = None) -> None:
     """Write the ranked CSV atomically, UTF-8 with a BOM so that Excel shows accents right."""
     lines = iter_csv(ranked, manifest, extra_columns, threshold)

@@ -22,6 +22,7 @@ from .images import Discovery, discover_images, listing_stalled, no_images
 from .journal import Journal, OutputLock
 from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
+from .output_watch import OutputWatch, write_stall_s
 from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
 from .stalled_reads import StallGuard, while_progressing
 from .images import DEFAULT_MAX_DECODE_BYTES
@@ -173,7 +174,7 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     # The table sees every image so that a key fitting several images is reported, not guessed.
     table = read_patients(request.meta_csv, images=discovery.images, columns=dict(request.columns),
                           stall_s=request.decode_timeout_s)
-    manifest = load_manifest(request.bundle_dir)
+    manifest = load_manifest(request.bundle_dir, stall_s=request.decode_timeout_s)
     if not discovery.images and not request.allow_empty:
         # Before anything is written: last night's results stay, and the job fails loudly.
         raise no_images(discovery)
@@ -190,43 +191,49 @@ def screen_folder(request: FolderRequest, reporter: Reporter | None = None) -> S
     if tta_note and point is not None:
         reporter.warn(tta_note)
     backend, note = _open_backend(request, manifest)
-    with backend:
+    # Every write to the output folder is watched from here on (screening.output_watch): a share
+    # that stops answering ends the run with one line; what was journaled stays for --resume.
+    watch = OutputWatch(Path(request.output).parent, write_stall_s(request.decode_timeout_s), reporter.log)
+    with backend, watch:
         reporter.info(f"backend: {backend.description} ({note})")
-        with OutputLock(request.output) as lock:
+        with OutputLock(request.output, watch) as lock:
             for message in lock.notes:
                 reporter.warn(message)
             with Journal.open(request.output, manifest, resume=request.resume,
                               on_bundle_change=request.on_bundle_change,
-                              backend=backend.results_backend) as journal:
+                              backend=backend.results_backend, watch=watch) as journal:
                 for message in (*table.warnings, *journal.notes):
                     reporter.warn(message)
                 jobs = plan_jobs(discovery.images, table, manifest.metadata)
-                run = _run(request, jobs, backend, journal, reporter)
+                run = _run(request, jobs, backend, journal, reporter, watch)
                 refuse_a_broken_night(run, request.output)
                 ranked = rank_rows(ResultRow(run.outcomes[job.image], job.patient_id,
                                              (*job.warnings, *run.outcomes[job.image].warnings),
                                              job.extra, new=job.image in run.new) for job in jobs)
-                write_results_csv(request.output, ranked, manifest,
-                                  table.extra_columns if request.keep_columns else [],
-                                  threshold=point["threshold"] if point else None)
+                with watch.step(f"writing the results CSV {Path(request.output).name}"):
+                    write_results_csv(request.output, watch.beating(ranked), manifest,
+                                      table.extra_columns if request.keep_columns else [],
+                                      threshold=point["threshold"] if point else None)
                 journal.compact(run.outcomes[job.image] for job in jobs)
                 # Still under the lock: a run started meanwhile must not write its summary or
                 # report between this run's CSV and this run's summary.
                 summary = summarise(request, manifest, backend.description, note, discovery.ignored, table,
                                     jobs, ranked, run, time.monotonic() - started, point, started_at)
-                write_summary_json(summary, summary_path(request.output))
-                # The run history: one dated copy per run, so last week's nights can still be audited.
-                write_history(summary, request.output, started_at, reporter.warn)
+                with watch.step(f"writing the summary {summary_path(request.output).name}"):
+                    write_summary_json(summary, summary_path(request.output))
+                    # The run history: one dated copy per run, so last week's nights can still be audited.
+                    write_history(summary, request.output, started_at, reporter.warn)
                 if request.report is not None:
-                    _write_report(request, manifest, backend.description, jobs)
+                    _write_report(request, manifest, backend.description, jobs, watch)
                     reporter.info(f"report: {request.report}")
     return summary
 
 
-def _write_report(request: FolderRequest, manifest: Manifest, backend: str, jobs: list[ImageJob]) -> None:
+def _write_report(request: FolderRequest, manifest: Manifest, backend: str, jobs: list[ImageJob],
+                  watch: OutputWatch) -> None:
     build_report(ReportRequest(results=request.output, images_dir=request.images_dir, out=request.report,
                                manifest=manifest, backend=backend, meta=metadata_as_read(jobs, manifest.metadata),
-                               read_timeout_s=request.decode_timeout_s))
+                               read_timeout_s=request.decode_timeout_s, watch=watch))
 
 
 @dataclass
@@ -245,6 +252,8 @@ class _RunResult:
 def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
     """The backend of this process, or with ``--ray`` the cluster (whose workers open the bundle)."""
     if request.ray is None:
+        # ONNX Runtime reads the model files again, each within the default stall limit: the
+        # manifest's check read them within --decode-timeout a moment before.
         return open_backend(request.backend, request.bundle_dir, manifest, batch_size=request.batch_size)
     from .distributed.run import RayScreening
 
@@ -260,7 +269,7 @@ def _stream(backend: BundleBackend | RayScreening, jobs: list[ImageJob], root: P
 
 
 def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, journal: Journal,
-         reporter: Reporter) -> _RunResult:
+         reporter: Reporter, watch: OutputWatch | None = None) -> _RunResult:
     """Screen the jobs the journal does not already hold, journaling each batch."""
     workers = request.workers or default_workers()
     # Journaled images are hashed to see whether their content changed (reading is I/O and
@@ -279,11 +288,11 @@ def _run(request: FolderRequest, jobs: list[ImageJob], backend: BundleBackend, j
                       f"({journal.path}), {len(todo)} to go")
     # Report pictures are made from the pixels decoded here; on a Ray cluster the report
     # decodes its thumbnails at the end instead.
-    views = view_writer(request.report, backend.manifest) if isinstance(backend, BundleBackend) else None
+    views = view_writer(request.report, backend.manifest, watch) if isinstance(backend, BundleBackend) else None
     options = PipelineOptions(batch_size=request.batch_size,
                               workers=workers,
                               save_masks=Path(request.save_masks) if request.save_masks else None,
-                              views=views,
+                              views=views, watch=watch,
                               limits=DecodeLimits(request.decode_timeout_s, request.max_decode_mib * 2**20))
     outcomes = dict(reused)
     # closing(): an interrupt stops the stream (and kills its decoder processes) right here,

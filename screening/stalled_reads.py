@@ -203,3 +203,33 @@ def while_progressing(work: Callable[[Callable[[], None]], T], budget_s: float,
     if outcome[1] is not None:
         raise outcome[1]
     return outcome[0]
+
+
+# A file read whole in a watched thread is read in pieces of this size, each one a sign of
+# progress: a large file on a slow share is never taken for a stalled one, and a stalled share is
+# noticed within the time limit.
+READ_PIECE = 256 * 1024
+
+
+def read_pieces(path: Path, beat: Callable[[], None], limit: int | None = None) -> bytes:
+    """The bytes of ``path`` (at most ``limit``), with a ``beat()`` once it is open and after each
+    piece: the work of :func:`while_progressing` for a file read whole."""
+    pieces = []
+    left = limit
+    with open(path, "rb") as fh:
+        beat()
+        while left is None or left > 0:
+            piece = fh.read(READ_PIECE if left is None else min(READ_PIECE, left))
+            if not piece:
+                break
+            pieces.append(piece)
+            if left is not None:
+                left -= len(piece)
+            beat()
+    return b"".join(pieces)
+
+
+def read_within(path: Path, stall_s: float, stalled: Callable[[], BaseException], limit: int | None = None) -> bytes:
+    """The bytes of ``path`` (at most ``limit``), given up with ``stalled()`` once nothing came for
+    ``stall_s`` seconds (a drive that stopped answering); the file's own OSError as it is."""
+    return while_progressing(lambda beat: read_pieces(path, beat, limit), stall_s, stalled)

@@ -10,6 +10,7 @@ from ..errors import BackendUnavailable, BundleError, InputError
 from ..manifest import Manifest
 from .base import Runner
 from .bundle import BundleBackend
+from ..stalled_reads import DEFAULT_STALL_S
 
 BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt")
 TENSORRT_NOT_INSTALLED = "TensorRT backend not installed: pip install '.[gpu]'"
@@ -71,7 +72,7 @@ def probe_tensorrt(bundle_dir: Path, manifest: Manifest) -> Probe:
 
 
 def open_backend(choice: str, bundle_dir: Path, manifest: Manifest, *,
-                 batch_size: int) -> tuple[BundleBackend, str]:
+                 batch_size: int, stall_s: float = DEFAULT_STALL_S) -> tuple[BundleBackend, str]:
     """Pick and construct the backend that runs a bundle (not yet entered).
 
     Args:
@@ -79,6 +80,8 @@ def open_backend(choice: str, bundle_dir: Path, manifest: Manifest, *,
         bundle_dir: the bundle folder (manifest already loaded and verified).
         manifest: the bundle's manifest.
         batch_size: images per batch (TensorRT engines are built for a batch range).
+        stall_s: seconds ONNX Runtime waits for a model file on a drive that stopped answering
+            (``--decode-timeout``) when the backend is entered.
 
     Returns:
         The backend and a one-line note of why it was picked.
@@ -92,7 +95,7 @@ def open_backend(choice: str, bundle_dir: Path, manifest: Manifest, *,
         raise InputError(f"unknown backend {choice!r}: choose one of {', '.join(BACKEND_CHOICES)}")
     check_input_size(manifest)
     if choice == "onnxruntime":
-        return _onnxruntime(bundle_dir, manifest), "onnxruntime requested"
+        return _onnxruntime(bundle_dir, manifest, stall_s), "onnxruntime requested"
     probe = probe_tensorrt(bundle_dir, manifest)
     if probe.usable:
         from .tensorrt import TensorRTBackend
@@ -100,13 +103,13 @@ def open_backend(choice: str, bundle_dir: Path, manifest: Manifest, *,
         return TensorRTBackend(Path(bundle_dir), manifest, batch_size), f"{choice}: {probe.reason}"
     if choice == "tensorrt":
         raise BackendUnavailable(probe.reason)
-    return _onnxruntime(bundle_dir, manifest), f"auto picked onnxruntime: {probe.reason}"
+    return _onnxruntime(bundle_dir, manifest, stall_s), f"auto picked onnxruntime: {probe.reason}"
 
 
-def _onnxruntime(bundle_dir: Path, manifest: Manifest) -> BundleBackend:
+def _onnxruntime(bundle_dir: Path, manifest: Manifest, stall_s: float) -> BundleBackend:
     from .onnxrt import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(Path(bundle_dir), manifest)
+    return OnnxRuntimeBackend(Path(bundle_dir), manifest, stall_s=stall_s)
 
 
 def check_input_size(manifest: Manifest) -> None:

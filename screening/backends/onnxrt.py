@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BundleError
-from ..manifest import Manifest, ModelSpec
+from ..manifest import Manifest, ModelSpec, bundle_stalled
+from ..stalled_reads import DEFAULT_STALL_S, read_within
 from .base import Runner, TensorSpec
 from .bundle import RunnerPairBackend
 
@@ -71,10 +72,11 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, model_path: Path, *, threads: int | None = None, name: str | None = None,
                  expected_inputs: dict[str, list[Any]] | None = None,
                  expected_outputs: dict[str, list[Any]] | None = None,
-                 expected_sha256: str | None = None) -> None:
+                 expected_sha256: str | None = None, stall_s: float = DEFAULT_STALL_S) -> None:
         super().__init__(name or Path(model_path).name)
         self.model_path = Path(model_path)
         self.expected_sha256 = expected_sha256
+        self.stall_s = stall_s  # seconds to wait for a bundle on a drive that stopped answering
         self.threads = threads or physical_cores()
         self.expected_inputs = expected_inputs
         self.expected_outputs = expected_outputs
@@ -104,10 +106,13 @@ class OnnxRuntimeRunner(Runner):
 
         The session is made from these very bytes: the manifest's check read the file earlier, and
         a bundle replaced in between (``export --force`` swaps whole folders) would otherwise run
-        the new models under the old manifest's temperature, thresholds and name.
+        the new models under the old manifest's temperature, thresholds and name. Read in a
+        watched thread, as the manifest's check read it: a share that stops answering in between
+        ends the run with one line (InputError) after ``stall_s`` seconds without a piece read.
         """
         try:
-            data = self.model_path.read_bytes()
+            data = read_within(self.model_path, self.stall_s, lambda: bundle_stalled(self.model_path.parent,
+                                                                                      self.stall_s))
         except OSError as exc:
             raise BundleError(f"cannot read {self.model_path}: {exc.strerror or exc}") from None
         if self.expected_sha256 and hashlib.sha256(data).hexdigest() != self.expected_sha256:
@@ -182,11 +187,12 @@ def _show(shape: tuple[int | None, ...]) -> list[Any]:
 class OnnxRuntimeBackend(RunnerPairBackend):
     """A bundle's segmenter and classifier in two ONNX Runtime CPU sessions."""
 
-    def __init__(self, bundle_dir: Path, manifest: Manifest, *, threads: int | None = None) -> None:
+    def __init__(self, bundle_dir: Path, manifest: Manifest, *, threads: int | None = None,
+                 stall_s: float = DEFAULT_STALL_S) -> None:
         def runner(role: str, spec: ModelSpec) -> OnnxRuntimeRunner:
             return OnnxRuntimeRunner(Path(bundle_dir) / spec.file, threads=threads, name=role,
                                      expected_inputs=spec.inputs, expected_outputs=spec.outputs,
-                                     expected_sha256=spec.sha256)
+                                     expected_sha256=spec.sha256, stall_s=stall_s)
 
         super().__init__(manifest, runner("segmenter", manifest.segmenter),
                          runner("classifier", manifest.classifier))

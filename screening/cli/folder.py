@@ -23,7 +23,9 @@ Exit codes:
   0  all images screened (error rows are results too)
   1  unexpected internal failure
   2  unusable input: images folder (also one without image files, unless
-     --allow-empty), metadata CSV, options, or a journal that needs --resume
+     --allow-empty), metadata CSV, options, or a journal that needs --resume;
+     or a drive that stopped answering (images, metadata, bundle, config,
+     log or outputs): once it answers, rerun (--resume keeps what finished)
   3  model bundle missing, malformed or modified, or it failed in the models
      on every image the run screened (NaN outputs, exceptions): the last
      results are left as they were, and --resume retries those images
@@ -79,8 +81,13 @@ def resolve_bundle(bundle: Path | None) -> Path:
     """The bundle to use; a missing default bundle is an error that says how to get one."""
     if bundle is not None:
         return bundle
+    from ..manifest import bundle_stalled
+    from ..stalled_reads import DEFAULT_STALL_S, while_progressing
+
     path = default_bundle()
-    if not path.is_dir():
+    # $SCREEN_BUNDLE may name a share that stopped answering: looked up within the default limit
+    # (the command's --decode-timeout is not at hand here), as load_manifest reads it next.
+    if not while_progressing(lambda beat: path.is_dir(), DEFAULT_STALL_S, lambda: bundle_stalled(path, DEFAULT_STALL_S)):
         if os.environ.get(BUNDLE_ENV):
             raise BundleError(f"no model bundle at {path} (${BUNDLE_ENV}): point ${BUNDLE_ENV} at a "
                               f"bundle folder (manifest.json, segmenter.onnx, classifier.onnx), or "
@@ -148,8 +155,11 @@ def resolve_bundle(bundle: Path | None) -> Path:
                    "a stalled network drive is abandoned, a decoder stuck in a hostile file is "
                    "stopped, and the image becomes an error row (retried by --resume). Four reads "
                    "stuck at once stop the run (exit 2): the drive is gone. Looking up the folders, "
-                   "listing the images and reading the metadata CSV wait as long for a silent "
-                   "drive, then stop the run (exit 2).")
+                   "listing the images, reading the metadata CSV, the bundle and opening --log-file wait "
+                   "as long for a silent drive, then stop the run (exit 2). Writes to the output folders "
+                   "(lock, journal, results, masks, report) wait as long but at least 10 s, then end "
+                   "the run (exit 2): what the journal holds is kept for --resume. A log that stops "
+                   "answering stops the log, not the run.")
 @click.option("--max-decode-mib", type=int, default=256, show_default=True, metavar="MIB",
               help="Decoder memory limit per image, from its header (width x height x channels "
                    "x bytes per sample, before decoding); larger images become error rows (screened "

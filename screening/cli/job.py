@@ -19,6 +19,8 @@ from typing import Any, Callable
 import click
 
 from ..errors import InputError, ScreeningError
+from ..stalled_reads import DEFAULT_STALL_S, read_within, while_progressing
+from .paths import PATH
 
 ON_BUNDLE_CHANGE = ("rescreen", "fail")  # = screening.journal.ON_BUNDLE_CHANGE (not imported: keeps --help light)
 MAX_CONFIG_BYTES = 1 << 20
@@ -55,8 +57,7 @@ def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
     if value is None:
         return None
     try:
-        with open(value, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        data = read_config(value)
         if len(data) > MAX_CONFIG_BYTES:
             raise click.BadParameter(f"{value} is larger than 1 MiB: not a job config")
         table = tomllib.loads(data.decode("utf-8"))
@@ -81,6 +82,22 @@ def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
     return value
 
 
+def read_config(path: Path, stall_s: float = DEFAULT_STALL_S) -> bytes:
+    """The job config's bytes (at most one more than ``MAX_CONFIG_BYTES``), read in a watched thread.
+
+    A config on a share that stopped answering stops the command with one line once nothing has
+    come for ``stall_s`` seconds. The command line's --decode-timeout is not known yet when the
+    config is read (the config may set it), so the command waits its default.
+
+    Raises:
+        InputError: the config's drive stopped answering.
+        OSError: the file's own errors.
+    """
+    return read_within(path, stall_s, lambda: InputError(
+        f"the job config {path} stopped answering while it was being read (nothing for {stall_s:g} s; a "
+        f"stalled network drive?): run the same command again once the drive answers"), MAX_CONFIG_BYTES + 1)
+
+
 def _column(text: str) -> tuple[str, str]:
     from ..patients import column_field
 
@@ -90,10 +107,11 @@ def _column(text: str) -> tuple[str, str]:
     return column_field(name), header.strip()
 
 
-def _check_log_file(log_file: Path, config: Path | None, params: dict[str, Any]) -> None:
+def _check_log_file(log_file: Path, config: Path | None, params: dict[str, Any], stall_s: float) -> None:
     """Refuse a --log-file that is one of the command's inputs or outputs (the metadata CSV, an
     image, --out and the files beside it, the report, the masks, the config, the bundle), before
-    a line is appended to it."""
+    a line is appended to it. The paths are looked up within ``stall_s`` seconds, as the run's own
+    (screening.session.check_request): a share that stopped answering stops the command here."""
     from ..output_paths import check_log_file
 
     bundle = params.get("bundle")
@@ -101,9 +119,13 @@ def _check_log_file(log_file: Path, config: Path | None, params: dict[str, Any])
         from .folder import default_bundle
 
         bundle = default_bundle()
-    check_log_file(log_file, images_dir=params.get("images_dir"), meta_csv=params.get("meta_csv"),
-                   output=params.get("output"), save_masks=params.get("save_masks"), report=params.get("report"),
-                   config=config, bundle=bundle)
+    while_progressing(lambda beat: check_log_file(
+        log_file, images_dir=params.get("images_dir"), meta_csv=params.get("meta_csv"), output=params.get("output"),
+        save_masks=params.get("save_masks"), report=params.get("report"), config=config, bundle=bundle),
+        stall_s, lambda: InputError(
+            f"the --log-file {log_file} or the paths it is checked against stopped answering while they were being "
+            f"looked up (nothing for {stall_s:g} s; a stalled network drive?): run the same command again once "
+            f"the drive answers"))
 
 
 def job_options(command: Callable) -> Callable:
@@ -116,9 +138,12 @@ def job_options(command: Callable) -> Callable:
         if log_file is not None:
             from ..progress import LogFile
 
-            _check_log_file(log_file, config, kwargs)
+            # The run's limit for a silent drive (screening.stalled_reads), for the log's writes too.
+            timeout = kwargs.get("decode_timeout")  # one not above 0 is refused later, with its own line
+            stall_s = timeout if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_STALL_S
+            _check_log_file(log_file, config, kwargs, stall_s)
             try:
-                log = LogFile(str(log_file))
+                log = LogFile(str(log_file), stall_s=stall_s)
             except OSError as error:
                 raise InputError(f"cannot open --log-file {log_file}: {error.strerror or error}") from None
             ctx = click.get_current_context()
@@ -148,11 +173,13 @@ def job_options(command: Callable) -> Callable:
                 log.close()
 
     options = [
-        click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        # Both taken as typed (cli.paths): click.Path would stat them while parsing, unbounded.
+        click.option("--config", type=PATH, default=None,
                      is_eager=True, expose_value=True, callback=load_config, metavar="JOB.toml",
                      help="Read options from a TOML file: the same keys as the options (meta, out, "
                           "bundle, resume, log-file, column = [\"age=Alter\"], images_dir ...); "
-                          "options given on the command line win. See docs/nightly.md."),
+                          "options given on the command line win; a file on a drive that does not answer "
+                          "for 30 s stops the command (exit 2). See docs/nightly.md."),
         click.option("--check", is_flag=True,
                      help="Read the folder, the metadata CSV and the bundle, write nothing, and report "
                           "images found, rows matched and unmatched, columns used and ignored, unknown "
@@ -173,7 +200,7 @@ def job_options(command: Callable) -> Callable:
                      help="An images folder without image files is a failure (exit 2) and the last "
                           "results are left as they were: an unmounted share or a mistyped path must "
                           "not look like a quiet night. With this flag it writes an empty results CSV."),
-        click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        click.option("--log-file", type=PATH, default=None,
                      help="Append timestamped lines to this file: the command, progress every 30 s, "
                           "warnings, errors and the summary. It may not be an input or output of the run "
                           "(the metadata CSV, an image, --out and the files beside it, the report, the "

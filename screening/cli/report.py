@@ -42,8 +42,9 @@ the new page does not need are removed, unless a run is writing RESULTS.
 @click.option("--decode-timeout", type=float, default=DEFAULT_STALL_S, show_default=True, metavar="SECONDS",
               help="Time limit to read one image file for its thumbnail, as `screen folder`'s: a file "
                    "on a stalled network drive gets a note in place of its picture, and after four "
-                   "such files the rest are not read. Looking up and listing the images folder, and "
-                   "reading --meta, wait as long for a silent drive, then stop (exit 2).")
+                   "such files the rest are not read. Looking up and listing the images folder, "
+                   "reading RESULTS, its journal, --meta and the bundle, wait as long for a silent drive, "
+                   "then stop (exit 2); writing the report waits as long but at least 10 s.")
 def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bundle: Path | None,
            decode_timeout: float) -> None:
     """Write the HTML review report of the run whose results CSV (or journal) is RESULTS.
@@ -58,6 +59,7 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     from ..errors import InputError
     from ..images import discover_images, is_folder
     from ..manifest import load_manifest
+    from ..output_watch import OutputWatch, write_stall_s
     from ..patients import read_patients
     from ..pipeline import plan_jobs
     from ..report.build import ReportRequest, build_report, metadata_as_read, metadata_codes, run_outputs
@@ -65,7 +67,7 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     if not decode_timeout > 0:  # as screen folder refuses it
         raise InputError(f"--decode-timeout must be above 0 seconds, got {decode_timeout:g}")
     bundle_dir = resolve_bundle(bundle)
-    manifest = load_manifest(bundle_dir, verify_files=False)  # names only: no model is run
+    manifest = load_manifest(bundle_dir, verify_files=False, stall_s=decode_timeout)  # names only: no model is run
     if not is_folder(images_dir, decode_timeout):  # at most --decode-timeout on a share that stopped answering
         raise InputError(f"--images {images_dir} is not a folder")
     meta = codes = patients = None
@@ -79,6 +81,11 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
         meta = metadata_as_read(jobs, manifest.metadata)
         codes = metadata_codes(jobs)  # compared with the journal's: today's CSV may differ
         patients = {job.image: job.patient_id for job in jobs}
-    stats = build_report(replace(request, patients=patients, meta=meta, meta_codes=codes))
+    # The page's writes are watched (screening.output_watch): a report folder on a share that stops
+    # answering ends the command with one line, where a write blocked in the kernel would hang it.
+    watch = OutputWatch(Path(out).parent, write_stall_s(decode_timeout),
+                        advice="the report was not written: run the same command again once the drive answers")
+    with watch:
+        stats = build_report(replace(request, patients=patients, meta=meta, meta_codes=codes, watch=watch))
     missing = f"; {stats.missing} images of the folder have no result" if stats.missing else ""
     click.echo(f"Report: {stats.out} ({stats.rows} rows, {stats.pictures_made} thumbnails made{missing})")

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import socket
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,8 @@ from ..atomic import temp_name_bytes
 from ..attention import QUERY_LABELS
 from ..errors import InputError
 from ..images import discover_images, is_folder
-from ..stalled_reads import DEFAULT_STALL_S, StallGuard
+from ..stalled_reads import DEFAULT_STALL_S, StallGuard, while_progressing
+from ..output_watch import OutputWatch, watched, write_stall_s
 from ..journal import lock_path
 from ..output_paths import name_limit, output_folders
 from ..manifest import Manifest
@@ -27,7 +29,7 @@ from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
 from .operating_point import point_shown
 from .render import ReportHeader, asset_folder, render_report, write_report
-from .rows import Results, journal_screenings, read_results, same_bundle
+from .rows import Results, journal_screenings, read_results, results_stalled, same_bundle
 from .views import View, ViewWriter, read_view_records, screened_metadata, thumbnails_from_files, tidy
 
 METADATA_CHANGED = "metadata changed since screening"  # today's patients CSV differs from the model's
@@ -53,6 +55,9 @@ class ReportRequest:
     # stopped answering (screening.stalled_reads): the --decode-timeout of `screen folder --report`
     # or of `screen report`.
     read_timeout_s: float = DEFAULT_STALL_S
+    # The watchdog of the command's writes (screening.output_watch): writing the page is one of its
+    # steps. None: unwatched (a library caller writing to a local folder).
+    watch: OutputWatch | None = None
 
 
 @dataclass
@@ -110,10 +115,12 @@ def build_report(request: ReportRequest) -> ReportStats:
     # A journal has no flags: they are computed with the bundle's default point (see _header).
     point = manifest.operating_point() if manifest is not None and manifest.operating_points else None
     results = read_results(request.results, class_names, request.patients,
-                           threshold=point["threshold"] if point else None)
+                           threshold=point["threshold"] if point else None, stall_s=request.read_timeout_s)
     folder = asset_folder(request.out)
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
-    records = read_view_records(folder)
+    records = while_progressing(lambda beat: read_view_records(folder), request.read_timeout_s, lambda: InputError(
+        f"the report's pictures folder {folder} stopped answering while it was being read (nothing for "
+        f"{request.read_timeout_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
     views = _pictures_of_each_row(results, records)
     found = _discovered(request.images_dir, request)  # displayed name -> the file's own name
     made = 0
@@ -122,7 +129,7 @@ def build_report(request: ReportRequest) -> ReportStats:
     if without:
         rows = {r.image: r for r in ok}
         with ViewWriter(folder, queries, manifest.mask_threshold if manifest else 0.5,
-                        bundle=manifest.identity if manifest else "") as writer, \
+                        bundle=manifest.identity if manifest else "", watch=request.watch) as writer, \
                 StallGuard(request.read_timeout_s) as reads:
             # Each thumbnail is made for its row's screening: the file must still be the one
             # screened (its fingerprint), and it is named by the row's bundle, not today's.
@@ -140,12 +147,17 @@ def build_report(request: ReportRequest) -> ReportStats:
     html = render_report(results, views, header, labels, request.out, meta, missing,
                          [QUERY_LABELS.get(q, f"{q} query") for q in queries])
     try:
-        write_report(request.out, html)
+        with watched(request.watch, f"writing the report {Path(request.out).name}"):
+            write_report(request.out, html)
     except OSError as exc:
         raise InputError(f"cannot write the report {request.out}: {exc}") from exc
-    if folder.is_dir() and not _another_run_writes(request.results):
-        # After the page is written: a crash in between leaves spare pictures, never missing ones.
-        _tidy_pictures(folder, views.values(), request.results)
+    # After the page is written: a crash in between leaves spare pictures, never missing ones. The
+    # tidying reads the journal and the lock again and removes files: on a drive that stopped
+    # answering it is given up after a write's time limit (its thread left behind), and the next
+    # report tidies instead.
+    with suppress(_TidyingStalled):
+        while_progressing(lambda beat: _tidy_unless_a_run_writes(folder, views.values(), request.results),
+                          write_stall_s(request.read_timeout_s), _TidyingStalled)
     return ReportStats(Path(request.out), len(results.rows), made, len(missing))
 
 
@@ -169,6 +181,15 @@ def _pictures_of_each_row(results: Results, records: list[View]) -> dict[str, Vi
                 chosen[row.image] = view
                 break
     return chosen
+
+
+class _TidyingStalled(Exception):
+    """Tidying the pictures found a drive that stopped answering."""
+
+
+def _tidy_unless_a_run_writes(folder: Path, shown: Iterable[View], results: Path) -> None:
+    if folder.is_dir() and not _another_run_writes(results):
+        _tidy_pictures(folder, shown, results)
 
 
 def _tidy_pictures(folder: Path, shown: Iterable[View], results: Path) -> None:
@@ -238,7 +259,10 @@ def run_outputs(request: ReportRequest) -> list:
 
 
 def _header(request: ReportRequest, results: Results, manifest: Manifest | None) -> ReportHeader:
-    summary = _summary(request.results)
+    # The summary and the files' times, as the results, from a drive that may have stopped answering.
+    summary, run_date = while_progressing(
+        lambda beat: (_summary(request.results), _run_date(request.results, results)), request.read_timeout_s,
+        lambda: results_stalled(Path(request.results), request.read_timeout_s))
     point = point_shown(results, summary, manifest)
     notes = []
     bundle_hash = ""
@@ -251,7 +275,7 @@ def _header(request: ReportRequest, results: Results, manifest: Manifest | None)
         notes.append(f"built from the {results.source}: only the images it holds are listed")
     notes.extend(results.notes)
     return ReportHeader(
-        run_date=_run_date(request.results, results),
+        run_date=run_date,
         bundle=results.bundle or (manifest.tag if manifest else "unknown"),
         bundle_hash=bundle_hash,
         backend=request.backend or str(summary.get("backend", "")),
@@ -283,13 +307,14 @@ def _run_date(results_path: Path, results: Results) -> str:
     return ""
 
 
-def view_writer(report: Path | None, manifest: Manifest) -> ViewWriter | None:
-    """Where ``screen folder --report`` records pictures while screening; None without --report."""
+def view_writer(report: Path | None, manifest: Manifest, watch: OutputWatch | None = None) -> ViewWriter | None:
+    """Where ``screen folder --report`` records pictures while screening, its writes steps of
+    ``watch``; None without --report."""
     if report is None:
         return None
     queries = manifest.attention_queries if manifest.has_attention else []
     # The identity the results CSV and the journal write: a view of another bundle is not reused.
-    return ViewWriter(asset_folder(report), queries, manifest.mask_threshold, bundle=manifest.identity)
+    return ViewWriter(asset_folder(report), queries, manifest.mask_threshold, bundle=manifest.identity, watch=watch)
 
 
 def metadata_as_read(jobs: Iterable[Any], vocabulary: MetadataVocabulary) -> dict[str, str]:

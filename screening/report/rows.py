@@ -10,11 +10,13 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..errors import InputError
 from ..journal import JournalHeader, journal_path
 from ..journal_lines import Damage, damaged_lines_note, header_line, outcome_lines
 from ..operating_points import flag
+from ..stalled_reads import DEFAULT_STALL_S, read_pieces, while_progressing
 from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, original_text, rank_rows
 
 TOP_CLASSES = 3  # classes listed per row, most probable first
@@ -118,8 +120,9 @@ def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
                      warnings=row.warnings, new=row.new, screened_at=row.screened_at, bundle=row.bundle)
 
 
-def read_results_csv(path: Path) -> Results:
-    """Rows of a results CSV in its rank order.
+def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Results:
+    """Rows of a results CSV in its rank order; ``beat()`` as each row is read (the progress that
+    :func:`read_results` is watched by).
 
     Raises:
         InputError: the file is missing, unreadable or not a results CSV.
@@ -137,6 +140,7 @@ def read_results_csv(path: Path) -> Results:
             for index, cells in enumerate(reader):
                 if index >= MAX_ROWS:
                     raise InputError(f"{path} has more than {MAX_ROWS} rows")
+                beat()
                 rows.append(_finite(_usable(_row(cells), cells), "results CSV"))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
@@ -169,7 +173,7 @@ def _row(cells: dict[str, str | None]) -> ReportRow:
 
 
 def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | None = None,
-                 threshold: float | None = None) -> Results:
+                 threshold: float | None = None, beat: Callable[[], None] = lambda: None) -> Results:
     """Rows of a run's journal (a killed or unfinished run), ranked as the CSV would be.
 
     An image whose latest line is damaged is an error row naming that line, never its earlier
@@ -186,7 +190,7 @@ def read_journal(path: Path, class_names: list[str], patients: dict[str, str] | 
     Raises:
         InputError: the file is not a screening journal.
     """
-    journal = _journal(path)
+    journal = _journal(path, beat)
     header = journal.header
     outcomes = [*journal.latest().values(), *(_damaged_row(image, number, damage)
                                                for image, (number, damage) in journal.damaged.items())]
@@ -260,7 +264,7 @@ class _Journal:
         return {image: o for image, o in latest.items() if image not in self.damaged}
 
 
-def _journal(path: Path) -> _Journal:
+def _journal(path: Path, beat: Callable[[], None] = lambda: None) -> _Journal:
     """The journal's header, its readable lines and the damaged lines that are an image's latest.
 
     Lines are checked as screening checks a line it reuses (``read_outcome``, and as `screen
@@ -268,7 +272,7 @@ def _journal(path: Path) -> _Journal:
     the page as a result.
     """
     try:
-        data = Path(path).read_bytes()
+        data = read_pieces(Path(path), beat)  # beat: a piece read, for a watched caller
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     header = JournalHeader.from_json(header_line(data).decode("utf-8", errors="replace"))
@@ -310,7 +314,7 @@ def journal_screenings(results: Path) -> list[JournalScreening]:
     return [JournalScreening(image, o.fingerprint, journal.header.bundle) for image, o in latest.items()]
 
 
-def _match_journal(results: Results, csv_path: Path) -> Results:
+def _match_journal(results: Results, csv_path: Path, beat: Callable[[], None] = lambda: None) -> Results:
     """Give each CSV row the fingerprint of its screening, from the journal beside the CSV.
 
     The CSV has no fingerprints; the journal has one per screening, and keeps the lines of
@@ -320,7 +324,7 @@ def _match_journal(results: Results, csv_path: Path) -> Results:
     screening of a replaced file to the CSV's row. When they disagree the report says so.
     """
     try:
-        journal = _journal(journal_path(csv_path))
+        journal = _journal(journal_path(csv_path), beat)
     except InputError:
         return results  # no journal (or not one): nothing to check the pictures against
     results.has_journal = True
@@ -378,20 +382,37 @@ def _same_result(outcome: Outcome, row: ReportRow) -> bool:
 
 
 def read_results(path: Path, class_names: list[str], patients: dict[str, str] | None = None,
-                 threshold: float | None = None) -> Results:
+                 threshold: float | None = None, stall_s: float = DEFAULT_STALL_S) -> Results:
     """A results CSV, or the journal beside it (or named) when the CSV was never written.
 
-    ``threshold`` flags the journal's rows (a CSV carries its own flags).
+    ``threshold`` flags the journal's rows (a CSV carries its own flags). The files are read in a
+    watched thread (:func:`screening.stalled_reads.while_progressing`): results on a share that
+    stops answering are given up once nothing has come for ``stall_s`` seconds, however long a
+    large CSV takes in all.
 
     Raises:
-        InputError: neither exists, or the file is not a run's output.
+        InputError: neither exists, the file is not a run's output, or its drive stopped answering.
     """
     path = Path(path)
+    return while_progressing(lambda beat: _read_results(path, class_names, patients, threshold, beat), stall_s,
+                             lambda: results_stalled(path, stall_s))
+
+
+def results_stalled(path: Path, stall_s: float) -> InputError:
+    """The one line of results whose drive stopped answering while they were read (exit 2)."""
+    return InputError(f"the results {path} stopped answering while they were being read (nothing for {stall_s:g} s; "
+                      f"a stalled network drive?): run the same command again once the drive answers")
+
+
+def _read_results(path: Path, class_names: list[str], patients: dict[str, str] | None, threshold: float | None,
+                  beat: Callable[[], None]) -> Results:
     if path.name.endswith(".journal") and path.is_file():
-        return read_journal(path, class_names, patients, threshold)
+        return read_journal(path, class_names, patients, threshold, beat)
+    beat()
     if path.is_file():
-        return _match_journal(read_results_csv(path), path)
+        return _match_journal(read_results_csv(path, beat), path, beat)
+    beat()
     if journal_path(path).is_file():
-        return read_journal(journal_path(path), class_names, patients, threshold)
+        return read_journal(journal_path(path), class_names, patients, threshold, beat)
     raise InputError(f"{path} not found (nor its journal {journal_path(path).name}): "
                      f"give the --out of a `screen folder` run")

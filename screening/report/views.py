@@ -30,6 +30,7 @@ from ..attention import QUERY_LABELS, normalised_maps
 from ..errors import InputError
 from ..image_header import ImageDecodeError
 from ..images import decode_image, read_image_file
+from ..output_watch import OutputWatch, watched
 from ..results import display_name
 from ..stalled_reads import ImagesUnreachable, ReadTimedOut, StallGuard
 
@@ -187,14 +188,22 @@ class ViewWriter:
     the report picks each row's own (build._pictures_of_each_row), and tidy() compacts the file.
     """
 
-    def __init__(self, folder: Path, queries: list[str], threshold: float, bundle: str = "") -> None:
+    def __init__(self, folder: Path, queries: list[str], threshold: float, bundle: str = "",
+                 watch: OutputWatch | None = None) -> None:
         self.folder = Path(folder)
         self.queries = list(queries)
         self.threshold = threshold
         self.bundle = bundle  # identity of the bundle screening (Manifest.identity), recorded per view
+        # The run's writes' watchdog (screening.output_watch): opening, each picture and closing are
+        # its steps, so a pictures folder on a share that stops answering ends the run with one line.
+        self.watch = watch
         self._handle = None
 
     def __enter__(self) -> "ViewWriter":
+        with watched(self.watch, "opening the report's pictures", self.folder):
+            return self._open()
+
+    def _open(self) -> "ViewWriter":
         (self.folder / THUMBS).mkdir(parents=True, exist_ok=True)
         path = self.folder / VIEWS_FILE
         # Never through a symbolic link planted at its name (as the thumbnails, write_new_file).
@@ -208,10 +217,17 @@ class ViewWriter:
 
     def __exit__(self, *exc_info) -> None:
         if self._handle is not None:
-            self._handle.close()
+            with watched(self.watch, "closing the report's pictures", self.folder):
+                self._handle.close()
             self._handle = None
 
     def add(self, image: str, thumb: np.ndarray | None, mask: np.ndarray | None = None,
+            attention: np.ndarray | None = None, fingerprint: str = "", bundle: str | None = None) -> View:
+        """:meth:`_add`, a step of the watch."""
+        with watched(self.watch, f"writing the report's pictures of {display_name(image)}", self.folder):
+            return self._add(image, thumb, mask, attention, fingerprint, bundle)
+
+    def _add(self, image: str, thumb: np.ndarray | None, mask: np.ndarray | None = None,
             attention: np.ndarray | None = None, fingerprint: str = "", bundle: str | None = None) -> View:
         """Record one image: its thumbnail (RGB), model-size mask and (Q, h, w) attention.
 

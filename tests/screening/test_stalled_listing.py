@@ -11,15 +11,15 @@ from __future__ import annotations
 import builtins
 import io
 import os
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 import folder_runner
 from bundle_factory import lesion_rgb, write_image
+from stalled_share import STALL_CAP_S, Share, within as _within
 from screening.errors import InputError
 from screening.images import discover_images
 from screening.journal import journal_path, lock_path
@@ -30,73 +30,9 @@ from screening.pipeline import plan_jobs
 from screening.report.build import ReportRequest, build_report
 from screening.stalled_reads import ImagesUnreachable
 
-STALL_CAP_S = 30.0  # how long a stalled call blocks at most: the drive answers in the end
 BUDGET_S = 0.5
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")
-
-
-class Share:
-    """Makes chosen ``os`` calls block for chosen files or folders until :meth:`answer`."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.paths: set[str] = set()
-        self.inodes: set[tuple[int, int]] = set()
-        self.answered = threading.Event()
-        self.blocked: list[str] = []  # the calls that blocked, by name
-        self.monkeypatch = monkeypatch
-
-    def stall(self, path: Path, *calls: str) -> Path:
-        """Calls ``calls`` (os function names) on ``path`` block; ``fstat`` matches its inode."""
-        info = os.stat(path)  # before the path is stalled: this call may be patched already
-        self.paths.add(os.fspath(path))
-        self.inodes.add((info.st_dev, info.st_ino))
-        for name in calls:
-            self._patch(name)
-        return path
-
-    def _patch(self, name: str) -> None:
-        real: Callable = getattr(os, name)
-        if getattr(real, "stalls", False):
-            return
-
-        def stalled(*args, **kwargs):
-            target = args[0] if args else kwargs.get("path", ".")
-            if name == "fstat":
-                info = real(*args, **kwargs)
-                if (info.st_dev, info.st_ino) in self.inodes:
-                    self._block(name)
-                return info
-            if isinstance(target, (str, os.PathLike)) and os.fspath(target) in self.paths:
-                self._block(name)
-            return real(*args, **kwargs)
-
-        stalled.stalls = True
-        self.monkeypatch.setattr(os, name, stalled)
-
-    def stall_open(self, path: Path) -> Path:
-        """Opening ``path`` blocks (``open``, ``io.open``: ``Path.read_bytes`` too), as opening a file
-        on a share that stopped answering does."""
-        self.paths.add(os.fspath(path))
-        for module in (builtins, io):
-            real: Callable = module.open
-
-            def stalled(file, *args, real=real, **kwargs):
-                if isinstance(file, (str, os.PathLike)) and os.fspath(file) in self.paths:
-                    self._block("open")
-                return real(file, *args, **kwargs)
-
-            self.monkeypatch.setattr(module, "open", stalled)
-        return path
-
-    def _block(self, name: str) -> None:
-        self.blocked.append(name)
-        self.answered.wait(STALL_CAP_S)
-
-    def answer(self) -> None:
-        self.paths.clear()
-        self.inodes.clear()
-        self.answered.set()
 
 
 @pytest.fixture
@@ -111,26 +47,6 @@ def _screen(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
     return folder_runner.run_folder(images, meta, out, bundle, "--quiet", "--decode-timeout", BUDGET_S, *extra,
                                     batch_size=2, workers=2)
 
-
-
-def _within(seconds: float, work: Callable[[], object]) -> object:
-    """``work()``'s result, failing the test (instead of hanging it) when it takes over ``seconds``."""
-    result: list[object] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(work())
-        except BaseException as error:  # handed to the test
-            errors.append(error)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"still waiting for the drive after {seconds} s"
-    if errors:
-        raise errors[0]
-    return result[0]
 
 
 # -- the folder listing -----------------------------------------------------------------------------
