@@ -252,9 +252,8 @@ class _RunResult:
 def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBackend | RayScreening, str]:
     """The backend of this process, or with ``--ray`` the cluster (whose workers open the bundle)."""
     if request.ray is None:
-        # ONNX Runtime reads the model files again, each within the default stall limit: the
-        # manifest's check read them within --decode-timeout a moment before.
-        return open_backend(request.backend, request.bundle_dir, manifest, batch_size=request.batch_size)
+        return open_backend(request.backend, request.bundle_dir, manifest, batch_size=request.batch_size,
+                            stall_s=request.decode_timeout_s)
     from .distributed.run import RayScreening
 
     return (RayScreening(request.ray, request.bundle_dir, manifest, request.backend, request.batch_size),

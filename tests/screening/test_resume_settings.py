@@ -49,10 +49,10 @@ def tensorrt_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
     :class:`OtherNumbersBackend`; otherwise the real backend."""
     real = session.open_backend
 
-    def open_backend(choice, bundle_dir, manifest, *, batch_size):
+    def open_backend(choice, bundle_dir, manifest, *, batch_size, **options):
         if choice == "tensorrt" or (choice == "auto" and backends.probe_tensorrt(bundle_dir, manifest).usable):
             return OtherNumbersBackend(Path(bundle_dir), manifest), "tensorrt requested"
-        return real(choice, bundle_dir, manifest, batch_size=batch_size)
+        return real(choice, bundle_dir, manifest, batch_size=batch_size, **options)
 
     monkeypatch.setattr(session, "open_backend", open_backend)
 
