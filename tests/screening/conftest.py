@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bundle_factory import build_bundle, lesion_rgb, patient_row, write_image, write_patients  # noqa: E402
+from stalled_share import Share  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,12 @@ def make_folder(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
         return folder, write_patients(tmp_path / f"{name}_patients.csv", rows)
 
     return make
+
+
+@pytest.fixture
+def share(monkeypatch: pytest.MonkeyPatch) -> Iterator[Share]:
+    """A network share the stalled-drive tests stall (stalled_share.Share); whatever a test left
+    stuck answers when it ends."""
+    stalled = Share(monkeypatch)
+    yield stalled
+    stalled.answer()

@@ -15,7 +15,10 @@ from typing import Callable
 
 import pytest
 
+import folder_runner
+
 STALL_CAP_S = 30.0  # how long a stalled call blocks at most: the drive answers in the end
+BUDGET_S = 0.5  # the --decode-timeout the tests screen with: a stall is found in half a second
 
 
 class Share:
@@ -99,3 +102,9 @@ def within(seconds: float, work: Callable[[], object]) -> object:
     if errors:
         raise errors[0]
     return result[0]
+
+
+def screen_on_share(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
+    """`screen folder` as the stalled-drive tests run it: quiet, within ``BUDGET_S`` per stall."""
+    return folder_runner.run_folder(images, meta, out, bundle, "--quiet", "--decode-timeout", BUDGET_S, *extra,
+                                    batch_size=2, workers=2)

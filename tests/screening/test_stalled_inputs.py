@@ -9,32 +9,18 @@ file blocks until the test lets the drive answer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 import folder_runner
-from stalled_share import STALL_CAP_S, Share, within
+from stalled_share import BUDGET_S, STALL_CAP_S, screen_on_share, within
 from screening.backends.onnxrt import OnnxRuntimeBackend
 from screening.errors import InputError
 from screening.journal import journal_path
 from screening.manifest import load_manifest
 
-BUDGET_S = 0.5
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")
-
-
-@pytest.fixture
-def share(monkeypatch: pytest.MonkeyPatch) -> Iterator[Share]:
-    stalled = Share(monkeypatch)
-    yield stalled
-    stalled.answer()  # whatever a test left stuck ends with it
-
-
-def _screen(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
-    return folder_runner.run_folder(images, meta, out, bundle, "--quiet", "--decode-timeout", BUDGET_S, *extra,
-                                    batch_size=2, workers=2)
 
 
 # -- the model bundle --------------------------------------------------------------------------------
@@ -51,11 +37,11 @@ def test_a_bundle_that_does_not_answer_stops_the_night_with_one_line(tmp_path, t
     share.stall_open(tiny_bundle / stalled_file)
     out = tmp_path / "out" / "results.csv"
     out.parent.mkdir()
-    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle))
+    result = within(STALL_CAP_S / 2, lambda: screen_on_share(images, meta, out, tiny_bundle))
     assert folder_runner.error_line(result, 2) == bundle_stalled(tiny_bundle)
     assert share.blocked == ["open"]
     assert list(out.parent.iterdir()) == []  # the night had not begun: nothing written, nothing locked
-    check = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--check"))
+    check = within(STALL_CAP_S / 2, lambda: screen_on_share(images, meta, out, tiny_bundle, "--check"))
     assert folder_runner.error_line(check, 2) == bundle_stalled(tiny_bundle)  # --check stops where the night does
 
 
@@ -94,7 +80,7 @@ def test_screen_report_on_results_that_do_not_answer_stops_with_one_line(tmp_pat
     instead (a run that did not finish), on a share gone silent since the night."""
     images, meta = folder_runner.small_folder(tmp_path)
     out = tmp_path / "results.csv"
-    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle).exit_code == 0
     share.stall_open(tmp_path / stalled)
     result = within(STALL_CAP_S / 2, lambda: _report(tmp_path / named, images, tiny_bundle, tmp_path))
     assert folder_runner.error_line(result, 2) == results_stalled(tmp_path / named)
@@ -107,7 +93,7 @@ def test_screen_report_on_results_that_do_not_answer_stops_with_one_line(tmp_pat
 def test_screen_report_on_a_summary_that_does_not_answer_stops_with_one_line(tmp_path, tiny_bundle, share):
     images, meta = folder_runner.small_folder(tmp_path)
     out = tmp_path / "results.csv"
-    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle).exit_code == 0
     share.stall_open(tmp_path / "results.summary.json")
     result = within(STALL_CAP_S / 2, lambda: _report(out, images, tiny_bundle, tmp_path))
     assert folder_runner.error_line(result, 2) == results_stalled(out)
@@ -140,7 +126,7 @@ def test_a_log_file_that_does_not_answer_stops_the_night_before_it_begins(tmp_pa
     share.stall(log, "lstat", "stat", "open")
     out = tmp_path / "out" / "results.csv"
     out.parent.mkdir()
-    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--log-file", log))
+    result = within(STALL_CAP_S / 2, lambda: screen_on_share(images, meta, out, tiny_bundle, "--log-file", log))
     assert folder_runner.error_line(result, 2) == (
         f"Error: the --log-file {log} or the paths it is checked against stopped answering while they were being "
         f"looked up (nothing for {BUDGET_S:g} s; a stalled network drive?): run the same command again once the "
@@ -190,7 +176,7 @@ def test_a_log_file_that_stops_answering_during_the_night_stops_the_log_not_the_
 
     monkeypatch.setattr(progress, "open_log", lambda path: GoesSilent(real_open_log(path)))
     out = tmp_path / "results.csv"
-    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--log-file", log))
+    result = within(STALL_CAP_S / 2, lambda: screen_on_share(images, meta, out, tiny_bundle, "--log-file", log))
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         f"Warning: cannot write the log file {log} (it stopped answering for {BUDGET_S:g} s; a stalled network "
@@ -206,9 +192,9 @@ def test_check_stops_with_one_line_where_the_output_folder_does_not_answer(tmp_p
     images, meta = folder_runner.small_folder(tmp_path)
     out = tmp_path / "out" / "results.csv"
     out.parent.mkdir()
-    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle).exit_code == 0
     share.stall(journal_path(out), "open")  # the lock file is gone after the night: its journal is read
-    result = within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle, "--check", "--resume"))
+    result = within(STALL_CAP_S / 2, lambda: screen_on_share(images, meta, out, tiny_bundle, "--check", "--resume"))
     assert folder_runner.error_line(result, 2) == (
         f"Error: the output folder {out.parent} stopped answering while its lock and journal were being read (nothing "
         f"for {BUDGET_S:g} s; a stalled network drive?): run the same command again once the drive answers")
@@ -220,7 +206,7 @@ def test_screen_report_on_a_pictures_folder_that_does_not_answer_stops_with_one_
 
     images, meta = folder_runner.small_folder(tmp_path)
     out, report = tmp_path / "results.csv", tmp_path / "report.html"
-    assert _screen(images, meta, out, tiny_bundle, "--report", report).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle, "--report", report).exit_code == 0
     share.stall_open(asset_folder(report) / "views.jsonl")
     result = within(STALL_CAP_S / 2, lambda: _report(out, images, tiny_bundle, tmp_path))
     assert folder_runner.error_line(result, 2) == (

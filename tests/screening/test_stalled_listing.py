@@ -13,13 +13,12 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 import folder_runner
 from bundle_factory import lesion_rgb, write_image
-from stalled_share import STALL_CAP_S, Share, within as _within
+from stalled_share import BUDGET_S, STALL_CAP_S, screen_on_share, within as _within
 from screening.errors import InputError
 from screening.images import discover_images
 from screening.journal import journal_path, lock_path
@@ -30,23 +29,8 @@ from screening.pipeline import plan_jobs
 from screening.report.build import ReportRequest, build_report
 from screening.stalled_reads import ImagesUnreachable
 
-BUDGET_S = 0.5
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")
-
-
-@pytest.fixture
-def share(monkeypatch: pytest.MonkeyPatch) -> Iterator[Share]:
-    stalled = Share(monkeypatch)
-    yield stalled
-    stalled.answer()  # whatever a test left stuck ends with it
-
-
-
-def _screen(images: Path, meta: Path, out: Path, bundle: Path, *extra: object):
-    return folder_runner.run_folder(images, meta, out, bundle, "--quiet", "--decode-timeout", BUDGET_S, *extra,
-                                    batch_size=2, workers=2)
-
 
 
 # -- the folder listing -----------------------------------------------------------------------------
@@ -63,12 +47,12 @@ def test_a_sub_folder_that_does_not_answer_stops_the_night_with_one_line(tmp_pat
     out = tmp_path / "out" / "results.csv"
     out.parent.mkdir()
     started = time.monotonic()
-    result = _screen(images, meta, out, tiny_bundle)
+    result = screen_on_share(images, meta, out, tiny_bundle)
     assert time.monotonic() - started < STALL_CAP_S / 2
     assert folder_runner.error_line(result, 2) == f"Error: {listing_stalled(images)}"
     assert share.blocked == ["scandir"]
     assert list(out.parent.iterdir()) == []  # not even a journal or a lock: the night had not begun
-    check = _screen(images, meta, out, tiny_bundle, "--check")  # --check stops where the night does
+    check = screen_on_share(images, meta, out, tiny_bundle, "--check")  # --check stops where the night does
     assert folder_runner.error_line(check, 2) == f"Error: {listing_stalled(images)}"
 
 
@@ -141,7 +125,7 @@ def test_a_file_whose_metadata_does_not_answer_is_a_retryable_error_row(tmp_path
     share.stall(write_image(images / "stalled.png", lesion_rgb(5)), "stat", "fstat")
     out = tmp_path / "results.csv"
     started = time.monotonic()
-    result = _screen(images, meta, out, tiny_bundle)
+    result = screen_on_share(images, meta, out, tiny_bundle)
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started < STALL_CAP_S / 2
     rows = folder_runner.rows_by_image(out)
@@ -150,7 +134,7 @@ def test_a_file_whose_metadata_does_not_answer_is_a_retryable_error_row(tmp_path
         "error", f"the file did not finish reading within the {BUDGET_S:g} s limit per image (a stalled network "
                  f"drive?)")
     share.answer()
-    assert _screen(images, meta, out, tiny_bundle, "--resume").exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle, "--resume").exit_code == 0
     assert folder_runner.rows_by_image(out)["stalled.png"]["status"] == "ok"
 
 
@@ -167,7 +151,7 @@ def test_a_patients_csv_that_does_not_answer_stops_the_night_with_one_line(tmp_p
     images, meta = folder_runner.small_folder(tmp_path)
     share.stall_open(meta)
     out = tmp_path / "results.csv"
-    result = _within(STALL_CAP_S / 2, lambda: _screen(images, meta, out, tiny_bundle))
+    result = _within(STALL_CAP_S / 2, lambda: screen_on_share(images, meta, out, tiny_bundle))
     assert folder_runner.error_line(result, 2) == meta_stalled(meta)
     assert not out.exists() and not journal_path(out).exists()
 
@@ -175,7 +159,7 @@ def test_a_patients_csv_that_does_not_answer_stops_the_night_with_one_line(tmp_p
 def test_screen_report_meta_that_does_not_answer_stops_with_one_line(tmp_path, tiny_bundle, share):
     images, meta = folder_runner.small_folder(tmp_path)
     out = tmp_path / "results.csv"
-    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle).exit_code == 0
     share.stall_open(meta)
     result = _within(STALL_CAP_S / 2, lambda: folder_runner.screen(
         "report", out, "--images", images, "--out", tmp_path / "report.html", "--meta", meta,
@@ -231,7 +215,7 @@ def test_the_reports_thumbnails_never_wait_for_a_file_that_does_not_answer(tmp_p
     built: a stalled file gets a note in place of its picture, not a report that never comes."""
     images, meta = folder_runner.small_folder(tmp_path, goods=3)
     out = tmp_path / "results.csv"
-    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle).exit_code == 0
     share.stall(images / "good_1.png", "fstat")
     report = tmp_path / "report.html"
     request = ReportRequest(results=out, images_dir=images, out=report, manifest=load_manifest(tiny_bundle),
@@ -248,7 +232,7 @@ def test_screen_report_waits_for_a_stalled_thumbnail_file_at_most_its_decode_tim
     per file of a drive that stopped answering when the clinic chose a shorter limit."""
     images, meta = folder_runner.small_folder(tmp_path, goods=3)
     out = tmp_path / "results.csv"
-    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle).exit_code == 0
     share.stall(images / "good_1.png", "fstat")
     report = tmp_path / "report.html"
     result = _within(STALL_CAP_S / 4, lambda: folder_runner.screen(
@@ -270,7 +254,7 @@ def test_a_report_built_while_the_drive_is_gone_is_written_without_the_pictures(
 
     images, meta = folder_runner.small_folder(tmp_path, goods=MAX_STUCK_READS + 2)
     out = tmp_path / "results.csv"
-    assert _screen(images, meta, out, tiny_bundle).exit_code == 0
+    assert screen_on_share(images, meta, out, tiny_bundle).exit_code == 0
     for image in images.iterdir():
         share.stall(image, "fstat")
     report = tmp_path / "report.html"
@@ -290,7 +274,7 @@ def test_an_images_folder_that_does_not_answer_at_all_stops_the_night_with_one_l
     out = tmp_path / "out" / "results.csv"
     out.parent.mkdir()
     started = time.monotonic()
-    result = _screen(images, meta, out, tiny_bundle)
+    result = screen_on_share(images, meta, out, tiny_bundle)
     assert time.monotonic() - started < STALL_CAP_S / 2
     assert folder_runner.error_line(result, 2) == (
         f"Error: the images folder {images}, the metadata CSV {meta} or the output folder {out.parent} stopped "
