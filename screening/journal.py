@@ -21,7 +21,7 @@ import os
 import socket
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Iterable, Sequence
+from typing import Any, BinaryIO, Iterable, Sequence
 
 from .errors import InputError, OutputError, OutputLocked
 from .manifest import Manifest
@@ -182,6 +182,14 @@ def _read_owner(fd: int) -> dict | None:
 
 # -- journal ------------------------------------------------------------------------------------
 
+def _class_indices(value: Any, count: int) -> tuple[int, ...]:
+    """A header's malignant class indices, or () when absent or not indices of ``count`` classes
+    (the lines are then read without the agreement check, as an earlier version's)."""
+    if not isinstance(value, list) or not all(type(i) is int and 0 <= i < count for i in value):
+        return ()
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class JournalHeader:
     """The first line of a journal: which bundle produced its results."""
@@ -199,11 +207,16 @@ class JournalHeader:
     # Outcome lines that a finished run left (written by compact); lines after them are from a
     # run that was interrupted, so the job that resumes it still counts them as new.
     settled: int = field(default=0, compare=False)
+    # The malignant classes' indices, whose probabilities each line's risk sums: what lets a reader
+    # without the bundle (`screen report`, validation) refuse a line whose numbers were changed
+    # (journal_lines.read_outcome). Empty: not recorded (an earlier version's journal).
+    malignant: tuple[int, ...] = field(default=(), compare=False)
 
     @classmethod
     def of(cls, manifest: Manifest, backend: str = "") -> "JournalHeader":
         return cls(manifest.identity, manifest.segmenter.sha256, manifest.classifier.sha256,
-                   tuple(manifest.class_names), manifest.digest, backend)
+                   tuple(manifest.class_names), manifest.digest, backend,
+                   malignant=tuple(manifest.malignant_indices))
 
     def to_json(self) -> str:
         data = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, **asdict(self)}
@@ -223,11 +236,13 @@ class JournalHeader:
             # Journals from before manifest hashing have no manifest_sha256: another bundle.
             settled = data.get("settled", 0)
             backend = data.get("backend", "")
+            classes = tuple(data["classes"])
             return cls(str(data["bundle"]), str(data["segmenter_sha256"]),
-                       str(data["classifier_sha256"]), tuple(data["classes"]),
+                       str(data["classifier_sha256"]), classes,
                        str(data.get("manifest_sha256", "")),
                        backend=backend if isinstance(backend, str) else "",
-                       settled=settled if isinstance(settled, int) and not isinstance(settled, bool) else 0)
+                       settled=settled if isinstance(settled, int) and not isinstance(settled, bool) else 0,
+                       malignant=_class_indices(data.get("malignant"), len(classes)))
         except (KeyError, TypeError):
             return None
 

@@ -190,9 +190,11 @@ def header_line(data: bytes) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def outcome_lines(data: bytes, classes: tuple[str, ...]) -> Iterator[tuple[int, Outcome | Damage]]:
+def outcome_lines(data: bytes, classes: tuple[str, ...],
+                  malignant: Sequence[int] | None = None) -> Iterator[tuple[int, Outcome | Damage]]:
     """Each line of a journal after its header, numbered as an editor numbers it (the header is
-    line 1): the checked outcome (``read_outcome``), or the damage that kept it out.
+    line 1): the checked outcome (``read_outcome``, with ``malignant`` its numbers' agreement too),
+    or the damage that kept it out.
 
     Lines run to a newline; a last line without one is checked like the others and, when it does
     not read, is torn (``Damage.torn``): a run stopped while writing it, which ``--resume`` mends,
@@ -207,6 +209,6 @@ def outcome_lines(data: bytes, classes: tuple[str, ...]) -> Iterator[tuple[int, 
     unfinished = len(lines) if not data.endswith(b"\n") else None  # the number of a last line cut short
     for number, line in enumerate(lines[1:], start=2):
         try:
-            yield number, read_outcome(line, classes)
+            yield number, read_outcome(line, classes, malignant)
         except BadLine as reason:
             yield number, Damage(str(reason), _image_named(line), torn=number == unfinished)

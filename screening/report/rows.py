@@ -268,8 +268,9 @@ def _journal(path: Path, beat: Callable[[], None] = lambda: None) -> _Journal:
     """The journal's header, its readable lines and the damaged lines that are an image's latest.
 
     Lines are checked as screening checks a line it reuses (``read_outcome``, and as `screen
-    evaluate` reads them): a damaged number (a risk of 1.7, a NaN) or a torn line never reaches
-    the page as a result.
+    evaluate` reads them): a damaged number (a risk of 1.7, a NaN, a risk that is no longer the
+    sum of the malignant probabilities the header names) or a torn line never reaches the page
+    as a result.
     """
     try:
         data = read_pieces(Path(path), beat)  # beat: a piece read, for a watched caller
@@ -279,7 +280,7 @@ def _journal(path: Path, beat: Callable[[], None] = lambda: None) -> _Journal:
     if header is None:
         raise InputError(f"{path} is not a screening journal")
     journal = _Journal(header, [], {}, [])
-    for number, item in outcome_lines(data, tuple(header.classes)):
+    for number, item in outcome_lines(data, tuple(header.classes), header.malignant or None):
         if isinstance(item, Outcome):
             journal.outcomes.append(item)
             journal.damaged.pop(item.image, None)

@@ -106,7 +106,9 @@ def _read_journal(path: Path, classes: list[str]) -> _Journal:
     if header is None:
         raise InputError(f"{path} is not a screening journal")
     journal = _Journal(header, {}, {}, [])
-    for number, item in outcome_lines(data, tuple(classes)):
+    # The header's malignant indices number its own classes: checked only when they are these.
+    malignant = header.malignant if tuple(classes) == tuple(header.classes) and header.malignant else None
+    for number, item in outcome_lines(data, tuple(classes), malignant):
         if isinstance(item, Outcome):
             journal.outcomes[item.image] = item
             journal.damaged.pop(item.image, None)

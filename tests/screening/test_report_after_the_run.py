@@ -115,6 +115,34 @@ def test_a_damaged_journal_line_is_left_out_never_shown_as_a_result(run):
     assert all(row["k"] <= 1 for row in shown.values() if row.get("k") is not None)
 
 
+def test_a_journal_risk_changed_by_hand_is_shown_as_damaged_not_as_a_lower_risk(run):
+    """A risk still between 0 and 1 but no longer the sum of the malignant probabilities (a digit
+    changed on disk or by hand) would move a lesion down the worklist unnoticed: the journal's
+    header records the malignant classes, so the report can tell and says so."""
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    header, *lines = journal.read_text(encoding="utf-8").splitlines()
+    assert json.loads(header)["malignant"]  # recorded by the run
+    at = next(i for i, line in enumerate(lines) if json.loads(line)["status"] == "ok")
+    changed = json.loads(lines[at])
+    changed["risk"] = round(changed["risk"] / 4, 6)
+    journal.write_text("\n".join([header, *lines[:at], json.dumps(changed), *lines[at + 1:]]) + "\n", encoding="utf-8")
+    data = page_data(screen_report(run, journal))
+    assert changed["image"] not in {row["i"] for row in data["rows"]}
+    errors = {row["i"]: row["e"] for row in data["errors"]}
+    assert "is not the sum of the malignant probabilities" in errors[changed["image"]]
+
+
+def test_a_journal_of_a_version_that_did_not_record_the_malignant_classes_still_reads(run):
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    header, *lines = journal.read_text(encoding="utf-8").splitlines()
+    older = {k: v for k, v in json.loads(header).items() if k != "malignant"}
+    journal.write_text("\n".join([json.dumps(older), *lines]) + "\n", encoding="utf-8")
+    shown = {row["i"] for row in page_data(screen_report(run, journal))["rows"]}
+    assert shown == {json.loads(line)["image"] for line in lines if json.loads(line)["status"] == "ok"}
+
+
 def _rescreened_then_damaged(journal: Path) -> tuple[str, int]:
     """A --resume that screened a replaced picture again and was killed: the image's new line is
     appended after its old one, then damaged (a risk of 1.7). Returns the image and its line number."""
