@@ -161,6 +161,21 @@ def test_a_damaged_journal_line_is_left_out_like_a_torn_one_never_read_as_scores
     assert np.isfinite(scores.probabilities).all()
 
 
+def test_a_journal_risk_changed_by_hand_is_left_out_not_scored(synthetic):
+    """A risk still between 0 and 1 but no longer the sum of the malignant probabilities the
+    header names: scored, it would move the malignant AUC with a number screening never wrote."""
+    data = synthetic(n=40)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    assert json.loads(lines[0]).get("malignant")  # the run recorded them
+    changed = json.loads(lines[1])
+    changed["risk"] = round(changed["risk"] / 4, 6)
+    journal.write_text("\n".join([lines[0], json.dumps(changed), *lines[2:]]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 39 and changed["image"] not in scores.images
+
+
 @given(text=st.one_of(st.text(max_size=8), st.sampled_from(["-5", "'-5", "=1+1", "'=1+1", "@x", "+44 20", "-0.5"])))
 def test_a_text_cell_reads_back_as_the_clinic_typed_it(text):
     """Image names and patient ids go through the CSV's formula neutralising and back unchanged;
