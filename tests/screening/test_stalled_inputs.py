@@ -8,6 +8,7 @@ file blocks until the test lets the drive answer.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,9 @@ def bundle_stalled(bundle: Path) -> str:
 @pytest.mark.parametrize("stalled_file", ["manifest.json", "classifier.onnx"])
 def test_a_bundle_that_does_not_answer_stops_the_night_with_one_line(tmp_path, tiny_bundle, share, stalled_file):
     """The manifest, or a model file while its sha256 is checked, on a share gone silent."""
+    # A copy of its own: the reading thread a stalled case leaves behind goes on (to the model
+    # files) once its drive answers, and must not walk into the next case's stalled file.
+    tiny_bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     images, meta = folder_runner.small_folder(tmp_path)
     share.stall_open(tiny_bundle / stalled_file)
     out = tmp_path / "out" / "results.csv"
