@@ -25,7 +25,7 @@ from .manifest import Manifest, load_manifest
 from .metadata import DEFAULT_VOCABULARY, MetadataVocabulary
 from .patients import read_patients
 from .session import FolderRequest, check_request, discover
-from .stalled_reads import DEFAULT_STALL_S, while_progressing
+from .stalled_reads import DEFAULT_STALL_S, stalled_line, while_progressing
 
 _SHOWN = 5  # keys listed by name; the rest are counted
 
@@ -113,9 +113,8 @@ def check_folder(images_dir: Path, meta_csv: Path, bundle_dir: Path,
         discovery = discover_images(images_dir)
     if not discovery.images and not allow_empty:
         raise no_images(discovery)  # as the run would: --check must not pass a night that fails
-    table = read_patients(meta_csv, images=discovery.images, columns=columns,
-                          stall_s=request.decode_timeout_s if request is not None else DEFAULT_STALL_S)
     stall_s = request.decode_timeout_s if request is not None else DEFAULT_STALL_S
+    table = read_patients(meta_csv, images=discovery.images, columns=columns, stall_s=stall_s)
     bundle, error, backend, backend_name = "", "", "", ""
     vocab: MetadataVocabulary = DEFAULT_VOCABULARY
     notes: list[str] = []
@@ -168,9 +167,8 @@ def _look_at_output(run: PlannedRun, manifest: Manifest, backend_name: str, stal
         return Journal.preview(run.output, manifest, resume=run.resume, on_bundle_change=run.on_bundle_change,
                                backend=backend_name)
 
-    return while_progressing(look, stall_s, lambda: InputError(
-        f"the output folder {Path(run.output).parent} stopped answering while its lock and journal were being read "
-        f"(nothing for {stall_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
+    return while_progressing(look, stall_s, lambda: InputError(stalled_line(
+        f"the output folder {Path(run.output).parent}", "its lock and journal were being read", stall_s)))
 
 
 def probe_backend(request: FolderRequest, manifest: Manifest) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import InputError
 from .results import display_name
 from .image_header import Header, ImageDecodeError, read_header, without_tiff_orientation
-from .stalled_reads import DEFAULT_STALL_S, ImagesUnreachable, while_progressing
+from .stalled_reads import DEFAULT_STALL_S, ImagesUnreachable, stalled_line, while_progressing
 if TYPE_CHECKING:
     from .output_paths import OutputFolder
 
@@ -147,9 +147,8 @@ def is_folder(path: Path, stall_s: float = DEFAULT_STALL_S) -> bool:
 
 def listing_stalled(root: Path, stall_s: float) -> ImagesUnreachable:
     """The one line of a run stopped by a folder that stopped answering while it was listed."""
-    return ImagesUnreachable(f"the images folder {display_name(str(root))} stopped answering while it was being "
-                             f"listed (nothing for {stall_s:g} s; a stalled network drive?): run the same "
-                             f"command again once the drive answers")
+    return ImagesUnreachable(stalled_line(f"the images folder {display_name(str(root))}", "it was being listed",
+                                          stall_s))
 
 
 def _discover(root: Path, outputs: Iterable[OutputFolder], beat: Callable[[], None]) -> Discovery:

@@ -23,7 +23,7 @@ from .metadata import MetadataVocabulary
 from .operating_points import default_point_name, find_point
 from .operating_points import problems as operating_point_problems
 from .preprocess import preprocessing_problems
-from .stalled_reads import DEFAULT_STALL_S, read_pieces, while_progressing
+from .stalled_reads import DEFAULT_STALL_S, read_pieces, stalled_line, while_progressing
 from .tta import TTA_MODES
 
 SCHEMA_VERSION = 1
@@ -315,8 +315,7 @@ def load_manifest(bundle_dir: Path, verify_files: bool = True, stall_s: float = 
 
 def bundle_stalled(bundle_dir: Path, stall_s: float) -> InputError:
     """The one line of a bundle whose drive stopped answering: not the bundle's fault (exit 2, not 3)."""
-    return InputError(f"the model bundle {bundle_dir} stopped answering while it was being read (nothing for "
-                      f"{stall_s:g} s; a stalled network drive?): run the same command again once the drive answers")
+    return InputError(stalled_line(f"the model bundle {bundle_dir}", "it was being read", stall_s))
 
 
 def _load_manifest(bundle_dir: Path, verify_files: bool, beat: Callable[[], None]) -> Manifest:

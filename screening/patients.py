@@ -12,7 +12,7 @@ from typing import Iterable
 
 from .errors import InputError, MetadataError
 from .results import display_name
-from .stalled_reads import DEFAULT_STALL_S, read_within
+from .stalled_reads import DEFAULT_STALL_S, read_within, stalled_line
 
 # Accepted header names of each field, in priority order: the first present wins.
 KEY_COLUMNS = ("image", "image_id", "image_name", "isic_id")
@@ -463,8 +463,7 @@ def _read_bytes(path: Path, stall_s: float) -> bytes:
         OSError: the file's own errors.
     """
     return read_within(path, stall_s, lambda: MetadataError(
-        f"the metadata CSV {display_name(str(path))} stopped answering while it was being read (nothing for "
-        f"{stall_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
+        stalled_line(f"the metadata CSV {display_name(str(path))}", "it was being read", stall_s)))
 
 
 def read_patients(path: Path, *, images: Iterable[str] | None = None,

@@ -24,7 +24,7 @@ from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
 from .output_watch import OutputWatch, write_stall_s
 from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
-from .stalled_reads import StallGuard, while_progressing
+from .stalled_reads import StallGuard, stalled_line, while_progressing
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
@@ -88,10 +88,9 @@ def check_request(request: FolderRequest) -> None:
     # The paths are looked up on drives that may have stopped answering (a silent share blocks
     # even a look at its folder): such a night stops here with one line, it does not hang.
     stall_s = request.decode_timeout_s
-    while_progressing(lambda beat: _check_paths(request), stall_s, lambda: InputError(
+    while_progressing(lambda beat: _check_paths(request), stall_s, lambda: InputError(stalled_line(
         f"the images folder {request.images_dir}, the metadata CSV {request.meta_csv} or the output folder "
-        f"{Path(request.output).parent} stopped answering while they were being looked up (nothing for "
-        f"{stall_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
+        f"{Path(request.output).parent}", "they were being looked up", stall_s)))
 
 
 def _check_paths(request: FolderRequest) -> None:

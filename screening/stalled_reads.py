@@ -36,6 +36,13 @@ MAX_STUCK_READS = 4
 DEFAULT_STALL_S = 30.0
 
 
+def stalled_line(what: str, doing: str, stall_s: float) -> str:
+    """The one line of a command stopped because ``what`` stopped answering while ``doing``
+    ("it was being read"): the same sentence wherever a silent drive stops a command."""
+    return (f"{what} stopped answering while {doing} (nothing for {stall_s:g} s; a stalled network drive?): "
+            f"run the same command again once the drive answers")
+
+
 class ImagesUnreachable(InputError):
     """Several reads of image files are stuck at once: the images folder stopped answering."""
 

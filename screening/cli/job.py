@@ -19,7 +19,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import InputError, ScreeningError
-from ..stalled_reads import DEFAULT_STALL_S, read_within, while_progressing
+from ..stalled_reads import DEFAULT_STALL_S, read_within, stalled_line, while_progressing
 from .paths import PATH
 
 ON_BUNDLE_CHANGE = ("rescreen", "fail")  # = screening.journal.ON_BUNDLE_CHANGE (not imported: keeps --help light)
@@ -94,8 +94,7 @@ def read_config(path: Path, stall_s: float = DEFAULT_STALL_S) -> bytes:
         OSError: the file's own errors.
     """
     return read_within(path, stall_s, lambda: InputError(
-        f"the job config {path} stopped answering while it was being read (nothing for {stall_s:g} s; a "
-        f"stalled network drive?): run the same command again once the drive answers"), MAX_CONFIG_BYTES + 1)
+        stalled_line(f"the job config {path}", "it was being read", stall_s)), MAX_CONFIG_BYTES + 1)
 
 
 def _column(text: str) -> tuple[str, str]:
@@ -122,10 +121,8 @@ def _check_log_file(log_file: Path, config: Path | None, params: dict[str, Any],
     while_progressing(lambda beat: check_log_file(
         log_file, images_dir=params.get("images_dir"), meta_csv=params.get("meta_csv"), output=params.get("output"),
         save_masks=params.get("save_masks"), report=params.get("report"), config=config, bundle=bundle),
-        stall_s, lambda: InputError(
-            f"the --log-file {log_file} or the paths it is checked against stopped answering while they were being "
-            f"looked up (nothing for {stall_s:g} s; a stalled network drive?): run the same command again once "
-            f"the drive answers"))
+        stall_s, lambda: InputError(stalled_line(f"the --log-file {log_file} or the paths it is checked against",
+                                                 "they were being looked up", stall_s)))
 
 
 def job_options(command: Callable) -> Callable:

@@ -20,7 +20,7 @@ from ..atomic import temp_name_bytes
 from ..attention import QUERY_LABELS
 from ..errors import InputError
 from ..images import discover_images, is_folder
-from ..stalled_reads import DEFAULT_STALL_S, StallGuard, while_progressing
+from ..stalled_reads import DEFAULT_STALL_S, StallGuard, stalled_line, while_progressing
 from ..output_watch import OutputWatch, watched, write_stall_s
 from ..journal import lock_path
 from ..output_paths import name_limit, output_folders
@@ -119,8 +119,7 @@ def build_report(request: ReportRequest) -> ReportStats:
     folder = asset_folder(request.out)
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
     records = while_progressing(lambda beat: read_view_records(folder), request.read_timeout_s, lambda: InputError(
-        f"the report's pictures folder {folder} stopped answering while it was being read (nothing for "
-        f"{request.read_timeout_s:g} s; a stalled network drive?): run the same command again once the drive answers"))
+        stalled_line(f"the report's pictures folder {folder}", "it was being read", request.read_timeout_s)))
     views = _pictures_of_each_row(results, records)
     found = _discovered(request.images_dir, request)  # displayed name -> the file's own name
     made = 0

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..journal import JournalHeader, journal_path
 from ..journal_lines import Damage, damaged_lines_note, header_line, outcome_lines
 from ..operating_points import flag
-from ..stalled_reads import DEFAULT_STALL_S, read_pieces, while_progressing
+from ..stalled_reads import DEFAULT_STALL_S, read_pieces, stalled_line, while_progressing
 from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, original_text, rank_rows
 
 TOP_CLASSES = 3  # classes listed per row, most probable first
@@ -401,8 +401,7 @@ def read_results(path: Path, class_names: list[str], patients: dict[str, str] | 
 
 def results_stalled(path: Path, stall_s: float) -> InputError:
     """The one line of results whose drive stopped answering while they were read (exit 2)."""
-    return InputError(f"the results {path} stopped answering while they were being read (nothing for {stall_s:g} s; "
-                      f"a stalled network drive?): run the same command again once the drive answers")
+    return InputError(stalled_line(f"the results {path}", "they were being read", stall_s))
 
 
 def _read_results(path: Path, class_names: list[str], patients: dict[str, str] | None, threshold: float | None,
