@@ -176,7 +176,8 @@ class TensorRTBackend(BundleBackend):
         self._cuda_context = None
 
     def _read_plans(self) -> dict[str, bytes]:
-        """Each engine's plan bytes, checked against the build record's sha256 (deserialised as read)."""
+        """Each engine's plan bytes, checked against the build record's sha256: the bytes checked are the
+        bytes deserialised (a plan replaced after its check cannot slip in)."""
         rebuild = rebuild_command(self.bundle_dir)
         plans = {}
         for role in ROLES:
