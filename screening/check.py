@@ -183,6 +183,7 @@ def probe_backend(request: FolderRequest, manifest: Manifest) -> tuple[str, str]
         BundleError: the manifest's model inputs do not have its input size (as the run).
         BackendUnavailable: ``--backend tensorrt`` cannot run here, or ``--ray`` without Ray
             installed (as the run: exit 4).
+        InputError: the bundle's engine folder stopped answering (as the run: exit 2).
     """
     backends.check_input_size(manifest)
     if request.ray is not None:
@@ -193,7 +194,7 @@ def probe_backend(request: FolderRequest, manifest: Manifest) -> tuple[str, str]
                     f"workers; --check does not contact the cluster)")
     if request.backend == "onnxruntime":
         return "onnxruntime", "backend: onnxruntime (onnxruntime requested)"
-    probe = backends.probe_tensorrt(request.bundle_dir, manifest)  # the run's own probe
+    probe = backends.probe_tensorrt(request.bundle_dir, manifest, request.decode_timeout_s)  # the run's own probe
     if probe.usable:
         return "tensorrt", f"backend: tensorrt ({request.backend}: {probe.reason})"
     if request.backend == "tensorrt":

@@ -58,14 +58,23 @@ class Probe:
     reason: str
 
 
-def probe_tensorrt(bundle_dir: Path, manifest: Manifest) -> Probe:
-    """Ask the TensorRT backend (extra ``[gpu]``) whether it can run this bundle on this machine."""
+def probe_tensorrt(bundle_dir: Path, manifest: Manifest, stall_s: float = DEFAULT_STALL_S) -> Probe:
+    """Ask the TensorRT backend (extra ``[gpu]``) whether it can run this bundle on this machine.
+
+    Raises:
+        InputError: the bundle's engine folder is on a drive that stopped answering for ``stall_s``
+            seconds (the bundle's one line, as ONNX Runtime's reads of the bundle end).
+    """
     try:
         from .tensorrt import probe_tensorrt as probe
     except ImportError:
         return Probe(False, TENSORRT_NOT_INSTALLED)
     try:
-        result = probe(Path(bundle_dir), manifest)
+        result = probe(Path(bundle_dir), manifest, stall_s)
+    except InputError:
+        # Not a broken GPU stack: the bundle's drive is silent, and ONNX Runtime would wait for
+        # its models on the same drive. The run stops with the line, as on ONNX Runtime.
+        raise
     except Exception as exc:  # a broken GPU stack must not stop a CPU run
         return Probe(False, f"TensorRT probe failed: {exc.__class__.__name__}: {exc}")
     return Probe(bool(result.usable), str(result.reason))
@@ -80,8 +89,8 @@ def open_backend(choice: str, bundle_dir: Path, manifest: Manifest, *,
         bundle_dir: the bundle folder (manifest already loaded and verified).
         manifest: the bundle's manifest.
         batch_size: images per batch (TensorRT engines are built for a batch range).
-        stall_s: seconds ONNX Runtime waits for a model file on a drive that stopped answering
-            (``--decode-timeout``) when the backend is entered.
+        stall_s: seconds the probe, and either backend when it is entered, wait for the bundle's
+            files (models, TensorRT engines) on a drive that stopped answering (``--decode-timeout``).
 
     Returns:
         The backend and a one-line note of why it was picked.
@@ -90,17 +99,21 @@ def open_backend(choice: str, bundle_dir: Path, manifest: Manifest, *,
         InputError: unknown choice.
         BundleError: the manifest's model shapes do not use its input size.
         BackendUnavailable: "tensorrt" was asked for and cannot run here (the reason says why).
+        InputError: the bundle's engine folder stopped answering while the probe looked at it.
     """
     if choice not in BACKEND_CHOICES:
         raise InputError(f"unknown backend {choice!r}: choose one of {', '.join(BACKEND_CHOICES)}")
     check_input_size(manifest)
     if choice == "onnxruntime":
         return _onnxruntime(bundle_dir, manifest, stall_s), "onnxruntime requested"
-    probe = probe_tensorrt(bundle_dir, manifest)
+    probe = probe_tensorrt(bundle_dir, manifest, stall_s)
     if probe.usable:
         from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend(Path(bundle_dir), manifest, batch_size), f"{choice}: {probe.reason}"
+        # Entering probes again (the engine folder may change before the run starts) and uses the
+        # record it checked there.
+        return (TensorRTBackend(Path(bundle_dir), manifest, batch_size, stall_s=stall_s),
+                f"{choice}: {probe.reason}")
     if choice == "tensorrt":
         raise BackendUnavailable(probe.reason)
     return _onnxruntime(bundle_dir, manifest, stall_s), f"auto picked onnxruntime: {probe.reason}"

@@ -5,6 +5,11 @@ importable, a GPU, a fresh engine folder for this GPU and TensorRT version); ``o
 (``screening.backends``) turns that into the backend ``--backend auto|tensorrt|onnxruntime``
 runs. ``TensorRTBackend`` runs both engines on one CUDA stream; the segmenter's mask stays on
 the GPU and is the classifier's mask input. TensorRT and pycuda are imported only inside it.
+
+The engine folder sits in the bundle, which may be on a network share: every look at it (the
+probe's) and every read of it (build record, plans) runs in a watched thread that gives up once
+nothing has come for ``stall_s`` seconds (``--decode-timeout``), with the bundle's one line
+(``manifest.bundle_stalled``), as ONNX Runtime's reads of the bundle do.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -25,9 +30,12 @@ from ..engines.record import ROLES, BuildRecord, load_record
 from ..engines.staleness import find_engine
 from ..engines.trt_logger import tensorrt_logger
 from ..errors import BackendUnavailable, BundleError, ScreeningError
-from ..manifest import Manifest
+from ..manifest import Manifest, bundle_stalled
+from ..stalled_reads import DEFAULT_STALL_S, read_pieces, while_progressing
 from .bundle import BatchOutputs, BundleBackend
 from .cuda_context import current, primary_context
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,28 +45,49 @@ class TensorRTProbe:
     usable: bool
     reason: str  # one line: why not (ending with what to do), or which engine will run
     engine_dir: Path | None = None  # the fresh engine folder when usable
+    # Its build record as the probe read and checked it: the backend loads the plans this record
+    # names and vouches for, never a record read again (a folder rebuilt meanwhile, see __enter__).
+    record: BuildRecord | None = None
 
 
-def probe_from_environment(bundle_dir: Path, manifest: Manifest, env: Environment) -> TensorRTProbe:
-    """The probe's decision from gathered facts (no imports, no GPU access)."""
+def within_stall(bundle_dir: Path, stall_s: float, work: Callable[[Callable[[], None]], T]) -> T:
+    """``work(beat)`` on the bundle's drive, given up with the bundle's one line (InputError) once
+    nothing came for ``stall_s`` seconds (see :func:`screening.stalled_reads.while_progressing`)."""
+    return while_progressing(work, stall_s, lambda: bundle_stalled(Path(bundle_dir), stall_s))
+
+
+def probe_from_environment(bundle_dir: Path, manifest: Manifest, env: Environment,
+                           stall_s: float = DEFAULT_STALL_S) -> TensorRTProbe:
+    """The probe's decision from gathered facts (no imports, no GPU access).
+
+    Raises:
+        InputError: the engine folder's drive stopped answering for ``stall_s`` seconds.
+    """
     if env.problem:
         return TensorRTProbe(False, env.problem)
-    match = find_engine(bundle_dir, manifest, env.gpu, env.tensorrt_version)
+    match = within_stall(bundle_dir, stall_s,
+                         lambda beat: find_engine(bundle_dir, manifest, env.gpu, env.tensorrt_version, beat))
     if match.engine_dir is None:
         return TensorRTProbe(False, match.reason)
-    return TensorRTProbe(True, f"TensorRT FP16 engine {match.engine_dir.name}", match.engine_dir)
+    return TensorRTProbe(True, f"TensorRT FP16 engine {match.engine_dir.name}", match.engine_dir, match.record)
 
 
-def probe_tensorrt(bundle_dir: Path, manifest: Manifest) -> TensorRTProbe:
+def probe_tensorrt(bundle_dir: Path, manifest: Manifest, stall_s: float = DEFAULT_STALL_S) -> TensorRTProbe:
     """Check TensorRT, pycuda, the GPU and the bundle's engine folder for this machine.
 
-    Every problem found becomes the probe's one-line reason; nothing is raised for them.
+    Every problem found becomes the probe's one-line reason; nothing is raised for them but a
+    drive that stopped answering.
 
     Args:
         bundle_dir: the bundle folder as the user named it (it appears in the rebuild command).
         manifest: the bundle's loaded manifest.
+        stall_s: seconds to wait for the engine folder on a drive that stopped answering
+            (``--decode-timeout``).
+
+    Raises:
+        InputError: the engine folder's drive stopped answering (the bundle's one line).
     """
-    return probe_from_environment(bundle_dir, manifest, detect_environment())
+    return probe_from_environment(bundle_dir, manifest, detect_environment(), stall_s)
 
 
 def _import_gpu_modules() -> tuple[Any, Any]:
@@ -78,18 +107,24 @@ class TensorRTBackend(BundleBackend):
 
     name = "tensorrt"
 
-    def __init__(self, bundle_dir: Path, manifest: Manifest, batch_size: int, engine_dir: Path | None = None) -> None:
+    def __init__(self, bundle_dir: Path, manifest: Manifest, batch_size: int, engine_dir: Path | None = None, *,
+                 record: BuildRecord | None = None, stall_s: float = DEFAULT_STALL_S) -> None:
         """Args:
             bundle_dir: the bundle folder.
             manifest: its loaded manifest.
             batch_size: the batch size the pipeline feeds; batches above the engines' max are split.
             engine_dir: the engine folder to use; None means the probe finds it (and checks freshness).
+            record: ``engine_dir``'s build record as the caller's probe read and checked it
+                (``TensorRTProbe.record``); None reads it once on entering.
+            stall_s: seconds to wait for the engine folder on a drive that stopped answering
+                (``--decode-timeout``); past them entering raises the bundle's one line (InputError).
         """
         super().__init__(manifest)
         self.bundle_dir = Path(bundle_dir)
         self.batch_size = batch_size
         self.engine_dir = engine_dir
-        self.record: BuildRecord | None = None
+        self.record: BuildRecord | None = record if engine_dir is not None else None
+        self.stall_s = stall_s
         self.plan: BufferPlan | None = None
         self._cuda: Any = None  # the pycuda.driver module, once imported
         self._cuda_context: Any = None
@@ -103,12 +138,19 @@ class TensorRTBackend(BundleBackend):
     # -- life cycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> "TensorRTBackend":
+        # The record is read once, by the probe when it finds the folder: the record checked
+        # against the manifest is the record whose plan sha256s are checked below. Reading it
+        # again here would let a folder rebuilt in between (for the bundle's next ONNX files)
+        # vouch for its new plans under this run's older manifest.
         if self.engine_dir is None:
-            probe = probe_tensorrt(self.bundle_dir, self.manifest)
+            probe = probe_tensorrt(self.bundle_dir, self.manifest, self.stall_s)
             if not probe.usable:
                 raise BackendUnavailable(probe.reason)
-            self.engine_dir = probe.engine_dir
-        self.record = load_record(self.engine_dir)
+            self.engine_dir, self.record = probe.engine_dir, probe.record
+        elif self.record is None:
+            self.record = within_stall(self.bundle_dir, self.stall_s, lambda beat: load_record(self.engine_dir, beat))
+        # Read before the GPU is touched: a silent drive stops the start with nothing to release.
+        plans = self._read_plans()
         trt, cuda = _import_gpu_modules()
         self._cuda = cuda
         try:
@@ -117,7 +159,7 @@ class TensorRTBackend(BundleBackend):
             raise BackendUnavailable(f"cannot open the GPU: {one_line(exc)}") from exc
         with current(context):
             try:
-                self._load_engines(trt)
+                self._load_engines(trt, plans)
                 self._allocate(cuda)
             except BaseException:
                 self._release()
@@ -133,16 +175,29 @@ class TensorRTBackend(BundleBackend):
             self._release()
         self._cuda_context = None
 
-    def _load_engines(self, trt: Any) -> None:
-        self._runtime = trt.Runtime(tensorrt_logger(trt))
+    def _read_plans(self) -> dict[str, bytes]:
+        """Each engine's plan bytes, checked against the build record's sha256: the bytes checked are the
+        bytes deserialised (a plan replaced after its check cannot slip in)."""
         rebuild = rebuild_command(self.bundle_dir)
+        plans = {}
         for role in ROLES:
             build = self.record.models[role]
             path = self.engine_dir / build.plan
-            data = path.read_bytes()
+            try:
+                data = within_stall(self.bundle_dir, self.stall_s, lambda beat: read_pieces(path, beat))
+            except OSError as exc:
+                raise BundleError(f"cannot read {path} ({exc.strerror or exc}); rebuild with: {rebuild}") from None
             if hashlib.sha256(data).hexdigest() != build.plan_sha256:
                 raise BundleError(f"{path} does not match its build record; rebuild with: {rebuild}")
-            engine = self._runtime.deserialize_cuda_engine(data)
+            plans[role] = data
+        return plans
+
+    def _load_engines(self, trt: Any, plans: dict[str, bytes]) -> None:
+        self._runtime = trt.Runtime(tensorrt_logger(trt))
+        rebuild = rebuild_command(self.bundle_dir)
+        for role in ROLES:
+            path = self.engine_dir / self.record.models[role].plan
+            engine = self._runtime.deserialize_cuda_engine(plans[role])
             if engine is None:
                 raise BundleError(f"TensorRT cannot load {path}; rebuild with: {rebuild}")
             self._check_io(trt, engine, role, path)

@@ -153,7 +153,8 @@ def verify(bundle: Path | None, images: Path | None, meta: Path | None, limit: i
         if not images.is_dir():
             raise InputError(f"no sample images at {images}: pass --images DIR")
     skipped: list[str] = []
-    fp16 = TensorRTBackend(bundle, manifest, batch_size=DEFAULT_BATCH_SIZE, engine_dir=probe.engine_dir)
+    fp16 = TensorRTBackend(bundle, manifest, batch_size=DEFAULT_BATCH_SIZE, engine_dir=probe.engine_dir,
+                           record=probe.record)  # the record the probe checked: read once
     with fp16, OnnxRuntimeBackend(bundle, manifest) as fp32:
         batches = iter_batches(images, manifest, DEFAULT_BATCH_SIZE, meta, limit, skipped)
         report = compare_backends(manifest, fp32, fp16, batches)

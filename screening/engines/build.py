@@ -176,7 +176,8 @@ def build_engines(bundle_dir: Path, manifest: Manifest, env: Environment, opt_ba
 
     Raises:
         BackendUnavailable: TensorRT, pycuda or a GPU is missing.
-        InputError: bad batch sizes or workspace.
+        InputError: bad batch sizes or workspace; the timing cache's drive stopped answering
+            (``timing_cache``: within the default 30 s, as the build has no --decode-timeout).
         BundleError: the manifest's shapes do not use its input size; a model cannot be
             converted or parsed.
         ScreeningError: TensorRT could not build an engine.

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import BundleError
 from . import PRECISION
 from ..atomic import atomic_write_text
+from ..stalled_reads import read_pieces
 from .naming import GpuInfo
 from .profile import InputProfile
 
@@ -99,13 +100,18 @@ def save_record(record: BuildRecord, folder: Path) -> Path:
     return atomic_write_text(Path(folder) / RECORD_NAME, json.dumps(record.to_dict(), indent=2) + "\n")
 
 
-def load_record(folder: Path) -> BuildRecord:
-    """Read an engine folder's build record; BundleError when it is missing or malformed."""
+def load_record(folder: Path, beat: Callable[[], None] = lambda: None) -> BuildRecord:
+    """Read an engine folder's build record; BundleError when it is missing or malformed.
+
+    ``beat()`` is called as the read moves on: the work of
+    :func:`screening.stalled_reads.while_progressing`, for an engine folder on a network share.
+    """
     path = Path(folder) / RECORD_NAME
     if not path.is_file():
         raise BundleError(f"{path} not found: the engine build in {folder} did not finish")
+    beat()
     try:
-        return BuildRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return BuildRecord.from_dict(json.loads(read_pieces(path, beat).decode("utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{path} is malformed ({exc.__class__.__name__}: {exc}): "
                           f"delete the folder and build the engines again") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import BundleError
 from ..manifest import Manifest
@@ -45,12 +46,17 @@ class EngineMatch:
     record: BuildRecord | None = None
 
 
-def _incomplete(folder: Path, record: BuildRecord) -> str:
-    missing = [record.models[role].plan for role in ROLES if not (folder / record.models[role].plan).is_file()]
+def _incomplete(folder: Path, record: BuildRecord, beat: Callable[[], None] = lambda: None) -> str:
+    missing = []
+    for role in ROLES:
+        if not (folder / record.models[role].plan).is_file():
+            missing.append(record.models[role].plan)
+        beat()
     return f"{', '.join(missing)} missing" if missing else ""
 
 
-def find_engine(bundle_dir: Path, manifest: Manifest, gpu: GpuInfo, tensorrt_version: str) -> EngineMatch:
+def find_engine(bundle_dir: Path, manifest: Manifest, gpu: GpuInfo, tensorrt_version: str,
+                beat: Callable[[], None] = lambda: None) -> EngineMatch:
     """Find the fresh engine folder of a bundle for this GPU and TensorRT version.
 
     Args:
@@ -58,13 +64,18 @@ def find_engine(bundle_dir: Path, manifest: Manifest, gpu: GpuInfo, tensorrt_ver
         manifest: the bundle's manifest, already loaded and checked.
         gpu: this machine's GPU.
         tensorrt_version: the installed TensorRT version.
+        beat: called after each look at the engine folder (the work of
+            :func:`screening.stalled_reads.while_progressing`, for a bundle on a network share).
     """
     folder = engine_dir(bundle_dir, gpu, tensorrt_version)
     rebuild = rebuild_command(bundle_dir)
-    if not folder.is_dir():
+    found = folder.is_dir()
+    beat()
+    if not found:
         machine = f"{gpu.describe()}, TensorRT {tensorrt_version}"
         root = trt_root(bundle_dir)
         others = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        beat()
         if others:
             return EngineMatch(None, f"no TensorRT engine for this machine ({machine}); the bundle has engines "
                                      f"for {', '.join(others)} only; build one with: {rebuild}")
@@ -74,7 +85,7 @@ def find_engine(bundle_dir: Path, manifest: Manifest, gpu: GpuInfo, tensorrt_ver
         return EngineMatch(None, f"TensorRT engine {folder.name} has no {RECORD_NAME} (an interrupted build); "
                                  f"rebuild with: {rebuild}")
     try:
-        record = load_record(folder)
+        record = load_record(folder, beat)
     except BundleError:
         return EngineMatch(None, f"TensorRT engine {folder.name} has an unreadable {RECORD_NAME}; "
                                  f"rebuild with: {rebuild}")
@@ -82,7 +93,7 @@ def find_engine(bundle_dir: Path, manifest: Manifest, gpu: GpuInfo, tensorrt_ver
     if reasons:
         return EngineMatch(None, f"TensorRT engine {folder.name} is stale ({'; '.join(reasons)}); "
                                  f"rebuild with: {rebuild}", record)
-    missing = _incomplete(folder, record)
+    missing = _incomplete(folder, record, beat)
     if missing:
         return EngineMatch(None, f"TensorRT engine {folder.name} is incomplete ({missing}); rebuild with: {rebuild}",
                            record)

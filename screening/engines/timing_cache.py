@@ -5,7 +5,8 @@ after both builds by merging into whatever the file holds by then, under an excl
 two builds running at once (two bundles, two terminals) both keep their timings. A cache that
 TensorRT rejects (made on a different device under the same name, or damaged) is never written
 back: the build goes on with a fresh cache kept in memory only, and the file is left alone for
-the user to delete.
+the user to delete. The cache folder may be on a network home: each read of the file gives up
+once nothing has come for ``stall_s`` seconds, and the build stops with one line (InputError).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..atomic import atomic_write
+from ..errors import InputError
+from ..stalled_reads import DEFAULT_STALL_S, read_pieces, stalled_line, while_progressing
 from .progress import Echo
 
 
@@ -39,9 +42,10 @@ def file_lock(path: Path) -> Iterator[None]:
 class TimingCache:
     """One ``ITimingCache`` attached to every builder config of a build, and saved back once."""
 
-    def __init__(self, path: Path, echo: Echo) -> None:
+    def __init__(self, path: Path, echo: Echo, stall_s: float = DEFAULT_STALL_S) -> None:
         self.path = Path(path)
         self.echo = echo
+        self.stall_s = stall_s  # seconds to wait for the file on a drive that stopped answering
         self.cache: Any = None  # the ITimingCache attached to the configs
         self.saveable = True  # False once TensorRT rejected the file's cache
         self._loaded = b""  # the file's bytes when we read them
@@ -55,8 +59,8 @@ class TimingCache:
         """Attach the cache to ``config``, loading it from the file on the first call."""
         first = self._config is None
         if first:
+            self._loaded = self._read()  # first: a read given up leaves the cache unloaded
             self._config = config
-            self._loaded = self.path.read_bytes() if self.path.is_file() else b""
             self.cache = self._deserialise(config, self._loaded)
         if self.cache is not None and config.set_timing_cache(self.cache, False):
             if first and self._loaded:
@@ -71,6 +75,14 @@ class TimingCache:
             self.echo("  TensorRT rejected a new, empty timing cache: building without one")
             self.cache = None
 
+    def _read(self) -> bytes:
+        """The file's bytes, b"" when there is none; InputError when its drive stopped answering."""
+        def read(beat) -> bytes:
+            return read_pieces(self.path, beat) if self.path.is_file() else b""
+
+        return while_progressing(read, self.stall_s, lambda: InputError(
+            stalled_line(f"the timing cache {self.path}", "it was being read", self.stall_s)))
+
     @staticmethod
     def _deserialise(config: Any, data: bytes) -> Any:
         """An ITimingCache from serialised bytes; None when TensorRT cannot read them."""
@@ -84,7 +96,7 @@ class TimingCache:
         if self.cache is None or not self.saveable:
             return False
         with file_lock(self.lock_path):
-            current = self.path.read_bytes() if self.path.is_file() else b""
+            current = self._read()
             if current and current != self._loaded:
                 # Another build saved meanwhile: keep its timings too. One TensorRT will not
                 # combine (another device's, or damaged) is replaced, as our first load would have.

@@ -27,7 +27,8 @@ def files_under(folder: Path) -> set[str]:
 
 def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     """TensorRT unusable here, whatever this machine has (the run and --check share the probe)."""
-    monkeypatch.setattr(backends, "probe_tensorrt", lambda bundle_dir, manifest: backends.Probe(False, "no GPU (test)"))
+    monkeypatch.setattr(backends, "probe_tensorrt",
+                        lambda bundle_dir, manifest, stall_s=None: backends.Probe(False, "no GPU (test)"))
 
 
 # Each case: the options, and the words of the run's own refusal.
@@ -91,7 +92,7 @@ def test_check_names_the_backend_the_run_would_open(tmp_path: Path, make_folder,
 def test_check_with_tensorrt_usable_names_it(tmp_path: Path, make_folder, tiny_bundle: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backends, "probe_tensorrt",
-                        lambda bundle_dir, manifest: backends.Probe(True, "engines for this GPU (test)"))
+                        lambda bundle_dir, manifest, stall_s=None: backends.Probe(True, "engines for this GPU (test)"))
     images, meta = make_folder(2)
     result = screen("folder", images, "--meta", meta, "--bundle", tiny_bundle, "--check", "--backend", "tensorrt")
     assert result.exit_code == 0, result.output

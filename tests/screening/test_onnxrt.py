@@ -40,8 +40,8 @@ def _fake_tensorrt(monkeypatch: pytest.MonkeyPatch, probe) -> list[tuple]:
     calls: list[tuple] = []
 
     class TensorRTBackend:
-        def __init__(self, bundle_dir, manifest, batch_size):
-            calls.append((bundle_dir, manifest.tag, batch_size))
+        def __init__(self, bundle_dir, manifest, batch_size, *, stall_s):
+            calls.append((bundle_dir, manifest.tag, batch_size, stall_s))
 
     module = types.ModuleType("screening.backends.tensorrt")
     module.probe_tensorrt = probe
@@ -166,17 +166,17 @@ def test_explicit_onnxruntime_and_unknown_choice(tiny_bundle: Path) -> None:
 
 
 def test_auto_picks_tensorrt_when_its_probe_says_usable(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    probe = lambda bundle_dir, manifest: types.SimpleNamespace(usable=True, reason="engine sm90 fp16 matches")
+    probe = lambda bundle_dir, manifest, stall_s: types.SimpleNamespace(usable=True, reason="engine sm90 fp16 matches")
     calls = _fake_tensorrt(monkeypatch, probe)
-    backend, note = open_backend("auto", tiny_bundle, load_manifest(tiny_bundle), batch_size=6)
+    backend, note = open_backend("auto", tiny_bundle, load_manifest(tiny_bundle), batch_size=6, stall_s=7.5)
     assert type(backend).__name__ == "TensorRTBackend"
-    assert calls == [(tiny_bundle, "tiny@1.0", 6)]
+    assert calls == [(tiny_bundle, "tiny@1.0", 6, 7.5)]  # --decode-timeout bounds its reads of the engines
     assert note == "auto: engine sm90 fp16 matches"
 
 
 def test_stale_engine_reason_is_passed_on(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reason = "engine built for TensorRT 10.3 is stale: run `screen engines build --bundle b`"
-    _fake_tensorrt(monkeypatch, lambda b, m: types.SimpleNamespace(usable=False, reason=reason))
+    _fake_tensorrt(monkeypatch, lambda b, m, s: types.SimpleNamespace(usable=False, reason=reason))
     manifest = load_manifest(tiny_bundle)
     backend, note = open_backend("auto", tiny_bundle, manifest, batch_size=2)
     assert isinstance(backend, OnnxRuntimeBackend) and note == f"auto picked onnxruntime: {reason}"
@@ -185,7 +185,7 @@ def test_stale_engine_reason_is_passed_on(tiny_bundle: Path, monkeypatch: pytest
 
 
 def test_a_crashing_tensorrt_probe_falls_back_in_auto(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def probe(bundle_dir, manifest):
+    def probe(bundle_dir, manifest, stall_s):
         raise RuntimeError("CUDA driver version is insufficient")
 
     _fake_tensorrt(monkeypatch, probe)

@@ -159,7 +159,8 @@ def test_resume_with_a_bundle_whose_operating_points_differ_screens_every_image_
 def test_check_says_a_resume_on_another_backend_screens_everything_again(tmp_path, make_folder, tiny_bundle,
                                                                          tensorrt_stand_in, monkeypatch):
     """--check predicts the night: a note by default, the night's own refusal with --on-bundle-change fail."""
-    monkeypatch.setattr(backends, "probe_tensorrt", lambda bundle_dir, manifest: backends.Probe(True, "a GPU (test)"))
+    monkeypatch.setattr(backends, "probe_tensorrt",
+                        lambda bundle_dir, manifest, stall_s=None: backends.Probe(True, "a GPU (test)"))
     images, meta = make_folder(3)
     out = tmp_path / "results.csv"
     assert run(images, meta, out, tiny_bundle).exit_code == 0

@@ -13,6 +13,7 @@ from screening.manifest import Manifest
 # their helper module (engine_helpers.py, beside this file) by name.
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_helpers import build_tiny_bundle, write_bundle  # noqa: E402
+from fake_gpu import fake_gpu  # noqa: E402,F401  (a fixture: TensorRTBackend on stand-in GPU modules)
 from onnx_bundle import build_onnx_bundle  # noqa: E402
 
 

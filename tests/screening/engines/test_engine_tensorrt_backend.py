@@ -24,7 +24,7 @@ def test_probe_finds_the_fresh_engine(fake_bundle):
     bundle, manifest = fake_bundle
     folder = write_engine_folder(bundle, make_record(manifest))
     assert probe_from_environment(bundle, manifest, READY) == TensorRTProbe(
-        True, f"TensorRT FP16 engine {engine_key(H100, TRT)}", folder)
+        True, f"TensorRT FP16 engine {engine_key(H100, TRT)}", folder, make_record(manifest))  # the record it checked
 
 
 def test_probe_reports_a_stale_engine_with_the_rebuild_command(fake_bundle):

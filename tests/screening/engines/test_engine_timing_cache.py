@@ -9,7 +9,11 @@ import json
 import threading
 import time
 
+import pytest
+
+from stalled_share import BUDGET_S, STALL_CAP_S, within
 from screening.engines.timing_cache import TimingCache, file_lock
+from screening.errors import InputError
 
 
 class FakeCache:
@@ -107,3 +111,33 @@ def test_saving_waits_for_the_lock(tmp_path):
         assert saver.is_alive() and not path.exists()  # blocked while another process holds the lock
     saver.join(10)
     assert not saver.is_alive() and path.exists()
+
+
+def cache_stalled(path) -> str:
+    return (f"the timing cache {path} stopped answering while it was being read (nothing for {BUDGET_S:g} s; "
+            f"a stalled network drive?): run the same command again once the drive answers")
+
+
+def test_a_timing_cache_that_does_not_answer_stops_the_build_with_one_line(tmp_path, share):
+    """A cache folder on a network home that went silent: exit 2 with one line, not a build hung for ever."""
+    path = tmp_path / "gpu.timing-cache"
+    path.write_bytes(FakeCache({"old": 2.0}, "h100").serialize())
+    share.stall_open(path)
+    cache = TimingCache(path, print, stall_s=BUDGET_S)
+    with pytest.raises(InputError) as raised:
+        within(STALL_CAP_S / 2, lambda: cache.attach(FakeConfig()))
+    assert str(raised.value) == cache_stalled(path)
+    share.answer()  # the drive is back: the same cache loads
+    assert build(TimingCache(path, print, stall_s=BUDGET_S))[0].attached.entries == {"old": 2.0, "seg": 1.0, "cls": 1.0}
+
+
+def test_a_timing_cache_that_stops_answering_before_it_is_saved_stops_with_one_line(tmp_path, share):
+    """Saving reads the file again to merge what another build saved meanwhile."""
+    path = tmp_path / "gpu.timing-cache"
+    cache = TimingCache(path, print, stall_s=BUDGET_S)
+    build(cache)
+    path.write_bytes(FakeCache({"other": 3.0}, "h100").serialize())  # another build saved meanwhile
+    share.stall_open(path)
+    with pytest.raises(InputError) as raised:
+        within(STALL_CAP_S / 2, cache.save)
+    assert str(raised.value) == cache_stalled(path)
