@@ -2,8 +2,8 @@
 
 ``results.csv.journal`` is JSON lines: a header naming the bundle (tag and model sha256s) and
 the backend that screened its results, then one line per finished image, each with a checksum of
-its content (screening.journal_lines), appended and fsync'd once per batch. A run killed at any point leaves at most a torn last line, which the next
-``--resume`` drops. The journal is kept
+its content (screening.journal_lines), appended and fsync'd once per batch. A run killed at any
+point leaves at most a torn last line, which the next ``--resume`` drops. The journal is kept
 after the CSV is written (rewritten without stale lines), so that a later ``--resume`` on a
 folder that gained images screens only the new ones.
 

@@ -41,7 +41,7 @@ LINE_CHECKSUM = "sha256-16"
 CHECKSUM = "checksum"
 
 
-# Built once: json.dumps with options builds an encoder per call, a third of a checksum's time.
+# Built once: json.dumps given any option builds a new encoder on every call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 _LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _FIELD_ORDER = tuple(f.name for f in fields(Outcome))  # the image first
@@ -55,7 +55,8 @@ def content_checksum(line_fields: dict) -> str:
 def outcome_line(outcome: Outcome) -> str:
     """The journal line of ``outcome``: its JSON (the image first, as a torn line's reader expects)
     with its checksum last. The same JSON as ``Outcome.to_json`` but for the checksum."""
-    # Not dataclasses.asdict: its deep copy of every field is most of the time of a line.
+    # Not dataclasses.asdict: its deep copy of every field costs more than the checksum
+    # (docs/performance.md).
     data = {name: getattr(outcome, name) for name in _FIELD_ORDER}
     data[CHECKSUM] = content_checksum(data)
     return _LINE.encode(data)
