@@ -203,6 +203,22 @@ def test_a_journal_line_changed_into_other_valid_numbers_is_left_out_naming_its_
         f"line (changed since it was written)): {changed['image']} is left out, not scored on an earlier line"]
 
 
+def test_a_journal_line_whose_image_name_was_changed_lends_its_scores_to_no_other_image(synthetic):
+    """The last line's image renamed to the first line's (a flipped byte in a name): as the later
+    line, it would have become the first image's scores. It is damaged, so the first image is
+    left out with a warning naming the line, never scored with another picture's probabilities."""
+    data = synthetic(n=20)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    first, last = json.loads(lines[1]), json.loads(lines[-1])
+    last["image"] = first["image"]
+    journal.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert first["image"] not in scores.images and len(scores.images) == 18
+    assert any(f"line {len(lines)} ({first['image']}) is damaged (checksum" in w for w in scores.warnings)
+
+
 def test_a_journal_line_whose_checksum_was_cut_off_is_left_out(synthetic):
     """The header says every line has a checksum: a line without one was cut or edited since."""
     data = synthetic(n=20)
