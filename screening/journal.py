@@ -1,9 +1,9 @@
 """The results journal beside the output, and the lock that keeps two runs off one output.
 
 ``results.csv.journal`` is JSON lines: a header naming the bundle (tag and model sha256s) and
-the backend that screened its results, then one line per finished image, appended and fsync'd
-once per batch. A run killed at any point leaves at most a torn last line, which the next
-``--resume`` drops. The journal is kept
+the backend that screened its results, then one line per finished image, each with a checksum of
+its content (screening.journal_lines), appended and fsync'd once per batch. A run killed at any
+point leaves at most a torn last line, which the next ``--resume`` drops. The journal is kept
 after the CSV is written (rewritten without stale lines), so that a later ``--resume`` on a
 folder that gained images screens only the new ones.
 
@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Iterable, Sequence
 from .errors import InputError, OutputError, OutputLocked
 from .manifest import Manifest
 from .atomic import atomic_write_chunks, create_exclusive, fsync_dir, open_no_follow, remove_stale_temp_files
-from .journal_lines import BadLine, read_outcome
+from .journal_lines import LINE_CHECKSUM, BadLine, outcome_line, read_outcome
 from .output_watch import OutputWatch, watched
 from .results import Outcome
 
@@ -211,12 +211,16 @@ class JournalHeader:
     # without the bundle (`screen report`, validation) refuse a line whose numbers were changed
     # (journal_lines.read_outcome). Empty: not recorded (an earlier version's journal).
     malignant: tuple[int, ...] = field(default=(), compare=False)
+    # The checksum scheme every outcome line carries (journal_lines.LINE_CHECKSUM): a line without
+    # one is then refused, not read as an earlier version's. Empty: not recorded (an earlier
+    # version's journal, whose lines have none). Not compared: the same bundle's results either way.
+    line_checksum: str = field(default="", compare=False)
 
     @classmethod
     def of(cls, manifest: Manifest, backend: str = "") -> "JournalHeader":
         return cls(manifest.identity, manifest.segmenter.sha256, manifest.classifier.sha256,
                    tuple(manifest.class_names), manifest.digest, backend,
-                   malignant=tuple(manifest.malignant_indices))
+                   malignant=tuple(manifest.malignant_indices), line_checksum=LINE_CHECKSUM)
 
     def to_json(self) -> str:
         data = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, **asdict(self)}
@@ -236,13 +240,16 @@ class JournalHeader:
             # Journals from before manifest hashing have no manifest_sha256: another bundle.
             settled = data.get("settled", 0)
             backend = data.get("backend", "")
+            # Any value promises checksums: a damaged one must not turn the check off.
+            scheme = data.get("line_checksum", "")
             classes = tuple(data["classes"])
             return cls(str(data["bundle"]), str(data["segmenter_sha256"]),
                        str(data["classifier_sha256"]), classes,
                        str(data.get("manifest_sha256", "")),
                        backend=backend if isinstance(backend, str) else "",
                        settled=settled if isinstance(settled, int) and not isinstance(settled, bool) else 0,
-                       malignant=_class_indices(data.get("malignant"), len(classes)))
+                       malignant=_class_indices(data.get("malignant"), len(classes)),
+                       line_checksum=scheme if isinstance(scheme, str) else str(scheme))
         except (KeyError, TypeError):
             return None
 
@@ -389,7 +396,8 @@ class Journal:
             raise InputError(f"{path} is not a screening journal: delete it or choose another --out")
         if _other_results(found, header):
             raise InputError(_refusal(path, found, header))
-        finished, dropped, fresh = _read_outcomes(lines[1:], header.classes, found.settled, malignant)
+        finished, dropped, fresh = _read_outcomes(lines[1:], header.classes, found.settled, malignant,
+                                                  checksummed=bool(found.line_checksum))
         unreadable = len(dropped)
         notes = []
         if header.backend and not found.backend and finished:
@@ -411,7 +419,7 @@ class Journal:
 
     def append(self, outcomes: Iterable[Outcome]) -> None:
         """Persist outcomes: one write, flushed and fsync'd before returning."""
-        lines = [outcome.to_json() for outcome in outcomes]
+        lines = [outcome_line(outcome) for outcome in outcomes]
         with watched(self.watch, f"appending to the journal {self.path.name}"):
             self._write_lines(lines)
 
@@ -432,7 +440,7 @@ class Journal:
         if not isinstance(outcomes, Sequence):
             outcomes = list(outcomes)
         settled = replace(self.header, settled=len(outcomes))
-        lines = itertools.chain([settled.to_json()], (outcome.to_json() for outcome in outcomes))
+        lines = itertools.chain([settled.to_json()], (outcome_line(outcome) for outcome in outcomes))
         # Line by line: the text of a 10,000-image journal never sits in memory whole.
         chunks: Iterable[bytes] = (f"{line}\n".encode("utf-8", "backslashreplace") for line in lines)
         if self.watch is not None:
@@ -509,12 +517,14 @@ def _peek_header(path: Path) -> JournalHeader | None:
 
 
 def _read_outcomes(lines: list[bytes], classes: tuple[str, ...], settled: int = 0,
-                   malignant: Sequence[int] | None = None) -> tuple[dict[str, Outcome], list[tuple[int, str]], set[str]]:
+                   malignant: Sequence[int] | None = None, *,
+                   checksummed: bool = False) -> tuple[dict[str, Outcome], list[tuple[int, str]], set[str]]:
     """Outcomes by image path (a later line wins), the dropped lines (line number, reason), and
     the images of the lines after the first ``settled`` (an interrupted run's).
 
-    Every line is checked against the bundle's classes, and with ``malignant`` its numbers
-    against each other (screening.journal_lines): one that does not fit is dropped and its image
+    Every line is checked against the bundle's classes, with ``malignant`` its numbers against
+    each other, and its checksum (required with ``checksummed``) against its content
+    (screening.journal_lines): one that does not fit is dropped and its image
     screened again, never copied into the CSV. Where an image's later line is dropped, its
     earlier line is kept here; it is reused only if its fingerprint is still the file's
     (pipeline.split_finished), so a file replaced since is screened again.
@@ -524,7 +534,7 @@ def _read_outcomes(lines: list[bytes], classes: tuple[str, ...], settled: int = 
     fresh: set[str] = set()
     for number, line in enumerate(lines, start=2):  # line 1 is the header
         try:
-            outcome = read_outcome(line, classes, malignant)
+            outcome = read_outcome(line, classes, malignant, checksummed=checksummed)
         except BadLine as reason:
             dropped.append((number, str(reason)))
             continue

@@ -8,10 +8,23 @@ impossible whatever the journal holds (an edit by hand, a disk error, another to
 
 Readers of a whole journal (validation, the report) go through :func:`outcome_lines`, which
 numbers its lines and says which image a damaged line was for, when that can still be read.
+
+Each line carries a checksum of its content (:func:`outcome_line` writes it): a line changed since
+(a network share flipping bytes, an editor saving a half-edited file) that is still JSON, and whose
+numbers still agree, would otherwise be reused unnoticed, say with another lesion area, warning,
+benign probability or image name. The scheme, named ``sha256-16`` in the journal header's
+``line_checksum`` field: the first 16 hex digits of the sha256 of the line's other fields as JSON
+with sorted keys, compact separators and ASCII escapes (``json.dumps(fields, sort_keys=True,
+separators=(",", ":"), ensure_ascii=True)``), in a ``checksum`` field written last. It is computed
+over the parsed values, not the bytes, so it does not depend on key order or spacing, only on
+what a reader would take from the line. A line that has a checksum must match it; one without is
+refused where its header promises checksums, and read as before in a journal of an earlier
+version (no ``line_checksum`` in its header).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -22,6 +35,31 @@ from typing import Any, Callable, Iterator, Sequence
 from .results import ERROR, OK, Outcome
 
 _OUTCOME_FIELDS = frozenset(f.name for f in fields(Outcome))
+
+# The checksum scheme a journal header names (JournalHeader.line_checksum), and the line's field.
+LINE_CHECKSUM = "sha256-16"
+CHECKSUM = "checksum"
+
+
+# Built once: json.dumps given any option builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_FIELD_ORDER = tuple(f.name for f in fields(Outcome))  # the image first
+
+
+def content_checksum(line_fields: dict) -> str:
+    """The ``sha256-16`` checksum of a line's fields (its checksum field left out)."""
+    return hashlib.sha256(_CANONICAL.encode(line_fields).encode("ascii")).hexdigest()[:16]
+
+
+def outcome_line(outcome: Outcome) -> str:
+    """The journal line of ``outcome``: its JSON (the image first, as a torn line's reader expects)
+    with its checksum last. The same JSON as ``Outcome.to_json`` but for the checksum."""
+    # Not dataclasses.asdict: its deep copy of every field costs more than the checksum
+    # (docs/performance.md).
+    data = {name: getattr(outcome, name) for name in _FIELD_ORDER}
+    data[CHECKSUM] = content_checksum(data)
+    return _LINE.encode(data)
 
 
 class BadLine(ValueError):
@@ -52,12 +90,14 @@ def _absent(data: dict, key: str, empty: Any) -> None:
         raise BadLine(f"an error row has a {key}")
 
 
-def read_outcome(line: bytes, classes: tuple[str, ...], malignant: Sequence[int] | None = None) -> Outcome:
+def read_outcome(line: bytes, classes: tuple[str, ...], malignant: Sequence[int] | None = None, *,
+                 checksummed: bool = False) -> Outcome:
     """The outcome on one journal line, checked against the bundle's ``classes``.
 
     With ``malignant`` (the bundle's malignant class indices), an ok line's numbers must also
     agree with each other as screening wrote them (:func:`_check_agreement`): what ``--resume``
-    reuses without screening again.
+    reuses without screening again. A line's checksum, when it has one, must match its content;
+    with ``checksummed`` (its journal's header promises checksums) it must have one.
 
     Raises:
         BadLine: the line is not JSON, not an outcome, or does not fit the bundle; the message
@@ -69,6 +109,9 @@ def read_outcome(line: bytes, classes: tuple[str, ...], malignant: Sequence[int]
         raise BadLine(f"not JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise BadLine("not a JSON object")
+    claimed = data.pop(CHECKSUM, None)
+    # Of the fields as read, before any is converted below (an int probability becomes a float).
+    expected = content_checksum(data) if claimed is not None else None
     unknown = sorted(set(data) - _OUTCOME_FIELDS)
     if unknown:
         raise BadLine(f"unknown field {unknown[0]!r}")
@@ -106,6 +149,8 @@ def read_outcome(line: bytes, classes: tuple[str, ...], malignant: Sequence[int]
         data["probabilities"] = ()
     else:
         raise BadLine(f"status {status!r} is neither {OK!r} nor {ERROR!r}")
+    # Last, so that a line the checks above refuse says what is wrong with its numbers.
+    _check_checksum(claimed, expected, checksummed)
     data["warnings"] = tuple(warnings)
     data["image"] = image
     return Outcome(**data)
@@ -129,6 +174,15 @@ def _check_agreement(data: dict, probabilities: list[float], classes: tuple[str,
     if data["prediction"] != classes[best] or data["confidence"] != probabilities[best]:
         raise BadLine(f"prediction {data['prediction']!r} ({data['confidence']!r}) is not the most likely "
                       f"class {classes[best]!r} ({probabilities[best]!r})")
+
+
+def _check_checksum(claimed: Any, expected: str | None, checksummed: bool) -> None:
+    """A line's checksum matches its content; where its journal promises checksums, it has one."""
+    if claimed is None:
+        if checksummed:
+            raise BadLine("no checksum, though its journal's header says every line has one")
+    elif claimed != expected:
+        raise BadLine(f"checksum {claimed!r} does not match the line (changed since it was written)")
 
 
 # What a torn line is, in the user's words: the next run with --resume drops it (screening.journal)
@@ -190,11 +244,11 @@ def header_line(data: bytes) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def outcome_lines(data: bytes, classes: tuple[str, ...],
-                  malignant: Sequence[int] | None = None) -> Iterator[tuple[int, Outcome | Damage]]:
+def outcome_lines(data: bytes, classes: tuple[str, ...], malignant: Sequence[int] | None = None, *,
+                  checksummed: bool = False) -> Iterator[tuple[int, Outcome | Damage]]:
     """Each line of a journal after its header, numbered as an editor numbers it (the header is
-    line 1): the checked outcome (``read_outcome``, with ``malignant`` its numbers' agreement too),
-    or the damage that kept it out.
+    line 1): the checked outcome (``read_outcome``, with ``malignant`` its numbers' agreement too,
+    with ``checksummed`` a checksum on every line), or the damage that kept it out.
 
     Lines run to a newline; a last line without one is checked like the others and, when it does
     not read, is torn (``Damage.torn``): a run stopped while writing it, which ``--resume`` mends,
@@ -209,6 +263,6 @@ def outcome_lines(data: bytes, classes: tuple[str, ...],
     unfinished = len(lines) if not data.endswith(b"\n") else None  # the number of a last line cut short
     for number, line in enumerate(lines[1:], start=2):
         try:
-            yield number, read_outcome(line, classes, malignant)
+            yield number, read_outcome(line, classes, malignant, checksummed=checksummed)
         except BadLine as reason:
             yield number, Damage(str(reason), _image_named(line), torn=number == unfinished)

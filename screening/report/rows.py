@@ -269,8 +269,8 @@ def _journal(path: Path, beat: Callable[[], None] = lambda: None) -> _Journal:
 
     Lines are checked as screening checks a line it reuses (``read_outcome``, and as `screen
     evaluate` reads them): a damaged number (a risk of 1.7, a NaN, a risk that is no longer the
-    sum of the malignant probabilities the header names) or a torn line never reaches the page
-    as a result.
+    sum of the malignant probabilities the header names, a line whose checksum no longer matches)
+    or a torn line never reaches the page as a result.
     """
     try:
         data = read_pieces(Path(path), beat)  # beat: a piece read, for a watched caller
@@ -280,7 +280,8 @@ def _journal(path: Path, beat: Callable[[], None] = lambda: None) -> _Journal:
     if header is None:
         raise InputError(f"{path} is not a screening journal")
     journal = _Journal(header, [], {}, [])
-    for number, item in outcome_lines(data, tuple(header.classes), header.malignant or None):
+    for number, item in outcome_lines(data, tuple(header.classes), header.malignant or None,
+                                      checksummed=bool(header.line_checksum)):
         if isinstance(item, Outcome):
             journal.outcomes.append(item)
             journal.damaged.pop(item.image, None)

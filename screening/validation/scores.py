@@ -92,8 +92,8 @@ def _read_journal(path: Path, classes: list[str]) -> _Journal:
     """The journal's header and each image's latest line (a later line wins, a damaged one too).
 
     Each line is checked as screening checks a line it reuses (``read_outcome``: as many
-    probabilities as ``classes``, each a number in 0..1): a torn last line, or one damaged by
-    hand or disk, is never read as NaN scores or crash on a ragged row. Nor does an image whose
+    probabilities as ``classes``, each a number in 0..1, and a checksum that still matches): a
+    torn last line, or one damaged by hand or disk, is never read as NaN scores or crash on a ragged row. Nor does an image whose
     latest line is damaged fall back to its earlier line: a later line is written only when the
     image was screened again (its file or metadata changed, or it had failed), so the earlier
     one is the result of something that is no longer there.
@@ -108,7 +108,7 @@ def _read_journal(path: Path, classes: list[str]) -> _Journal:
     journal = _Journal(header, {}, {}, [])
     # The header's malignant indices number its own classes: checked only when they are these.
     malignant = header.malignant if tuple(classes) == tuple(header.classes) and header.malignant else None
-    for number, item in outcome_lines(data, tuple(classes), malignant):
+    for number, item in outcome_lines(data, tuple(classes), malignant, checksummed=bool(header.line_checksum)):
         if isinstance(item, Outcome):
             journal.outcomes[item.image] = item
             journal.damaged.pop(item.image, None)

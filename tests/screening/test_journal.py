@@ -14,6 +14,7 @@ import pytest
 from bundle_factory import build_bundle
 from screening.errors import InputError, OutputError, OutputLocked
 from screening.journal import Journal, OutputLock, journal_path, lock_path
+from screening.journal_lines import LINE_CHECKSUM, outcome_line
 from screening.manifest import load_manifest
 from screening.results import Outcome, error_outcome
 
@@ -74,7 +75,7 @@ def test_torn_last_line_is_dropped_and_appends_continue_cleanly(tmp_path: Path, 
         journal.append([outcome("a.png")])
     path = journal_path(out)
     with open(path, "ab") as fh:  # what kill -9 in the middle of a write leaves behind
-        fh.write(outcome("b.png").to_json().encode()[:40])
+        fh.write(outcome_line(outcome("b.png")).encode()[:40])
     with Journal.open(out, manifest, resume=True) as journal:
         assert list(journal.finished) == ["a.png"]
         assert journal.notes == [f"dropped a torn last line of {path} (the previous run was killed mid-write)"]
@@ -97,7 +98,7 @@ def test_unreadable_lines_are_counted_and_those_images_redone(tmp_path: Path, ma
         journal.append([outcome("a.png")])
     with open(journal_path(out), "ab") as fh:
         fh.write(b"\x00\x00garbage\n{\"image\": 3}\n")
-        fh.write(outcome("c.png").to_json().encode() + b"\n")
+        fh.write(outcome_line(outcome("c.png")).encode() + b"\n")
     with Journal.open(out, manifest, resume=True) as journal:
         assert sorted(journal.finished) == ["a.png", "c.png"]
         assert journal.notes == [f"ignored 2 unreadable lines of {journal_path(out)} (line 3: not JSON "
@@ -186,6 +187,61 @@ def test_lines_that_do_not_fit_the_bundle_are_dropped_and_redone(tmp_path: Path,
         assert sorted(journal.finished) == ["b.png"]
         assert journal.notes == [f"ignored 1 unreadable line of {path} (line 2: 2 probabilities for the "
                                  f"bundle's 4 classes); those images are screened again"]
+
+
+def test_a_line_changed_into_other_valid_json_is_dropped_and_redone(tmp_path: Path, manifest) -> None:
+    """A lesion area changed on a share that flips bytes: still JSON, its numbers still agreeing,
+    but its checksum no longer its content's. Its image is screened again, never copied."""
+    out = tmp_path / "results.csv"
+    with Journal.open(out, manifest, resume=False) as journal:
+        journal.append([outcome("a.png"), outcome("b.png")])
+    path = journal_path(out)
+    header, first, second = lines(path)
+    assert json.loads(header)["line_checksum"] == LINE_CHECKSUM
+    changed = json.loads(first)
+    changed["lesion_area"] = 0.7
+    path.write_text("\n".join([header, json.dumps(changed), second]) + "\n")
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert sorted(journal.finished) == ["b.png"]
+        assert journal.notes == [f"ignored 1 unreadable line of {path} (line 2: checksum {changed['checksum']!r} "
+                                 f"does not match the line (changed since it was written)); those images are "
+                                 f"screened again"]
+
+
+def test_a_line_whose_checksum_was_cut_off_is_dropped_and_redone(tmp_path: Path, manifest) -> None:
+    out = tmp_path / "results.csv"
+    with Journal.open(out, manifest, resume=False) as journal:
+        journal.append([outcome("a.png"), outcome("b.png")])
+    path = journal_path(out)
+    header, first, second = lines(path)
+    stripped = {k: v for k, v in json.loads(first).items() if k != "checksum"}
+    path.write_text("\n".join([header, json.dumps(stripped), second]) + "\n")
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert sorted(journal.finished) == ["b.png"]
+        assert journal.notes == [f"ignored 1 unreadable line of {path} (line 2: no checksum, though its journal's "
+                                 f"header says every line has one); those images are screened again"]
+
+
+def test_a_journal_of_a_version_without_line_checksums_is_reused_then_rewritten_with_them(
+        tmp_path: Path, manifest) -> None:
+    """An earlier version's journal (no line_checksum in its header, none on its lines) reads as
+    before; the run that finishes rewrites it with checksums, and from then on they are required."""
+    out = tmp_path / "results.csv"
+    path = journal_path(out)
+    with Journal.open(out, manifest, resume=False) as journal:
+        journal.append([outcome("a.png"), error_outcome("b.png", "f", "empty file (0 bytes)")])
+    header, *rest = lines(path)
+    older = {k: v for k, v in json.loads(header).items() if k != "line_checksum"}
+    unsummed = [{k: v for k, v in json.loads(line).items() if k != "checksum"} for line in rest]
+    path.write_text("\n".join(json.dumps(line) for line in [older, *unsummed]) + "\n")
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert sorted(journal.finished) == ["a.png", "b.png"] and journal.notes == []
+        journal.append([outcome("c.png")])  # a resumed run's new line carries one already
+        journal.compact(list(journal.finished.values()) + [outcome("c.png")])
+    header, *rest = lines(path)
+    assert json.loads(header)["line_checksum"] == LINE_CHECKSUM and all("checksum" in json.loads(line) for line in rest)
+    with Journal.open(out, manifest, resume=True) as journal:
+        assert sorted(journal.finished) == ["a.png", "b.png", "c.png"] and journal.notes == []
 
 
 def test_lines_of_an_interrupted_run_stay_new_until_a_run_finishes(tmp_path: Path, manifest) -> None:

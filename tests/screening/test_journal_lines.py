@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening.journal_lines import BadLine, Damage, damaged_lines_note, header_line, outcome_lines, read_outcome
+from screening.journal import JournalHeader
+from screening.journal_lines import (LINE_CHECKSUM, BadLine, Damage, content_checksum, damaged_lines_note, header_line,
+                                     outcome_line, outcome_lines, read_outcome)
 from screening.results import Outcome, error_outcome
 
 CLASSES = ("nv", "bkl", "mel", "bcc")
@@ -142,3 +144,96 @@ def test_any_journal_bytes_give_one_item_per_line(data):
     read = list(outcome_lines(data, CLASSES))
     assert len(read) == max(0, len(data.split(b"\n")) - 1 - data.endswith(b"\n"))
     assert all(isinstance(item, (Outcome, Damage)) for _, item in read)
+
+
+# -- checksums -------------------------------------------------------------------------------------
+
+OUTCOME = Outcome(image="sub/\udce9t\u00e9.png", fingerprint="b2:aa:1,0,2", status="ok",
+                  probabilities=(0.1, 0.2, 0.3, 0.4), risk=0.7, prediction="bcc", confidence=0.4, lesion_area=0.25,
+                  warnings=("age unknown",), screened_at="2026-12-01T02:00:00Z")
+
+
+def written(outcome: Outcome) -> bytes:
+    """The line as Journal writes it (a name that is not UTF-8 on disk kept as a \\udcXX escape)."""
+    return outcome_line(outcome).encode("utf-8", "backslashreplace")
+
+
+def test_a_written_line_carries_its_checksum_last_and_reads_back():
+    line = written(OUTCOME)
+    data = json.loads(line)
+    assert list(data)[0] == "image" and list(data)[-1] == "checksum"  # the image first, for a torn line
+    assert data["checksum"] == content_checksum({k: v for k, v in data.items() if k != "checksum"})
+    assert len(data["checksum"]) == 16 and LINE_CHECKSUM == "sha256-16"
+    assert read_outcome(line, CLASSES, [2, 3], checksummed=True) == OUTCOME
+    error = error_outcome("b.png", "b2:bb:0,0,0", "truncated image file", retry=True)
+    assert read_outcome(written(error), CLASSES, checksummed=True) == error
+
+
+def test_the_checksum_is_of_the_content_not_of_its_spacing_or_key_order():
+    data = json.loads(written(OUTCOME))
+    reordered = json.dumps(dict(reversed(list(data.items()))), indent=1).encode()
+    assert read_outcome(reordered, CLASSES, checksummed=True) == OUTCOME
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(["image", "fingerprint", "probabilities", "risk", "prediction", "confidence",
+                            "lesion_area", "error", "warnings", "screened_at", "retry"]), value=_JSON)
+def test_any_field_changed_on_a_written_line_is_refused(key, value):
+    """Whatever a disk or an editor changes a field to, the line is refused: what the agreement
+    checks cannot see (a lesion area, a warning, a name) included."""
+    data = json.loads(written(OUTCOME))
+    if json.dumps(data[key]) == json.dumps(value):
+        return  # not a change
+    data[key] = value
+    with pytest.raises(BadLine):
+        read_outcome(json.dumps(data).encode(), CLASSES, [2, 3], checksummed=True)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda d: d.update(lesion_area=0.75), "does not match the line (changed since it was written)"),
+    (lambda d: d.update(warnings=["age unknown", "x"]), "does not match the line (changed since it was written)"),
+    (lambda d: d.update(probabilities=[0.2, 0.1, 0.3, 0.4]), "does not match the line (changed since it was written)"),
+    (lambda d: d.update(checksum="0" * 16), "checksum '0000000000000000' does not match the line"),
+    (lambda d: d.update(checksum=7), "checksum 7 does not match the line"),
+    (lambda d: d.pop("checksum"), "no checksum, though its journal's header says every line has one"),
+])
+def test_a_line_changed_since_it_was_written_says_why_it_is_refused(change, reason):
+    data = json.loads(written(OUTCOME))
+    change(data)
+    with pytest.raises(BadLine) as caught:
+        read_outcome(json.dumps(data).encode(), CLASSES, [2, 3], checksummed=True)
+    assert reason in str(caught.value)
+
+
+def test_a_line_of_an_earlier_version_reads_as_before_where_its_header_promises_no_checksum():
+    line = OUTCOME.to_json().encode("utf-8", "backslashreplace")
+    assert "checksum" not in json.loads(line)
+    assert read_outcome(line, CLASSES, [2, 3]) == OUTCOME
+    with pytest.raises(BadLine, match="no checksum"):
+        read_outcome(line, CLASSES, [2, 3], checksummed=True)
+
+
+def test_a_changed_line_that_also_disagrees_says_what_disagrees():
+    """The checksum is checked last: a changed risk is named as a risk that is not the sum."""
+    data = json.loads(written(OUTCOME))
+    data["risk"] = 0.1
+    with pytest.raises(BadLine, match="risk 0.1 is not the sum of the malignant probabilities"):
+        read_outcome(json.dumps(data).encode(), CLASSES, [2, 3], checksummed=True)
+
+
+def test_a_torn_last_line_is_still_torn_in_a_journal_of_checksummed_lines():
+    good, cut = written(OUTCOME), written(OUTCOME)[:-30]  # the checksum itself cut short
+    read = list(outcome_lines(b"\n".join([HEADER, good, cut]), CLASSES, checksummed=True))
+    assert read[0] == (2, OUTCOME)
+    assert read[1] == (3, Damage("not JSON (JSONDecodeError)", OUTCOME.image, torn=True))
+    assert read[1][1].said() == "is torn (the run stopped while writing it; rerun with --resume)"
+
+
+def test_the_header_says_its_lines_carry_checksums_and_an_older_one_does_not():
+    header = JournalHeader("tiny@1", "s", "c", CLASSES, "m", malignant=(2, 3), line_checksum=LINE_CHECKSUM)
+    assert JournalHeader.from_json(header.to_json()).line_checksum == LINE_CHECKSUM
+    older = {k: v for k, v in json.loads(header.to_json()).items() if k != "line_checksum"}
+    assert JournalHeader.from_json(json.dumps(older)).line_checksum == ""
+    assert JournalHeader.from_json(json.dumps(older)) == header  # the same bundle's results either way
+    garbled = {**older, "line_checksum": 5}  # a damaged value still promises them
+    assert JournalHeader.from_json(json.dumps(garbled)).line_checksum

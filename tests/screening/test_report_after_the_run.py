@@ -143,6 +143,51 @@ def test_a_journal_of_a_version_that_did_not_record_the_malignant_classes_still_
     assert shown == {json.loads(line)["image"] for line in lines if json.loads(line)["status"] == "ok"}
 
 
+def test_a_journal_line_changed_into_other_valid_json_is_shown_as_damaged_naming_its_line(run):
+    """A lesion area and a warning changed on disk (a network share flipping bytes, an editor
+    saving a half-edited file): the line is still JSON and its numbers still agree, but it is not
+    what screening wrote. Its checksum no longer matches: the report shows the line as damaged."""
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    header, *lines = journal.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if json.loads(line)["status"] == "ok")
+    changed = json.loads(lines[at])
+    changed["lesion_area"] = round(1 - changed["lesion_area"], 6)
+    changed["warnings"] = [*changed["warnings"], "checked by hand"]
+    journal.write_text("\n".join([header, *lines[:at], json.dumps(changed), *lines[at + 1:]]) + "\n", encoding="utf-8")
+    data = page_data(screen_report(run, journal))
+    assert changed["image"] not in {row["i"] for row in data["rows"]}
+    errors = {row["i"]: row["e"] for row in data["errors"]}
+    assert errors[changed["image"]] == (f"its latest journal line ({at + 2}) is damaged (checksum "
+                                        f"{changed['checksum']!r} does not match the line (changed since it was "
+                                        f"written)): no result shown, not even its earlier one")
+
+
+def test_a_journal_line_whose_checksum_was_cut_off_is_shown_as_damaged(run):
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    header, *lines = journal.read_text(encoding="utf-8").splitlines()
+    assert json.loads(header)["line_checksum"]  # the run promised a checksum on every line
+    stripped = {k: v for k, v in json.loads(lines[0]).items() if k != "checksum"}
+    journal.write_text("\n".join([header, json.dumps(stripped), *lines[1:]]) + "\n", encoding="utf-8")
+    data = page_data(screen_report(run, journal))
+    assert stripped["image"] not in {row["i"] for row in data["rows"]}
+    assert "no checksum" in {row["i"]: row["e"] for row in data["errors"]}[stripped["image"]]
+
+
+def test_a_journal_of_a_version_without_line_checksums_still_reads(run):
+    run["out"].unlink()
+    journal = journal_path(run["out"])
+    header, *lines = journal.read_text(encoding="utf-8").splitlines()
+    older = {k: v for k, v in json.loads(header).items() if k != "line_checksum"}
+    unsummed = [json.dumps({k: v for k, v in json.loads(line).items() if k != "checksum"}) for line in lines]
+    journal.write_text("\n".join([json.dumps(older), *unsummed]) + "\n", encoding="utf-8")
+    data = page_data(screen_report(run, journal))
+    status = {json.loads(line)["image"]: json.loads(line)["status"] for line in lines}
+    assert {row["i"] for row in data["rows"]} == {image for image, s in status.items() if s == "ok"}
+    assert {row["i"] for row in data["errors"]} == {image for image, s in status.items() if s == "error"}
+
+
 def _rescreened_then_damaged(journal: Path) -> tuple[str, int]:
     """A --resume that screened a replaced picture again and was killed: the image's new line is
     appended after its old one, then damaged (a risk of 1.7). Returns the image and its line number."""

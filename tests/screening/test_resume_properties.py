@@ -34,7 +34,7 @@ from screening import session
 from screening.fingerprint import content_digest
 from screening.interrupt import Interrupted
 from screening.journal import Journal, journal_path
-from screening.journal_lines import Damage, outcome_lines, read_outcome
+from screening.journal_lines import Damage, outcome_line, outcome_lines, read_outcome
 from screening.manifest import Manifest, load_manifest
 from screening.metadata import MetaCodes
 from screening.pipeline import ImageJob, postprocess, split_finished
@@ -101,7 +101,7 @@ def stopped_after(writes: int, torn: bool = False) -> Iterator[None]:
         outcomes = list(outcomes)
         if done == writes:
             if torn and outcomes:
-                text = outcomes[0].to_json().encode()
+                text = outcome_line(outcomes[0]).encode()
                 journal._handle.write(text[: len(text) // 2])
                 journal._handle.flush()
             raise Interrupted(signal.SIGTERM)
@@ -152,7 +152,7 @@ def assert_every_image_once_as_it_is_now(images: Path, meta: Path, out: Path, bu
     kept = journal_outcomes(out, classes)
     assert all(isinstance(line, Outcome) for line in kept), kept
     for line in journal_path(out).read_bytes().splitlines()[1:]:
-        read_outcome(line, classes, manifest.malignant_indices)
+        read_outcome(line, classes, manifest.malignant_indices, checksummed=True)
     assert sorted(line.image for line in kept) == present
     for line in kept:
         assert line.fingerprint.startswith(f"{content_digest(images / line.image)}:"), line
@@ -238,14 +238,31 @@ def flip_the_confidence(line: dict) -> None:
     line["confidence"] = round(line["confidence"] / 2, 6)
 
 
+def change_the_lesion_area(line: dict) -> None:
+    line["lesion_area"] = round(1 - line["lesion_area"], 6)
+
+
+def add_a_warning(line: dict) -> None:
+    line["warnings"] = [*line["warnings"], "image is blurred"]
+
+
+def lower_a_benign_probability(line: dict) -> None:
+    """nv or bkl (the tiny bundle's benign classes), whichever is not the most likely: the risk,
+    prediction and confidence still agree with the probabilities."""
+    probabilities = line["probabilities"]
+    at = 0 if probabilities[0] < max(probabilities) else 1
+    probabilities[at] = round(probabilities[at] / 2, 6)
+
+
 @pytest.mark.parametrize("flip", [flip_risk, flip_a_malignant_probability, flip_the_prediction,
-                                  flip_the_confidence])
-def test_a_line_damaged_into_numbers_that_disagree_is_screened_again_not_copied(tmp_path: Path, bundle: Path,
-                                                                                flip) -> None:
+                                  flip_the_confidence, change_the_lesion_area, add_a_warning,
+                                  lower_a_benign_probability])
+def test_a_line_damaged_into_other_valid_json_is_screened_again_not_copied(tmp_path: Path, bundle: Path,
+                                                                           flip) -> None:
     """A journal line changed since it was written (a disk error, an edit by hand) that still
     reads as JSON, its fingerprint intact: its risk must still be the sum of its malignant
-    probabilities, its prediction and confidence its most likely class, or a wrong risk would
-    reach the worklist without a word."""
+    probabilities, its prediction and confidence its most likely class, and its checksum its
+    content, or a wrong risk, lesion area or warning would reach the worklist without a word."""
     images, meta, out = tmp_path / "images", patients_csv(tmp_path), tmp_path / "results.csv"
     put(images, "a.png", 1)
     put(images, "b.jpg", 2)
@@ -277,8 +294,8 @@ def test_every_result_screening_computes_passes_the_checks_a_resume_makes(tiny_m
     mask = np.zeros((1, 32, 32), np.float32)
     outcome = postprocess(ImageJob("a.png", MetaCodes(0, 0, 0), digest="b2:00"), mask,
                           np.asarray(logits, np.float32), manifest)
-    line = outcome.to_json().encode()
-    assert read_outcome(line, tuple(manifest.class_names), manifest.malignant_indices) == outcome
+    line = outcome_line(outcome).encode()
+    assert read_outcome(line, tuple(manifest.class_names), manifest.malignant_indices, checksummed=True) == outcome
 
 
 def test_a_corrupt_jpeg_as_the_nights_only_new_image_is_a_row_not_a_failed_night(tmp_path: Path,
@@ -317,6 +334,8 @@ def damage_journal(out: Path, kind: str, pick: int, where: float) -> None:
         lines[-1] = lines[-1].rstrip(b"\n")[: int(where * len(lines[-1].rstrip(b"\n")))]
     elif kind == "garble":  # a NUL is never valid JSON: the line no longer reads
         lines[index] = line[:cut] + b"\x00" + line[cut + 1:]
+    elif kind == "alter":  # still JSON, its numbers still agreeing: only its checksum can tell
+        lines[index] = altered(line, where)
     elif kind == "duplicate":  # an older line copied after the newer ones
         lines.append(line)
     elif kind == "drop":
@@ -327,6 +346,25 @@ def damage_journal(out: Path, kind: str, pick: int, where: float) -> None:
     path.write_bytes(b"".join(lines))
 
 
+def altered(line: bytes, where: float) -> bytes:
+    """``line`` changed as a flipped byte or a half-finished edit can change it and stay JSON: an ok
+    line's lesion area or warnings, an error line's reason. The header, or a line that no longer
+    reads, is left as it is."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(data, dict) or data.get("status") not in ("ok", "error"):
+        return line
+    if data["status"] == "error":
+        data["error"] = f"{data.get('error')} (edited)"
+    elif where < 0.5:
+        data["lesion_area"] = round(1 - data["lesion_area"], 6)
+    else:
+        data["warnings"] = [*data["warnings"], "image is blurred"]
+    return json.dumps(data, ensure_ascii=False).encode() + b"\n" * line.endswith(b"\n")
+
+
 NOT_A_JOURNAL = "is not a screening journal: delete it or choose another --out"
 
 events = st.one_of(
@@ -334,7 +372,7 @@ events = st.one_of(
     st.tuples(st.just("delete"), st.sampled_from(NAMES)),
     # a night: finishing, or stopped after that many journal writes (torn or not)
     st.tuples(st.just("night"), st.none() | st.integers(0, 3), st.booleans()),
-    st.tuples(st.just("damage"), st.sampled_from(["tear", "garble", "duplicate", "drop", "truncate"]),
+    st.tuples(st.just("damage"), st.sampled_from(["tear", "garble", "alter", "duplicate", "drop", "truncate"]),
               st.integers(0, 20), st.floats(0.0, 1.0)),
 )
 
@@ -347,14 +385,17 @@ events = st.one_of(
 # The same, its line damaged later instead, and the replaced file then put back as it was.
 @example([("put", "a.png", 1), ("night", None, False), ("put", "a.png", 7), ("night", 0, True),
           ("night", 1, False), ("damage", "garble", 2, 0.3), ("put", "a.png", 1)])
+# A lesion area changed on disk, then a corrupt file's reason: both lines still JSON.
+@example([("put", "a.png", 1), ("put", "c.png", CORRUPT), ("night", None, False), ("damage", "alter", 1, 0.2),
+          ("damage", "alter", 2, 0.2)])
 # A file that fails to decode, replaced by a good one whose line is lost, then deleted.
 @example([("put", "c.png", CORRUPT), ("night", None, False), ("put", "c.png", 2), ("night", 1, False),
           ("damage", "drop", 2, 0.0), ("delete", "c.png")])
 def test_any_night_after_any_changes_and_damage_gives_one_current_row_per_image(bundle: Path, steps) -> None:
     """Whatever happened before (files put, replaced or deleted; nights stopped midway; journal
-    lines torn, garbled, copied, dropped or cut off), a night that finishes writes exactly one
-    row per image in the folder, equal to a fresh run's; a journal whose header is gone stops
-    the night with one line and nothing else ever does."""
+    lines torn, garbled, changed into other valid JSON, copied, dropped or cut off), a night that
+    finishes writes exactly one row per image in the folder, equal to a fresh run's; a journal
+    whose header is gone stops the night with one line and nothing else ever does."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         images, meta, out = folder / "images", patients_csv(folder), folder / "results.csv"

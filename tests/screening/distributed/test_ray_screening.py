@@ -29,9 +29,10 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 def journal_outcomes(out: Path) -> list[dict]:
-    """The journal's outcome lines, in order, without when each image was screened."""
+    """The journal's outcome lines, in order, without when each image was screened (nor the line's
+    checksum, which covers that time)."""
     lines = journal_path(out).read_text(encoding="utf-8").splitlines()[1:]
-    return [{k: v for k, v in json.loads(line).items() if k != "screened_at"} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("screened_at", "checksum")} for line in lines]
 
 
 def with_bad_files(images: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from screening.journal import JournalHeader
+from screening.journal_lines import outcome_line
 from screening.manifest import Manifest, load_manifest
 from screening.results import Outcome, ResultRow, rank_rows, write_results_csv
 
@@ -61,7 +62,7 @@ def write_synthetic(folder: Path, bundle: Path, n: int = 400, seed: int = 0, sha
                                 lesion_area=0.3))
     write_results_csv(results, rank_rows(ResultRow(o, patients[i]) for i, o in enumerate(outcomes)), manifest)
     header = json.loads(JournalHeader.of(manifest).to_json())
-    lines = [json.dumps(header)] + [o.to_json() for o in outcomes]
+    lines = [json.dumps(header)] + [outcome_line(o) for o in outcomes]  # as screening writes them
     (folder / "results.csv.journal").write_text("\n".join(lines) + "\n", encoding="utf-8")
     names = diagnoses or {i: spec.name for i, spec in enumerate(manifest.classes)}
     labels = folder / "labels.csv"

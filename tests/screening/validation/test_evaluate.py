@@ -17,7 +17,9 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 
 from screening.cli import cli
 from screening.errors import InputError
+from screening.journal_lines import outcome_line
 from screening.metadata import DEFAULT_VOCABULARY
+from screening.results import error_outcome
 from screening.cli.validation import DEFAULT_RESAMPLES as CLI_RESAMPLES
 from screening.validation import metrics
 from screening.validation.bootstrap import DEFAULT_RESAMPLES, group_index, intervals
@@ -182,7 +184,7 @@ def test_a_journal_alone_with_an_error_row_is_read(synthetic):
     data = synthetic(n=60)
     journal = data.results.with_name("results.csv.journal")
     with open(journal, "a", encoding="utf-8") as fh:
-        fh.write('{"image":"broken.jpg","fingerprint":"f","status":"error","error":"truncated image file"}\n')
+        fh.write(outcome_line(error_outcome("broken.jpg", "f", "truncated image file")) + "\n")  # as screening writes it
     data.results.unlink()
     scores = read_scores(journal, data.manifest)
     assert len(scores.images) == 60 and scores.error_rows == ["broken.jpg"]

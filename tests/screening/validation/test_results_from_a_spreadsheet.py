@@ -176,6 +176,75 @@ def test_a_journal_risk_changed_by_hand_is_left_out_not_scored(synthetic):
     assert len(scores.images) == 39 and changed["image"] not in scores.images
 
 
+def _lower_a_benign_probability(line: dict, malignant: list[int]) -> None:
+    """A benign probability that is not the most likely one, halved: the risk, prediction and
+    confidence still agree with the probabilities, so only the line's checksum can tell."""
+    probabilities = line["probabilities"]
+    top = probabilities.index(max(probabilities))
+    at = next(i for i, p in enumerate(probabilities) if i not in malignant and i != top and p > 0)
+    probabilities[at] = round(probabilities[at] / 2, 6)
+
+
+def test_a_journal_line_changed_into_other_valid_numbers_is_left_out_naming_its_line(synthetic):
+    """A network share flipping a digit of a benign probability: the line is still JSON and its
+    risk still the sum of its malignant probabilities, but it is not what screening wrote; scored,
+    it would move the per-class AUCs. It is left out, with the line named, as a damaged line is."""
+    data = synthetic(n=40)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    changed = json.loads(lines[1])
+    _lower_a_benign_probability(changed, json.loads(lines[0])["malignant"])
+    journal.write_text("\n".join([lines[0], json.dumps(changed), *lines[2:]]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 39 and changed["image"] not in scores.images
+    assert [w for w in scores.warnings if "line 2" in w] == [
+        f"{journal} line 2 ({changed['image']}) is damaged (checksum {changed['checksum']!r} does not match the "
+        f"line (changed since it was written)): {changed['image']} is left out, not scored on an earlier line"]
+
+
+def test_a_journal_line_whose_image_name_was_changed_lends_its_scores_to_no_other_image(synthetic):
+    """The last line's image renamed to the first line's (a flipped byte in a name): as the later
+    line, it would have become the first image's scores. It is damaged, so the first image is
+    left out with a warning naming the line, never scored with another picture's probabilities."""
+    data = synthetic(n=20)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    first, last = json.loads(lines[1]), json.loads(lines[-1])
+    last["image"] = first["image"]
+    journal.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert first["image"] not in scores.images and len(scores.images) == 18
+    assert any(f"line {len(lines)} ({first['image']}) is damaged (checksum" in w for w in scores.warnings)
+
+
+def test_a_journal_line_whose_checksum_was_cut_off_is_left_out(synthetic):
+    """The header says every line has a checksum: a line without one was cut or edited since."""
+    data = synthetic(n=20)
+    journal = data.results.with_name("results.csv.journal")
+    lines = journal.read_text().splitlines()
+    stripped = {k: v for k, v in json.loads(lines[1]).items() if k != "checksum"}
+    journal.write_text("\n".join([lines[0], json.dumps(stripped), *lines[2:]]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 19 and stripped["image"] not in scores.images
+    assert any("line 2" in w and "no checksum, though its journal's header says every line has one" in w
+               for w in scores.warnings)
+
+
+def test_a_journal_of_a_version_without_line_checksums_still_reads(synthetic):
+    data = synthetic(n=20)
+    journal = data.results.with_name("results.csv.journal")
+    header, *lines = journal.read_text().splitlines()
+    older = {k: v for k, v in json.loads(header).items() if k != "line_checksum"}
+    unsummed = [json.dumps({k: v for k, v in json.loads(line).items() if k != "checksum"}) for line in lines]
+    journal.write_text("\n".join([json.dumps(older), *unsummed]) + "\n")
+    data.results.unlink()
+    scores = read_scores(journal, data.manifest)
+    assert len(scores.images) == 20 and not scores.warnings
+
+
 @given(text=st.one_of(st.text(max_size=8), st.sampled_from(["-5", "'-5", "=1+1", "'=1+1", "@x", "+44 20", "-0.5"])))
 def test_a_text_cell_reads_back_as_the_clinic_typed_it(text):
     """Image names and patient ids go through the CSV's formula neutralising and back unchanged;
