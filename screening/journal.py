@@ -175,7 +175,7 @@ def _read_owner(fd: int) -> dict | None:
     """The holder named in a lock file, or None (not yet written, or not ours)."""
     try:
         owner = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None
     return owner if isinstance(owner, dict) else None
 
@@ -231,7 +231,7 @@ class JournalHeader:
         """The header in ``line``, or None when it is not a journal header of this version."""
         try:
             data = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             return None
         if not isinstance(data, dict) or data.get("format") != JOURNAL_FORMAT \
                 or data.get("version") != JOURNAL_VERSION:

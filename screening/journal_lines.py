@@ -105,7 +105,8 @@ def read_outcome(line: bytes, classes: tuple[str, ...], malignant: Sequence[int]
     """
     try:
         data = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    # RecursionError: a line nested thousands of brackets deep (garbled), not a ValueError.
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadLine(f"not JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise BadLine("not a JSON object")
@@ -216,11 +217,11 @@ def _image_named(line: bytes) -> str | None:
     try:
         data = json.loads(text)
         image = data.get("image") if isinstance(data, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         start = _IMAGE_FIRST.match(text)
         try:
             image = json.JSONDecoder().raw_decode(text, start.end())[0] if start else None
-        except ValueError:
+        except (ValueError, RecursionError):
             image = None
     return image if isinstance(image, str) and image else None
 

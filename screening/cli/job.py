@@ -65,6 +65,8 @@ def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
         raise click.BadParameter(f"cannot read {value}: {error.strerror or error}") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise click.BadParameter(f"{value} is not valid TOML: {error}") from None
+    except RecursionError:  # arrays or tables nested thousands deep: a garbled file, not a job
+        raise click.BadParameter(f"{value} is not valid TOML: nested too deep") from None
     keys = _option_keys(ctx.command)
     defaults: dict[str, Any] = {}
     for key, setting in table.items():

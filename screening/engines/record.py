@@ -112,6 +112,7 @@ def load_record(folder: Path, beat: Callable[[], None] = lambda: None) -> BuildR
     beat()
     try:
         return BuildRecord.from_dict(json.loads(read_pieces(path, beat).decode("utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+            RecursionError) as exc:  # RecursionError: nested thousands deep
         raise BundleError(f"{path} is malformed ({exc.__class__.__name__}: {exc}): "
                           f"delete the folder and build the engines again") from exc

@@ -219,7 +219,7 @@ def _another_run_writes(results: Path) -> bool:
         # ``screen folder --report`` builds its page while holding the lock itself.
         try:
             owner = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
             return True
         return not (isinstance(owner, dict) and owner.get("pid") == os.getpid()
                     and owner.get("host") == socket.gethostname())
@@ -288,7 +288,7 @@ def _summary(results_path: Path) -> dict[str, Any]:
     path = summary_path(Path(results_path))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         return {}
     return data if isinstance(data, dict) else {}
 

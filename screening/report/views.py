@@ -275,7 +275,7 @@ def read_view_records(folder: Path) -> list[View]:
         for line in fh:
             try:
                 view = View.from_json(line)
-            except (ValueError, KeyError, TypeError, IndexError):
+            except (ValueError, KeyError, TypeError, IndexError, RecursionError):
                 continue
             if view.thumb and view.thumb not in present:
                 view = View(view.image, "", (0, 0), view.outline, view.attention, view.fingerprint, view.bundle)

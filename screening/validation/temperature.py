@@ -196,7 +196,7 @@ def _parent_folders(manifest, scores) -> list:
         source = source.with_name(source.name[:-len(JOURNAL_SUFFIX)])
     try:
         named = json.loads(summary_path(source).read_text(encoding="utf-8"))["inputs"]["bundle_dir"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested thousands deep
         named = None
     if isinstance(named, str) and named:
         folders.append(Path(named))

@@ -147,6 +147,7 @@ def test_config_file_has_the_options_keys_and_the_command_line_wins(tmp_path: Pa
 @pytest.mark.parametrize("text, message", [
     ('colour = "red"\n', "unknown key 'colour'"),
     ('meta = \n', "is not valid TOML"),
+    ('columns = ' + '[' * 50_000 + ']' * 50_000 + '\n', "is not valid TOML: nested too deep"),
     ('batch-size = "many"\n', "'many' is not a valid integer"),
 ])
 def test_bad_config_files_are_exit_2(tmp_path: Path, text: str, message: str) -> None:
