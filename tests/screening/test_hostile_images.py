@@ -388,8 +388,14 @@ def test_first_signal_stops_promptly_while_a_decoder_is_busy(tmp_path: Path, tin
         deadline = time.monotonic() + 240
         while not journal_path(out).exists() and time.monotonic() < deadline and run.poll() is None:
             time.sleep(0.05)
-        time.sleep(1.0)  # the decoder is now in the slow file
-        children = _children(run.pid)
+        # The decoder child is started after the journal: wait for it rather than a fixed second,
+        # which a loaded machine overran ("did not reach the slow decode"). a_slow.jpg sorts
+        # first, so once started it is in the slow file.
+        children = []
+        while not children and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+            children = _children(run.pid)
+        time.sleep(0.5)
         assert run.poll() is None and children, "the run did not reach the slow decode"
         stdout, stderr, stopped_in = folder_runner.stop_with(run, signum)
     finally:
