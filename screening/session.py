@@ -255,7 +255,8 @@ def _open_backend(request: FolderRequest, manifest: Manifest) -> tuple[BundleBac
                             stall_s=request.decode_timeout_s)
     from .distributed.run import RayScreening
 
-    return (RayScreening(request.ray, request.bundle_dir, manifest, request.backend, request.batch_size),
+    return (RayScreening(request.ray, request.bundle_dir, manifest, request.backend, request.batch_size,
+                         request.decode_timeout_s),
             f"--ray {request.ray.address}")
 
 

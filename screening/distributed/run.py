@@ -21,6 +21,7 @@ from ..errors import BackendUnavailable, InputError, ScreeningError
 from ..manifest import Manifest
 from ..pipeline import ImageJob, PipelineOptions
 from ..results import Outcome
+from ..stalled_reads import DEFAULT_STALL_S
 from .cluster import LOCAL, ClusterInfo, connect, import_ray
 
 
@@ -53,12 +54,13 @@ class RayScreening:
     name = "ray"
 
     def __init__(self, settings: RaySettings, bundle_dir: Path, manifest: Manifest, backend: str,
-                 batch_size: int) -> None:
+                 batch_size: int, stall_s: float = DEFAULT_STALL_S) -> None:
         self.settings = settings
         self.bundle_dir = Path(bundle_dir).resolve()
         self.manifest = manifest
         self.backend = backend
         self.batch_size = batch_size
+        self.stall_s = stall_s  # --decode-timeout: how long a worker waits for its copy of the bundle
         self.cluster: ClusterInfo | None = None
         self.note = ""
         self.worker_backends: set[str] = set()  # descriptions reported by the actors that ran
@@ -95,7 +97,7 @@ class RayScreening:
         probe = ray.remote(probe_bundle).options(**self._actor_resources())
         try:
             status, first, second, name = ray.get(probe.remote(str(self.bundle_dir), self.manifest, self.backend,
-                                                               self.batch_size))
+                                                               self.batch_size, self.stall_s))
         except ray.exceptions.RayError as exc:
             raise BackendUnavailable(f"--ray: cannot open the bundle on a worker ({_first_line(exc)})") from None
         if status == "error":
@@ -208,7 +210,8 @@ class RayScreening:
             return decoded.map(
                 ScreeningActor, fn_constructor_kwargs={"bundle_dir": str(self.bundle_dir),
                                                        "manifest": self.manifest, "backend": self.backend,
-                                                       "batch_size": self.batch_size},
+                                                       "batch_size": self.batch_size,
+                                                       "stall_s": self.stall_s},
                 fn_kwargs={"tta": tta}, compute=ray.data.ActorPoolStrategy(size=self.actor_count()),
                 **self._actor_resources())
 

@@ -26,9 +26,10 @@ from ..backends import open_backend
 from ..decode_pool import DecodeLimits, DecodePool
 from ..errors import BundleError, ScreeningError
 from ..images import load_image
-from ..manifest import Manifest, sha256_file
+from ..manifest import Manifest, bundle_stalled, sha256_file
 from ..pipeline import Decoded, Failed, ImageJob, decode_one, infer_batch, plan_batches
 from ..results import Outcome
+from ..stalled_reads import DEFAULT_STALL_S, while_progressing
 
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
@@ -134,34 +135,44 @@ def no_extra_remote_args() -> dict[str, Any]:
 
 # -- segment, classify, postprocess (an actor pool) ---------------------------------------------
 
-def open_bundle(bundle_dir: str, manifest: Manifest, backend: str, batch_size: int):
+def open_bundle(bundle_dir: str, manifest: Manifest, backend: str, batch_size: int,
+                stall_s: float = DEFAULT_STALL_S):
     """Open the driver's bundle on this worker: its model files must have the driver's sha256s.
 
     The driver's manifest travels with the task, so every worker applies exactly the
     preprocessing, classes and options the driver checked; a worker whose copy of the models
     differs (another version on its disk, a partial copy) fails here rather than mixing
-    results of two bundles into one output.
+    results of two bundles into one output. A worker's copy on a drive that stops answering
+    gives up after ``stall_s`` seconds (``--decode-timeout``) with the bundle's one line, as one
+    machine does, instead of holding the actor and the night.
     """
+    while_progressing(lambda beat: _check_copy(Path(bundle_dir), manifest, beat), stall_s,
+                      lambda: bundle_stalled(Path(bundle_dir), stall_s))
+    return open_backend(backend, Path(bundle_dir), manifest, batch_size=batch_size, stall_s=stall_s)
+
+
+def _check_copy(bundle_dir: Path, manifest: Manifest, beat) -> None:
     for spec in (manifest.segmenter, manifest.classifier):
-        model_path = Path(bundle_dir) / spec.file
+        model_path = bundle_dir / spec.file
         if not model_path.is_file():
             raise BundleError(f"{model_path} is missing on worker {socket.gethostname()}")
+        beat()
         try:
-            actual = sha256_file(model_path)
+            actual = sha256_file(model_path, beat)
         except OSError as exc:
             raise BundleError(f"cannot read {model_path} on worker {socket.gethostname()}: "
                               f"{exc.strerror or exc}") from None
         if actual != spec.sha256:
             raise BundleError(f"{model_path} on worker {socket.gethostname()} is not the driver's "
                               f"{spec.file} (sha256 differs): give every node the same bundle")
-    return open_backend(backend, Path(bundle_dir), manifest, batch_size=batch_size)
 
 
 class ScreeningActor:
     """Holds one opened bundle for the life of the actor and screens decoded grid batches."""
 
-    def __init__(self, bundle_dir: str, manifest: Manifest, backend: str, batch_size: int) -> None:
-        self.backend, self.note = open_bundle(bundle_dir, manifest, backend, batch_size)
+    def __init__(self, bundle_dir: str, manifest: Manifest, backend: str, batch_size: int,
+                 stall_s: float = DEFAULT_STALL_S) -> None:
+        self.backend, self.note = open_bundle(bundle_dir, manifest, backend, batch_size, stall_s)
         self.backend.__enter__()
         self.description = self.backend.description
         self.node = ray.get_runtime_context().get_node_id()  # reported, so a run says where it ran
@@ -173,13 +184,13 @@ class ScreeningActor:
         return {"outcomes": _dump(outcomes), "backend": self.description, "node": self.node}
 
 
-def probe_bundle(bundle_dir: str, manifest: Manifest, backend: str,
-                 batch_size: int) -> tuple[str, str, str, str]:
+def probe_bundle(bundle_dir: str, manifest: Manifest, backend: str, batch_size: int,
+                 stall_s: float = DEFAULT_STALL_S) -> tuple[str, str, str, str]:
     """Open and close the bundle on one worker: ("ok", description, note, backend name), or the
     domain error as ("error", class name, message, "") so that the driver can raise it with its
     exit code."""
     try:
-        opened, note = open_bundle(bundle_dir, manifest, backend, batch_size)
+        opened, note = open_bundle(bundle_dir, manifest, backend, batch_size, stall_s)
         with opened:
             return "ok", opened.description, note, opened.results_backend
     except ScreeningError as exc:

@@ -4,6 +4,7 @@ workers get no patients.csv columns, and --ray's options and missing extra fail 
 from __future__ import annotations
 
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -70,3 +71,27 @@ def test_ray_without_the_extra_says_how_to_install(tmp_path: Path, monkeypatch, 
     assert result.stderr.strip() == ("Error: Ray is not installed: pip install '.[distributed]' (ray[data]) "
                                      "to use --ray")
     assert not (tmp_path / "r.csv").exists()
+
+
+# -- a worker's bundle on a drive that stops answering ------------------------------------------------
+
+@pytest.mark.parametrize("file", ["classifier", "segmenter"])
+def test_a_workers_bundle_that_stops_answering_ends_with_the_bundles_one_line(tmp_path, tiny_bundle, share, file):
+    """A worker reads its own copy of the bundle (to check the driver's sha256s, then to load it):
+    on a silent share that gives up after --decode-timeout with the bundle's line, as on one
+    machine, instead of holding the actor and the night for ever."""
+    from screening.distributed.stages import open_bundle, probe_bundle
+    from screening.manifest import load_manifest
+    from stalled_share import BUDGET_S, STALL_CAP_S, within
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    manifest = load_manifest(bundle)
+    share.stall_open(bundle / getattr(manifest, file).file)
+    expected = (f"the model bundle {bundle} stopped answering while it was being read (nothing for "
+                f"{BUDGET_S:g} s; a stalled network drive?)")
+    with pytest.raises(InputError) as raised:
+        within(STALL_CAP_S / 2, lambda: open_bundle(str(bundle), manifest, "onnxruntime", 2, stall_s=BUDGET_S))
+    assert str(raised.value).startswith(expected)
+    status, kind, message, _ = within(STALL_CAP_S / 2, lambda: probe_bundle(str(bundle), manifest, "onnxruntime", 2,
+                                                                             stall_s=BUDGET_S))
+    assert (status, kind) == ("error", "InputError") and message.startswith(expected)
