@@ -70,6 +70,22 @@ def transfer(images: np.ndarray, source: tuple, reference: tuple, variant: str) 
     return from_lab(lab.astype(np.float32))
 
 
+def screened_as_indexed(folder: Path, rows: pd.DataFrame, bundle: Path, label: str) -> pd.DataFrame:
+    """``folder``'s images (``images/`` and ``patients.csv``, written by a probe) screened by
+    ``bundle`` through ``screen folder``, once (the results CSV is kept and reused), with each image
+    named as the index names it (its id and its original file's suffix), so that starter_report's
+    scorer and paired_compare read the results as a report's."""
+    raw = folder / "results.csv"
+    if not raw.exists():
+        started = time.monotonic()
+        run_screen(folder / "images", folder / "patients.csv", bundle, raw, batch_size=16)
+        print(f"{label}: screened {len(rows)} images in {time.monotonic() - started:.0f} s")
+    suffix = {i: Path(p).suffix.lower() for i, p in zip(rows["image_id"], rows["image_path"])}
+    results = pd.read_csv(raw, encoding="utf-8-sig", dtype={"image": str})
+    results["image"] = [f"{Path(n).stem}{suffix[Path(n).stem]}" for n in results["image"]]
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, required=True)
@@ -104,15 +120,7 @@ def main() -> int:
             pd.DataFrame({"image": [f"{i}.png" for i in rows["image_id"]], "patient_id": rows["lesion_id"],
                           "age": rows["age"], "sex": rows["sex"], "site": rows["site"]}
                          ).to_csv(folder / "patients.csv", index=False)
-            raw = folder / "results.csv"
-            if not raw.exists():
-                started = time.monotonic()
-                run_screen(folder / "images", folder / "patients.csv", args.bundle, raw, batch_size=16)
-                print(f"{split} {variant}: screened {len(rows)} images in {time.monotonic() - started:.0f} s")
-            # Named as the index names them, so starter_report's scorer and paired_compare read it.
-            suffix = {i: Path(p).suffix.lower() for i, p in zip(rows["image_id"], rows["image_path"])}
-            results = pd.read_csv(raw, encoding="utf-8-sig", dtype={"image": str})
-            results["image"] = [f"{Path(n).stem}{suffix[Path(n).stem]}" for n in results["image"]]
+            results = screened_as_indexed(folder, rows, args.bundle, f"{split} {variant}")
             results.to_csv(args.out / split / f"{variant}.csv", index=False)
     (args.out / "colour_stats.json").write_text(json.dumps(record, indent=2) + "\n")
     return 0

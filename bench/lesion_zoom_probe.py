@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -33,8 +32,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from clinic_colour_probe import screened_as_indexed  # noqa: E402
 from ensemble_probe import read_member  # noqa: E402
-from harness import link_or_copy, run_screen  # noqa: E402
+from harness import link_or_copy  # noqa: E402
 from training.data.dataset import read_rgb  # noqa: E402
 
 # The crop is cut from the photograph's own pixels: no reduced-size JPEG decode.
@@ -119,14 +119,7 @@ def main() -> int:
             names.append(name)
         pd.DataFrame({"image": names, "patient_id": rows["lesion_id"], "age": rows["age"], "sex": rows["sex"],
                       "site": rows["site"]}).to_csv(folder / "patients.csv", index=False)
-        raw = folder / "results.csv"
-        if not raw.exists():
-            started = time.monotonic()
-            run_screen(folder / "images", folder / "patients.csv", args.bundle, raw, batch_size=16)
-            print(f"{split}: screened {len(rows)} images ({len(zoomed)} zoomed) in {time.monotonic() - started:.0f} s")
-        suffix = {i: Path(p).suffix.lower() for i, p in zip(rows["image_id"], rows["image_path"])}
-        zoom = pd.read_csv(raw, encoding="utf-8-sig", dtype={"image": str})
-        zoom["image"] = [f"{Path(n).stem}{suffix[Path(n).stem]}" for n in zoom["image"]]
+        zoom = screened_as_indexed(folder, rows, args.bundle, f"{split} ({len(zoomed)} zoomed)")
         zoom.to_csv(args.out / split / "zoom.csv", index=False)
         plain = read_member(args.plain, split)
         mean = zoom.set_index("image")
