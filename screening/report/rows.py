@@ -96,14 +96,18 @@ def _finite(row: ReportRow, source: str) -> ReportRow:
 
 
 def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
-    """A row cut short (a copy taken while the CSV was written), or an ok row whose risk or a
+    """A row cut short (a copy taken while the CSV was written), a status that is neither ok nor
+    error (retyped), or an ok row whose risk or a
     probability is no number in 0..1 (a spreadsheet's ``0,93`` or ``93%``, a retyped cell), becomes
     an error row saying so: shown as an error without a reason, or as a result without its risk,
     it would mislead the reviewer. Non-finite numbers are left to :func:`_finite`."""
     problem = ""
+    status = cells.get("status")
     if any(value is None for key, value in cells.items() if key is not None):
         problem = "its row in the results CSV is cut short (copied while it was written?)"
         problem += f"; {row.error}" if row.error else ""
+    elif status not in (OK, ERROR):  # a retyped 'OK': an error row without a reason says nothing
+        problem = f"status {status!r} in the results CSV is neither {OK} nor {ERROR}"
     elif row.status == OK:
         text = {key: (value or "").strip() for key, value in cells.items() if key is not None}
         for name in ("risk", *(key for key in text if key.startswith("p_"))):
@@ -121,8 +125,8 @@ def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
 
 
 def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Results:
-    """Rows of a results CSV in its rank order; ``beat()`` as each row is read (the progress that
-    :func:`read_results` is watched by).
+    """Rows of a results CSV in rank order (its ``rank`` column); ``beat()`` as each row is read (the
+    progress that :func:`read_results` is watched by).
 
     Raises:
         InputError: the file is missing, unreadable or not a results CSV.
@@ -144,6 +148,10 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Res
                 rows.append(_finite(_usable(_row(cells), cells), "results CSV"))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
+    # In rank order whatever the file's order: a CSV sorted by image or patient in a spreadsheet
+    # and saved would otherwise put its highest risks anywhere in the worklist. Rows without a
+    # rank (errors) follow, in file order.
+    rows.sort(key=lambda row: (row.rank is None, row.rank or 0))
     # A flag column left empty (no operating point) is no flag at all for the reviewer.
     # "New" only tells the reviewer something when the run resumed: some rows new, some not.
     return Results(rows, "results CSV", has_flag=any(r.flag for r in rows),

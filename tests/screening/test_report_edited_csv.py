@@ -1,0 +1,38 @@
+"""`screen report` of a results CSV that someone opened in a spreadsheet, sorted or retyped, and saved:
+the worklist still reads top-down by risk, and a row the report cannot trust says why."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pytest
+
+from report_factory import page_data, report_of_csv
+
+pytestmark = pytest.mark.usefixtures("no_default_bundle")
+
+HEADER = "rank,image,patient_id,risk,flag,status,error,p_mel,p_nv\n"
+
+
+def test_a_csv_sorted_by_image_name_still_lists_the_highest_risk_first(tmp_path: Path) -> None:
+    """Sorted by image (or patient) in a spreadsheet and saved, the CSV's rows are no longer in
+    rank order. The page's default view (by rank) drew them in file order: the 0.9 melanoma at
+    the bottom of the worklist, under the routine ones, with nothing to say the order was wrong."""
+    out = report_of_csv(tmp_path, HEADER + "2,a.jpg,P1,0.300000,routine,ok,,0.3,0.7\n"
+                                           "3,b.jpg,P2,0.200000,routine,ok,,0.2,0.8\n"
+                                           "1,c.jpg,P3,0.900000,refer,ok,,0.9,0.1\n")
+    rows = page_data(out)["rows"]
+    assert [row["i"] for row in rows] == ["c.jpg", "a.jpg", "b.jpg"]
+    assert [row["r"] for row in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("status", ["OK", "ok ", "done"])
+def test_a_retyped_status_is_an_error_row_that_says_so(tmp_path: Path, status: str) -> None:
+    """A status other than ok/error (retyped 'OK', a trailing space) made the row an error row
+    with an empty reason: a result dropped from the worklist without a word of why."""
+    out = report_of_csv(tmp_path, HEADER + f"1,c.jpg,P3,0.900000,refer,{status},,0.9,0.1\n"
+                                           "2,a.jpg,P1,0.300000,routine,ok,,0.3,0.7\n")
+    assert [row["i"] for row in page_data(out)["rows"]] == ["a.jpg"]
+    page = html.unescape(out.read_text(encoding="utf-8"))
+    assert f"<td>c.jpg</td><td>P3</td><td>status '{status}' in the results CSV is neither ok nor error" in page
