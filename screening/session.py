@@ -24,7 +24,7 @@ from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
 from .output_watch import OutputWatch, write_stall_s
 from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
-from .stalled_reads import StallGuard, stalled_line, while_progressing
+from .stalled_reads import StallGuard, check_stall_s, stalled_line, while_progressing
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
@@ -76,8 +76,7 @@ def check_request(request: FolderRequest) -> None:
         raise InputError(f"--tta {request.tta!r} is not one of {', '.join(TTA_MODES)}")
     if request.workers is not None and request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
-    if not request.decode_timeout_s > 0:
-        raise InputError(f"--decode-timeout must be above 0 seconds, got {request.decode_timeout_s:g}")
+    check_stall_s(request.decode_timeout_s)
     if request.max_decode_mib < 1:
         raise InputError(f"--max-decode-mib must be at least 1, got {request.max_decode_mib}")
     if request.ray is not None and request.save_masks is not None:
