@@ -31,6 +31,10 @@ _LEVELS = (*_SPELLINGS, *(f"{spelling}, any case" for spelling in _SPELLINGS))
 _EXACT_LEVELS = len(_SPELLINGS)
 # Lines named in an encoding warning; the rest are counted.
 _LINES_SHOWN = 5
+# A patients CSV is a few MB (ISIC 2020's 33,126 rows: 2 MB); a file far larger is the wrong file
+# (a disk image, a video, /dev/zero), and reading it whole would take the machine's memory, or
+# never end, instead of saying so.
+MAX_METADATA_BYTES = 512 * 2**20
 
 
 # slots: one instance per image lives for the whole run, so its size is per-image memory.
@@ -459,11 +463,17 @@ def _read_bytes(path: Path, stall_s: float) -> bytes:
     the kernel cannot be stopped) gives up after ``stall_s`` seconds without a piece read.
 
     Raises:
-        MetadataError: nothing came for ``stall_s`` seconds.
+        MetadataError: nothing came for ``stall_s`` seconds, or the file is over MAX_METADATA_BYTES.
         OSError: the file's own errors.
     """
-    return read_within(path, stall_s, lambda: MetadataError(
-        stalled_line(f"the metadata CSV {display_name(str(path))}", "it was being read", stall_s)))
+    limit = MAX_METADATA_BYTES
+    data = read_within(path, stall_s, lambda: MetadataError(
+        stalled_line(f"the metadata CSV {display_name(str(path))}", "it was being read", stall_s)), limit + 1)
+    if len(data) > limit:
+        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 2**10} KiB"
+        raise MetadataError(f"cannot read metadata CSV {path}: it is larger than {size}, which no patients "
+                            f"CSV is (is it the right file?)")
+    return data
 
 
 def read_patients(path: Path, *, images: Iterable[str] | None = None,

@@ -209,6 +209,18 @@ def test_binary_file(tmp_path):
                               "text (save the sheet as CSV)")
 
 
+def test_a_file_far_larger_than_any_patients_csv_is_refused_before_it_fills_memory(tmp_path, monkeypatch):
+    """--meta pointed at a disk image, a video or /dev/zero was read whole into memory (with no
+    end for a device): the night was killed for memory with no line saying why."""
+    import screening.patients as patients
+
+    monkeypatch.setattr(patients, "MAX_METADATA_BYTES", 64 * 1024, raising=False)
+    path = write(tmp_path, "image,age\n" + "".join(f"img_{i:06d}.jpg,40\n" for i in range(8000)))
+    assert path.stat().st_size > 64 * 1024
+    assert error_of(path) == (f"cannot read metadata CSV {path}: it is larger than 64 KiB, which no "
+                              "patients CSV is (is it the right file?)")
+
+
 def test_no_key_column(tmp_path):
     path = write(tmp_path, "Patient,Age ,sex\nP1,40,male\n")
     assert error_of(path) == (f"metadata CSV {path} has no image column: expected one of image, "
