@@ -23,6 +23,11 @@ TOP_CLASSES = 3  # classes listed per row, most probable first
 # Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
 # make the report builder take unbounded memory.
 MAX_ROWS = 2_000_000
+# The columns without which a file is no results CSV, and the ones that hold numbers.
+_REQUIRED = frozenset({"rank", "image", "risk", "status"})
+_NUMBER_COLUMNS = ("risk", "confidence", "lesion_area")
+# The header line is read at most this long to tell its delimiter (a line without an end is no header).
+_HEADER_CHARS = 1 << 20
 
 
 @dataclass
@@ -126,16 +131,19 @@ def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
 
 def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Results:
     """Rows of a results CSV in rank order (its ``rank`` column); ``beat()`` as each row is read (the
-    progress that :func:`read_results` is watched by).
+    progress that :func:`read_results` is watched by). Comma-separated as written, or semicolons
+    and decimal commas as a spreadsheet in many locales saves it.
 
     Raises:
         InputError: the file is missing, unreadable or not a results CSV.
     """
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
+            semicolons = _saved_with_semicolons(fh.readline(_HEADER_CHARS))
+            fh.seek(0)
+            reader = csv.DictReader(fh, delimiter=";" if semicolons else ",")
             columns = [original_text(c) for c in reader.fieldnames or []]
-            missing = {"rank", "image", "risk", "status"} - set(columns)
+            missing = _REQUIRED - set(columns)
             if missing:
                 raise InputError(f"{path} is not a results CSV of `screen folder` "
                                  f"(no column {', '.join(sorted(missing))})")
@@ -145,6 +153,7 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Res
                 if index >= MAX_ROWS:
                     raise InputError(f"{path} has more than {MAX_ROWS} rows")
                 beat()
+                cells = _decimal_points(cells) if semicolons else cells
                 rows.append(_finite(_usable(_row(cells), cells), "results CSV"))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
@@ -157,6 +166,20 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Res
     return Results(rows, "results CSV", has_flag=any(r.flag for r in rows),
                    has_new=any(r.new for r in rows) and any(r.new is False for r in rows),
                    bundle=next((r.bundle for r in rows if r.bundle), ""))
+
+
+def _saved_with_semicolons(header: str) -> bool:
+    """Whether a results CSV's header line is separated by semicolons: as a spreadsheet in a
+    decimal-comma locale saves it (and `screen evaluate` reads it), with '0,93' for 0.93."""
+    def columns(delimiter: str) -> set[str]:
+        return {original_text(c) for c in next(csv.reader([header], delimiter=delimiter), [])}
+    return not _REQUIRED <= columns(",") and _REQUIRED <= columns(";")
+
+
+def _decimal_points(cells: dict[str | None, str | None]) -> dict[str | None, str | None]:
+    """The number cells of a semicolon CSV with decimal points ('0,93' -> '0.93'); other cells as they are."""
+    return {key: value.replace(",", ".") if key is not None and value is not None
+            and (key in _NUMBER_COLUMNS or key.startswith("p_")) else value for key, value in cells.items()}
 
 
 def _row(cells: dict[str, str | None]) -> ReportRow:

@@ -36,3 +36,22 @@ def test_a_retyped_status_is_an_error_row_that_says_so(tmp_path: Path, status: s
     assert [row["i"] for row in page_data(out)["rows"]] == ["a.jpg"]
     page = html.unescape(out.read_text(encoding="utf-8"))
     assert f"<td>c.jpg</td><td>P3</td><td>status '{status}' in the results CSV is neither ok nor error" in page
+
+
+def test_a_csv_saved_by_a_spreadsheet_with_semicolons_and_decimal_commas_is_read_as_such(tmp_path: Path) -> None:
+    """A spreadsheet in a decimal-comma locale saves semicolons and '0,9'. `screen evaluate` reads
+    such a file; `screen report` said it was 'not a results CSV (no column image, rank, risk,
+    status)' of a file whose header shows exactly those columns."""
+    text = "\ufeff" + (HEADER.replace(",", ";") + "1;c.jpg;P3;0,900000;refer;ok;;0,9;0,1\n"
+                                                  "2;a.jpg;P1;0,300000;routine;ok;;0,3;0,7\n").replace("\n", "\r\n")
+    out = report_of_csv(tmp_path, text)
+    rows = page_data(out)["rows"]
+    assert [(row["i"], row["k"], row["f"]) for row in rows] == [("c.jpg", 0.9, "refer"), ("a.jpg", 0.3, "routine")]
+    assert [dict(row["c"][i][1:] for i in range(2)) for row in rows] == [{"mel": 0.9, "nv": 0.1},
+                                                                         {"nv": 0.7, "mel": 0.3}]
+
+
+def test_a_semicolon_csv_with_a_decimal_point_is_not_misread(tmp_path: Path) -> None:
+    """Semicolons with decimal points (another spreadsheet's choice) keep their numbers."""
+    out = report_of_csv(tmp_path, HEADER.replace(",", ";") + "1;c.jpg;P3;0.900000;refer;ok;;0.9;0.1\n")
+    assert [(row["i"], row["k"]) for row in page_data(out)["rows"]] == [("c.jpg", 0.9)]
