@@ -148,24 +148,46 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Res
                 raise InputError(f"{path} is not a results CSV of `screen folder` "
                                  f"(no column {', '.join(sorted(missing))})")
             reader.fieldnames = columns
-            rows = []
+            rows, lines = [], []
             for index, cells in enumerate(reader):
                 if index >= MAX_ROWS:
                     raise InputError(f"{path} has more than {MAX_ROWS} rows")
                 beat()
                 cells = _decimal_points(cells) if semicolons else cells
                 rows.append(_finite(_usable(_row(cells), cells), "results CSV"))
+                lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     # In rank order whatever the file's order: a CSV sorted by image or patient in a spreadsheet
     # and saved would otherwise put its highest risks anywhere in the worklist. Rows without a
     # rank (errors) follow, in file order.
+    rows = _listed_once(rows, lines)
     rows.sort(key=lambda row: (row.rank is None, row.rank or 0))
     # A flag column left empty (no operating point) is no flag at all for the reviewer.
     # "New" only tells the reviewer something when the run resumed: some rows new, some not.
     return Results(rows, "results CSV", has_flag=any(r.flag for r in rows),
                    has_new=any(r.new for r in rows) and any(r.new is False for r in rows),
                    bundle=next((r.bundle for r in rows if r.bundle), ""))
+
+
+def _listed_once(rows: list[ReportRow], lines: list[int]) -> list[ReportRow]:
+    """Each image once: an image on several rows (two runs' CSVs pasted together) becomes one error
+    row naming its lines, in place of the first. Shown twice, one refer and one routine, nothing
+    would say which is its result; `screen evaluate` refuses such a file."""
+    where: dict[str, list[int]] = {}
+    for row, line in zip(rows, lines):
+        where.setdefault(row.image, []).append(line)
+    once = []
+    for row, line in zip(rows, lines):
+        found = where[row.image]
+        if len(found) == 1:
+            once.append(row)
+        elif line == found[0]:
+            once.append(ReportRow(
+                rank=None, image=row.image, patient_id=row.patient_id, status=ERROR, bundle=row.bundle,
+                error=f"listed {len(found)} times in the results CSV (lines {', '.join(map(str, found))}): "
+                      f"results of two runs pasted together? None of them is shown"))
+    return once
 
 
 def _saved_with_semicolons(header: str) -> bool:

@@ -55,3 +55,16 @@ def test_a_semicolon_csv_with_a_decimal_point_is_not_misread(tmp_path: Path) -> 
     """Semicolons with decimal points (another spreadsheet's choice) keep their numbers."""
     out = report_of_csv(tmp_path, HEADER.replace(",", ";") + "1;c.jpg;P3;0.900000;refer;ok;;0.9;0.1\n")
     assert [(row["i"], row["k"]) for row in page_data(out)["rows"]] == [("c.jpg", 0.9)]
+
+
+def test_an_image_listed_twice_with_two_results_is_an_error_row_not_two_worklist_rows(tmp_path: Path) -> None:
+    """Two runs' CSVs pasted together list an image twice: the worklist showed it twice, once refer
+    at 0.9 and once routine at 0.1, with nothing to say which is its result. `screen evaluate`
+    refuses such a file; the report shows the image once, as an error naming the lines."""
+    out = report_of_csv(tmp_path, HEADER + "1,c.jpg,P3,0.900000,refer,ok,,0.9,0.1\n"
+                                           "2,a.jpg,P1,0.300000,routine,ok,,0.3,0.7\n"
+                                           "1,c.jpg,P3,0.100000,routine,ok,,0.1,0.9\n")
+    assert [row["i"] for row in page_data(out)["rows"]] == ["a.jpg"]
+    page = html.unescape(out.read_text(encoding="utf-8"))
+    assert ("<td>c.jpg</td><td>P3</td><td>listed 2 times in the results CSV (lines 2, 4): results of two runs "
+            "pasted together? None of them is shown") in page
