@@ -114,11 +114,8 @@ def plan_jobs(images: Iterable[str], table: PatientTable, vocab: MetadataVocabul
     for image in images:
         match = table.match(image)
         warnings = list(match.warnings)
-        others = alike.get(unicodedata.normalize("NFC", image), 1) - 1 if not image.isascii() else 0
-        if others:
-            warnings.insert(0, f"{others} other file name{' looks' if others == 1 else 's look'} the same as "
-                               f"this one (the same letters in another Unicode form, e.g. é as e + accent): "
-                               f"check which file this row is")
+        if not image.isascii():
+            warnings[:0] = _name_warnings(image, alike)
         row = match.row
         if row is None:
             codes = vocab.unknown_codes()
@@ -137,6 +134,23 @@ def _look_alikes(images: list[str]) -> Counter[str]:
     are two results whose names print the same: each row must say so, or a reviewer opening
     'café.png' for one row's risk may look at the other lesion."""
     return Counter(unicodedata.normalize("NFC", image) for image in images if not image.isascii())
+
+
+def _name_warnings(image: str, alike: Counter[str]) -> list[str]:
+    """What a reviewer must know of a name that may print as another: a look-alike in the folder,
+    invisible characters (direction overrides such as U+202E, zero-width spaces) and where they are."""
+    warnings = []
+    others = alike.get(unicodedata.normalize("NFC", image), 1) - 1
+    if others:
+        warnings.append(f"{others} other file name{' looks' if others == 1 else 's look'} the same as this one "
+                        f"(the same letters in another Unicode form, e.g. é as e + accent): check which file "
+                        f"this row is")
+    hidden = sorted({c for c in image if unicodedata.category(c) == "Cf"})
+    if hidden:
+        shown = "".join(f"\\u{ord(c):04x}" if c in hidden else c for c in display_name(image))
+        warnings.append(f"its name holds invisible characters ({', '.join(f'U+{ord(c):04X}' for c in hidden)}) "
+                        f"that can make it print as another name: {shown}")
+    return warnings
 
 
 def _text(value: str | None) -> str:

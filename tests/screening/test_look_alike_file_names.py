@@ -50,3 +50,21 @@ def test_two_files_whose_names_look_the_same_each_get_their_own_row_saying_so(tm
     again = {row["image"]: row for row in rows(out)}
     assert set(again) == set(found) and all(row["new"] == "no" for row in again.values())
     assert all(LOOK_ALIKE in again[name]["warnings"] for name in (NFC, NFD))
+
+
+def test_a_name_with_invisible_direction_or_zero_width_characters_says_so(tmp_path: Path, tiny_bundle: Path) -> None:
+    """U+202E (right-to-left override) prints '\u202egnp.exe.png' as 'png.exe.png' in a spreadsheet or the
+    report; U+200B (zero width space) makes 'a\u200b.png' print as 'a.png', the next file's name.
+    Their rows said nothing; now each names the characters and shows where they are."""
+    images = tmp_path / "images"
+    for index, name in enumerate(["\u202egnp.exe.png", "a\u200b.png", "a.png"]):
+        write_image(images / name, lesion_rgb(index))
+    meta = tmp_path / "patients.csv"
+    meta.write_text("image,age\na.png,40\n", encoding="utf-8")
+    out = tmp_path / "results.csv"
+    assert run_folder(images, meta, out, tiny_bundle).exit_code == 0
+    found = {row["image"]: row["warnings"] for row in rows(out)}
+    assert ("its name holds invisible characters (U+202E) that can make it print as another name: "
+            "\\u202egnp.exe.png") in found["\u202egnp.exe.png"]
+    assert "(U+200B)" in found["a\u200b.png"] and "a\\u200b.png" in found["a\u200b.png"]
+    assert "invisible" not in found["a.png"]
