@@ -191,6 +191,8 @@ def problems(points: Any, default: Any) -> list[str]:
         names.append(point["name"])
         if not isinstance(point["name"], str) or not point["name"]:
             found.append(f"{where}.name must be a non-empty text")
+        elif any(ord(ch) < 32 or ord(ch) == 127 for ch in point["name"]):  # printed in one-line messages
+            found.append(f"{where}.name {point['name']!r} must be one line of text without control characters")
         for key in ("target_sensitivity", "threshold", "sensitivity", "specificity"):
             value = point[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

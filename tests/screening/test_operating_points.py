@@ -137,3 +137,12 @@ def test_two_points_with_one_target_and_two_thresholds_are_a_manifest_problem():
         f"operating_points[0] (a) and operating_points[1] (b) both target 95 % sensitivity on the same "
         f"cases, with different thresholds (0.9 and {sens95['threshold']:.6g})"]
     assert problems([dict(sens95, name="a"), dict(sens95, name="b")], None) == []  # the same point twice
+
+
+@pytest.mark.parametrize("name", ["sens\n95", "sens95\t", "\x1b[31msens95"])
+def test_an_operating_point_name_with_a_line_break_or_control_character_is_a_manifest_problem(name):
+    """A point's name is printed in one-line messages, the summary and the log: 'sens\\n95' loaded and
+    split every line that named it (`unknown operating point ...; this bundle has: sens` / `95`)."""
+    (point,) = fit_operating_points(np.linspace(0, 1, 200), np.arange(200) % 2 == 0, sensitivities=[0.95])
+    assert problems([dict(point, name=name)], None) == [
+        f"operating_points[0].name {name!r} must be one line of text without control characters"]
