@@ -389,6 +389,11 @@ def column_field(name: str) -> str:
     return field_name
 
 
+def _option_name(field_name: str) -> str:
+    """A field as --column names it: the key column is 'image'."""
+    return "image" if field_name == "key" else field_name
+
+
 def _columns(path: Path, header: list[str], warnings: list[str],
              overrides: dict[str, str] | None = None) -> tuple[dict[str, int], list[int]]:
     """(field -> column index, extra column indices); raises when there is no key column.
@@ -415,10 +420,24 @@ def _columns(path: Path, header: list[str], warnings: list[str],
         raise MetadataError(f"metadata CSV {path} has no image column: expected one of "
                             f"{', '.join(KEY_COLUMNS)}; found: {', '.join(original)}")
     fields = {"key": key}
+    owner = {key: "key"}  # column -> the field that has it
+    # A column named for one field by --column cannot be another's: the second was dropped without
+    # a word (--column sex=Alter beside age=Alter left every sex unknown).
+    for name, index in chosen.items():
+        if name != "key":
+            if index in owner:
+                raise MetadataError(f"--column {name}={overrides[name]}: column '{original[index]}' is already "
+                                    f"the {_option_name(owner[index])} column")
+            fields[name], owner[index] = index, name
     for name, aliases in FIELD_COLUMNS.items():
-        index = chosen[name] if name in chosen else _pick(normal, aliases)
-        if index is not None and index not in fields.values():
-            fields[name] = index
+        index = None if name in fields else _pick(normal, aliases)
+        if index is None:
+            continue
+        if index in owner and owner[index] in chosen:  # --column sex=age: the file's age column
+            raise MetadataError(f"--column {_option_name(owner[index])}={overrides[owner[index]]}: column "
+                                f"'{original[index]}' is already the {name} column")
+        if index not in owner:
+            fields[name], owner[index] = index, name
     used = set(fields.values())
     extra = []
     for position, name in enumerate(normal):

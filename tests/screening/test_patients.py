@@ -221,6 +221,21 @@ def test_a_file_far_larger_than_any_patients_csv_is_refused_before_it_fills_memo
                               "patients CSV is (is it the right file?)")
 
 
+@pytest.mark.parametrize("columns, message", [
+    ({"age": "Alter", "sex": "Alter"}, "--column sex=Alter: column 'Alter' is already the age column"),
+    ({"age": "Bild"}, "--column age=Bild: column 'Bild' is already the image column"),
+    ({"sex": "age"}, "--column sex=age: column 'age' is already the age column"),
+    ({"key": "age"}, "--column image=age: column 'age' is already the age column"),
+])
+def test_one_column_named_for_two_fields_is_refused(tmp_path, columns, message):
+    """The second field was dropped without a word: --column sex=Alter beside age=Alter left every
+    patient's sex unknown; --column sex=age gave sex the ages and age nothing."""
+    path = write(tmp_path, "Bild,Alter,age\na.jpg,40,50\n")
+    with pytest.raises(MetadataError) as caught:
+        read_patients(path, columns={"key": "Bild"} | columns)
+    assert str(caught.value).startswith(message)
+
+
 def test_no_key_column(tmp_path):
     path = write(tmp_path, "Patient,Age ,sex\nP1,40,male\n")
     assert error_of(path) == (f"metadata CSV {path} has no image column: expected one of image, "
