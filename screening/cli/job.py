@@ -69,12 +69,16 @@ def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
         raise click.BadParameter(f"{value} is not valid TOML: nested too deep") from None
     keys = _option_keys(ctx.command)
     defaults: dict[str, Any] = {}
+    spelled: dict[str, str] = {}  # parameter -> the key that set it
     for key, setting in table.items():
         param = keys.get(key)
         if param is None:
             valid = sorted(k for k in keys if "_" not in k or k == "images_dir")
             raise click.BadParameter(f"{value}: unknown key {key!r}; the keys are the options' names: "
                                      f"{', '.join(valid)}")
+        if param.name in spelled:  # batch-size beside batch_size: the later would win without a word
+            raise click.BadParameter(f"{value}: {spelled[param.name]} and {key} are the same option; keep one")
+        spelled[param.name] = key
         if param.name == "columns" and isinstance(setting, dict):
             setting = [f"{name}={header}" for name, header in setting.items()]
         problem = _setting_problem(param, setting)

@@ -103,3 +103,18 @@ def test_a_decode_timeout_of_inf_is_refused_by_folder_and_report(tmp_path: Path,
                    "--backend", "onnxruntime", "--decode-timeout", value), "--decode-timeout")
     refused(screen("report", tmp_path / "results.csv", "--images", images, "--bundle", tiny_bundle,
                    "--decode-timeout", value), "--decode-timeout")
+
+
+@pytest.mark.parametrize("lines, words", [
+    ("batch-size = 2\nbatch_size = 3\n", ["batch-size and batch_size", "the same option"]),
+    ('images = "/elsewhere"\n', ["images_dir and images", "the same option"]),
+])
+def test_one_option_given_twice_in_a_job_config_under_two_spellings_is_refused(
+        tmp_path: Path, make_folder, tiny_bundle: Path, lines: str, words: list[str]) -> None:
+    """TOML refuses a key given twice, but not 'batch-size' beside 'batch_size' (or images_dir beside
+    images): the later one won without a word, the folder screened being whichever came last."""
+    images, meta = make_folder(2)
+    config = job(tmp_path, images, meta, tiny_bundle, 'backend = "onnxruntime"')
+    config.write_text(config.read_text() + lines)
+    refused(screen("folder", "--config", config), *words)
+    assert not (tmp_path / "results.csv").exists()
