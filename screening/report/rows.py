@@ -23,6 +23,7 @@ TOP_CLASSES = 3  # classes listed per row, most probable first
 # Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
 # make the report builder take unbounded memory.
 MAX_ROWS = 2_000_000
+CSV_SOURCE = "results CSV"  # Results.source of rows read from a results CSV
 # The columns without which a file is no results CSV, and the ones that hold numbers.
 _REQUIRED = frozenset({"rank", "image", "risk", "status"})
 _NUMBER_COLUMNS = ("risk", "confidence", "lesion_area")
@@ -165,9 +166,27 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Res
     rows.sort(key=lambda row: (row.rank is None, row.rank or 0))
     # A flag column left empty (no operating point) is no flag at all for the reviewer.
     # "New" only tells the reviewer something when the run resumed: some rows new, some not.
-    return Results(rows, "results CSV", has_flag=any(r.flag for r in rows),
+    return Results(rows, CSV_SOURCE, has_flag=any(r.flag for r in rows),
                    has_new=any(r.new for r in rows) and any(r.new is False for r in rows),
                    bundle=next((r.bundle for r in rows if r.bundle), ""))
+
+
+def risk_as_summed(row: ReportRow, malignant: list[str], identity: str) -> ReportRow:
+    """An ok CSV row of the bundle ``identity`` whose risk is not the sum of its ``malignant``
+    classes' probabilities becomes an error row saying so. Screening writes the risk as that sum of
+    the written (rounded) probabilities: a risk retyped from 0.9 to 0.1 would otherwise draw a
+    melanoma as a routine row near the bottom of the worklist. Rows of another bundle (its malignant
+    classes may differ) and rows without every malignant column are left as they are."""
+    if row.status != OK or row.risk is None or not same_bundle(identity, row.bundle) \
+            or not all(name in row.probabilities for name in malignant):
+        return row
+    total = math.fsum(row.probabilities[name] for name in malignant)
+    if abs(total - row.risk) <= (len(malignant) + 1) * 0.5 * 10.0 ** -DECIMALS + 1e-9:  # half a step each
+        return row
+    return ReportRow(rank=None, image=row.image, patient_id=row.patient_id, status=ERROR, warnings=row.warnings,
+                     new=row.new, screened_at=row.screened_at, bundle=row.bundle,
+                     error=f"risk '{row.risk:.{DECIMALS}f}' in the results CSV is not the sum of its malignant classes' "
+                           f"probabilities ({', '.join(malignant)}: {total:.{DECIMALS}f}): edited?")
 
 
 def _listed_once(rows: list[ReportRow], lines: list[int]) -> list[ReportRow]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bundle_factory import build_bundle
 from report_factory import page_data, report_of_csv
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")
@@ -68,3 +69,19 @@ def test_an_image_listed_twice_with_two_results_is_an_error_row_not_two_worklist
     page = html.unescape(out.read_text(encoding="utf-8"))
     assert ("<td>c.jpg</td><td>P3</td><td>listed 2 times in the results CSV (lines 2, 4): results of two runs "
             "pasted together? None of them is shown") in page
+
+
+def test_a_retyped_risk_that_is_not_the_sum_of_the_malignant_probabilities_is_an_error_row(tmp_path: Path) -> None:
+    """A risk retyped from 0.9 to 0.1 (with its flag) drew a melanoma at 0.9 as a routine 0.1 row
+    near the bottom of the worklist. Screening writes the risk as the sum of the malignant classes'
+    probabilities (mel and bcc here), so the report can tell, for rows of its own bundle."""
+    bundle = build_bundle(tmp_path / "bundle")
+    header = "rank,image,patient_id,risk,flag,status,error,p_nv,p_bkl,p_mel,p_bcc,bundle\n"
+    text = header + (f"1,fine.jpg,P1,0.600000,refer,ok,,0.300000,0.100000,0.500000,0.100000,{bundle.identity}\n"
+                     f"2,retyped.jpg,P2,0.100000,routine,ok,,0.050000,0.050000,0.850000,0.050000,{bundle.identity}\n"
+                     f"3,other.jpg,P3,0.100000,routine,ok,,0.050000,0.050000,0.850000,0.050000,other@2.0+0123abcd\n")
+    out = report_of_csv(tmp_path, text, manifest=bundle)
+    assert [row["i"] for row in page_data(out)["rows"]] == ["fine.jpg", "other.jpg"]  # another bundle: its own sums
+    page = html.unescape(out.read_text(encoding="utf-8"))
+    assert ("<td>retyped.jpg</td><td>P2</td><td>risk '0.100000' in the results CSV is not the sum of its malignant "
+            "classes' probabilities (mel, bcc: 0.900000): edited?") in page
