@@ -27,7 +27,7 @@ from ..output_paths import name_limit, output_folders
 from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
-from .operating_point import point_shown
+from .operating_point import flag_as_risk, point_shown
 from .render import ReportHeader, asset_folder, render_report, write_report
 from .rows import (CSV_SOURCE, Results, journal_screenings, read_results, results_stalled, risk_as_summed,
                    same_bundle)
@@ -144,6 +144,8 @@ def build_report(request: ReportRequest) -> ReportStats:
     have = {r.image for r in results.rows}
     missing = [image for image in found if image not in have]
     header = _header(request, results, manifest)
+    if results.source == CSV_SOURCE and header.threshold is not None:  # the run's point, from its summary
+        results.rows = [flag_as_risk(row, header.threshold) for row in results.rows]
     labels = {c.name: c.label for c in manifest.classes} if manifest else {}
     screened = {r.image: r.fingerprint for r in results.rows if r.fingerprint is not None}
     meta = _meta_as_screened(request.meta, request.meta_codes, screened)

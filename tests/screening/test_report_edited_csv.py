@@ -4,12 +4,14 @@ the worklist still reads top-down by risk, and a row the report cannot trust say
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 import pytest
 
 from bundle_factory import build_bundle
 from report_factory import page_data, report_of_csv
+from screening.results import summary_path
 
 pytestmark = pytest.mark.usefixtures("no_default_bundle")
 
@@ -85,3 +87,18 @@ def test_a_retyped_risk_that_is_not_the_sum_of_the_malignant_probabilities_is_an
     page = html.unescape(out.read_text(encoding="utf-8"))
     assert ("<td>retyped.jpg</td><td>P2</td><td>risk '0.100000' in the results CSV is not the sum of its malignant "
             "classes' probabilities (mel, bcc: 0.900000): edited?") in page
+
+
+def test_a_retyped_flag_that_disagrees_with_the_risk_at_the_runs_threshold_is_an_error_row(tmp_path: Path) -> None:
+    """The run's summary says refer at risk >= 0.5. A 0.9 row retyped 'routine' was drawn as
+    routine and left out of the 'flagged only' view a busy reviewer works from."""
+    results = tmp_path / "results.csv"
+    summary_path(results).write_text(json.dumps({"operating_point": {"name": "sens95", "threshold": 0.5,
+                                                                     "target_sensitivity": 0.95}}))
+    out = report_of_csv(tmp_path, HEADER + "1,retyped.jpg,P1,0.900000,routine,ok,,0.9,0.1\n"
+                                           "2,fine.jpg,P2,0.500000,refer,ok,,0.5,0.5\n"
+                                           "3,low.jpg,P3,0.200000,routine,ok,,0.2,0.8\n")
+    assert [(row["i"], row["f"]) for row in page_data(out)["rows"]] == [("fine.jpg", "refer"), ("low.jpg", "routine")]
+    page = html.unescape(out.read_text(encoding="utf-8"))
+    assert ("<td>retyped.jpg</td><td>P1</td><td>flag 'routine' in the results CSV is not what risk 0.900000 gives at "
+            "the run's threshold 0.500000 (refer): edited?") in page
