@@ -94,7 +94,7 @@ def check_request(request: FolderRequest) -> None:
 
 def _check_paths(request: FolderRequest) -> None:
     """The checks of :func:`check_request` that look at the files and folders named."""
-    check_output_location(request.output, request.images_dir, request.meta_csv)
+    check_output_location(request.output, request.images_dir, request.meta_csv, bundle_dir=request.bundle_dir)
     if request.save_masks is not None:
         masks = Path(request.save_masks)
         if masks.exists() and not masks.is_dir():
@@ -131,7 +131,7 @@ def discover(request: FolderRequest) -> Discovery:
     def check_against_images(beat: Callable[[], None]) -> None:
         # Again with the images found: one reached through a link may be where --out points.
         check_output_location(request.output, request.images_dir, request.meta_csv,
-                              _beating(discovery.linked.values(), beat))
+                              _beating(discovery.linked.values(), beat), request.bundle_dir)
 
     while_progressing(check_against_images, stall_s, lambda: listing_stalled(Path(request.images_dir), stall_s))
     return discovery
