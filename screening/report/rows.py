@@ -101,7 +101,7 @@ def _finite(row: ReportRow, source: str) -> ReportRow:
                      new=row.new, screened_at=row.screened_at, bundle=row.bundle, fingerprint=row.fingerprint)
 
 
-def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
+def _usable(row: ReportRow, cells: dict[str | None, str | None], probabilities: frozenset[str]) -> ReportRow:
     """A row cut short (a copy taken while the CSV was written), a status that is neither ok nor
     error (retyped), or an ok row whose risk or a
     probability is no number in 0..1 (a spreadsheet's ``0,93`` or ``93%``, a retyped cell), becomes
@@ -116,7 +116,7 @@ def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
         problem = f"status {status!r} in the results CSV is neither {OK} nor {ERROR}"
     elif row.status == OK:
         text = {key: (value or "").strip() for key, value in cells.items() if key is not None}
-        for name in ("risk", *(key for key in text if key.startswith("p_"))):
+        for name in ("risk", *(key for key in text if key in probabilities)):
             value = _number(text[name]) if name in text else None
             if value is None:
                 problem = f"{name} {text.get(name, '')!r} in the results CSV is not a number"
@@ -130,10 +130,12 @@ def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
                      warnings=row.warnings, new=row.new, screened_at=row.screened_at, bundle=row.bundle)
 
 
-def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Results:
+def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None,
+                     classes: list[str] | None = None) -> Results:
     """Rows of a results CSV in rank order (its ``rank`` column); ``beat()`` as each row is read (the
     progress that :func:`read_results` is watched by). Comma-separated as written, or semicolons
-    and decimal commas as a spreadsheet in many locales saves it.
+    and decimal commas as a spreadsheet in many locales saves it. ``classes``: the bundle's class
+    codes, whose ``p_`` columns are the probabilities (None: every ``p_`` column).
 
     Raises:
         InputError: the file is missing, unreadable or not a results CSV.
@@ -149,13 +151,14 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Res
                 raise InputError(f"{path} is not a results CSV of `screen folder` "
                                  f"(no column {', '.join(sorted(missing))})")
             reader.fieldnames = columns
+            probabilities = _probability_columns(columns, classes)
             rows, lines = [], []
             for index, cells in enumerate(reader):
                 if index >= MAX_ROWS:
                     raise InputError(f"{path} has more than {MAX_ROWS} rows")
                 beat()
-                cells = _decimal_points(cells) if semicolons else cells
-                rows.append(_finite(_usable(_row(cells), cells), "results CSV"))
+                cells = _decimal_points(cells, probabilities) if semicolons else cells
+                rows.append(_finite(_usable(_row(cells, probabilities), cells, probabilities), "results CSV"))
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
@@ -209,6 +212,12 @@ def _listed_once(rows: list[ReportRow], lines: list[int]) -> list[ReportRow]:
     return once
 
 
+def _probability_columns(columns: list[str], classes: list[str] | None) -> frozenset[str]:
+    """The ``p_<class>`` columns of ``classes`` (every ``p_`` column when the classes are not known). A
+    clinic's own ``p_id`` copied by --keep-columns (before it was written ``csv_p_id``) is no class."""
+    return frozenset(c for c in columns if c.startswith("p_") and (not classes or c[2:] in classes))
+
+
 def _saved_with_semicolons(header: str) -> bool:
     """Whether a results CSV's header line is separated by semicolons: as a spreadsheet in a
     decimal-comma locale saves it (and `screen evaluate` reads it), with '0,93' for 0.93."""
@@ -217,13 +226,13 @@ def _saved_with_semicolons(header: str) -> bool:
     return not _REQUIRED <= columns(",") and _REQUIRED <= columns(";")
 
 
-def _decimal_points(cells: dict[str | None, str | None]) -> dict[str | None, str | None]:
+def _decimal_points(cells: dict[str | None, str | None], probabilities: frozenset[str]) -> dict[str | None, str | None]:
     """The number cells of a semicolon CSV with decimal points ('0,93' -> '0.93'); other cells as they are."""
     return {key: value.replace(",", ".") if key is not None and value is not None
-            and (key in _NUMBER_COLUMNS or key.startswith("p_")) else value for key, value in cells.items()}
+            and (key in _NUMBER_COLUMNS or key in probabilities) else value for key, value in cells.items()}
 
 
-def _row(cells: dict[str, str | None]) -> ReportRow:
+def _row(cells: dict[str, str | None], probabilities: frozenset[str]) -> ReportRow:
     text = {key: original_text(value or "") for key, value in cells.items() if key is not None}
     rank = text.get("rank", "")
     new = text.get("new", "").strip().lower()
@@ -233,7 +242,7 @@ def _row(cells: dict[str, str | None]) -> ReportRow:
         status=OK if text.get("status") == OK else ERROR,
         risk=_number(text.get("risk", "")),
         probabilities={key[2:]: value for key, cell in text.items()
-                       if key.startswith("p_") and (value := _number(cell)) is not None},
+                       if key in probabilities and (value := _number(cell)) is not None},
         lesion_area=_number(text.get("lesion_area", "")),
         error=text.get("error", ""),
         warnings=[w for w in text.get("warnings", "").split("; ") if w],
@@ -483,7 +492,7 @@ def _read_results(path: Path, class_names: list[str], patients: dict[str, str] |
         return read_journal(path, class_names, patients, threshold, beat)
     beat()
     if path.is_file():
-        return _match_journal(read_results_csv(path, beat), path, beat)
+        return _match_journal(read_results_csv(path, beat, class_names), path, beat)
     beat()
     if journal_path(path).is_file():
         return read_journal(journal_path(path), class_names, patients, threshold, beat)
