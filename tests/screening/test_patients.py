@@ -170,6 +170,22 @@ def test_blank_lines_short_rows_and_trailing_empty_cells(tmp_path):
     assert [row.line for row in table.rows] == [4, 7]
 
 
+def test_a_file_cut_short_mid_row_says_so_on_that_row(tmp_path):
+    """An export still being written when the night reads it ends mid-row: 'B,4' of 'B,45,male,back'.
+    Its age 4 was used as the patient's (bin 0-9) with only 'sex unknown; site unknown' to show for
+    it. The row is still used, as a short last row may be typed so, but it and the run say why."""
+    table = read_patients(write(tmp_path, "image,age,sex,site\nA,45,female,back\nB,4"), images=["A.jpg", "B.jpg"])
+    assert table.match("B.jpg").row.age == "4"
+    assert table.match("B.jpg").warnings == [
+        "its metadata row (line 3) has 2 of 4 cells and the file ends there without a line break: was the "
+        "file copied while it was written? Check this row's values"]
+    assert table.match("A.jpg").warnings == []
+    assert table.warnings == [f"metadata CSV {tmp_path / 'patients.csv'} ends mid-row (line 3 has 2 of 4 cells "
+                              f"and no line break): was it copied while it was written?"]
+    ended = read_patients(write(tmp_path, "image,age,sex,site\nA,45,female,back\nB,4\n"), images=["B.jpg"])
+    assert ended.match("B.jpg").warnings == [] and ended.warnings == []  # a short row, as typed
+
+
 def test_rows_without_key_are_skipped_with_a_warning(tmp_path):
     table = read_patients(write(tmp_path, "image,age\n,40\n  ,50\nA,60\n"))
     assert len(table) == 1
