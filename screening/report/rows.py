@@ -213,9 +213,12 @@ def _listed_once(rows: list[ReportRow], lines: list[int]) -> list[ReportRow]:
 
 
 def _probability_columns(columns: list[str], classes: list[str] | None) -> frozenset[str]:
-    """The ``p_<class>`` columns of ``classes`` (every ``p_`` column when the classes are not known). A
-    clinic's own ``p_id`` copied by --keep-columns (before it was written ``csv_p_id``) is no class."""
-    return frozenset(c for c in columns if c.startswith("p_") and (not classes or c[2:] in classes))
+    """The ``p_<class>`` columns of ``classes``: a clinic's own ``p_id`` copied by --keep-columns
+    (before it was written ``csv_p_id``) is no class. Every ``p_`` column when the classes are not
+    known, or the CSV lacks some of them (results of another bundle: its own classes are shown)."""
+    if classes and all(f"p_{name}" in columns for name in classes):
+        return frozenset(f"p_{name}" for name in classes)
+    return frozenset(c for c in columns if c.startswith("p_"))
 
 
 def _saved_with_semicolons(header: str) -> bool:

@@ -61,3 +61,11 @@ def test_a_results_csv_written_before_the_prefix_is_read_with_only_the_bundles_c
     data = page_data(out)
     assert data["errors"] == []
     assert [code for _, code, _ in data["rows"][0]["c"]] == ["mel", "nv", "bkl"]
+
+
+def test_results_of_another_bundles_classes_keep_their_own_probabilities(tmp_path: Path) -> None:
+    """Built with a bundle whose classes the CSV lacks, the report shows the CSV's own p_ columns."""
+    bundle = build_bundle(tmp_path / "bundle")
+    out = report_of_csv(tmp_path, "rank,image,patient_id,risk,flag,status,error,p_benign,p_malignant\n"
+                                  "1,a.jpg,,0.700000,,ok,,0.300000,0.700000\n", manifest=bundle)
+    assert [code for _, code, _ in page_data(out)["rows"][0]["c"]] == ["malignant", "benign"]
