@@ -169,6 +169,18 @@ def check_classes(value: Any, path: str) -> None:
         expect_text(item["label"], f"{where}.label", max_len=200)
         expect_bool(item["malignant"], f"{where}.malignant")
     expect_unique([item["name"] for item in value], f"{path}[].name")
+    # A labels file (screening.validation.labels) names a class by its code or its label, in any
+    # case, spaces and underscores aside: two classes that read alike there would take each other's
+    # cases in `screen evaluate` and `calibrate`, without a word.
+    seen: dict[str, int] = {}
+    for i, item in enumerate(value):
+        for key in ("name", "label"):
+            text = re.sub(r"[\s_]+", " ", item[key].strip()).casefold()
+            first = seen.setdefault(text, i)
+            if first != i:
+                raise FieldProblem(f"{path}[{i}].{key}", f"{_shown(item[key])} reads as class "
+                                                         f"{value[first]['name']!r} in a labels file (case, "
+                                                         f"spaces and _ aside)")
     if not any(item["malignant"] for item in value):
         raise FieldProblem(path, "no class is marked malignant, so no risk can be computed")
 

@@ -15,6 +15,7 @@ numpy only: the runtime and ``screen calibrate`` use it without torch.
 from __future__ import annotations
 
 import math
+from itertools import combinations
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -142,6 +143,29 @@ def find_point(points: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
     raise InputError(f"unknown operating point {name!r}; this bundle has: {valid}")
 
 
+def _order_problems(points: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """Points of one fit that contradict each other. Fitted on the same cases (same fitted_on and
+    case counts), a higher target sensitivity gets a lower or equal threshold (the k-th highest
+    malignant risk, k growing with the target), and one target one threshold: anything else is a
+    hand edit, and the default point (the highest target) would refer fewer lesions than promised."""
+    found = []
+    fits: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for i, point in points:
+        fits.setdefault(repr((point["fitted_on"], point["n_malignant"], point["n_benign"])), []).append((i, point))
+    for fit in fits.values():
+        for (i, a), (j, b) in combinations(sorted(fit, key=lambda item: item[1]["target_sensitivity"]), 2):
+            first, second = f"operating_points[{i}] ({a['name']})", f"operating_points[{j}] ({b['name']})"
+            if a["target_sensitivity"] == b["target_sensitivity"] and a["threshold"] != b["threshold"]:
+                found.append(f"{first} and {second} both target {point_name(a['target_sensitivity'])[4:]} % "
+                             f"sensitivity on the same cases, with different thresholds ({a['threshold']:.6g} "
+                             f"and {b['threshold']:.6g})")
+            elif a["target_sensitivity"] < b["target_sensitivity"] and b["threshold"] > a["threshold"]:
+                found.append(f"{second} targets a higher sensitivity than {first}, fitted on the same cases, "
+                             f"with a higher threshold ({b['threshold']:.6g} > {a['threshold']:.6g}): it would "
+                             f"refer fewer lesions, not more (thresholds swapped or edited?)")
+    return found
+
+
 def problems(points: Any, default: Any) -> list[str]:
     """What is wrong with a manifest's ``operating_points`` / ``default_operating_point``; [] if nothing.
 
@@ -153,6 +177,7 @@ def problems(points: Any, default: Any) -> list[str]:
         return [f"operating_points must be a list, got {type(points).__name__}"]
     found = []
     names = []
+    usable = []  # (index, point) of the points whose own fields are fine
     for i, point in enumerate(points):
         where = f"operating_points[{i}]"
         if not isinstance(point, dict):
@@ -162,9 +187,12 @@ def problems(points: Any, default: Any) -> list[str]:
         if missing:
             found.append(f"{where} lacks {', '.join(missing)}")
             continue
+        before = len(found)
         names.append(point["name"])
         if not isinstance(point["name"], str) or not point["name"]:
             found.append(f"{where}.name must be a non-empty text")
+        elif any(ord(ch) < 32 or ord(ch) == 127 for ch in point["name"]):  # printed in one-line messages
+            found.append(f"{where}.name {point['name']!r} must be one line of text without control characters")
         for key in ("target_sensitivity", "threshold", "sensitivity", "specificity"):
             value = point[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -174,6 +202,9 @@ def problems(points: Any, default: Any) -> list[str]:
         for key in ("n_malignant", "n_benign"):
             if isinstance(point[key], bool) or not isinstance(point[key], int) or point[key] < 0:
                 found.append(f"{where}.{key} must be a whole number >= 0, got {point[key]!r}")
+        if len(found) == before:
+            usable.append((i, point))
+    found.extend(_order_problems(usable))
     duplicates = sorted({n for n in names if names.count(n) > 1}, key=str)
     if duplicates:
         found.append(f"operating point names repeat: {', '.join(map(str, duplicates))}")

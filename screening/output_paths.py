@@ -1,10 +1,10 @@
 """Where a run may write: the output files beside ``--out``, checked against its inputs up front.
 
-A results file that resolves to the patients CSV or to an image would destroy an input; one
-inside the images folder would be screened (or trip discovery) the next night. Each is refused
-before any work starts (exit 2), as is a folder the run cannot write to, a name too long for it
-and a symbolic link or a file where the run history folder goes, so that a nightly job fails at
-2 a.m. with one line instead of after an hour of screening with a traceback. ``--log-file`` is
+A results file that resolves to the patients CSV, to an image or into the model bundle would
+destroy an input; one inside the images folder would be screened (or trip discovery) the next
+night. Each is refused before any work starts (exit 2), as is a folder the run cannot write to,
+a name too long for it and a symbolic link or a file where the run history folder goes, so that
+a nightly job fails at 2 a.m. with one line instead of after an hour of screening with a traceback. ``--log-file`` is
 checked the same way (:func:`check_log_file`): a log appends to whatever it names.
 
 A linked folder in the images folder can still lead to where the run writes; discovery leaves
@@ -87,7 +87,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
-                          linked_images: Iterable[str] = ()) -> None:
+                          linked_images: Iterable[str] = (), bundle_dir: Path | None = None) -> None:
     """Refuse an ``--out`` whose files would land on an input or in a folder the run cannot use.
 
     An image reached without a symbolic link lies inside ``images_dir``, where no output file may
@@ -100,6 +100,8 @@ def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
         images_dir: the images folder; no output file may resolve inside it.
         meta_csv: the patients CSV; no output file may be it.
         linked_images: real paths of the images reached through a link (which may point anywhere).
+        bundle_dir: the model bundle; no output file may resolve inside it (``--out
+            engines/starter/manifest.json`` would replace the manifest with the results).
 
     Raises:
         InputError: naming the clash or the unusable folder.
@@ -110,6 +112,7 @@ def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
         folder = _real(images_dir)
         meta = _real(meta_csv)
         image_files = {Path(image) for image in linked_images}
+        bundle = _real(bundle_dir) if bundle_dir is not None else None
         for path in output_files(output):
             real = _real(path)
             what = f"--out {output}" if path == output else f"--out {output} would write {path}, which"
@@ -120,6 +123,9 @@ def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
             if real.is_relative_to(folder):
                 raise InputError(f"{what} is inside the images folder {images_dir}: write the "
                                  f"results outside it")
+            if bundle is not None and real.is_relative_to(bundle):
+                raise InputError(f"{what} is inside the bundle folder {bundle_dir}: it would replace or sit "
+                                 f"among the model's files; write the results outside it")
         _check_history_folder(output)
     except ValueError as error:  # e.g. an embedded NUL byte
         raise InputError(f"--out {output!s} is not a usable path ({error})") from None

@@ -31,6 +31,10 @@ _LEVELS = (*_SPELLINGS, *(f"{spelling}, any case" for spelling in _SPELLINGS))
 _EXACT_LEVELS = len(_SPELLINGS)
 # Lines named in an encoding warning; the rest are counted.
 _LINES_SHOWN = 5
+# A patients CSV is a few MB (ISIC 2020's 33,126 rows: 2 MB); a file far larger is the wrong file
+# (a disk image, a video, /dev/zero), and reading it whole would take the machine's memory, or
+# never end, instead of saying so.
+MAX_METADATA_BYTES = 512 * 2**20
 
 
 # slots: one instance per image lives for the whole run, so its size is per-image memory.
@@ -147,7 +151,8 @@ class PatientTable:
     def __init__(self, path: Path, rows: list[PatientRow], counts: dict[str, int],
                  columns_found: dict[str, str], extra_columns: list[str],
                  warnings: list[str], images: Iterable[str] | None = None,
-                 repeats: dict[str, list[tuple[int, dict[str, str]]]] | None = None) -> None:
+                 repeats: dict[str, list[tuple[int, dict[str, str]]]] | None = None,
+                 cut: CutRow | None = None) -> None:
         self.path = path
         self.rows = rows  # one per distinct key, the first row of each, in file order
         self.columns_found = columns_found  # field ('key', 'age', ...) -> original header
@@ -163,6 +168,7 @@ class PatientTable:
         self.repeats = repeats or {}
         # key -> number of rows, for keys written on more than one row
         self.duplicate_keys = {self._by_key[k].key: n for k, n in counts.items() if n > 1}
+        self.cut = cut  # the last record, when the file ends mid-row
         self._matches = self._match_all(list(images)) if images is not None else {}
 
     def __len__(self) -> int:
@@ -207,6 +213,10 @@ class PatientTable:
             count = self._counts[fitting[0][1]]
             warnings = [f"{count} metadata rows for key '{row.key}', used the first"] \
                 if count > 1 else []
+            if self.cut is not None and row.line == self.cut.line:
+                warnings.append(f"its metadata row (line {row.line}) has {self.cut.cells} of {self.cut.of} cells and "
+                                f"the file ends there without a line break: was the file copied while it was "
+                                f"written? Check this row's values")
             if len(fitting) > 1:
                 others = ", ".join(f"'{self._by_key[key].key}'" for _, key in fitting[1:])
                 verb = "key {} also fits" if len(fitting) == 2 else "keys {} also fit"
@@ -340,8 +350,18 @@ def _pick(normal: list[str], names: tuple[str, ...]) -> int | None:
     return None
 
 
-def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(header, [(line number, cells)]) of non-blank records, each padded to the header."""
+@dataclass(frozen=True)
+class CutRow:
+    """The last record of a file that ends mid-row: fewer cells than the header and no line break."""
+
+    line: int
+    cells: int
+    of: int
+
+
+def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]], CutRow | None]:
+    """(header, [(line number, cells)], the last record if the file ends mid-row) of non-blank
+    records, each padded to the header."""
     stream = io.StringIO(text, newline="")
     first = next((line for line in text.splitlines() if line.strip()), "")
     if first.lower().startswith("sep=") and len(first.strip()) == 5:
@@ -353,6 +373,7 @@ def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str
     reader = csv.reader(stream, delimiter=delimiter, strict=True)
     header: list[str] | None = None
     records: list[tuple[int, list[str]]] = []
+    last_cells = 0  # cells of the last record as written, before padding
     try:
         for cells in reader:
             if not any(cell.strip() for cell in cells):
@@ -360,6 +381,7 @@ def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str
             if header is None:
                 header = cells
                 continue
+            last_cells = len(cells)
             if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
                 raise MetadataError(f"cannot read metadata CSV {path}: line {reader.line_num} "
                                     f"has {len(cells)} cells but the header has {len(header)}")
@@ -369,7 +391,12 @@ def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str
                             f"{error}") from None
     if header is None:
         raise MetadataError(f"cannot read metadata CSV {path}: the file is empty")
-    return header, records
+    # An export still being written ends mid-row ('B,4' of 'B,45,male,back'): a short last record
+    # without a line break. It is still used (a short row may be typed so), with a warning.
+    cut = None
+    if records and last_cells < len(header) and not text.endswith(("\n", "\r")):
+        cut = CutRow(records[-1][0], last_cells, len(header))
+    return header, records, cut
 
 
 def column_field(name: str) -> str:
@@ -383,6 +410,11 @@ def column_field(name: str) -> str:
         raise InputError(f"--column {name}=...: no such field; choose one of image, "
                          f"{', '.join(FIELD_COLUMNS)}")
     return field_name
+
+
+def _option_name(field_name: str) -> str:
+    """A field as --column names it: the key column is 'image'."""
+    return "image" if field_name == "key" else field_name
 
 
 def _columns(path: Path, header: list[str], warnings: list[str],
@@ -411,10 +443,24 @@ def _columns(path: Path, header: list[str], warnings: list[str],
         raise MetadataError(f"metadata CSV {path} has no image column: expected one of "
                             f"{', '.join(KEY_COLUMNS)}; found: {', '.join(original)}")
     fields = {"key": key}
+    owner = {key: "key"}  # column -> the field that has it
+    # A column named for one field by --column cannot be another's: the second was dropped without
+    # a word (--column sex=Alter beside age=Alter left every sex unknown).
+    for name, index in chosen.items():
+        if name != "key":
+            if index in owner:
+                raise MetadataError(f"--column {name}={overrides[name]}: column '{original[index]}' is already "
+                                    f"the {_option_name(owner[index])} column")
+            fields[name], owner[index] = index, name
     for name, aliases in FIELD_COLUMNS.items():
-        index = chosen[name] if name in chosen else _pick(normal, aliases)
-        if index is not None and index not in fields.values():
-            fields[name] = index
+        index = None if name in fields else _pick(normal, aliases)
+        if index is None:
+            continue
+        if index in owner and owner[index] in chosen:  # --column sex=age: the file's age column
+            raise MetadataError(f"--column {_option_name(owner[index])}={overrides[owner[index]]}: column "
+                                f"'{original[index]}' is already the {name} column")
+        if index not in owner:
+            fields[name], owner[index] = index, name
     used = set(fields.values())
     extra = []
     for position, name in enumerate(normal):
@@ -459,11 +505,17 @@ def _read_bytes(path: Path, stall_s: float) -> bytes:
     the kernel cannot be stopped) gives up after ``stall_s`` seconds without a piece read.
 
     Raises:
-        MetadataError: nothing came for ``stall_s`` seconds.
+        MetadataError: nothing came for ``stall_s`` seconds, or the file is over MAX_METADATA_BYTES.
         OSError: the file's own errors.
     """
-    return read_within(path, stall_s, lambda: MetadataError(
-        stalled_line(f"the metadata CSV {display_name(str(path))}", "it was being read", stall_s)))
+    limit = MAX_METADATA_BYTES
+    data = read_within(path, stall_s, lambda: MetadataError(
+        stalled_line(f"the metadata CSV {display_name(str(path))}", "it was being read", stall_s)), limit + 1)
+    if len(data) > limit:
+        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 2**10} KiB"
+        raise MetadataError(f"cannot read metadata CSV {path}: it is larger than {size}, which no patients "
+                            f"CSV is (is it the right file?)")
+    return data
 
 
 def read_patients(path: Path, *, images: Iterable[str] | None = None,
@@ -500,7 +552,10 @@ def read_patients(path: Path, *, images: Iterable[str] | None = None,
     except OSError as error:
         raise MetadataError(f"cannot read metadata CSV {path}: {error.strerror}") from None
     warnings: list[str] = []
-    header, records = _records(path, _decode(path, data, warnings))
+    header, records, cut = _records(path, _decode(path, data, warnings))
+    if cut is not None:
+        warnings.append(f"metadata CSV {path} ends mid-row (line {cut.line} has {cut.cells} of {cut.of} cells and "
+                        f"no line break): was it copied while it was written?")
     fields, extra = _columns(path, header, warnings, columns)
     names = [name.strip() for name in header]
     rows, counts, blank_keys, repeats = _rows(records, fields, {names[i]: i for i in extra})
@@ -509,4 +564,4 @@ def read_patients(path: Path, *, images: Iterable[str] | None = None,
                         f"empty {names[fields['key']]} cell skipped")
     columns_found = {name: names[index] for name, index in fields.items()}
     return PatientTable(path, rows, counts, columns_found, [names[i] for i in extra],
-                        warnings, images, repeats)
+                        warnings, images, repeats, cut)

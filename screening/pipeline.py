@@ -12,7 +12,8 @@ run around it (checks, journal, ranked CSV, summary) is in ``screening/session.p
 from __future__ import annotations
 
 import os
-from collections import deque
+import unicodedata
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -95,7 +96,8 @@ class ImageJob:
 
 
 def plan_jobs(images: Iterable[str], table: PatientTable, vocab: MetadataVocabulary) -> list[ImageJob]:
-    """Attach each image's metadata row (or unknown metadata, with a warning).
+    """Attach each image's metadata row (or unknown metadata, with a warning), and a warning to
+    each image whose name looks the same as another's (see ``_look_alikes``).
 
     Nothing is read from the image files here: a file on a drive that stopped answering would
     hold up the whole plan. The first look at a file is its read within the time budget
@@ -106,10 +108,14 @@ def plan_jobs(images: Iterable[str], table: PatientTable, vocab: MetadataVocabul
         table: the patients CSV.
         vocab: the bundle's metadata vocabulary (never a default one).
     """
+    images = list(images)
+    alike = _look_alikes(images)
     jobs = []
     for image in images:
         match = table.match(image)
         warnings = list(match.warnings)
+        if not image.isascii():
+            warnings[:0] = _name_warnings(image, alike)
         row = match.row
         if row is None:
             codes = vocab.unknown_codes()
@@ -120,6 +126,31 @@ def plan_jobs(images: Iterable[str], table: PatientTable, vocab: MetadataVocabul
                              warnings=tuple(warnings + field_warnings),
                              extra=row.extra, row_key=row.key))
     return jobs
+
+
+def _look_alikes(images: list[str]) -> Counter[str]:
+    """How many images share each NFC spelling, of the names that are not ASCII (an ASCII name has
+    no other Unicode form). Two files 'café.png', é as one character and as e + combining accent,
+    are two results whose names print the same: each row must say so, or a reviewer opening
+    'café.png' for one row's risk may look at the other lesion."""
+    return Counter(unicodedata.normalize("NFC", image) for image in images if not image.isascii())
+
+
+def _name_warnings(image: str, alike: Counter[str]) -> list[str]:
+    """What a reviewer must know of a name that may print as another: a look-alike in the folder,
+    invisible characters (direction overrides such as U+202E, zero-width spaces) and where they are."""
+    warnings = []
+    others = alike.get(unicodedata.normalize("NFC", image), 1) - 1
+    if others:
+        warnings.append(f"{others} other file name{' looks' if others == 1 else 's look'} the same as this one "
+                        f"(the same letters in another Unicode form, e.g. é as e + accent): check which file "
+                        f"this row is")
+    hidden = sorted({c for c in image if unicodedata.category(c) == "Cf"})
+    if hidden:
+        shown = "".join(f"\\u{ord(c):04x}" if c in hidden else c for c in display_name(image))
+        warnings.append(f"its name holds invisible characters ({', '.join(f'U+{ord(c):04X}' for c in hidden)}) "
+                        f"that can make it print as another name: {shown}")
+    return warnings
 
 
 def _text(value: str | None) -> str:

@@ -113,15 +113,25 @@ def rank_rows(rows: Iterable[ResultRow]) -> list[tuple[int | None, ResultRow]]:
 
 
 def columns(manifest: Manifest, extra_columns: Iterable[str] = ()) -> list[str]:
-    """Output column names; extra patients.csv columns come last, renamed ``csv_<name>`` on a clash."""
+    """Output column names; extra patients.csv columns come last, renamed ``csv_<name>`` on a clash
+    (again while the name is taken, so that every column's name is its own)."""
     base = ["rank", "image", "patient_id", "risk", "flag", "prediction", "confidence",
             *(f"p_{name}" for name in manifest.class_names), "lesion_area", "status", "error",
             "warnings", "bundle", "screened_at", "new"]
-    return base + [output_name(name, base) for name in extra_columns]
+    names = list(base)
+    for extra in extra_columns:
+        names.append(output_name(extra, names))
+    return names
 
 
-def output_name(extra_column: str, base: list[str]) -> str:
-    return f"csv_{extra_column}" if extra_column in base else extra_column
+def output_name(extra_column: str, taken: list[str]) -> str:
+    """A patients.csv column's name in the output: ``csv_<name>`` where ``name`` is taken, or is one
+    of the results' ``p_<class>`` names (``p_id``, ``p_score``), which readers take for a class's
+    probability."""
+    name = extra_column
+    while name in taken or name.startswith("p_"):
+        name = f"csv_{name}"
+    return name
 
 
 def neutralise(text: str) -> str:

@@ -24,7 +24,7 @@ from .manifest import Manifest, load_manifest
 from .output_paths import check_output_location, output_folders
 from .output_watch import OutputWatch, write_stall_s
 from .decode_pool import DEFAULT_TIME_BUDGET_S, DecodeLimits
-from .stalled_reads import StallGuard, stalled_line, while_progressing
+from .stalled_reads import StallGuard, check_stall_s, stalled_line, while_progressing
 from .images import DEFAULT_MAX_DECODE_BYTES
 from .operating_points import REFER, flag
 from .patients import PatientTable, read_patients
@@ -76,8 +76,7 @@ def check_request(request: FolderRequest) -> None:
         raise InputError(f"--tta {request.tta!r} is not one of {', '.join(TTA_MODES)}")
     if request.workers is not None and request.workers < 1:
         raise InputError(f"--workers must be at least 1, got {request.workers}")
-    if not request.decode_timeout_s > 0:
-        raise InputError(f"--decode-timeout must be above 0 seconds, got {request.decode_timeout_s:g}")
+    check_stall_s(request.decode_timeout_s)
     if request.max_decode_mib < 1:
         raise InputError(f"--max-decode-mib must be at least 1, got {request.max_decode_mib}")
     if request.ray is not None and request.save_masks is not None:
@@ -95,7 +94,7 @@ def check_request(request: FolderRequest) -> None:
 
 def _check_paths(request: FolderRequest) -> None:
     """The checks of :func:`check_request` that look at the files and folders named."""
-    check_output_location(request.output, request.images_dir, request.meta_csv)
+    check_output_location(request.output, request.images_dir, request.meta_csv, bundle_dir=request.bundle_dir)
     if request.save_masks is not None:
         masks = Path(request.save_masks)
         if masks.exists() and not masks.is_dir():
@@ -132,7 +131,7 @@ def discover(request: FolderRequest) -> Discovery:
     def check_against_images(beat: Callable[[], None]) -> None:
         # Again with the images found: one reached through a link may be where --out points.
         check_output_location(request.output, request.images_dir, request.meta_csv,
-                              _beating(discovery.linked.values(), beat))
+                              _beating(discovery.linked.values(), beat), request.bundle_dir)
 
     while_progressing(check_against_images, stall_s, lambda: listing_stalled(Path(request.images_dir), stall_s))
     return discovery

@@ -34,6 +34,20 @@ MAX_STUCK_READS = 4
 # How long a step that is not an image's read (the folder listing, the report's thumbnails) waits
 # for a silent drive unless told: --decode-timeout's default (decode_pool.DEFAULT_TIME_BUDGET_S).
 DEFAULT_STALL_S = 30.0
+# The longest --decode-timeout: a day. A night waits no longer for one file, and a much longer
+# limit (``inf`` for "no limit", 1e12) overflows the waits' timeouts (an OverflowError traceback).
+MAX_STALL_S = 86400.0
+
+
+def check_stall_s(seconds: float) -> None:
+    """Refuse a --decode-timeout that is not above 0 and at most a day (NaN included).
+
+    Raises:
+        InputError: naming the option and the value.
+    """
+    if not 0 < seconds <= MAX_STALL_S:
+        raise InputError(f"--decode-timeout must be above 0 and at most {MAX_STALL_S:g} seconds (a day), "
+                         f"got {seconds:g}")
 
 
 def stalled_line(what: str, doing: str, stall_s: float) -> str:

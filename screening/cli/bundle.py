@@ -71,7 +71,9 @@ def info(path: Path | None, as_json: bool) -> None:
     click.echo(f"  input {m.input_size[0]}x{m.input_size[1]}, temperature {m.temperature:.4f}")
     for key, value in m.card.items():
         click.echo(f"  {key}: {_short(value)}")
-    evaluation = m.training.get("evaluation", {})
+    evaluation = m.training.get("evaluation")
+    if not isinstance(evaluation, dict):  # training is free-form provenance: figures only where they are an object
+        evaluation = {}
     figures = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if figures:
         click.echo(f"  evaluation ({evaluation.get('split', '?')} split): "

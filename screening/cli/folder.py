@@ -151,9 +151,9 @@ def resolve_bundle(bundle: Path | None) -> Path:
               help="With --ray: model-holding actors.  [default: one per GPU of the cluster, "
                    "else one per 2 CPUs]")
 @click.option("--decode-timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
-              help="Time limit to read one image file, and again to decode it: a read stuck on "
-                   "a stalled network drive is abandoned, a decoder stuck in a hostile file is "
-                   "stopped, and the image becomes an error row (retried by --resume). Four reads "
+              help="Time limit (above 0, at most 86400: a day) to read one image file, and again to "
+                   "decode it: a read stuck on a stalled network drive is abandoned, a decoder stuck "
+                   "in a hostile file is stopped, and the image becomes an error row (retried by --resume). Four reads "
                    "stuck at once stop the run (exit 2): the drive is gone. Looking up the folders, "
                    "listing the images, reading the metadata CSV, the bundle and opening --log-file wait "
                    "as long for a silent drive, then stop the run (exit 2). Writes to the output folders "

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import InputError, ScreeningError
-from ..stalled_reads import DEFAULT_STALL_S, read_within, stalled_line, while_progressing
+from ..stalled_reads import DEFAULT_STALL_S, MAX_STALL_S, read_within, stalled_line, while_progressing
 from .paths import PATH
 
 ON_BUNDLE_CHANGE = ("rescreen", "fail")  # = screening.journal.ON_BUNDLE_CHANGE (not imported: keeps --help light)
@@ -69,19 +69,53 @@ def load_config(ctx: click.Context, _param: click.Parameter, value: Path | None)
         raise click.BadParameter(f"{value} is not valid TOML: nested too deep") from None
     keys = _option_keys(ctx.command)
     defaults: dict[str, Any] = {}
+    spelled: dict[str, str] = {}  # parameter -> the key that set it
     for key, setting in table.items():
         param = keys.get(key)
         if param is None:
             valid = sorted(k for k in keys if "_" not in k or k == "images_dir")
             raise click.BadParameter(f"{value}: unknown key {key!r}; the keys are the options' names: "
                                      f"{', '.join(valid)}")
+        if param.name in spelled:  # batch-size beside batch_size: the later would win without a word
+            raise click.BadParameter(f"{value}: {spelled[param.name]} and {key} are the same option; keep one")
+        spelled[param.name] = key
         if param.name == "columns" and isinstance(setting, dict):
             setting = [f"{name}={header}" for name, header in setting.items()]
-        if isinstance(setting, dict):
-            raise click.BadParameter(f"{value}: {key} must be a single value, not a table")
+        problem = _setting_problem(param, setting)
+        if problem:
+            raise click.BadParameter(f"{value}: {key} {problem}")
         defaults[param.name] = setting
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _setting_problem(param: click.Parameter, setting: Any) -> str | None:
+    """What is wrong with a config value for ``param`` before Click converts it, or None.
+
+    Click converts a command line's text; a TOML value may be a number, a list or a date, which
+    its converters take for something else (``resume = 0`` and ``quiet = [true]`` were
+    tracebacks) or round without a word (``batch-size = 1.9`` ran as 1, ``true`` as 1).
+    """
+    if isinstance(setting, dict):
+        return "must be a single value, not a table"
+    if getattr(param, "multiple", False):
+        if not isinstance(setting, list):
+            return f'must be a list, e.g. ["..."], got {setting!r}'
+        if not all(isinstance(item, str) for item in setting):
+            return f"must be a list of texts, got {setting!r}"
+        return None
+    if getattr(param, "is_bool_flag", False):  # "false" and "no" as text are Click's to read
+        return None if isinstance(setting, (bool, str)) else f"must be true or false, got {setting!r}"
+    if isinstance(setting, list):
+        return f"must be a single value, not a list: {setting!r}"
+    if not isinstance(setting, (str, int, float)):  # a TOML date or time
+        return f"must be a text or a number, got {setting!r}"
+    if isinstance(setting, bool):
+        return f"takes a value, not true or false: {setting!r}"
+    if isinstance(param.type, click.types.IntParamType) and isinstance(setting, float) \
+            and not setting.is_integer():
+        return f"must be a whole number, got {setting!r}"
+    return None
 
 
 def read_config(path: Path, stall_s: float = DEFAULT_STALL_S) -> bytes:
@@ -138,8 +172,8 @@ def job_options(command: Callable) -> Callable:
             from ..progress import LogFile
 
             # The run's limit for a silent drive (screening.stalled_reads), for the log's writes too.
-            timeout = kwargs.get("decode_timeout")  # one not above 0 is refused later, with its own line
-            stall_s = timeout if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_STALL_S
+            timeout = kwargs.get("decode_timeout")  # one not in (0, a day] is refused later, with its own line
+            stall_s = timeout if isinstance(timeout, (int, float)) and 0 < timeout <= MAX_STALL_S else DEFAULT_STALL_S
             _check_log_file(log_file, config, kwargs, stall_s)
             try:
                 log = LogFile(str(log_file), stall_s=stall_s)

@@ -4,7 +4,11 @@
 path need not exist: on a network share that stopped answering that call blocks for as long as
 the share is silent, before the run can bound anything. A night must stop with one line instead
 (``screening.session.check_request`` looks the paths up in a watched thread), so ``screen
-folder`` and ``screen report`` take their paths as text.
+folder``, ``screen report``, ``screen evaluate`` and ``screen calibrate`` take their paths as text.
+
+An empty path is refused: ``Path("")`` is the current folder, so ``screen folder "$IMAGES"`` with
+IMAGES unset (or ``images_dir = ""`` left in a job config) would screen whatever folder the job
+happened to start in.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ class TypedPath(click.ParamType):
     name = "path"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
-        return value if isinstance(value, Path) else Path(value)
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str):  # a job config's number, list or date
+            self.fail(f"must be a path, a text, got {value!r}", param, ctx)
+        if not value:
+            self.fail("the path is empty (an unset variable in a script, or a blank in the job config?)", param, ctx)
+        return Path(value)
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
         return [CompletionItem(incomplete, type="file")]

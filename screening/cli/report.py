@@ -63,9 +63,9 @@ def report(results: Path, images_dir: Path, out: Path, meta_csv: Path | None, bu
     from ..patients import read_patients
     from ..pipeline import plan_jobs
     from ..report.build import ReportRequest, build_report, metadata_as_read, metadata_codes, run_outputs
+    from ..stalled_reads import check_stall_s
 
-    if not decode_timeout > 0:  # as screen folder refuses it
-        raise InputError(f"--decode-timeout must be above 0 seconds, got {decode_timeout:g}")
+    check_stall_s(decode_timeout)  # as screen folder refuses it
     bundle_dir = resolve_bundle(bundle)
     manifest = load_manifest(bundle_dir, verify_files=False, stall_s=decode_timeout)  # names only: no model is run
     if not is_folder(images_dir, decode_timeout):  # at most --decode-timeout on a share that stopped answering

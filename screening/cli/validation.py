@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .folder import resolve_bundle
+from .paths import PATH
 
 # = screening.validation.bootstrap.DEFAULT_RESAMPLES (a test checks): not imported, so that
 # `screen --help` does not load numpy.
@@ -44,14 +45,14 @@ the CSV (both hold probabilities to 6 decimals). Refused (exit 2) with fewer tha
 
 
 @click.command(epilog=EVALUATE_EPILOG)
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("--labels", "labels_csv", required=True, type=click.Path(path_type=Path),
+@click.argument("source", type=PATH)
+@click.option("--labels", "labels_csv", required=True, type=PATH,
               help="Labels CSV: image key and diagnosis per image (see below).")
-@click.option("--meta", "meta_csv", type=click.Path(path_type=Path), default=None,
+@click.option("--meta", "meta_csv", type=PATH, default=None,
               help="Patients CSV, needed when SOURCE is an images folder to screen first.")
 @click.option("--out", "out_dir", default=Path("evaluation"), show_default=True,
-              type=click.Path(path_type=Path), help="Folder for evaluation.json and the PNGs.")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              type=PATH, help="Folder for evaluation.json and the PNGs.")
+@click.option("--bundle", type=PATH, default=None,
               help="The bundle that made the results (classes, operating points). Default: "
                    "$SCREEN_BUNDLE, else engines/starter.")
 @click.option("--bootstrap", "resamples", type=click.IntRange(0, 100000), default=DEFAULT_RESAMPLES,
@@ -143,13 +144,13 @@ class Sensitivity(click.ParamType):
 
 
 @click.command(epilog=CALIBRATE_EPILOG)
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+@click.option("--bundle", type=PATH, default=None,
               help="The bundle that made the results. Default: $SCREEN_BUNDLE, else engines/starter.")
-@click.option("--results", "results", required=True, type=click.Path(path_type=Path),
+@click.option("--results", "results", required=True, type=PATH,
               help="Results CSV of `screen folder` on the local cases (or its journal).")
-@click.option("--labels", "labels_csv", required=True, type=click.Path(path_type=Path),
+@click.option("--labels", "labels_csv", required=True, type=PATH,
               help="Labels CSV, as for `screen evaluate`.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out_dir", required=True, type=PATH,
               help="Folder of the derived bundle (must not exist, unless --force).")
 @click.option("--name", default=None,
               help="Local version label, e.g. clinic-a -> <version>+local.clinic.a. Default: the --out "

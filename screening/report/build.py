@@ -27,9 +27,10 @@ from ..output_paths import name_limit, output_folders
 from ..manifest import Manifest
 from ..metadata import MetadataVocabulary
 from ..results import OK, display_name, summary_path
-from .operating_point import point_shown
+from .operating_point import flag_as_risk, point_shown
 from .render import ReportHeader, asset_folder, render_report, write_report
-from .rows import Results, journal_screenings, read_results, results_stalled, same_bundle
+from .rows import (CSV_SOURCE, Results, journal_screenings, read_results, results_stalled, risk_as_summed,
+                   same_bundle)
 from .views import View, ViewWriter, read_view_records, screened_metadata, thumbnails_from_files, tidy
 
 METADATA_CHANGED = "metadata changed since screening"  # today's patients CSV differs from the model's
@@ -116,6 +117,9 @@ def build_report(request: ReportRequest) -> ReportStats:
     point = manifest.operating_point() if manifest is not None and manifest.operating_points else None
     results = read_results(request.results, class_names, request.patients,
                            threshold=point["threshold"] if point else None, stall_s=request.read_timeout_s)
+    if manifest is not None and results.source == CSV_SOURCE:  # a journal's lines are checked as they are read
+        malignant = [spec.name for spec in manifest.classes if spec.malignant]
+        results.rows = [risk_as_summed(row, malignant, manifest.identity) for row in results.rows]
     folder = asset_folder(request.out)
     queries = manifest.attention_queries if manifest and manifest.has_attention else []
     records = while_progressing(lambda beat: read_view_records(folder), request.read_timeout_s, lambda: InputError(
@@ -140,6 +144,8 @@ def build_report(request: ReportRequest) -> ReportStats:
     have = {r.image for r in results.rows}
     missing = [image for image in found if image not in have]
     header = _header(request, results, manifest)
+    if results.source == CSV_SOURCE and header.threshold is not None:  # the run's point, from its summary
+        results.rows = [flag_as_risk(row, header.threshold) for row in results.rows]
     labels = {c.name: c.label for c in manifest.classes} if manifest else {}
     screened = {r.image: r.fingerprint for r in results.rows if r.fingerprint is not None}
     meta = _meta_as_screened(request.meta, request.meta_codes, screened)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..manifest import Manifest
-from ..operating_points import flag
-from ..results import DECIMALS, OK
-from .rows import Results
+from ..operating_points import REFER, ROUTINE, flag
+from ..results import DECIMALS, ERROR, OK
+from .rows import ReportRow, Results
 
 RISK_DECIMALS = 3  # how a risk is shown when that does not contradict its flag
 # The CSV prints risks to DECIMALS places, so a row within half a unit of the threshold may have
@@ -82,6 +82,21 @@ def flags_agree(results: Results, threshold: float) -> bool:
         if flag(row.risk, threshold) != row.flag and abs(row.risk - threshold) > ROUNDING:
             return False
     return True
+
+
+def flag_as_risk(row: ReportRow, threshold: float) -> ReportRow:
+    """An ok CSV row whose flag is not what its risk gives at the run's ``threshold`` (beyond the
+    printed risk's rounding) becomes an error row saying so: a 0.9 retyped 'routine' would be drawn
+    as routine and left out of the 'flagged only' view. Which of the two was retyped cannot be told."""
+    if row.status != OK or row.risk is None or row.flag not in (REFER, ROUTINE):
+        return row
+    expected = flag(row.risk, threshold)
+    if expected == row.flag or abs(row.risk - threshold) <= ROUNDING:
+        return row
+    return ReportRow(rank=None, image=row.image, patient_id=row.patient_id, status=ERROR, warnings=row.warnings,
+                     new=row.new, screened_at=row.screened_at, bundle=row.bundle,
+                     error=f"flag {row.flag!r} in the results CSV is not what risk {row.risk:.{DECIMALS}f} gives at "
+                           f"the run's threshold {threshold_text(threshold)} ({expected}): edited?")
 
 
 def risk_text(risk: float | None, threshold: float | None) -> str | None:

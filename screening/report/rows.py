@@ -23,6 +23,12 @@ TOP_CLASSES = 3  # classes listed per row, most probable first
 # Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
 # make the report builder take unbounded memory.
 MAX_ROWS = 2_000_000
+CSV_SOURCE = "results CSV"  # Results.source of rows read from a results CSV
+# The columns without which a file is no results CSV, and the ones that hold numbers.
+_REQUIRED = frozenset({"rank", "image", "risk", "status"})
+_NUMBER_COLUMNS = ("risk", "confidence", "lesion_area")
+# The header line is read at most this long to tell its delimiter (a line without an end is no header).
+_HEADER_CHARS = 1 << 20
 
 
 @dataclass
@@ -95,18 +101,22 @@ def _finite(row: ReportRow, source: str) -> ReportRow:
                      new=row.new, screened_at=row.screened_at, bundle=row.bundle, fingerprint=row.fingerprint)
 
 
-def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
-    """A row cut short (a copy taken while the CSV was written), or an ok row whose risk or a
+def _usable(row: ReportRow, cells: dict[str | None, str | None], probabilities: frozenset[str]) -> ReportRow:
+    """A row cut short (a copy taken while the CSV was written), a status that is neither ok nor
+    error (retyped), or an ok row whose risk or a
     probability is no number in 0..1 (a spreadsheet's ``0,93`` or ``93%``, a retyped cell), becomes
     an error row saying so: shown as an error without a reason, or as a result without its risk,
     it would mislead the reviewer. Non-finite numbers are left to :func:`_finite`."""
     problem = ""
+    status = cells.get("status")
     if any(value is None for key, value in cells.items() if key is not None):
         problem = "its row in the results CSV is cut short (copied while it was written?)"
         problem += f"; {row.error}" if row.error else ""
+    elif status not in (OK, ERROR):  # a retyped 'OK': an error row without a reason says nothing
+        problem = f"status {status!r} in the results CSV is neither {OK} nor {ERROR}"
     elif row.status == OK:
         text = {key: (value or "").strip() for key, value in cells.items() if key is not None}
-        for name in ("risk", *(key for key in text if key.startswith("p_"))):
+        for name in ("risk", *(key for key in text if key in probabilities)):
             value = _number(text[name]) if name in text else None
             if value is None:
                 problem = f"{name} {text.get(name, '')!r} in the results CSV is not a number"
@@ -120,38 +130,112 @@ def _usable(row: ReportRow, cells: dict[str | None, str | None]) -> ReportRow:
                      warnings=row.warnings, new=row.new, screened_at=row.screened_at, bundle=row.bundle)
 
 
-def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None) -> Results:
-    """Rows of a results CSV in its rank order; ``beat()`` as each row is read (the progress that
-    :func:`read_results` is watched by).
+def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None,
+                     classes: list[str] | None = None) -> Results:
+    """Rows of a results CSV in rank order (its ``rank`` column); ``beat()`` as each row is read (the
+    progress that :func:`read_results` is watched by). Comma-separated as written, or semicolons
+    and decimal commas as a spreadsheet in many locales saves it. ``classes``: the bundle's class
+    codes, whose ``p_`` columns are the probabilities (None: every ``p_`` column).
 
     Raises:
         InputError: the file is missing, unreadable or not a results CSV.
     """
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
+            semicolons = _saved_with_semicolons(fh.readline(_HEADER_CHARS))
+            fh.seek(0)
+            reader = csv.DictReader(fh, delimiter=";" if semicolons else ",")
             columns = [original_text(c) for c in reader.fieldnames or []]
-            missing = {"rank", "image", "risk", "status"} - set(columns)
+            missing = _REQUIRED - set(columns)
             if missing:
                 raise InputError(f"{path} is not a results CSV of `screen folder` "
                                  f"(no column {', '.join(sorted(missing))})")
             reader.fieldnames = columns
-            rows = []
+            probabilities = _probability_columns(columns, classes)
+            rows, lines = [], []
             for index, cells in enumerate(reader):
                 if index >= MAX_ROWS:
                     raise InputError(f"{path} has more than {MAX_ROWS} rows")
                 beat()
-                rows.append(_finite(_usable(_row(cells), cells), "results CSV"))
+                cells = _decimal_points(cells, probabilities) if semicolons else cells
+                rows.append(_finite(_usable(_row(cells, probabilities), cells, probabilities), "results CSV"))
+                lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
+    # In rank order whatever the file's order: a CSV sorted by image or patient in a spreadsheet
+    # and saved would otherwise put its highest risks anywhere in the worklist. Rows without a
+    # rank (errors) follow, in file order.
+    rows = _listed_once(rows, lines)
+    rows.sort(key=lambda row: (row.rank is None, row.rank or 0))
     # A flag column left empty (no operating point) is no flag at all for the reviewer.
     # "New" only tells the reviewer something when the run resumed: some rows new, some not.
-    return Results(rows, "results CSV", has_flag=any(r.flag for r in rows),
+    return Results(rows, CSV_SOURCE, has_flag=any(r.flag for r in rows),
                    has_new=any(r.new for r in rows) and any(r.new is False for r in rows),
                    bundle=next((r.bundle for r in rows if r.bundle), ""))
 
 
-def _row(cells: dict[str, str | None]) -> ReportRow:
+def risk_as_summed(row: ReportRow, malignant: list[str], identity: str) -> ReportRow:
+    """An ok CSV row of the bundle ``identity`` whose risk is not the sum of its ``malignant``
+    classes' probabilities becomes an error row saying so. Screening writes the risk as that sum of
+    the written (rounded) probabilities: a risk retyped from 0.9 to 0.1 would otherwise draw a
+    melanoma as a routine row near the bottom of the worklist. Rows of another bundle (its malignant
+    classes may differ) and rows without every malignant column are left as they are."""
+    if row.status != OK or row.risk is None or not same_bundle(identity, row.bundle) \
+            or not all(name in row.probabilities for name in malignant):
+        return row
+    total = math.fsum(row.probabilities[name] for name in malignant)
+    if abs(total - row.risk) <= (len(malignant) + 1) * 0.5 * 10.0 ** -DECIMALS + 1e-9:  # half a step each
+        return row
+    return ReportRow(rank=None, image=row.image, patient_id=row.patient_id, status=ERROR, warnings=row.warnings,
+                     new=row.new, screened_at=row.screened_at, bundle=row.bundle,
+                     error=f"risk '{row.risk:.{DECIMALS}f}' in the results CSV is not the sum of its malignant classes' "
+                           f"probabilities ({', '.join(malignant)}: {total:.{DECIMALS}f}): edited?")
+
+
+def _listed_once(rows: list[ReportRow], lines: list[int]) -> list[ReportRow]:
+    """Each image once: an image on several rows (two runs' CSVs pasted together) becomes one error
+    row naming its lines, in place of the first. Shown twice, one refer and one routine, nothing
+    would say which is its result; `screen evaluate` refuses such a file."""
+    where: dict[str, list[int]] = {}
+    for row, line in zip(rows, lines):
+        where.setdefault(row.image, []).append(line)
+    once = []
+    for row, line in zip(rows, lines):
+        found = where[row.image]
+        if len(found) == 1:
+            once.append(row)
+        elif line == found[0]:
+            once.append(ReportRow(
+                rank=None, image=row.image, patient_id=row.patient_id, status=ERROR, bundle=row.bundle,
+                error=f"listed {len(found)} times in the results CSV (lines {', '.join(map(str, found))}): "
+                      f"results of two runs pasted together? None of them is shown"))
+    return once
+
+
+def _probability_columns(columns: list[str], classes: list[str] | None) -> frozenset[str]:
+    """The ``p_<class>`` columns of ``classes``: a clinic's own ``p_id`` copied by --keep-columns
+    (before it was written ``csv_p_id``) is no class. Every ``p_`` column when the classes are not
+    known, or the CSV lacks some of them (results of another bundle: its own classes are shown)."""
+    if classes and all(f"p_{name}" in columns for name in classes):
+        return frozenset(f"p_{name}" for name in classes)
+    return frozenset(c for c in columns if c.startswith("p_"))
+
+
+def _saved_with_semicolons(header: str) -> bool:
+    """Whether a results CSV's header line is separated by semicolons: as a spreadsheet in a
+    decimal-comma locale saves it (and `screen evaluate` reads it), with '0,93' for 0.93."""
+    def columns(delimiter: str) -> set[str]:
+        return {original_text(c) for c in next(csv.reader([header], delimiter=delimiter), [])}
+    return not _REQUIRED <= columns(",") and _REQUIRED <= columns(";")
+
+
+def _decimal_points(cells: dict[str | None, str | None], probabilities: frozenset[str]) -> dict[str | None, str | None]:
+    """The number cells of a semicolon CSV with decimal points ('0,93' -> '0.93'); other cells as they are."""
+    return {key: value.replace(",", ".") if key is not None and value is not None
+            and (key in _NUMBER_COLUMNS or key in probabilities) else value for key, value in cells.items()}
+
+
+def _row(cells: dict[str, str | None], probabilities: frozenset[str]) -> ReportRow:
     text = {key: original_text(value or "") for key, value in cells.items() if key is not None}
     rank = text.get("rank", "")
     new = text.get("new", "").strip().lower()
@@ -161,7 +245,7 @@ def _row(cells: dict[str, str | None]) -> ReportRow:
         status=OK if text.get("status") == OK else ERROR,
         risk=_number(text.get("risk", "")),
         probabilities={key[2:]: value for key, cell in text.items()
-                       if key.startswith("p_") and (value := _number(cell)) is not None},
+                       if key in probabilities and (value := _number(cell)) is not None},
         lesion_area=_number(text.get("lesion_area", "")),
         error=text.get("error", ""),
         warnings=[w for w in text.get("warnings", "").split("; ") if w],
@@ -411,7 +495,7 @@ def _read_results(path: Path, class_names: list[str], patients: dict[str, str] |
         return read_journal(path, class_names, patients, threshold, beat)
     beat()
     if path.is_file():
-        return _match_journal(read_results_csv(path, beat), path, beat)
+        return _match_journal(read_results_csv(path, beat, class_names), path, beat)
     beat()
     if journal_path(path).is_file():
         return read_journal(journal_path(path), class_names, patients, threshold, beat)

@@ -50,15 +50,15 @@ def screen_with_report(paths: dict[str, Path], *extra: object) -> Result:
                       "--quiet", *extra, batch_size=4, workers=2)
 
 
-def report_of_csv(folder: Path, text: str) -> Path:
+def report_of_csv(folder: Path, text: str, manifest=None) -> Path:
     """The report of a results CSV written as ``text`` into ``folder`` (no images folder): what a
-    reviewer sees of hand-made or damaged results."""
+    reviewer sees of hand-made or damaged results; ``manifest``: the bundle the report is built with."""
     from screening.report.build import ReportRequest, build_report
 
     results = folder / "results.csv"
     results.write_text(text, encoding="utf-8")
     out = folder / "report.html"
-    build_report(ReportRequest(results=results, images_dir=None, out=out))
+    build_report(ReportRequest(results=results, images_dir=None, out=out, manifest=manifest))
     return out
 
 

@@ -35,3 +35,16 @@ def test_list_info_and_verify(tmp_path: Path, tiny_bundle: Path):
     tampered = run("bundle", "verify", engines / "tiny")
     assert tampered.exit_code == 3
     assert "classifier.onnx does not match its manifest sha256" in tampered.output
+
+
+def test_info_of_a_bundle_whose_training_evaluation_is_not_an_object(tmp_path: Path, tiny_bundle: Path):
+    """training is free-form provenance: an 'evaluation' written as a text or a list (a hand-edited
+    card, another exporter) made `screen bundle info` an AttributeError traceback."""
+    for value in ("see the model card", [0.9, 0.8]):
+        folder = tmp_path / type(value).__name__
+        shutil.copytree(tiny_bundle, folder)
+        manifest = load_manifest(folder)
+        save_manifest(replace(manifest, training={**manifest.training, "evaluation": value}), folder)
+        info = run("bundle", "info", folder)
+        assert info.exit_code == 0, (info.output, info.exception)
+        assert "tiny@1.0" in info.output and "evaluation (" not in info.output

@@ -82,6 +82,12 @@ def test_the_committed_starter_manifest_is_valid():
     ("classes.[0].malignant", 1, "manifest field classes[0].malignant: must be true or false, got an integer 1"),
     ("classes.[1].name", "nv", "manifest field classes[].name[1]: 'nv' appears twice"),
     ("classes.[1].name", "p,x", "manifest field classes[1].name: 'p,x' is not allowed here"),
+    # A labels file names a class by its code or label in any case: 'melanocytic nevus' went to the last
+    # class that read so, silently (screen evaluate, calibrate).
+    ("classes.[2].label", "Melanocytic_Nevus", "manifest field classes[2].label: 'Melanocytic_Nevus' reads as "
+                                               "class 'nv' in a labels file (case, spaces and _ aside)"),
+    ("classes.[1].name", "NV", "manifest field classes[1].name: 'NV' reads as class 'nv' in a labels file"),
+    ("classes.[3].label", "MEL", "manifest field classes[3].label: 'MEL' reads as class 'mel' in a labels file"),
     ("classes", [], "manifest field classes: must have 1 to 1000 entries, got 0"),
     ("input_size", [32, "32"], "manifest field input_size[1]: must be an integer, got a text '32'"),
     ("input_size", [32.0, 32], "manifest field input_size[0]: must be an integer, got a number 32.0"),

@@ -112,3 +112,37 @@ def test_the_case_that_defines_a_threshold_is_still_referred_when_screening_roun
     for point in fit_operating_points(risk, truth):
         screened = risk - 1.5e-6  # the worst of 7 roundings, all down
         assert (screened[truth] >= point["threshold"]).mean() >= point["target_sensitivity"]
+
+
+def test_thresholds_swapped_between_two_points_of_one_fit_are_a_manifest_problem():
+    """A fit on one set of cases gives a higher target sensitivity a lower (or equal) threshold.
+    With sens90's and sens95's thresholds swapped by a hand edit, the bundle loaded, and its default
+    point (the highest target, sens95) flagged fewer lesions than sens90 while promising more."""
+    points = fit_operating_points(np.linspace(0, 1, 200), np.arange(200) % 2 == 0)
+    sens90, sens95 = points
+    assert sens95["threshold"] < sens90["threshold"]
+    swapped = [dict(sens90, threshold=sens95["threshold"]), dict(sens95, threshold=sens90["threshold"])]
+    assert problems(swapped, "sens95") == [
+        f"operating_points[1] (sens95) targets a higher sensitivity than operating_points[0] (sens90), fitted "
+        f"on the same cases, with a higher threshold ({sens90['threshold']:.6g} > {sens95['threshold']:.6g}): "
+        f"it would refer fewer lesions, not more (thresholds swapped or edited?)"]
+
+
+def test_two_points_with_one_target_and_two_thresholds_are_a_manifest_problem():
+    """The default point is the one with the highest target: with two such points it was whichever
+    came first, at a threshold nothing said was the right one."""
+    (sens95,) = fit_operating_points(np.linspace(0, 1, 200), np.arange(200) % 2 == 0, sensitivities=[0.95])
+    twins = [dict(sens95, name="a", threshold=0.9), dict(sens95, name="b")]
+    assert problems(twins, None) == [
+        f"operating_points[0] (a) and operating_points[1] (b) both target 95 % sensitivity on the same "
+        f"cases, with different thresholds (0.9 and {sens95['threshold']:.6g})"]
+    assert problems([dict(sens95, name="a"), dict(sens95, name="b")], None) == []  # the same point twice
+
+
+@pytest.mark.parametrize("name", ["sens\n95", "sens95\t", "\x1b[31msens95"])
+def test_an_operating_point_name_with_a_line_break_or_control_character_is_a_manifest_problem(name):
+    """A point's name is printed in one-line messages, the summary and the log: 'sens\\n95' loaded and
+    split every line that named it (`unknown operating point ...; this bundle has: sens` / `95`)."""
+    (point,) = fit_operating_points(np.linspace(0, 1, 200), np.arange(200) % 2 == 0, sensitivities=[0.95])
+    assert problems([dict(point, name=name)], None) == [
+        f"operating_points[0].name {name!r} must be one line of text without control characters"]

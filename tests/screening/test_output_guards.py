@@ -15,6 +15,7 @@ import errno
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -380,3 +381,20 @@ def test_the_report_leaves_out_the_run_outputs_whether_named_by_csv_or_journal(t
     by_journal = run_outputs(ReportRequest(results=tmp_path / "r.csv.journal", images_dir=None, out=tmp_path / "r.html"))
     assert [f.path for f in by_journal] == [f.path for f in by_csv]
     assert tmp_path / "r.history" in [f.path for f in by_journal]
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "classifier.onnx", "results.csv"])
+def test_results_inside_the_bundle_folder_are_refused_and_the_bundle_untouched(
+        tmp_path: Path, make_folder, tiny_bundle: Path, name: str) -> None:
+    """--out engines/starter/manifest.json (a tab completion one folder too far) wrote the results CSV
+    over the bundle's manifest: that night 'succeeded', and every later one stopped with exit 3 until
+    the bundle was installed again. A results.csv there would put the run's files among the model's."""
+    images, meta = make_folder(2)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    before = {path.name: path.read_bytes() for path in bundle.iterdir()}
+    out = bundle / name
+    assert error_line(run(images, meta, out, bundle)) == (
+        f"Error: --out {out} is inside the bundle folder {bundle}: it would replace or sit among the "
+        f"model's files; write the results outside it")
+    assert {path.name: path.read_bytes() for path in bundle.iterdir()} == before

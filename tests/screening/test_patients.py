@@ -170,6 +170,22 @@ def test_blank_lines_short_rows_and_trailing_empty_cells(tmp_path):
     assert [row.line for row in table.rows] == [4, 7]
 
 
+def test_a_file_cut_short_mid_row_says_so_on_that_row(tmp_path):
+    """An export still being written when the night reads it ends mid-row: 'B,4' of 'B,45,male,back'.
+    Its age 4 was used as the patient's (bin 0-9) with only 'sex unknown; site unknown' to show for
+    it. The row is still used, as a short last row may be typed so, but it and the run say why."""
+    table = read_patients(write(tmp_path, "image,age,sex,site\nA,45,female,back\nB,4"), images=["A.jpg", "B.jpg"])
+    assert table.match("B.jpg").row.age == "4"
+    assert table.match("B.jpg").warnings == [
+        "its metadata row (line 3) has 2 of 4 cells and the file ends there without a line break: was the "
+        "file copied while it was written? Check this row's values"]
+    assert table.match("A.jpg").warnings == []
+    assert table.warnings == [f"metadata CSV {tmp_path / 'patients.csv'} ends mid-row (line 3 has 2 of 4 cells "
+                              f"and no line break): was it copied while it was written?"]
+    ended = read_patients(write(tmp_path, "image,age,sex,site\nA,45,female,back\nB,4\n"), images=["B.jpg"])
+    assert ended.match("B.jpg").warnings == [] and ended.warnings == []  # a short row, as typed
+
+
 def test_rows_without_key_are_skipped_with_a_warning(tmp_path):
     table = read_patients(write(tmp_path, "image,age\n,40\n  ,50\nA,60\n"))
     assert len(table) == 1
@@ -207,6 +223,33 @@ def test_binary_file(tmp_path):
     path.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00")
     assert error_of(path) == (f"cannot read metadata CSV {path}: it contains binary data, not "
                               "text (save the sheet as CSV)")
+
+
+def test_a_file_far_larger_than_any_patients_csv_is_refused_before_it_fills_memory(tmp_path, monkeypatch):
+    """--meta pointed at a disk image, a video or /dev/zero was read whole into memory (with no
+    end for a device): the night was killed for memory with no line saying why."""
+    import screening.patients as patients
+
+    monkeypatch.setattr(patients, "MAX_METADATA_BYTES", 64 * 1024, raising=False)
+    path = write(tmp_path, "image,age\n" + "".join(f"img_{i:06d}.jpg,40\n" for i in range(8000)))
+    assert path.stat().st_size > 64 * 1024
+    assert error_of(path) == (f"cannot read metadata CSV {path}: it is larger than 64 KiB, which no "
+                              "patients CSV is (is it the right file?)")
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"age": "Alter", "sex": "Alter"}, "--column sex=Alter: column 'Alter' is already the age column"),
+    ({"age": "Bild"}, "--column age=Bild: column 'Bild' is already the image column"),
+    ({"sex": "age"}, "--column sex=age: column 'age' is already the age column"),
+    ({"key": "age"}, "--column image=age: column 'age' is already the age column"),
+])
+def test_one_column_named_for_two_fields_is_refused(tmp_path, columns, message):
+    """The second field was dropped without a word: --column sex=Alter beside age=Alter left every
+    patient's sex unknown; --column sex=age gave sex the ages and age nothing."""
+    path = write(tmp_path, "Bild,Alter,age\na.jpg,40,50\n")
+    with pytest.raises(MetadataError) as caught:
+        read_patients(path, columns={"key": "Bild"} | columns)
+    assert str(caught.value).startswith(message)
 
 
 def test_no_key_column(tmp_path):

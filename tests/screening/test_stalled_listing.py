@@ -246,7 +246,8 @@ def test_screen_report_refuses_a_decode_timeout_that_is_not_above_zero(tmp_path,
     images, _ = folder_runner.small_folder(tmp_path)
     result = folder_runner.screen("report", tmp_path / "results.csv", "--images", images, "--bundle", tiny_bundle,
                                   "--decode-timeout", 0)
-    assert folder_runner.error_line(result, 2) == "Error: --decode-timeout must be above 0 seconds, got 0"
+    assert folder_runner.error_line(result, 2) == ("Error: --decode-timeout must be above 0 and at most 86400 seconds "
+                                                   "(a day), got 0")
 
 
 def test_a_report_built_while_the_drive_is_gone_is_written_without_the_pictures(tmp_path, tiny_bundle, share):
