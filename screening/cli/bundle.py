@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .folder import BUNDLE_ENV, default_bundle, resolve_bundle
+from .paths import NonEmptyPath
 
 
 @click.group()
@@ -16,7 +17,7 @@ def bundle() -> None:
 
 
 @bundle.command("list")
-@click.argument("roots", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("roots", nargs=-1, type=NonEmptyPath(path_type=Path))
 def list_bundles(roots: tuple[Path, ...]) -> None:
     """List the bundles in ROOTS (folders of bundles, or bundles).
 
@@ -51,7 +52,7 @@ def _env_set() -> bool:
 
 
 @bundle.command()
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=NonEmptyPath(path_type=Path))
 @click.option("--json", "as_json", is_flag=True,
               help="Print the whole manifest as JSON: every field the file has, those this version does not know too.")
 def info(path: Path | None, as_json: bool) -> None:
@@ -100,7 +101,7 @@ def _short(value: object, limit: int = 300) -> str:
 
 
 @bundle.command()
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=NonEmptyPath(path_type=Path))
 def verify(path: Path | None) -> None:
     """Check a bundle is whole: its manifest is valid and every model file matches its sha256.
 

@@ -9,6 +9,7 @@ import click
 from ..errors import BackendUnavailable, FidelityError, InputError
 from ..interrupt import Interrupted, interruptible
 from .folder import BUNDLE_ENV, DEFAULT_BATCH_SIZE, resolve_bundle
+from .paths import NonEmptyPath
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding screening/, engines/, sample_data/
 
@@ -19,7 +20,7 @@ def default_samples() -> tuple[Path, Path]:
 
 
 bundle_option = click.option(
-    "--bundle", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "--bundle", type=NonEmptyPath(path_type=Path, file_okay=False), default=None,
     help=f"Model bundle folder. [default: engines/starter, or ${BUNDLE_ENV}]")
 
 
@@ -120,9 +121,9 @@ def list_command(bundle: Path | None) -> None:
 
 @engines.command()
 @bundle_option
-@click.option("--images", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--images", type=NonEmptyPath(path_type=Path, file_okay=False), default=None,
               help="Folder of images to compare on. [default: sample_data/images]")
-@click.option("--meta", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--meta", type=NonEmptyPath(path_type=Path, dir_okay=False), default=None,
               help="Patients CSV for those images. [default: sample_data/patients.csv with the sample images; "
                    "otherwise unknown metadata]")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Compare on at most this many images.")

@@ -31,7 +31,7 @@ class TypedPath(click.ParamType):
         if not isinstance(value, str):  # a job config's number, list or date
             self.fail(f"must be a path, a text, got {value!r}", param, ctx)
         if not value:
-            self.fail("the path is empty (an unset variable in a script, or a blank in the job config?)", param, ctx)
+            self.fail(EMPTY_PATH, param, ctx)
         return Path(value)
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -39,3 +39,15 @@ class TypedPath(click.ParamType):
 
 
 PATH = TypedPath()
+
+EMPTY_PATH = "the path is empty (an unset variable in a script, or a blank in the job config?)"
+
+
+class NonEmptyPath(click.Path):
+    """``click.Path`` (its file or folder checks, for commands run by hand) that refuses an empty
+    value: ``Path("")`` is the current folder, whatever the script meant."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            self.fail(EMPTY_PATH, param, ctx)
+        return super().convert(value, param, ctx)

@@ -118,3 +118,18 @@ def test_one_option_given_twice_in_a_job_config_under_two_spellings_is_refused(
     config.write_text(config.read_text() + lines)
     refused(screen("folder", "--config", config), *words)
     assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("bundle", "list", ""),
+    ("bundle", "info", ""),
+    ("bundle", "verify", ""),
+    ("engines", "build", "--bundle", ""),
+    ("engines", "verify", "--images", ""),
+    ("engines", "verify", "--meta", ""),
+])
+def test_an_empty_path_of_the_bundle_and_engine_commands_is_refused(tmp_path: Path, monkeypatch, args) -> None:
+    """`screen bundle info "$BUNDLE"` with BUNDLE unset looked at the current folder (and `engines
+    verify --images ""` compared the engines on whatever pictures it held), not at what was meant."""
+    monkeypatch.chdir(tmp_path)
+    refused(screen(*args), "empty")
