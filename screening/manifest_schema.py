@@ -28,6 +28,7 @@ from pathlib import PurePosixPath
 from typing import Any, Callable
 
 from .errors import BundleError
+from .metadata import cell_text
 
 SCHEMA_VERSION = 1
 # A manifest is a few kB (the starter's 8 kB with its training provenance); anything near this
@@ -191,6 +192,11 @@ def check_input_size(value: Any, path: str) -> None:
         expect_int(side, f"{path}[{i}]", 1, MAX_SIDE)
 
 
+# A patients CSV's sex and site are matched as read (metadata.cell_text): a vocabulary entry in
+# another form would leave that value unknown on every patient, with only a warning per row.
+_UNREADABLE = "can never match a patients CSV value (read lower-case, '_' as a space)"
+
+
 def check_metadata(value: Any, path: str) -> None:
     expect_object(value, path, keys=("age_edges", "sex_values", "site_groups", "site_aliases"),
                   optional=("age_bins", "unknown", "dim"))
@@ -204,6 +210,9 @@ def check_metadata(value: Any, path: str) -> None:
         for i, item in enumerate(items):
             expect_text(item, f"{path}.{key}[{i}]", max_len=64)
         expect_unique(items, f"{path}.{key}")
+    for i, sex in enumerate(value["sex_values"]):
+        if cell_text(sex) != sex:
+            raise FieldProblem(f"{path}.sex_values[{i}]", f"{_shown(sex)} {_UNREADABLE}: write {cell_text(sex)!r}")
     aliases = expect_object(value["site_aliases"], f"{path}.site_aliases", strict=False)
     if len(aliases) > 10_000:
         raise FieldProblem(f"{path}.site_aliases", f"has {len(aliases)} entries, more than 10000")
@@ -211,6 +220,8 @@ def check_metadata(value: Any, path: str) -> None:
         expect_text(group, f"{path}.site_aliases[{raw!r}]", max_len=64)
         if group not in value["site_groups"]:
             raise FieldProblem(f"{path}.site_aliases[{raw!r}]", f"{group!r} is not one of site_groups")
+        if cell_text(raw) != raw:
+            raise FieldProblem(f"{path}.site_aliases[{raw!r}]", f"{_UNREADABLE}: write {cell_text(raw)!r}")
     if "unknown" in value and value["unknown"] != "unknown":
         raise FieldProblem(f"{path}.unknown", f"must be 'unknown', got {_shown(value['unknown'])}")
     if "dim" in value:

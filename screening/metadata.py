@@ -62,7 +62,7 @@ DEFAULT_SITE_ALIASES = {
 MISSING_STRINGS = frozenset({"", "unknown", "nan", "none", "na", "n/a", "null", "?", "-"})
 
 
-def _clean(value: Any) -> str:
+def cell_text(value: Any) -> str:
     """Lower-cased, whitespace-normalised text of a raw cell; '' for missing cells."""
     if value is None:
         return ""
@@ -123,7 +123,7 @@ class MetadataVocabulary:
 
     def age_code(self, value: Any) -> tuple[int, str | None]:
         unknown = len(self.age_edges) + 1
-        text = _clean(value)
+        text = cell_text(value)
         if text in MISSING_STRINGS:
             return unknown, "age unknown"
         try:
@@ -136,7 +136,7 @@ class MetadataVocabulary:
 
     def sex_code(self, value: Any) -> tuple[int, str | None]:
         unknown = len(self.sex_values)
-        text = _clean(value)
+        text = cell_text(value)
         if text in MISSING_STRINGS:
             return unknown, "sex unknown"
         canonical = SEX_ALIASES.get(text, text)
@@ -146,7 +146,7 @@ class MetadataVocabulary:
 
     def site_code(self, value: Any) -> tuple[int, str | None]:
         unknown = len(self.site_groups)
-        text = _clean(value)
+        text = cell_text(value)
         if text in MISSING_STRINGS:
             return unknown, "site unknown"
         group = self.site_aliases.get(text, text.replace(" ", "_"))

@@ -44,7 +44,7 @@ def age_band(age: str) -> str:
     counted under 30 or over 80 it would move cases between bands (and 'NaN' has no band at all).
     """
     try:
-        # As screening reads it (metadata._clean): '_' is a space there, so '4_5' is no number,
+        # As screening reads it (metadata.cell_text): '_' is a space there, so '4_5' is no number,
         # where Python's float() would read 45.
         years = float(age.replace("_", " "))
     except ValueError:

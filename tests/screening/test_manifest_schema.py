@@ -108,6 +108,12 @@ def test_the_committed_starter_manifest_is_valid():
     ("classifier.sha256", "ABC", "manifest field classifier.sha256: must be 64 lower-case hex digits"),
     ("metadata.age_edges", [10, 10, 20], "manifest field metadata.age_edges[1]: must be larger than the edge before (10)"),
     ("metadata.site_aliases.back", "nowhere", "manifest field metadata.site_aliases['back']: 'nowhere' is not one of site_groups"),
+    # Patients CSV values are read lower-case, '_' as a space: 'Female' would leave every sex unknown.
+    ("metadata.sex_values", ["Female", "male"], "manifest field metadata.sex_values[0]: 'Female' can never match a "
+                                                "patients CSV value (read lower-case, '_' as a space): write 'female'"),
+    ("metadata.site_aliases.Upper_Back", "upper_body", "manifest field metadata.site_aliases['Upper_Back']: can never "
+                                                       "match a patients CSV value (read lower-case, '_' as a space): "
+                                                       "write 'upper back'"),
     ("mask_input_mode", "both", "manifest field mask_input_mode: must be one of binary, masked_image, got 'both'"),
     ("name", "ti ny\n", "manifest field name: must not contain control characters"),
     ("schema_version", True, "schema version true is not supported"),
