@@ -277,6 +277,12 @@ def _fit(key: str, index: list[dict[str, list[str]]]) -> tuple[int | None, list[
 
 
 def _decode(path: Path, data: bytes, warnings: list[str]) -> str:
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):  # UTF-32: its mark begins as UTF-16's
+        try:
+            return data.decode("utf-32")
+        except UnicodeDecodeError as error:
+            raise MetadataError(f"cannot read metadata CSV {path}: broken UTF-32 text "
+                                f"({error.reason})") from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
         try:
             return data.decode("utf-16")

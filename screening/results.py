@@ -145,6 +145,16 @@ def neutralise(text: str) -> str:
     return text
 
 
+def decode_problem(error: UnicodeDecodeError) -> str:
+    """Why a results CSV did not read as UTF-8: in a reviewer's words where it was saved as a
+    spreadsheet's "Unicode text" (UTF-16, whose byte order mark fails at the first byte), else the
+    codec's own."""
+    if error.start == 0 and bytes(error.object[:2]) in (b"\xff\xfe", b"\xfe\xff"):
+        return ('it is UTF-16 text (a spreadsheet\'s "Unicode text"): save it as "CSV UTF-8", or use the CSV '
+                'that screen folder wrote')
+    return str(error)
+
+
 def original_text(cell: str) -> str:
     """Undo :func:`neutralise`: ``'=cmd|`` was ``=cmd|`` before it was written.
 

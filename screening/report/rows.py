@@ -17,7 +17,7 @@ from ..journal import JournalHeader, journal_path
 from ..journal_lines import Damage, damaged_lines_note, header_line, outcome_lines
 from ..operating_points import flag
 from ..stalled_reads import DEFAULT_STALL_S, read_pieces, stalled_line, while_progressing
-from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, display_name, original_text, rank_rows
+from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, decode_problem, display_name, original_text, rank_rows
 
 TOP_CLASSES = 3  # classes listed per row, most probable first
 # Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
@@ -160,7 +160,9 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None,
                 cells = _decimal_points(cells, probabilities) if semicolons else cells
                 rows.append(_finite(_usable(_row(cells, probabilities), cells, probabilities), "results CSV"))
                 lines.append(reader.line_num)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read {path}: {decode_problem(exc)}") from exc
+    except (OSError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     # In rank order whatever the file's order: a CSV sorted by image or patient in a spreadsheet
     # and saved would otherwise put its highest risks anywhere in the worklist. Rows without a

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..results import DECIMALS, ERROR, OK, original_text
+from ..results import DECIMALS, ERROR, OK, decode_problem, original_text
 
 # Each probability is rounded to DECIMALS: a row's sum may miss 1 by half a step per class.
 _HALF_STEP = 0.5 * 10.0 ** -DECIMALS
@@ -51,7 +51,9 @@ def read_results_csv(path: Path, classes: list[str], tag: str) -> list[ResultsLi
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read results {path}: {decode_problem(exc)}") from exc
+    except OSError as exc:
         raise InputError(f"cannot read results {path}: {exc}") from exc
     # A spreadsheet that writes decimal commas separates cells with semicolons: the delimiter is
     # the one that splits the header into the columns screen writes.

@@ -162,6 +162,16 @@ def test_utf16_file_from_excel(tmp_path):
     assert table.match("A.jpg").row.age == "33"
 
 
+@pytest.mark.parametrize("encoding", ["utf-32", "utf-32-be"])
+def test_utf32_file_is_read_not_taken_for_utf16(tmp_path, encoding):
+    """UTF-32's byte order mark begins like UTF-16's: read as UTF-16 every header held NULs
+    ("no image column ...: \x00i\x00m...")."""
+    text = "image,age\nA,33\n"
+    data = text.encode(encoding) if encoding == "utf-32" else b"\x00\x00\xfe\xff" + text.encode(encoding)
+    table = read_patients(write_bytes(tmp_path, data))
+    assert table.match("A.jpg").row.age == "33"
+
+
 def test_blank_lines_short_rows_and_trailing_empty_cells(tmp_path):
     path = write(tmp_path, "\n\nimage,age,sex\nA,40\n\n,,\nB,50,male,,\n")
     table = read_patients(path)

@@ -102,3 +102,23 @@ def test_a_retyped_flag_that_disagrees_with_the_risk_at_the_runs_threshold_is_an
     page = html.unescape(out.read_text(encoding="utf-8"))
     assert ("<td>retyped.jpg</td><td>P1</td><td>flag 'routine' in the results CSV is not what risk 0.900000 gives at "
             "the run's threshold 0.500000 (refer): edited?") in page
+
+
+def test_a_csv_saved_as_unicode_text_says_how_to_save_it(tmp_path: Path) -> None:
+    """A spreadsheet's "Unicode text" is UTF-16 with tabs: the report said "cannot read …: 'utf-8'
+    codec can't decode byte 0xff in position 0", which tells a reviewer nothing they can act on."""
+    from screening.errors import InputError
+
+    results = tmp_path / "results.csv"
+    results.write_bytes((HEADER.replace(",", "\t") + "1\tc.jpg\tP3\t0.9\trefer\tok\t\t0.9\t0.1\n").encode("utf-16"))
+    with pytest.raises(InputError) as raised:
+        _report(tmp_path, results)
+    assert "UTF-16" in str(raised.value) and "CSV UTF-8" in str(raised.value)
+
+
+def _report(folder: Path, results: Path) -> Path:
+    from screening.report.build import ReportRequest, build_report
+
+    out = folder / "report.html"
+    build_report(ReportRequest(results=results, images_dir=None, out=out, manifest=None))
+    return out

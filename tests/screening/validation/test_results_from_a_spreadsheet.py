@@ -341,3 +341,13 @@ def test_damaged_lines_that_name_no_image_are_warned_of(synthetic):
     assert scores.warnings == [f"{journal} has 2 damaged lines (line 4 is damaged (not JSON (JSONDecodeError)); "
                                f"line 43 is damaged (not JSON (JSONDecodeError))): they name no image: an image "
                                f"whose newer result was on one is scored on its older line"]
+
+
+def test_a_results_csv_saved_as_unicode_text_says_how_to_save_it(synthetic):
+    """Saved as a spreadsheet's "Unicode text" (UTF-16), the message was the codec's ('utf-8' codec
+    can't decode byte 0xff in position 0)."""
+    data = _csv_only(synthetic(n=20))
+    data.results.write_bytes(data.results.read_text(encoding="utf-8-sig").replace(",", "\t").encode("utf-16"))
+    with pytest.raises(InputError) as raised:
+        read_scores(data.results, data.manifest)
+    assert "UTF-16" in str(raised.value) and "CSV UTF-8" in str(raised.value)
