@@ -192,6 +192,6 @@ def test_the_out_check_looks_up_no_image(tmp_path: Path, monkeypatch: pytest.Mon
     for name in ("stat", "lstat"):
         real = getattr(os, name)
         monkeypatch.setattr(os, name, lambda path, *a, real=real, **kw: lookups.append(path) or real(path, *a, **kw))
-    discovery = discover(FolderRequest(images_dir=images, meta_csv=meta, output=out, bundle_dir=tmp_path))
+    discovery = discover(FolderRequest(images_dir=images, meta_csv=meta, output=out, bundle_dir=tmp_path / "bundle"))
     assert len(discovery.images) == 300
     assert len(lookups) < 100, f"{len(lookups)} lookups for 300 images"  # about 60: outputs, folders, CSV
