@@ -1,7 +1,7 @@
 """Where a run may write: the output files beside ``--out``, checked against its inputs up front.
 
-A results file that resolves to the patients CSV, to an image or into the model bundle would
-destroy an input; one inside the images folder would be screened (or trip discovery) the next
+A results file that resolves to the patients CSV, to an image or to one of the model bundle's
+files would destroy an input; one inside the images folder would be screened (or trip discovery) the next
 night. Each is refused before any work starts (exit 2), as is a folder the run cannot write to,
 a name too long for it and a symbolic link or a file where the run history folder goes, so that
 a nightly job fails at 2 a.m. with one line instead of after an hour of screening with a traceback. ``--log-file`` is
@@ -21,7 +21,9 @@ from typing import Iterable
 
 from .atomic import temp_name_bytes
 from .errors import InputError
+from .engines.naming import TRT_FOLDER
 from .journal import journal_path, lock_path
+from .manifest import MANIFEST_NAME
 from .results import display_name, history_folder, summary_path
 
 # The first bytes of the image formats screened (JPEG, PNG, BMP, TIFF): a log must not grow one.
@@ -100,7 +102,7 @@ def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
         images_dir: the images folder; no output file may resolve inside it.
         meta_csv: the patients CSV; no output file may be it.
         linked_images: real paths of the images reached through a link (which may point anywhere).
-        bundle_dir: the model bundle; no output file may resolve inside it (``--out
+        bundle_dir: the model bundle; no output file may be one of its files (``--out
             engines/starter/manifest.json`` would replace the manifest with the results).
 
     Raises:
@@ -123,12 +125,21 @@ def check_output_location(output: Path, images_dir: Path, meta_csv: Path,
             if real.is_relative_to(folder):
                 raise InputError(f"{what} is inside the images folder {images_dir}: write the "
                                  f"results outside it")
-            if bundle is not None and real.is_relative_to(bundle):
-                raise InputError(f"{what} is inside the bundle folder {bundle_dir}: it would replace or sit "
-                                 f"among the model's files; write the results outside it")
+            if bundle is not None and _bundle_file(real, bundle):
+                raise InputError(f"{what} is among the model bundle's files ({real.relative_to(bundle)} in "
+                                 f"{bundle_dir}): choose another output file")
         _check_history_folder(output)
     except ValueError as error:  # e.g. an embedded NUL byte
         raise InputError(f"--out {output!s} is not a usable path ({error})") from None
+
+
+def _bundle_file(real: Path, bundle: Path) -> bool:
+    """Whether ``real`` is a file of the bundle: its manifest, a model (``*.onnx`` beside it) or
+    anything in its TensorRT engines folder. Results kept beside a bundle are the clinic's layout
+    to choose; results written over its manifest leave every later night without a bundle."""
+    if real.is_relative_to(bundle / TRT_FOLDER):
+        return True
+    return real.parent == bundle and (real.name == MANIFEST_NAME or real.suffix.lower() == ".onnx")
 
 
 def _check_history_folder(output: Path) -> None:

@@ -383,18 +383,30 @@ def test_the_report_leaves_out_the_run_outputs_whether_named_by_csv_or_journal(t
     assert tmp_path / "r.history" in [f.path for f in by_journal]
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "classifier.onnx", "results.csv"])
-def test_results_inside_the_bundle_folder_are_refused_and_the_bundle_untouched(
+@pytest.mark.parametrize("name", ["manifest.json", "classifier.onnx", "trt/results.csv"])
+def test_results_over_a_bundle_file_are_refused_and_the_bundle_untouched(
         tmp_path: Path, make_folder, tiny_bundle: Path, name: str) -> None:
     """--out engines/starter/manifest.json (a tab completion one folder too far) wrote the results CSV
     over the bundle's manifest: that night 'succeeded', and every later one stopped with exit 3 until
-    the bundle was installed again. A results.csv there would put the run's files among the model's."""
+    the bundle was installed again."""
+    images, meta = make_folder(2)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "trt").mkdir(exist_ok=True)
+    before = {path.name: path.read_bytes() for path in bundle.iterdir() if path.is_file()}
+    out = bundle / name
+    assert error_line(run(images, meta, out, bundle)) == (
+        f"Error: --out {out} is among the model bundle's files ({name} in {bundle}): choose another output file")
+    assert {path.name: path.read_bytes() for path in bundle.iterdir() if path.is_file()} == before
+
+
+def test_results_kept_beside_the_bundle_files_are_the_clinics_layout(tmp_path: Path, make_folder,
+                                                                      tiny_bundle: Path) -> None:
+    """A clinic that keeps its night's results in the bundle's folder is not refused after an
+    upgrade: only the bundle's own files are protected, and they stay as they were."""
     images, meta = make_folder(2)
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     before = {path.name: path.read_bytes() for path in bundle.iterdir()}
-    out = bundle / name
-    assert error_line(run(images, meta, out, bundle)) == (
-        f"Error: --out {out} is inside the bundle folder {bundle}: it would replace or sit among the "
-        f"model's files; write the results outside it")
-    assert {path.name: path.read_bytes() for path in bundle.iterdir()} == before
+    assert run(images, meta, bundle / "results.csv", bundle).exit_code == 0
+    assert all((bundle / name).read_bytes() == data for name, data in before.items())
