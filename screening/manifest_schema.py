@@ -161,6 +161,13 @@ def check_schema_version(value: Any, path: str) -> None:
                                  f"(this screening version reads {SCHEMA_VERSION})")
 
 
+def normal_diagnosis(text: str) -> str:
+    """How a labels file's diagnosis, and a class's code or label, are compared (any case, runs of
+    spaces and underscores as one space): ' Basal_Cell  Carcinoma ' -> 'basal cell carcinoma'.
+    Here, below the manifest, so that the manifest's check and the labels reader share it."""
+    return re.sub(r"[\s_]+", " ", text.strip()).casefold()
+
+
 def check_classes(value: Any, path: str) -> None:
     expect_list(value, path, 1, MAX_CLASSES)
     for i, item in enumerate(value):
@@ -170,14 +177,13 @@ def check_classes(value: Any, path: str) -> None:
         expect_text(item["label"], f"{where}.label", max_len=200)
         expect_bool(item["malignant"], f"{where}.malignant")
     expect_unique([item["name"] for item in value], f"{path}[].name")
-    # A labels file (screening.validation.labels) names a class by its code or its label, in any
-    # case, spaces and underscores aside: two classes that read alike there would take each other's
-    # cases in `screen evaluate` and `calibrate`, without a word.
+    # A labels file (screening.validation.labels) names a class by its code or its label, read by
+    # normal_diagnosis: two classes that read alike there would take each other's cases in
+    # `screen evaluate` and `calibrate`, without a word.
     seen: dict[str, int] = {}
     for i, item in enumerate(value):
         for key in ("name", "label"):
-            text = re.sub(r"[\s_]+", " ", item[key].strip()).casefold()
-            first = seen.setdefault(text, i)
+            first = seen.setdefault(normal_diagnosis(item[key]), i)
             if first != i:
                 raise FieldProblem(f"{path}[{i}].{key}", f"{_shown(item[key])} reads as class "
                                                          f"{value[first]['name']!r} in a labels file (case, "

@@ -19,6 +19,7 @@ from typing import Iterable
 
 from ..errors import InputError, MetadataError
 from ..manifest import Manifest
+from ..manifest_schema import normal_diagnosis
 from ..patients import PatientTable, read_patients
 
 # Accepted names of the diagnosis column, in priority order.
@@ -46,11 +47,6 @@ SYNONYMS = {
     "hemangioma": "vasc", "haemangioma": "vasc", "angiokeratoma": "vasc", "pyogenic granuloma": "vasc",
     "df": "df", "dermatofibroma": "df",
 }
-
-
-def normal_diagnosis(text: str) -> str:
-    """' Basal_Cell  Carcinoma ' -> 'basal cell carcinoma'."""
-    return re.sub(r"[\s_]+", " ", text.strip()).casefold()
 
 
 def class_lookup(manifest: Manifest) -> dict[str, int]:
