@@ -145,6 +145,16 @@ def neutralise(text: str) -> str:
     return text
 
 
+def csv_delimiter(header: str, required: Iterable[str]) -> str:
+    """The delimiter of a results CSV whose first line is ``header``: the comma screen writes, or
+    the semicolon where only that splits out the ``required`` columns, as a spreadsheet in a
+    decimal-comma locale saves the file (with '0,93' for 0.93)."""
+    def columns(delimiter: str) -> set[str]:
+        return {original_text(c) for c in next(csv.reader([header], delimiter=delimiter), [])}
+    needed = set(required)
+    return ";" if not needed <= columns(",") and needed <= columns(";") else ","
+
+
 def decode_problem(error: UnicodeDecodeError) -> str:
     """Why a results CSV did not read as UTF-8: in a reviewer's words where it was saved as a
     spreadsheet's "Unicode text" (UTF-16, whose byte order mark fails at the first byte), else the

@@ -17,7 +17,7 @@ from ..journal import JournalHeader, journal_path
 from ..journal_lines import Damage, damaged_lines_note, header_line, outcome_lines
 from ..operating_points import flag
 from ..stalled_reads import DEFAULT_STALL_S, read_pieces, stalled_line, while_progressing
-from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, decode_problem, display_name, original_text, rank_rows
+from ..results import DECIMALS, ERROR, OK, Outcome, ResultRow, csv_delimiter, decode_problem, display_name, original_text, rank_rows
 
 TOP_CLASSES = 3  # classes listed per row, most probable first
 # Rows the CSV reader accepts at most: a cap far above any folder, so a hostile file cannot
@@ -142,7 +142,7 @@ def read_results_csv(path: Path, beat: Callable[[], None] = lambda: None,
     """
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            semicolons = _saved_with_semicolons(fh.readline(_HEADER_CHARS))
+            semicolons = csv_delimiter(fh.readline(_HEADER_CHARS), _REQUIRED) == ";"
             fh.seek(0)
             reader = csv.DictReader(fh, delimiter=";" if semicolons else ",")
             columns = [original_text(c) for c in reader.fieldnames or []]
@@ -221,14 +221,6 @@ def _probability_columns(columns: list[str], classes: list[str] | None) -> froze
     if classes and all(f"p_{name}" in columns for name in classes):
         return frozenset(f"p_{name}" for name in classes)
     return frozenset(c for c in columns if c.startswith("p_"))
-
-
-def _saved_with_semicolons(header: str) -> bool:
-    """Whether a results CSV's header line is separated by semicolons: as a spreadsheet in a
-    decimal-comma locale saves it (and `screen evaluate` reads it), with '0,93' for 0.93."""
-    def columns(delimiter: str) -> set[str]:
-        return {original_text(c) for c in next(csv.reader([header], delimiter=delimiter), [])}
-    return not _REQUIRED <= columns(",") and _REQUIRED <= columns(";")
 
 
 def _decimal_points(cells: dict[str | None, str | None], probabilities: frozenset[str]) -> dict[str | None, str | None]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..results import DECIMALS, ERROR, OK, decode_problem, original_text
+from ..results import DECIMALS, ERROR, OK, csv_delimiter, decode_problem, original_text
 
 # Each probability is rounded to DECIMALS: a row's sum may miss 1 by half a step per class.
 _HALF_STEP = 0.5 * 10.0 ** -DECIMALS
@@ -55,10 +55,8 @@ def read_results_csv(path: Path, classes: list[str], tag: str) -> list[ResultsLi
         raise InputError(f"cannot read results {path}: {decode_problem(exc)}") from exc
     except OSError as exc:
         raise InputError(f"cannot read results {path}: {exc}") from exc
-    # A spreadsheet that writes decimal commas separates cells with semicolons: the delimiter is
-    # the one that splits the header into the columns screen writes.
-    first = next(csv.reader(io.StringIO(text, newline="")), [])
-    semicolons = not {"image", "status"} <= set(first)
+    # A spreadsheet that writes decimal commas separates cells with semicolons.
+    semicolons = csv_delimiter(text.split("\n", 1)[0], ("image", "status")) == ";"
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=";" if semicolons else ",")
     header = next(reader, [])
     if "image" not in header or "status" not in header:
