@@ -39,13 +39,19 @@ DEFAULT_STALL_S = 30.0
 MAX_STALL_S = 86400.0
 
 
+def usable_stall_s(seconds: object) -> bool:
+    """Whether ``seconds`` is a --decode-timeout a run accepts: a number above 0 and at most a day
+    (not NaN)."""
+    return isinstance(seconds, (int, float)) and 0 < seconds <= MAX_STALL_S
+
+
 def check_stall_s(seconds: float) -> None:
     """Refuse a --decode-timeout that is not above 0 and at most a day (NaN included).
 
     Raises:
         InputError: naming the option and the value.
     """
-    if not 0 < seconds <= MAX_STALL_S:
+    if not usable_stall_s(seconds):
         raise InputError(f"--decode-timeout must be above 0 and at most {MAX_STALL_S:g} seconds (a day), "
                          f"got {seconds:g}")
 

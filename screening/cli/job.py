@@ -19,7 +19,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import InputError, ScreeningError
-from ..stalled_reads import DEFAULT_STALL_S, MAX_STALL_S, read_within, stalled_line, while_progressing
+from ..stalled_reads import DEFAULT_STALL_S, read_within, stalled_line, usable_stall_s, while_progressing
 from .paths import PATH
 
 ON_BUNDLE_CHANGE = ("rescreen", "fail")  # = screening.journal.ON_BUNDLE_CHANGE (not imported: keeps --help light)
@@ -173,7 +173,7 @@ def job_options(command: Callable) -> Callable:
 
             # The run's limit for a silent drive (screening.stalled_reads), for the log's writes too.
             timeout = kwargs.get("decode_timeout")  # one not in (0, a day] is refused later, with its own line
-            stall_s = timeout if isinstance(timeout, (int, float)) and 0 < timeout <= MAX_STALL_S else DEFAULT_STALL_S
+            stall_s = timeout if usable_stall_s(timeout) else DEFAULT_STALL_S
             _check_log_file(log_file, config, kwargs, stall_s)
             try:
                 log = LogFile(str(log_file), stall_s=stall_s)
