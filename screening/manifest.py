@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .attention import ATTENTION_OUTPUT
 from .attention import problems as attention_problems
@@ -27,6 +27,7 @@ from .stalled_reads import DEFAULT_STALL_S, read_pieces, stalled_line, while_pro
 from .tta import TTA_MODES
 
 SCHEMA_VERSION = 1
+T = TypeVar("T")
 MANIFEST_NAME = "manifest.json"
 NOT_FOR_DIAGNOSIS = (
     "Research and triage support only. Not a medical device and not for diagnosis: every "
@@ -309,13 +310,19 @@ def load_manifest(bundle_dir: Path, verify_files: bool = True, stall_s: float = 
         InputError: the bundle's drive stopped answering while it was being read.
     """
     bundle_dir = Path(bundle_dir)
-    return while_progressing(lambda beat: _load_manifest(bundle_dir, verify_files, beat), stall_s,
-                             lambda: bundle_stalled(bundle_dir, stall_s))
+    return within_bundle_stall(bundle_dir, stall_s, lambda beat: _load_manifest(bundle_dir, verify_files, beat))
 
 
 def bundle_stalled(bundle_dir: Path, stall_s: float) -> InputError:
     """The one line of a bundle whose drive stopped answering: not the bundle's fault (exit 2, not 3)."""
     return InputError(stalled_line(f"the model bundle {bundle_dir}", "it was being read", stall_s))
+
+
+def within_bundle_stall(bundle_dir: Path, stall_s: float, work: Callable[[Callable[[], None]], T]) -> T:
+    """``work(beat)`` on the bundle's drive, given up with the bundle's one line (InputError) once
+    nothing came for ``stall_s`` seconds (:func:`screening.stalled_reads.while_progressing`): how
+    every read of a bundle (manifest, models, TensorRT engines, a Ray worker's copy) is bounded."""
+    return while_progressing(work, stall_s, lambda: bundle_stalled(Path(bundle_dir), stall_s))
 
 
 def _load_manifest(bundle_dir: Path, verify_files: bool, beat: Callable[[], None]) -> Manifest:

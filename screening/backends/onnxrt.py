@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BundleError
-from ..manifest import Manifest, ModelSpec, bundle_stalled
-from ..stalled_reads import DEFAULT_STALL_S, read_within
+from ..manifest import Manifest, ModelSpec, within_bundle_stall
+from ..stalled_reads import DEFAULT_STALL_S, read_pieces
 from .base import Runner, TensorSpec
 from .bundle import RunnerPairBackend
 
@@ -111,8 +111,8 @@ class OnnxRuntimeRunner(Runner):
         ends the run with one line (InputError) after ``stall_s`` seconds without a piece read.
         """
         try:
-            data = read_within(self.model_path, self.stall_s, lambda: bundle_stalled(self.model_path.parent,
-                                                                                      self.stall_s))
+            data = within_bundle_stall(self.model_path.parent, self.stall_s,
+                                       lambda beat: read_pieces(self.model_path, beat))
         except OSError as exc:
             raise BundleError(f"cannot read {self.model_path}: {exc.strerror or exc}") from None
         if self.expected_sha256 and hashlib.sha256(data).hexdigest() != self.expected_sha256:

@@ -9,7 +9,7 @@ the GPU and is the classifier's mask input. TensorRT and pycuda are imported onl
 The engine folder sits in the bundle, which may be on a network share: every look at it (the
 probe's) and every read of it (build record, plans) runs in a watched thread that gives up once
 nothing has come for ``stall_s`` seconds (``--decode-timeout``), with the bundle's one line
-(``manifest.bundle_stalled``), as ONNX Runtime's reads of the bundle do.
+(``manifest.within_bundle_stall``), as ONNX Runtime's reads of the bundle do.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -30,12 +30,10 @@ from ..engines.record import ROLES, BuildRecord, load_record
 from ..engines.staleness import find_engine
 from ..engines.trt_logger import tensorrt_logger
 from ..errors import BackendUnavailable, BundleError, ScreeningError
-from ..manifest import Manifest, bundle_stalled
-from ..stalled_reads import DEFAULT_STALL_S, read_pieces, while_progressing
+from ..manifest import Manifest, within_bundle_stall
+from ..stalled_reads import DEFAULT_STALL_S, read_pieces
 from .bundle import BatchOutputs, BundleBackend
 from .cuda_context import current, primary_context
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,12 +48,6 @@ class TensorRTProbe:
     record: BuildRecord | None = None
 
 
-def within_stall(bundle_dir: Path, stall_s: float, work: Callable[[Callable[[], None]], T]) -> T:
-    """``work(beat)`` on the bundle's drive, given up with the bundle's one line (InputError) once
-    nothing came for ``stall_s`` seconds (see :func:`screening.stalled_reads.while_progressing`)."""
-    return while_progressing(work, stall_s, lambda: bundle_stalled(Path(bundle_dir), stall_s))
-
-
 def probe_from_environment(bundle_dir: Path, manifest: Manifest, env: Environment,
                            stall_s: float = DEFAULT_STALL_S) -> TensorRTProbe:
     """The probe's decision from gathered facts (no imports, no GPU access).
@@ -65,7 +57,7 @@ def probe_from_environment(bundle_dir: Path, manifest: Manifest, env: Environmen
     """
     if env.problem:
         return TensorRTProbe(False, env.problem)
-    match = within_stall(bundle_dir, stall_s,
+    match = within_bundle_stall(bundle_dir, stall_s,
                          lambda beat: find_engine(bundle_dir, manifest, env.gpu, env.tensorrt_version, beat))
     if match.engine_dir is None:
         return TensorRTProbe(False, match.reason)
@@ -148,7 +140,7 @@ class TensorRTBackend(BundleBackend):
                 raise BackendUnavailable(probe.reason)
             self.engine_dir, self.record = probe.engine_dir, probe.record
         elif self.record is None:
-            self.record = within_stall(self.bundle_dir, self.stall_s, lambda beat: load_record(self.engine_dir, beat))
+            self.record = within_bundle_stall(self.bundle_dir, self.stall_s, lambda beat: load_record(self.engine_dir, beat))
         # Read before the GPU is touched: a silent drive stops the start with nothing to release.
         plans = self._read_plans()
         trt, cuda = _import_gpu_modules()
@@ -184,7 +176,7 @@ class TensorRTBackend(BundleBackend):
             build = self.record.models[role]
             path = self.engine_dir / build.plan
             try:
-                data = within_stall(self.bundle_dir, self.stall_s, lambda beat: read_pieces(path, beat))
+                data = within_bundle_stall(self.bundle_dir, self.stall_s, lambda beat: read_pieces(path, beat))
             except OSError as exc:
                 raise BundleError(f"cannot read {path} ({exc.strerror or exc}); rebuild with: {rebuild}") from None
             if hashlib.sha256(data).hexdigest() != build.plan_sha256:

@@ -81,13 +81,13 @@ def resolve_bundle(bundle: Path | None) -> Path:
     """The bundle to use; a missing default bundle is an error that says how to get one."""
     if bundle is not None:
         return bundle
-    from ..manifest import bundle_stalled
-    from ..stalled_reads import DEFAULT_STALL_S, while_progressing
+    from ..manifest import within_bundle_stall
+    from ..stalled_reads import DEFAULT_STALL_S
 
     path = default_bundle()
     # $SCREEN_BUNDLE may name a share that stopped answering: looked up within the default limit
     # (the command's --decode-timeout is not at hand here), as load_manifest reads it next.
-    if not while_progressing(lambda beat: path.is_dir(), DEFAULT_STALL_S, lambda: bundle_stalled(path, DEFAULT_STALL_S)):
+    if not within_bundle_stall(path, DEFAULT_STALL_S, lambda beat: path.is_dir()):
         if os.environ.get(BUNDLE_ENV):
             raise BundleError(f"no model bundle at {path} (${BUNDLE_ENV}): point ${BUNDLE_ENV} at a "
                               f"bundle folder (manifest.json, segmenter.onnx, classifier.onnx), or "

@@ -26,10 +26,10 @@ from ..backends import open_backend
 from ..decode_pool import DecodeLimits, DecodePool
 from ..errors import BundleError, ScreeningError
 from ..images import load_image
-from ..manifest import Manifest, bundle_stalled, sha256_file
+from ..manifest import Manifest, sha256_file, within_bundle_stall
 from ..pipeline import Decoded, Failed, ImageJob, decode_one, infer_batch, plan_batches
 from ..results import Outcome
-from ..stalled_reads import DEFAULT_STALL_S, while_progressing
+from ..stalled_reads import DEFAULT_STALL_S
 
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
@@ -146,8 +146,7 @@ def open_bundle(bundle_dir: str, manifest: Manifest, backend: str, batch_size: i
     gives up after ``stall_s`` seconds (``--decode-timeout``) with the bundle's one line, as one
     machine does, instead of holding the actor and the night.
     """
-    while_progressing(lambda beat: _check_copy(Path(bundle_dir), manifest, beat), stall_s,
-                      lambda: bundle_stalled(Path(bundle_dir), stall_s))
+    within_bundle_stall(Path(bundle_dir), stall_s, lambda beat: _check_copy(Path(bundle_dir), manifest, beat))
     return open_backend(backend, Path(bundle_dir), manifest, batch_size=batch_size, stall_s=stall_s)
 
 
