@@ -206,7 +206,7 @@ class Damage:
         return f"is torn ({TORN})" if self.torn else f"is damaged ({self.reason})"
 
 
-# Outcome.to_json writes the image first: a line torn after it still names its image.
+# outcome_line writes the image first (as Outcome.to_json did): a line torn after it still names its image.
 _IMAGE_FIRST = re.compile(r'\s*\{\s*"image"\s*:\s*')
 
 

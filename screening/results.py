@@ -54,6 +54,8 @@ class Outcome:
     retry: bool = False
 
     def to_json(self) -> str:
+        """The journal line as versions before line checksums wrote it; today's journal lines are
+        written by ``journal_lines.outcome_line`` (this plus a checksum)."""
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
