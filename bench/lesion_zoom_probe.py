@@ -33,7 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clinic_colour_probe import screened_as_indexed  # noqa: E402
-from ensemble_probe import read_member  # noqa: E402
+from ensemble_probe import average, read_member  # noqa: E402
 from harness import link_or_copy  # noqa: E402
 from training.data.dataset import read_rgb  # noqa: E402
 
@@ -121,10 +121,7 @@ def main() -> int:
                       "site": rows["site"]}).to_csv(folder / "patients.csv", index=False)
         zoom = screened_as_indexed(folder, rows, args.bundle, f"{split} ({len(zoomed)} zoomed)")
         zoom.to_csv(args.out / split / "zoom.csv", index=False)
-        plain = read_member(args.plain, split)
-        mean = zoom.set_index("image")
-        columns = [c for c in mean.columns if c.startswith("p_")] + ["risk"]
-        mean[columns] = (mean[columns].to_numpy(np.float64) + plain.loc[mean.index, columns].to_numpy(np.float64)) / 2
+        mean = average([zoom.set_index("image"), read_member(args.plain, split)])
         mean.reset_index().to_csv(args.out / split / "mean.csv", index=False)
         sources = rows.set_index("image_id")["source"]
         record[split] = {"zoomed": len(zoomed), "images": len(rows),
