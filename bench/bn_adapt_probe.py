@@ -39,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from screening.manifest import load_manifest  # noqa: E402
 from screening.metadata import DEFAULT_VOCABULARY  # noqa: E402
 from training.data.dataset import ClassificationDataset  # noqa: E402
+from screening.preprocess import risk_score, softmax  # noqa: E402
 from training.inference import load_classifier  # noqa: E402
+from training.train_classifier import predict_logits  # noqa: E402
 
 # name -> (weight of the clinic's statistics, which BatchNorm layers adapt: their names' prefixes)
 STEM = ("image_backbone.bn1", "image_backbone.blocks.0.", "image_backbone.blocks.1.")
@@ -87,9 +89,10 @@ def adapt_batchnorm(model: torch.nn.Module, batches: Iterable[dict[str, torch.Te
 
 @torch.no_grad()
 def probabilities(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], temperature: float) -> np.ndarray:
-    logits = [model(b["image"], b["mask"], b["meta"]) for b in batches]
-    logits = torch.cat([out[0] if isinstance(out, tuple) else out for out in logits])
-    return torch.softmax(logits / temperature, dim=1).numpy()
+    """The calibrated probabilities of every image, as evaluation computes them (predict_logits)
+    and the runtime calibrates them (screening.preprocess.softmax)."""
+    logits, _ = predict_logits(model, batches, torch.device("cpu"), channels_last=True)
+    return softmax(logits, temperature)
 
 
 def source_batches(rows: pd.DataFrame, state: dict, input_size: int, masks: Path,
@@ -104,14 +107,15 @@ def source_batches(rows: pd.DataFrame, state: dict, input_size: int, masks: Path
         image = torch.stack([c["image"] for c in chunk])
         batches.append({"image": image.contiguous(memory_format=torch.channels_last) if channels_last else image,
                         "mask": torch.stack([c["mask"] for c in chunk]),
-                        "meta": torch.stack([c["meta"] for c in chunk])})
+                        "meta": torch.stack([c["meta"] for c in chunk]),
+                        "label": torch.tensor([c["label"] for c in chunk])})
     return batches
 
 
 def results_frame(rows: pd.DataFrame, probs: np.ndarray, classes: list[str], malignant: list[int]) -> pd.DataFrame:
     """The columns of ``screen folder``'s results that the report scorers read."""
     frame = pd.DataFrame({"image": [f"{i}{Path(p).suffix.lower()}" for i, p in zip(rows["image_id"], rows["image_path"])],
-                          "status": "ok", "risk": probs[:, malignant].sum(axis=1)})
+                          "status": "ok", "risk": risk_score(probs, malignant)})
     for k, name in enumerate(classes):
         frame[f"p_{name}"] = probs[:, k]
     return frame
